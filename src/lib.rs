@@ -1,0 +1,5 @@
+//! boomerang: Boomerang local sampling (Luzi et al., TMLR 2024) on exported Stable Diffusion ONNX
+//! graphs, for anonymizing, augmenting and enhancing image datasets.
+
+pub mod noise;
+pub mod scheduler;
