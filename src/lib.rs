@@ -3,3 +3,8 @@
 
 pub mod noise;
 pub mod scheduler;
+pub mod hashing;
+pub mod runtime;
+pub mod atomic;
+pub mod manifest;
+pub mod model;
