@@ -8,3 +8,5 @@ pub mod runtime;
 pub mod atomic;
 pub mod manifest;
 pub mod model;
+pub mod pipeline;
+pub mod timing;
