@@ -14,3 +14,4 @@ pub mod runtime;
 pub mod sample;
 pub mod scheduler;
 pub mod timing;
+pub mod tokenizer;
