@@ -102,6 +102,15 @@ one, so it runs one step more and starts one step earlier than DDIM at the same 
 strength 1.0 the leading-spaced schedulers start at t = 901, not 999: the image still contributes
 sqrt(alphas_cumprod[901]) = 0.118 of the start latents.
 
+Scheduler configs: each scheduler is `Cls.from_config(<model>/scheduler/scheduler_config.json)`,
+a file with exactly SD 1.5's keys plus prediction_type. Keys that change the numbers:
+beta_start, beta_end, beta_schedule, num_train_timesteps (alphas_cumprod), prediction_type,
+steps_offset (leading spacing only), set_alpha_to_one (DDIM, PNDM: alpha of the step after t = 1),
+clip_sample = false (DDIM and DDPM default to true!), skip_prk_steps (PNDM). Absent keys take the
+class default (`scheduler_config_defaulted_keys`): timestep_spacing is leading for DDIM, DDPM and
+PNDM but linspace for EulerAncestral (timesteps 999, 888, ..., 0); DDPM variance_type fixed_small;
+thresholding and rescale_betas_zero_snr false.
+
 `index.json` also records, per case, the largest absolute difference between these PyTorch
 results and the same pipeline with its four networks replaced by the committed ONNX graphs run
 through onnxruntime (Python, CPU, one thread): the floor for any ONNX-based parity tolerance.
