@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod model;
 pub mod pipeline;
 pub mod timing;
+pub mod policy;
