@@ -11,3 +11,4 @@ pub mod model;
 pub mod pipeline;
 pub mod timing;
 pub mod policy;
+pub mod report;

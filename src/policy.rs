@@ -280,7 +280,7 @@ impl Policy {
 
 /// Parses and validates policy text; `path` names the file in errors and `folder` is where
 /// relative paths resolve. `source` and `sha256` are left for [`Policy::load`] to fill.
-pub fn parse(text: &str, path: &Path, folder: &Path) -> Result<Policy, PolicyError> {
+fn parse(text: &str, path: &Path, folder: &Path) -> Result<Policy, PolicyError> {
     check_version(text, path)?;
     let raw: RawPolicy = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
     let mut problems = Problems {
@@ -342,7 +342,7 @@ fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> PolicyError 
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -499,18 +499,14 @@ fn validate(raw: RawPolicy, folder: &Path, problems: &mut Problems) -> Option<Po
 
     let default_level = raw.default_level.get_ref().clone();
     if !raw.levels.contains_key(&default_level) {
-        let names: Vec<&String> = raw.levels.keys().collect();
+        let names: Vec<&str> = raw.levels.keys().map(String::as_str).collect();
         problems.add(
             "",
             "default-level",
             &raw.default_level,
             format!(
                 "`{default_level}` is not a level of this policy (defined: {})",
-                names
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names.join(", ")
             ),
         );
     }
