@@ -2,6 +2,7 @@
 //! graphs, for anonymizing, augmenting and enhancing image datasets.
 
 pub mod atomic;
+pub mod audit;
 pub mod cli;
 pub mod engine;
 pub mod hashing;
