@@ -231,8 +231,8 @@ impl fmt::Display for SkipReason {
                 f,
                 "output {} is already written for {}: rename one of them or enable file \
                  renaming",
-                output.display(),
-                earlier.display()
+                path_text(output),
+                path_text(earlier)
             ),
         }
     }
@@ -388,6 +388,25 @@ fn file_entry(relative: PathBuf) -> Entry {
         _ => EntryKind::Skipped(SkipReason::NotImageExtension(extension)),
     };
     Entry { relative, kind }
+}
+
+/// A relative path as report text that maps distinct paths to distinct strings (unlike
+/// `display()`, which turns every invalid byte into U+FFFD): UTF-8 is kept, `\` is doubled and
+/// each byte that is not UTF-8 becomes `\xHH`. `/` separates components on every platform.
+pub fn path_text(relative: &Path) -> String {
+    let mut text = String::new();
+    for (index, component) in relative.components().enumerate() {
+        if index > 0 {
+            text.push('/');
+        }
+        for chunk in component.as_os_str().as_encoded_bytes().utf8_chunks() {
+            text.push_str(&chunk.valid().replace('\\', "\\\\"));
+            for byte in chunk.invalid() {
+                text.push_str(&format!("\\x{byte:02X}"));
+            }
+        }
+    }
+    text
 }
 
 /// Bounds on what one input may cost before it is refused.

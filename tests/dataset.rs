@@ -9,7 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use boomerang::dataset::{
-    check_folders, load_image, load_image_with_limits, output_is_empty, output_relative,
+    check_folders, load_image, load_image_with_limits, output_is_empty, output_relative, path_text,
     plan_outputs, walk, Action, DatasetError, DecodeLimits, Entry, EntryKind, InputErrorKind,
     NameKey, SkipReason,
 };
@@ -165,6 +165,16 @@ fn non_utf8_file_name_is_walked_loaded_and_mapped() {
     );
     let renamed = output_relative(&entries[0].relative, Some(&NameKey::from_run_seed(1)));
     assert!(renamed.to_str().is_some());
+
+    // Report text keeps non-UTF-8 names apart where display() would merge them.
+    assert_eq!(path_text(&entries[0].relative), "class/caf\\xE9 \\xFF.png");
+    let other = Path::new("class").join(std::ffi::OsStr::from_bytes(b"caf\xe8 \xff.png"));
+    assert_eq!(
+        other.display().to_string(),
+        entries[0].relative.display().to_string()
+    );
+    assert_ne!(path_text(&other), path_text(&entries[0].relative));
+    assert_eq!(path_text(Path::new("café/a\\xE9.png")), "café/a\\\\xE9.png");
 }
 
 #[test]
