@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod cli;
+pub mod dataset;
 pub mod engine;
 pub mod hashing;
 pub mod imageio;
