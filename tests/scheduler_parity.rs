@@ -466,6 +466,28 @@ fn build_checks_steps_and_eta() {
 }
 
 #[test]
+fn euler_finds_its_place_from_t_without_a_begin_index() {
+    let cfg = SchedulerConfig::default();
+    let mut with_index = build(SchedulerKind::EulerAncestral, &cfg, 10, 0.0).unwrap();
+    let mut from_t = build(SchedulerKind::EulerAncestral, &cfg, 10, 0.0).unwrap();
+    let t = with_index.timesteps()[3];
+    with_index.set_begin_index(3);
+    let x = ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 4, 2, 2]), |i| i[1] as f32 - 1.5);
+    let eps = x.mapv(|v| 0.5 * v);
+    let a = with_index.add_noise(x.view(), eps.view(), t);
+    assert_eq!(a, from_t.add_noise(x.view(), eps.view(), t));
+    let scaled = with_index.scale_model_input(a.view(), t);
+    assert_eq!(scaled, from_t.scale_model_input(a.view(), t));
+    // A different index gives a different scale, so the lookup is doing something.
+    let mut at_zero = build(SchedulerKind::EulerAncestral, &cfg, 10, 0.0).unwrap();
+    at_zero.set_begin_index(0);
+    assert_ne!(scaled, at_zero.scale_model_input(a.view(), t));
+    let replay = |z: &ArrayD<f32>| Replay(VecDeque::from([z.clone()]));
+    let next = with_index.step(eps.view(), t, a.view(), &mut replay(&x));
+    assert_eq!(next, from_t.step(eps.view(), t, a.view(), &mut replay(&x)));
+}
+
+#[test]
 fn missing_config_file_names_the_path() {
     let err = SchedulerConfig::from_file(Path::new("/nonexistent/scheduler_config.json"))
         .unwrap_err()

@@ -57,20 +57,13 @@ impl EulerAncestral {
         }
     }
 
-    /// diffusers' `index_for_timestep`: the second match if `t` repeats (so a restart right
-    /// after a duplicate does not skip a sigma), else the only one.
+    /// diffusers' `index_for_timestep`. diffusers takes the second match when `t` repeats, but
+    /// Euler schedules never repeat a timestep (all spacings are strictly decreasing for
+    /// `num_inference_steps <= num_train_timesteps`), so the only match is the one.
     fn index_for_timestep(&self, t: f64) -> usize {
-        let mut matches = self
-            .timesteps
-            .iter()
-            .enumerate()
-            .filter(|(_, &s)| s == t)
-            .map(|(i, _)| i);
-        let first = matches.next();
-        match (first, matches.next()) {
-            (_, Some(second)) => second,
-            (Some(first), None) => first,
-            (None, None) => panic!("timestep {t} is not in this Euler ancestral schedule"),
+        match self.timesteps.iter().position(|&s| s == t) {
+            Some(i) => i,
+            None => panic!("timestep {t} is not in this Euler ancestral schedule"),
         }
     }
 

@@ -32,6 +32,9 @@ pub use config::{
 pub trait Scheduler {
     /// The descending timesteps of the full schedule (diffusers' `scheduler.timesteps`).
     /// Values are timesteps in `[0, num_train_timesteps)`, fractional for some spacings.
+    /// Euler ancestral keeps diffusers' edge cases: `leading` + `steps_offset` can reach
+    /// `num_train_timesteps`, and `trailing` with some step counts (61, 103, ...) ends at -1.
+    /// Its length is not always the number of inference steps (PNDM repeats timesteps).
     fn timesteps(&self) -> &[f64];
     /// diffusers' `scheduler.order`: how many entries of `timesteps()` one inference step uses.
     fn order(&self) -> usize;
@@ -67,7 +70,8 @@ pub enum SchedulerError {
     EtaNotDdim { eta: f32, kind: SchedulerKind },
     #[error(
         "{kind} with {steps} steps gives timestep {timestep}, outside the trained range 0..{train} \
-         (diffusers fails here too); lower steps_offset or change timestep_spacing"
+         (diffusers would fail, or for -1 silently use the noisiest alpha); lower steps_offset, \
+         or pick another number of steps or timestep_spacing"
     )]
     TimestepOutOfRange {
         kind: SchedulerKind,
