@@ -440,6 +440,9 @@ fn unsupported_options_are_refused_not_ignored() {
         "{err}"
     );
     assert!(matches!(parse("[1, 2]"), Err(ConfigError::NotAnObject)));
+    let huge = parse(r#"{"num_train_timesteps": 10000000000}"#).unwrap();
+    let err = huge.resolve(SchedulerKind::Ddpm).unwrap_err().to_string();
+    assert!(err.contains("num_train_timesteps"), "{err}");
 }
 
 #[test]

@@ -192,6 +192,8 @@ impl Default for SchedulerConfig {
     }
 }
 
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// Keys the implemented classes read; `null` is only meaningful for `trained_betas`.
 const READ_KEYS: [&str; 15] = [
     "num_train_timesteps",
@@ -269,10 +271,13 @@ impl SchedulerConfig {
         use SchedulerKind::*;
         let reads_clip = matches!(kind, Ddim | Ddpm);
         let num_train_timesteps = self.num_train_timesteps.unwrap_or(1000);
-        if num_train_timesteps == 0 {
+        // The upper bound only guards the allocations; Stable Diffusion uses 1000.
+        if !(1..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
             return Err(ConfigError::Invalid {
                 key: "num_train_timesteps",
-                reason: "must be at least 1".to_owned(),
+                reason: format!(
+                    "is {num_train_timesteps}; it must be from 1 to {MAX_TRAIN_TIMESTEPS}"
+                ),
             });
         }
         if let Some(betas) = &self.trained_betas {
