@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use boomerang::noise::NoiseSource;
 use boomerang::scheduler::{
-    alphas_cumprod, build, ConfigError, PredictionType, SchedulerConfig, SchedulerError,
-    SchedulerKind, TimestepSpacing, VarianceType,
+    alphas_cumprod, build, PredictionType, SchedulerConfig, SchedulerError, SchedulerKind,
+    TimestepSpacing, VarianceType,
 };
 use ndarray::{Array5, ArrayD, Axis};
 use serde_json::Value;
@@ -161,7 +161,7 @@ fn config_resolution_matches_from_config() {
         if case["boomerang_rejects"].as_bool().unwrap() {
             let err = cfg.resolve(k).unwrap_err();
             assert!(
-                matches!(err, ConfigError::Unsupported { .. }),
+                matches!(err, SchedulerError::Unsupported { .. }),
                 "{label}: {err}"
             );
             assert!(build(k, &cfg, 10, 0.0).is_err(), "{label}");
@@ -299,7 +299,7 @@ const SD15_JSON: &str = r#"{
 fn sd15_config_is_the_default_and_loads_into_every_kind() {
     let cfg = SchedulerConfig::from_json_str(SD15_JSON).unwrap();
     assert_eq!(cfg, SchedulerConfig::default());
-    assert_eq!(cfg.class_kind().unwrap(), Some(SchedulerKind::Pndm));
+    assert_eq!(cfg.class_kind().unwrap(), SchedulerKind::Pndm);
     for k in SchedulerKind::ALL {
         let r = cfg.resolve(k).unwrap();
         assert_eq!(r.steps_offset, 1);
@@ -379,6 +379,9 @@ fn scheduler_names_round_trip_and_unknown_ones_are_listed() {
     }
     // Another class's file still configures a supported scheduler, as with from_config.
     assert!(build(SchedulerKind::Ddim, &cfg, 10, 0.0).is_ok());
+    let classless = SchedulerConfig::from_json_str("{}").unwrap();
+    let err = classless.class_kind().unwrap_err().to_string();
+    assert!(err.contains("_class_name") && err.contains("ddim"), "{err}");
 }
 
 #[test]
@@ -439,7 +442,7 @@ fn unsupported_options_are_refused_not_ignored() {
         err.contains("trained_betas") && err.contains("1000"),
         "{err}"
     );
-    assert!(matches!(parse("[1, 2]"), Err(ConfigError::NotAnObject)));
+    assert!(matches!(parse("[1, 2]"), Err(SchedulerError::NotAnObject)));
     let huge = parse(r#"{"num_train_timesteps": 10000000000}"#).unwrap();
     let err = huge.resolve(SchedulerKind::Ddpm).unwrap_err().to_string();
     assert!(err.contains("num_train_timesteps"), "{err}");

@@ -6,11 +6,13 @@
 //! [`SchedulerConfig::resolve`] fills in the defaults of one [`SchedulerKind`].
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::SchedulerError;
 
 /// The scheduler classes boomerang implements, named as on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,11 +52,14 @@ impl SchedulerKind {
     }
 
     /// The kind for a diffusers `_class_name`.
-    pub fn from_class_name(name: &str) -> Result<Self, ConfigError> {
+    pub fn from_class_name(name: &str) -> Result<Self, SchedulerError> {
+        if name.is_empty() {
+            return Err(SchedulerError::NoClass);
+        }
         Self::ALL
             .into_iter()
             .find(|k| k.class_name() == name)
-            .ok_or_else(|| ConfigError::UnsupportedClass {
+            .ok_or_else(|| SchedulerError::UnsupportedClass {
                 name: name.to_owned(),
             })
     }
@@ -67,21 +72,21 @@ impl fmt::Display for SchedulerKind {
 }
 
 impl FromStr for SchedulerKind {
-    type Err = ConfigError;
+    type Err = SchedulerError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|k| k.cli_name() == s)
-            .ok_or_else(|| ConfigError::UnknownKind { name: s.to_owned() })
+            .ok_or_else(|| SchedulerError::UnknownKind { name: s.to_owned() })
     }
 }
 
-fn supported_cli_names() -> String {
+pub(super) fn supported_cli_names() -> String {
     SchedulerKind::ALL.map(SchedulerKind::cli_name).join(", ")
 }
 
-fn supported_class_names() -> String {
+pub(super) fn supported_class_names() -> String {
     SchedulerKind::ALL.map(SchedulerKind::class_name).join(", ")
 }
 
@@ -148,8 +153,9 @@ impl fmt::Display for VarianceType {
 /// ignored. `Default` is Stable Diffusion 1.5's file (a `PNDMScheduler` config).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SchedulerConfig {
-    #[serde(rename = "_class_name")]
-    pub class_name: Option<String>,
+    /// diffusers' `_class_name`; empty when the file names no class.
+    #[serde(rename = "_class_name", default)]
+    pub class_name: String,
     pub num_train_timesteps: Option<usize>,
     pub beta_start: Option<f64>,
     pub beta_end: Option<f64>,
@@ -172,7 +178,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         // runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json
         Self {
-            class_name: Some("PNDMScheduler".to_owned()),
+            class_name: "PNDMScheduler".to_owned(),
             num_train_timesteps: Some(1000),
             beta_start: Some(0.00085),
             beta_end: Some(0.012),
@@ -215,45 +221,42 @@ const READ_KEYS: [&str; 15] = [
 
 impl SchedulerConfig {
     /// Parses the text of a `scheduler_config.json`.
-    pub fn from_json_str(json: &str) -> Result<Self, ConfigError> {
-        let value: Value = serde_json::from_str(json).map_err(ConfigError::Json)?;
+    pub fn from_json_str(json: &str) -> Result<Self, SchedulerError> {
+        let value: Value = serde_json::from_str(json).map_err(SchedulerError::Json)?;
         let Value::Object(mut map) = value else {
-            return Err(ConfigError::NotAnObject);
+            return Err(SchedulerError::NotAnObject);
         };
         // diffusers drops keys listed here: they only held the writing class's defaults.
         if let Some(defaults) = map.remove("_use_default_values") {
             let Value::Array(keys) = defaults else {
-                return Err(ConfigError::BadUseDefaultValues);
+                return Err(SchedulerError::BadUseDefaultValues);
             };
             for key in keys {
                 let Value::String(key) = key else {
-                    return Err(ConfigError::BadUseDefaultValues);
+                    return Err(SchedulerError::BadUseDefaultValues);
                 };
                 map.remove(&key);
             }
         }
         reject_nulls(&map)?;
-        serde_json::from_value(Value::Object(map)).map_err(ConfigError::Json)
+        serde_json::from_value(Value::Object(map)).map_err(SchedulerError::Json)
     }
 
     /// Reads and parses a `scheduler_config.json` file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    pub fn from_file(path: &Path) -> Result<Self, SchedulerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SchedulerError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_json_str(&text).map_err(|e| ConfigError::InFile {
+        Self::from_json_str(&text).map_err(|e| SchedulerError::InFile {
             path: path.to_owned(),
             source: Box::new(e),
         })
     }
 
-    /// The kind named by `_class_name`, if the file names a class.
-    pub fn class_kind(&self) -> Result<Option<SchedulerKind>, ConfigError> {
-        self.class_name
-            .as_deref()
-            .map(SchedulerKind::from_class_name)
-            .transpose()
+    /// The kind named by `_class_name`.
+    pub fn class_kind(&self) -> Result<SchedulerKind, SchedulerError> {
+        SchedulerKind::from_class_name(&self.class_name)
     }
 
     /// What diffusers' `StableDiffusionImg2ImgPipeline.__init__` does to any scheduler config:
@@ -267,13 +270,13 @@ impl SchedulerConfig {
 
     /// The configuration `kind` runs with: keys from the file, the class's diffusers 0.39 defaults
     /// for absent ones. Errors for options diffusers accepts but boomerang does not implement.
-    pub fn resolve(&self, kind: SchedulerKind) -> Result<ResolvedConfig, ConfigError> {
+    pub fn resolve(&self, kind: SchedulerKind) -> Result<ResolvedConfig, SchedulerError> {
         use SchedulerKind::*;
         let reads_clip = matches!(kind, Ddim | Ddpm);
         let num_train_timesteps = self.num_train_timesteps.unwrap_or(1000);
         // The upper bound only guards the allocations; Stable Diffusion uses 1000.
         if !(1..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
-            return Err(ConfigError::Invalid {
+            return Err(SchedulerError::Invalid {
                 key: "num_train_timesteps",
                 reason: format!(
                     "is {num_train_timesteps}; it must be from 1 to {MAX_TRAIN_TIMESTEPS}"
@@ -282,7 +285,7 @@ impl SchedulerConfig {
         }
         if let Some(betas) = &self.trained_betas {
             if betas.len() != num_train_timesteps {
-                return Err(ConfigError::Invalid {
+                return Err(SchedulerError::Invalid {
                     key: "trained_betas",
                     reason: format!(
                         "has {} values but num_train_timesteps is {num_train_timesteps}",
@@ -292,13 +295,13 @@ impl SchedulerConfig {
             }
         }
         let steps_offset = self.steps_offset.unwrap_or(0);
-        let steps_offset = usize::try_from(steps_offset).map_err(|_| ConfigError::Invalid {
+        let steps_offset = usize::try_from(steps_offset).map_err(|_| SchedulerError::Invalid {
             key: "steps_offset",
             reason: format!("is {steps_offset}; it must be 0 or more"),
         })?;
         let prediction_type = self.prediction_type.unwrap_or(PredictionType::Epsilon);
         if prediction_type == PredictionType::Sample && matches!(kind, EulerAncestral | Pndm) {
-            return Err(ConfigError::Unsupported {
+            return Err(SchedulerError::Unsupported {
                 kind,
                 key: "prediction_type",
                 value: "sample".to_owned(),
@@ -306,7 +309,7 @@ impl SchedulerConfig {
             });
         }
         if reads_clip && self.thresholding == Some(true) {
-            return Err(ConfigError::Unsupported {
+            return Err(SchedulerError::Unsupported {
                 kind,
                 key: "thresholding",
                 value: "true".to_owned(),
@@ -329,7 +332,7 @@ impl SchedulerConfig {
                 ),
             };
             if let Some(why) = why {
-                return Err(ConfigError::Unsupported {
+                return Err(SchedulerError::Unsupported {
                     kind,
                     key: "variance_type",
                     value: v.to_string(),
@@ -369,12 +372,12 @@ impl SchedulerConfig {
     }
 }
 
-fn reject_nulls(map: &Map<String, Value>) -> Result<(), ConfigError> {
+fn reject_nulls(map: &Map<String, Value>) -> Result<(), SchedulerError> {
     match READ_KEYS
         .iter()
         .find(|k| map.get(**k) == Some(&Value::Null))
     {
-        Some(key) => Err(ConfigError::Null { key }),
+        Some(key) => Err(SchedulerError::Null { key }),
         None => Ok(()),
     }
 }
@@ -403,43 +406,4 @@ pub struct ResolvedConfig {
     pub rescale_betas_zero_snr: bool,
     pub variance_type: VarianceType,
     pub skip_prk_steps: bool,
-}
-
-/// Problems reading or resolving a scheduler configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read scheduler config {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("in scheduler config {path}: {source}")]
-    InFile {
-        path: PathBuf,
-        source: Box<ConfigError>,
-    },
-    #[error("scheduler config is not valid: {0}")]
-    Json(serde_json::Error),
-    #[error("scheduler config must be a JSON object")]
-    NotAnObject,
-    #[error("scheduler config key `_use_default_values` must be a list of key names")]
-    BadUseDefaultValues,
-    #[error("scheduler config key `{key}` is null; give it a value or remove the key")]
-    Null { key: &'static str },
-    #[error("scheduler config key `{key}` {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error(
-        "scheduler class `{name}` is not supported; supported classes: {}",
-        supported_class_names()
-    )]
-    UnsupportedClass { name: String },
-    #[error("unknown scheduler `{name}`; choose one of: {}", supported_cli_names())]
-    UnknownKind { name: String },
-    #[error("{kind} scheduler: `{key}: {value}` is not supported: {why}")]
-    Unsupported {
-        kind: SchedulerKind,
-        key: &'static str,
-        value: String,
-        why: &'static str,
-    },
 }

@@ -15,14 +15,16 @@ mod euler_ancestral;
 mod pndm;
 mod spacing;
 
+use std::path::PathBuf;
+
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use crate::noise::NoiseSource;
 
 pub use betas::alphas_cumprod;
 pub use config::{
-    BetaSchedule, ConfigError, PredictionType, ResolvedConfig, SchedulerConfig, SchedulerKind,
-    TimestepSpacing, VarianceType,
+    BetaSchedule, PredictionType, ResolvedConfig, SchedulerConfig, SchedulerKind, TimestepSpacing,
+    VarianceType,
 };
 
 /// One diffusion sampler, prepared for a fixed number of inference steps.
@@ -57,11 +59,53 @@ pub trait Scheduler {
     fn init_noise_sigma(&self) -> f32;
 }
 
-/// Problems building a scheduler.
+/// Problems reading a scheduler configuration or building a scheduler from it.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    #[error("cannot read scheduler config {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("in scheduler config {path}: {source}")]
+    InFile {
+        path: PathBuf,
+        source: Box<SchedulerError>,
+    },
+    #[error("scheduler config is not valid: {0}")]
+    Json(serde_json::Error),
+    #[error("scheduler config must be a JSON object")]
+    NotAnObject,
+    #[error("scheduler config key `_use_default_values` must be a list of key names")]
+    BadUseDefaultValues,
+    #[error("scheduler config key `{key}` is null; give it a value or remove the key")]
+    Null { key: &'static str },
+    #[error("scheduler config key `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error(
+        "scheduler config has no `_class_name`; choose a scheduler explicitly ({})",
+        config::supported_cli_names()
+    )]
+    NoClass,
+    #[error(
+        "scheduler class `{name}` is not supported; supported classes: {} \
+         (or choose one of {} explicitly)",
+        config::supported_class_names(),
+        config::supported_cli_names()
+    )]
+    UnsupportedClass { name: String },
+    #[error(
+        "unknown scheduler `{name}`; choose one of: {}",
+        config::supported_cli_names()
+    )]
+    UnknownKind { name: String },
+    #[error("{kind} scheduler: `{key}: {value}` is not supported: {why}")]
+    Unsupported {
+        kind: SchedulerKind,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error("number of inference steps must be between 1 and num_train_timesteps ({train}), got {steps}")]
     Steps { steps: usize, train: usize },
     #[error("ddim eta must be a number from 0 to 1, got {0}")]
@@ -95,7 +139,7 @@ pub fn build(
     config: &SchedulerConfig,
     num_inference_steps: usize,
     eta: f32,
-) -> Result<Box<dyn Scheduler + Send>, SchedulerError> {
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
     let config = config.resolve(kind)?;
     let train = config.num_train_timesteps;
     if num_inference_steps == 0 || num_inference_steps > train {
