@@ -3,3 +3,10 @@
 
 pub mod noise;
 pub mod scheduler;
+pub mod hashing;
+pub mod runtime;
+pub mod atomic;
+pub mod manifest;
+pub mod model;
+pub mod pipeline;
+pub mod timing;
