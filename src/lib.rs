@@ -1,12 +1,13 @@
 //! boomerang: Boomerang local sampling (Luzi et al., TMLR 2024) on exported Stable Diffusion ONNX
 //! graphs, for anonymizing, augmenting and enhancing image datasets.
 
-pub mod noise;
-pub mod scheduler;
-pub mod hashing;
-pub mod runtime;
 pub mod atomic;
+pub mod certify;
+pub mod hashing;
 pub mod manifest;
 pub mod model;
+pub mod noise;
 pub mod pipeline;
+pub mod runtime;
+pub mod scheduler;
 pub mod timing;

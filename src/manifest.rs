@@ -21,7 +21,10 @@ pub enum ManifestError {
         text: String,
     },
     #[error("{folder}: files differ from {MANIFEST_FILE}: {differences}\n  if the change is intended, rewrite it with `boomerang manifest --write {folder}`")]
-    Mismatch { folder: PathBuf, differences: String },
+    Mismatch {
+        folder: PathBuf,
+        differences: String,
+    },
 }
 
 /// Relative path (with `/` separators) → hex sha256.

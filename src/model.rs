@@ -206,7 +206,9 @@ impl SdModel {
         ) {
             return Err(ModelError::Signature {
                 path: layout.text_encoder.clone(),
-                message: format!("input `input_ids` must be int32 or int64, found {input_ids_type:?}"),
+                message: format!(
+                    "input `input_ids` must be int32 or int64, found {input_ids_type:?}"
+                ),
             });
         }
 

@@ -5,7 +5,10 @@
 //! `steps_offset`): `init_timestep = min(int(N*s), N)`, `t_start = N - init_timestep`, the noise is
 //! added at the first kept timestep, and classifier-free guidance runs only when guidance > 1.
 
-use ndarray::{concatenate, s, Array0, Array1, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis, IxDyn};
+use ndarray::{
+    concatenate, s, Array0, Array1, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis,
+    IxDyn,
+};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 
@@ -17,9 +20,15 @@ use crate::timing::{Stage, StageTimer};
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("{graph}: ONNX Runtime failed: {message}")]
-    Runtime { graph: &'static str, message: String },
+    Runtime {
+        graph: &'static str,
+        message: String,
+    },
     #[error("{graph}: unexpected output: {message}")]
-    Output { graph: &'static str, message: String },
+    Output {
+        graph: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Input(String),
 }
@@ -91,7 +100,14 @@ pub struct SeededNoise {
 
 impl SeededNoise {
     pub fn new(image_seeds: &[[u8; 32]]) -> Self {
-        let streams = |stream| PerImage(image_seeds.iter().map(|&seed| GaussianRng::new(seed, stream)).collect());
+        let streams = |stream| {
+            PerImage(
+                image_seeds
+                    .iter()
+                    .map(|&seed| GaussianRng::new(seed, stream))
+                    .collect(),
+            )
+        };
         SeededNoise {
             vae: streams(Stream::VaeSample),
             start: streams(Stream::StartNoise),
@@ -148,16 +164,23 @@ pub fn encode_text(
         let session = &mut model.text_encoder;
         let outputs = match model.input_ids_type {
             TensorElementType::Int32 => {
-                let ids = Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i32).collect())
-                    .map_err(|e| PipelineError::Input(e.to_string()))?;
-                let tensor = TensorRef::from_array_view(ids.view()).map_err(runtime_error("text_encoder"))?;
-                timer.runtime_call(Stage::TextEncoder, || session.run(ort::inputs!["input_ids" => tensor]))
+                let ids =
+                    Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i32).collect())
+                        .map_err(|e| PipelineError::Input(e.to_string()))?;
+                let tensor = TensorRef::from_array_view(ids.view())
+                    .map_err(runtime_error("text_encoder"))?;
+                timer.runtime_call(Stage::TextEncoder, || {
+                    session.run(ort::inputs!["input_ids" => tensor])
+                })
             }
             _ => {
                 let ids = Array2::from_shape_vec((1, ids.len()), ids.to_vec())
                     .map_err(|e| PipelineError::Input(e.to_string()))?;
-                let tensor = TensorRef::from_array_view(ids.view()).map_err(runtime_error("text_encoder"))?;
-                timer.runtime_call(Stage::TextEncoder, || session.run(ort::inputs!["input_ids" => tensor]))
+                let tensor = TensorRef::from_array_view(ids.view())
+                    .map_err(runtime_error("text_encoder"))?;
+                timer.runtime_call(Stage::TextEncoder, || {
+                    session.run(ort::inputs!["input_ids" => tensor])
+                })
             }
         }
         .map_err(runtime_error("text_encoder"))?;
@@ -167,7 +190,10 @@ pub fn encode_text(
     })
 }
 
-fn extract(value: &ort::value::DynValue, graph: &'static str) -> Result<ArrayD<f32>, PipelineError> {
+fn extract(
+    value: &ort::value::DynValue,
+    graph: &'static str,
+) -> Result<ArrayD<f32>, PipelineError> {
     value
         .try_extract_array::<f32>()
         .map(|view| view.to_owned())
@@ -198,7 +224,9 @@ fn run_image_graph(
     let outputs = timer
         .runtime_call(stage, || session.run(ort::inputs![input.0 => tensor]))
         .map_err(runtime_error(graph))?;
-    let value = outputs.get(output).ok_or_else(|| output_error(graph, format!("no `{output}`")))?;
+    let value = outputs
+        .get(output)
+        .ok_or_else(|| output_error(graph, format!("no `{output}`")))?;
     extract(value, graph)?
         .into_dimensionality()
         .map_err(|e| output_error(graph, e))
@@ -228,30 +256,33 @@ pub fn boomerang_batch(
     let batch = images.shape()[0];
     let scaling = model.geometry.vae_scaling_factor;
 
-    let init_latents = timer.time(Stage::VaeEncode, |timer| -> Result<Array4<f32>, PipelineError> {
-        let latents = match model.vae_encoder_output {
-            VaeEncoderOutput::LatentParameters => {
-                let parameters = run_image_graph(
+    let init_latents = timer.time(
+        Stage::VaeEncode,
+        |timer| -> Result<Array4<f32>, PipelineError> {
+            let latents = match model.vae_encoder_output {
+                VaeEncoderOutput::LatentParameters => {
+                    let parameters = run_image_graph(
+                        &mut model.vae_encoder,
+                        ("sample", images),
+                        "latent_parameters",
+                        "vae_encoder",
+                        Stage::VaeEncode,
+                        timer,
+                    )?;
+                    sample_posterior(&parameters, noise)?
+                }
+                VaeEncoderOutput::LatentSample => run_image_graph(
                     &mut model.vae_encoder,
                     ("sample", images),
-                    "latent_parameters",
+                    "latent_sample",
                     "vae_encoder",
                     Stage::VaeEncode,
                     timer,
-                )?;
-                sample_posterior(&parameters, noise)?
-            }
-            VaeEncoderOutput::LatentSample => run_image_graph(
-                &mut model.vae_encoder,
-                ("sample", images),
-                "latent_sample",
-                "vae_encoder",
-                Stage::VaeEncode,
-                timer,
-            )?,
-        };
-        Ok(latents * scaling)
-    })?;
+                )?,
+            };
+            Ok(latents * scaling)
+        },
+    )?;
 
     let mut latents = match plan.start_timestep() {
         Some(start) => {
@@ -269,12 +300,17 @@ pub fn boomerang_batch(
     let guided = conditioning.uncond.is_some();
     for (index, &t) in plan.timesteps.iter().enumerate() {
         let model_input = if guided {
-            concatenate(Axis(0), &[latents.view(), latents.view()]).map_err(|e| PipelineError::Input(e.to_string()))?
+            concatenate(Axis(0), &[latents.view(), latents.view()])
+                .map_err(|e| PipelineError::Input(e.to_string()))?
         } else {
             latents.clone()
         };
-        let scaled = timer.time(Stage::Scheduler, |_| scheduler.scale_model_input(model_input.view().into_dyn(), t));
-        let prediction = timer.time(Stage::Unet, |timer| unet(model, as_4d(scaled)?, t, hidden.view(), timer))?;
+        let scaled = timer.time(Stage::Scheduler, |_| {
+            scheduler.scale_model_input(model_input.view().into_dyn(), t)
+        });
+        let prediction = timer.time(Stage::Unet, |timer| {
+            unet(model, as_4d(scaled)?, t, hidden.view(), timer)
+        })?;
         let prediction = if guided {
             let uncond = prediction.slice(s![..batch, .., .., ..]);
             let text = prediction.slice(s![batch.., .., .., ..]);
@@ -285,40 +321,55 @@ pub fn boomerang_batch(
             prediction
         };
         let stepped = timer.time(Stage::Scheduler, |_| {
-            scheduler.step(prediction.view().into_dyn(), t, latents.view().into_dyn(), noise.step())
+            scheduler.step(
+                prediction.view().into_dyn(),
+                t,
+                latents.view().into_dyn(),
+                noise.step(),
+            )
         });
         latents = as_4d(stepped)?;
         observer(index, &latents);
     }
 
-    let images = timer.time(Stage::VaeDecode, |timer| -> Result<Array4<f32>, PipelineError> {
-        let scaled = &latents / scaling;
-        let decoded = run_image_graph(
-            &mut model.vae_decoder,
-            ("latent_sample", scaled.view()),
-            "sample",
-            "vae_decoder",
-            Stage::VaeDecode,
-            timer,
-        )?;
-        Ok(decoded.mapv(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0)))
-    })?;
+    let images = timer.time(
+        Stage::VaeDecode,
+        |timer| -> Result<Array4<f32>, PipelineError> {
+            let scaled = &latents / scaling;
+            let decoded = run_image_graph(
+                &mut model.vae_decoder,
+                ("latent_sample", scaled.view()),
+                "sample",
+                "vae_decoder",
+                Stage::VaeDecode,
+                timer,
+            )?;
+            Ok(decoded.mapv(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0)))
+        },
+    )?;
     Ok(BatchOutput { images, latents })
 }
 
 fn as_4d(array: ArrayD<f32>) -> Result<Array4<f32>, PipelineError> {
-    array
-        .into_dimensionality()
-        .map_err(|e| PipelineError::Input(format!("scheduler returned a tensor of the wrong rank: {e}")))
+    array.into_dimensionality().map_err(|e| {
+        PipelineError::Input(format!(
+            "scheduler returned a tensor of the wrong rank: {e}"
+        ))
+    })
 }
 
 /// diffusers' `DiagonalGaussianDistribution.sample`: mean + exp(0.5 * clamp(logvar, -30, 20)) * noise.
-fn sample_posterior(parameters: &Array4<f32>, noise: &mut dyn PipelineNoise) -> Result<Array4<f32>, PipelineError> {
+fn sample_posterior(
+    parameters: &Array4<f32>,
+    noise: &mut dyn PipelineNoise,
+) -> Result<Array4<f32>, PipelineError> {
     let channels = parameters.shape()[1];
     if channels % 2 != 0 {
         return Err(output_error(
             "vae_encoder",
-            format!("latent_parameters has {channels} channels; expected mean and log-variance halves"),
+            format!(
+                "latent_parameters has {channels} channels; expected mean and log-variance halves"
+            ),
         ));
     }
     let half = channels / 2;
@@ -344,7 +395,8 @@ fn unet(
     let session = &mut model.unet;
     let outputs = if model.scalar_timestep {
         let timestep = Array0::from_elem((), t);
-        let timestep = TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
+        let timestep =
+            TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
         timer.runtime_call(Stage::Unet, || {
             session.run(ort::inputs![
                 "sample" => sample_tensor,
@@ -354,7 +406,8 @@ fn unet(
         })
     } else {
         let timestep = Array1::from_elem(sample.shape()[0], t);
-        let timestep = TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
+        let timestep =
+            TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
         timer.runtime_call(Stage::Unet, || {
             session.run(ort::inputs![
                 "sample" => sample_tensor,
@@ -364,7 +417,9 @@ fn unet(
         })
     }
     .map_err(runtime_error("unet"))?;
-    let value = outputs.get("out_sample").ok_or_else(|| output_error("unet", "no `out_sample`"))?;
+    let value = outputs
+        .get("out_sample")
+        .ok_or_else(|| output_error("unet", "no `out_sample`"))?;
     extract(value, "unet")?
         .into_dimensionality()
         .map_err(|e| output_error("unet", e))

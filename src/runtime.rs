@@ -234,9 +234,13 @@ fn discover(explicit: Option<&Path>) -> Result<(PathBuf, LibrarySource), Runtime
         return existing(path, "--onnxruntime").map(|p| (p, LibrarySource::CommandLine));
     }
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        return existing(Path::new(&path), "ORT_DYLIB_PATH").map(|p| (p, LibrarySource::Environment));
+        return existing(Path::new(&path), "ORT_DYLIB_PATH")
+            .map(|p| (p, LibrarySource::Environment));
     }
-    let mut looked = vec!["--onnxruntime (not given)".to_string(), "ORT_DYLIB_PATH (unset)".to_string()];
+    let mut looked = vec![
+        "--onnxruntime (not given)".to_string(),
+        "ORT_DYLIB_PATH (unset)".to_string(),
+    ];
     if let Some(cached) = cached_library() {
         if cached.is_file() {
             return Ok((cached, LibrarySource::Cache));
@@ -331,9 +335,20 @@ pub fn fetch_into_cache() -> Result<PathBuf, FetchError> {
     let requirement = format!("onnxruntime=={ORT_VERSION}");
     // The platform flags pick the same wheel whatever Python runs pip.
     let args = [
-        "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform",
-        "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp",
-        &requirement, "-d", &download_dir,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        &requirement,
+        "-d",
+        &download_dir,
     ];
     run_python(&args)?;
     let wheel = download.path().join(ORT_WHEEL);
@@ -356,10 +371,9 @@ pub fn fetch_into_cache() -> Result<PathBuf, FetchError> {
 }
 
 fn run_python(args: &[&str]) -> Result<(), FetchError> {
-    let output = Command::new("python3")
-        .args(args)
-        .output()
-        .map_err(|e| FetchError::Io(format!("running python3: {e} (python3 with pip is needed)")))?;
+    let output = Command::new("python3").args(args).output().map_err(|e| {
+        FetchError::Io(format!("running python3: {e} (python3 with pip is needed)"))
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -384,5 +398,6 @@ fn check_digest(path: &Path, expected: &str) -> Result<(), FetchError> {
 }
 
 fn sha256_file(path: &Path) -> Result<String, FetchError> {
-    crate::hashing::sha256_file(path).map_err(|e| FetchError::Io(format!("reading {}: {e}", path.display())))
+    crate::hashing::sha256_file(path)
+        .map_err(|e| FetchError::Io(format!("reading {}: {e}", path.display())))
 }

@@ -119,7 +119,11 @@ impl TimingReport {
 impl fmt::Display for TimingReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let wall = self.wall.as_secs_f64().max(f64::MIN_POSITIVE);
-        writeln!(f, "{:<14} {:>6} {:>11} {:>7}", "stage", "calls", "seconds", "share")?;
+        writeln!(
+            f,
+            "{:<14} {:>6} {:>11} {:>7}",
+            "stage", "calls", "seconds", "share"
+        )?;
         for (label, calls, total) in &self.rows {
             let seconds = total.as_secs_f64();
             writeln!(
@@ -128,7 +132,13 @@ impl fmt::Display for TimingReport {
                 100.0 * seconds / wall
             )?;
         }
-        writeln!(f, "{:<14} {:>6} {:>11.4}", "wall", "", self.wall.as_secs_f64())?;
+        writeln!(
+            f,
+            "{:<14} {:>6} {:>11.4}",
+            "wall",
+            "",
+            self.wall.as_secs_f64()
+        )?;
         write!(
             f,
             "inside ONNX Runtime {:.4} s; outside {:.1}% of wall time",
