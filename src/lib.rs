@@ -3,11 +3,16 @@
 
 pub mod atomic;
 pub mod certify;
+pub mod cli;
+pub mod engine;
 pub mod hashing;
+pub mod imageio;
 pub mod manifest;
 pub mod model;
 pub mod noise;
 pub mod pipeline;
 pub mod runtime;
+pub mod sample;
 pub mod scheduler;
 pub mod timing;
+pub mod tokenizer;

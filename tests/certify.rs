@@ -12,7 +12,8 @@ use boomerang::certify::metric::{Embedding, Metric};
 use boomerang::certify::score::{render, run, score, ScoreArgs};
 use boomerang::certify::spec::EmbedderSpec;
 use boomerang::certify::{load_image, reid, Certifier, FaceAnalysis, Subject};
-use boomerang::runtime::{self, Runtime, SessionOptions};
+use boomerang::cli::RuntimeArgs;
+use boomerang::runtime::{self, Device, Runtime, SessionOptions};
 use image::imageops::{self, FilterType};
 use serde_json::Value;
 
@@ -349,7 +350,11 @@ fn score_command_reports_same_and_different_identity() {
         operating_point: None,
         detector: None,
         json: false,
-        onnxruntime: None,
+        runtime: RuntimeArgs {
+            onnxruntime: None,
+            device: Device::Cpu,
+            threads: 1,
+        },
     };
     let same = score(&args("obama.jpg", "obama2.jpg")).unwrap();
     let text = render(&same);

@@ -10,7 +10,8 @@ use super::{
     load_image, resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject,
     Verdict, DEFAULT_EMBEDDER,
 };
-use crate::runtime::{self, RuntimeInfo, SessionOptions};
+use crate::cli::RuntimeArgs;
+use crate::runtime::{self, RuntimeInfo};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScoreArgs {
@@ -30,9 +31,8 @@ pub struct ScoreArgs {
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
-    /// ONNX Runtime library (libonnxruntime.so).
-    #[arg(long)]
-    pub onnxruntime: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,11 +58,15 @@ pub struct ScoreReport {
 
 /// Analyzes both images and builds the report.
 pub fn score(args: &ScoreArgs) -> anyhow::Result<ScoreReport> {
-    let runtime = runtime::init(args.onnxruntime.as_deref())?;
+    let runtime = runtime::init(args.runtime.onnxruntime.as_deref())?;
     let spec_path = resolve_embedder(&args.embedder)?;
     let detector = resolve_detector(args.detector.as_deref())?;
-    let mut certifier =
-        Certifier::load(runtime, &spec_path, &detector, &SessionOptions::default())?;
+    let mut certifier = Certifier::load(
+        runtime,
+        &spec_path,
+        &detector,
+        &args.runtime.session_options(),
+    )?;
     // Fail on an unknown operating point before spending time on the images.
     certifier
         .spec()

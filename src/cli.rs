@@ -1,0 +1,213 @@
+//! Command-line parsing: clap `Opts` turned into validated plain configs.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::engine::Settings;
+use crate::runtime::{Device, SessionOptions};
+use crate::sample::SampleConfig;
+use crate::scheduler::SchedulerKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "boomerang",
+    version,
+    about = "Boomerang local sampling on Stable Diffusion ONNX graphs",
+    long_about = "Boomerang (Luzi et al., TMLR 2024): encode an image, add forward-diffusion noise up to an \
+intermediate timestep t = strength x T, then run the ordinary reverse diffusion back to 0. The result \
+stays on the image manifold, close to the input but never identical; a larger strength moves it farther.\n\n\
+Models are Stable Diffusion folders exported with `optimum-cli export onnx --task image-to-image`. \
+ONNX Runtime is loaded at run time; `boomerang fetch-onnxruntime` installs the pinned CPU build."
+)]
+pub struct Opts {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write COUNT Boomerang samples of each IMAGE into OUTDIR (as <stem>_<k>.png)
+    Sample(SampleArgs),
+    /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
+    Manifest(ManifestArgs),
+    /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache
+    FetchOnnxruntime,
+}
+
+/// Where and how ONNX Runtime runs.
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime library to load (default: ORT_DYLIB_PATH, then boomerang's cache, then python3's
+    /// onnxruntime package, then the system library path)
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution provider: cpu, cuda[:ID] or tensorrt[:ID]. A GPU provider that fails to load is an
+    /// error, never a silent fall back to the CPU
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default, one per core). Results do not
+    /// depend on it
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+}
+
+impl RuntimeArgs {
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            device: self.device,
+            threads: self.threads,
+        }
+    }
+}
+
+/// The Boomerang knobs shared by every command that samples.
+#[derive(Debug, Args, Clone)]
+pub struct BoomerangArgs {
+    /// Model folder (optimum ONNX export of Stable Diffusion 1.x/2.x)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// How far to travel: the fraction of the diffusion schedule re-run, 0..=1. 0 returns the VAE
+    /// round trip, 1 a new image; the paper used 0.2, 0.5, 0.7 and 0.8
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub strength: f64,
+    /// Inference steps of the full schedule; about strength x steps of them are run
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub steps: usize,
+    /// ddim, ddpm, euler-ancestral or pndm (default: the model's scheduler_config.json)
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<SchedulerKind>,
+    /// DDIM's eta: 0 is deterministic after the start noise, 1 is DDPM-like
+    #[arg(long, value_name = "E")]
+    pub eta: Option<f32>,
+    /// Text prompt (the paper used "person" for faces)
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub prompt: String,
+    /// Negative prompt, used only with --guidance > 1
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub negative_prompt: String,
+    /// Classifier-free guidance scale; 1 (default) disables it and halves the UNet work
+    #[arg(long, default_value_t = 1.0, value_name = "G")]
+    pub guidance: f32,
+    /// Run seed: a number reproduces a run byte for byte; `random` (default) draws one from the OS
+    #[arg(long, default_value = "random", value_name = "N|random")]
+    pub seed: SeedArg,
+    /// Images per UNet batch
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SeedArg {
+    Fixed(u64),
+    Random,
+}
+
+impl std::str::FromStr for SeedArg {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "random" {
+            return Ok(SeedArg::Random);
+        }
+        text.parse::<u64>().map(SeedArg::Fixed).map_err(|_| {
+            format!("`{text}` is not a seed: give an integer 0..=18446744073709551615 or `random`")
+        })
+    }
+}
+
+impl SeedArg {
+    pub fn resolve(self) -> u64 {
+        match self {
+            SeedArg::Fixed(seed) => seed,
+            SeedArg::Random => ChaCha20Rng::from_os_rng().next_u64(),
+        }
+    }
+}
+
+impl BoomerangArgs {
+    /// Range checks that clap cannot express.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        if !(0.0..=1.0).contains(&self.strength) {
+            bail!("--strength {} is outside 0..=1", self.strength);
+        }
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
+            bail!("--guidance {} must be a finite number >= 0", self.guidance);
+        }
+        let eta = match (self.eta, self.scheduler) {
+            (Some(eta), _) if !(eta.is_finite() && eta >= 0.0) => {
+                bail!("--eta {eta} must be >= 0")
+            }
+            (Some(eta), Some(SchedulerKind::Ddim) | None) => eta,
+            (Some(_), Some(other)) => bail!("--eta applies to ddim only, not {other}"),
+            (None, _) => 0.0,
+        };
+        Ok(Settings {
+            strength: self.strength,
+            steps: self.steps,
+            scheduler: self.scheduler,
+            eta,
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            guidance: self.guidance,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub boomerang: BoomerangArgs,
+    /// Samples per input image; each has its own seed stream, so they all differ
+    #[arg(short = 'n', long = "count", default_value_t = 1, value_name = "COUNT")]
+    pub count: u32,
+    /// Output folder (created if missing; existing samples of the same name are replaced)
+    #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
+    pub output: PathBuf,
+    /// Print time per stage and the share spent outside ONNX Runtime
+    #[arg(long)]
+    pub timings: bool,
+    /// Input images (PNG, JPEG, WebP, BMP, TIFF, GIF)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+impl SampleArgs {
+    pub fn config(&self) -> anyhow::Result<SampleConfig> {
+        if self.count == 0 {
+            bail!("-n/--count must be at least 1");
+        }
+        Ok(SampleConfig {
+            model: self.boomerang.model.clone(),
+            settings: self.boomerang.settings()?,
+            seed: self.boomerang.seed.resolve(),
+            count: self.count,
+            batch: self.boomerang.batch,
+            output_dir: self.output.clone(),
+            images: self.images.clone(),
+            session: self.boomerang.runtime.session_options(),
+            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+            timings: self.timings,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Write DIR/SHA256SUMS (atomically) instead of only checking and printing
+    #[arg(long)]
+    pub write: bool,
+    /// Model folder
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}

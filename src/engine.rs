@@ -1,0 +1,163 @@
+//! The Boomerang engine every application shares (sample, anonymize, augment, enhance): one opened
+//! model, its tokenizer and scheduler config, and prompt embeddings cached per prompt.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{Array3, ArrayView4};
+
+use crate::model::{ModelError, SdModel};
+use crate::pipeline::{
+    boomerang_batch, encode_text, BatchOutput, Conditioning, PipelineError, SeededNoise, StartPlan,
+};
+use crate::runtime::{Runtime, SessionOptions};
+use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
+use crate::timing::StageTimer;
+use crate::tokenizer::{ClipTokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// What to run: the knobs of one Boomerang pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Fraction of the schedule re-run, in `[0, 1]`; the start timestep follows from it.
+    pub strength: f64,
+    pub steps: usize,
+    /// `None`: the model's own scheduler (its `scheduler_config.json`).
+    pub scheduler: Option<SchedulerKind>,
+    pub eta: f32,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub guidance: f32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            strength: 0.5,
+            // diffusers' img2img default.
+            steps: 50,
+            scheduler: None,
+            eta: 0.0,
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            // 1 disables classifier-free guidance: one UNet call per step.
+            guidance: 1.0,
+        }
+    }
+}
+
+pub struct Engine {
+    pub model: SdModel,
+    tokenizer: ClipTokenizer,
+    scheduler_config: SchedulerConfig,
+    model_scheduler: SchedulerKind,
+    embeddings: HashMap<String, Array3<f32>>,
+    pub timer: StageTimer,
+}
+
+impl Engine {
+    pub fn open(
+        model_dir: &Path,
+        runtime: &Runtime,
+        options: &SessionOptions,
+    ) -> Result<Engine, EngineError> {
+        let model = SdModel::load(model_dir, runtime, options)?;
+        let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir)?;
+        let scheduler_config = SchedulerConfig::from_file(&model.layout.scheduler_config)?;
+        let model_scheduler = SchedulerKind::from_class_name(&scheduler_config.class_name)?;
+        Ok(Engine {
+            model,
+            tokenizer,
+            scheduler_config,
+            model_scheduler,
+            embeddings: HashMap::new(),
+            timer: StageTimer::default(),
+        })
+    }
+
+    pub fn scheduler_kind(&self, settings: &Settings) -> SchedulerKind {
+        settings.scheduler.unwrap_or(self.model_scheduler)
+    }
+
+    /// A fresh scheduler for `settings` and where its reverse process starts.
+    pub fn plan(
+        &self,
+        settings: &Settings,
+    ) -> Result<(Box<dyn Scheduler>, StartPlan), EngineError> {
+        let scheduler = scheduler::build(
+            self.scheduler_kind(settings),
+            &self.scheduler_config,
+            settings.steps,
+            settings.eta,
+        )?;
+        let plan = StartPlan::new(scheduler.as_ref(), settings.steps, settings.strength);
+        Ok((scheduler, plan))
+    }
+
+    fn embedding(&mut self, prompt: &str) -> Result<Array3<f32>, EngineError> {
+        if let Some(cached) = self.embeddings.get(prompt) {
+            return Ok(cached.clone());
+        }
+        let ids = self.tokenizer.encode(prompt);
+        let embedding = encode_text(&mut self.model, &ids, &mut self.timer)?;
+        self.embeddings
+            .insert(prompt.to_string(), embedding.clone());
+        Ok(embedding)
+    }
+
+    pub fn conditioning(&mut self, settings: &Settings) -> Result<Conditioning, EngineError> {
+        let cond = self.embedding(&settings.prompt)?;
+        let uncond = if settings.guidance > 1.0 {
+            Some(self.embedding(&settings.negative_prompt)?)
+        } else {
+            None
+        };
+        Ok(Conditioning {
+            cond,
+            uncond,
+            guidance: settings.guidance,
+        })
+    }
+
+    /// Boomerang on `[B, 3, H, W]` images in `[-1, 1]`, image `i` seeded by `seeds[i]`.
+    pub fn run(
+        &mut self,
+        settings: &Settings,
+        images: ArrayView4<f32>,
+        seeds: &[[u8; 32]],
+    ) -> Result<(BatchOutput, StartPlan), EngineError> {
+        if seeds.len() != images.shape()[0] {
+            return Err(PipelineError::Input(format!(
+                "{} images but {} seeds",
+                images.shape()[0],
+                seeds.len()
+            ))
+            .into());
+        }
+        let conditioning = self.conditioning(settings)?;
+        let (mut scheduler, plan) = self.plan(settings)?;
+        let mut noise = SeededNoise::new(seeds);
+        let output = boomerang_batch(
+            &mut self.model,
+            scheduler.as_mut(),
+            &plan,
+            images,
+            &conditioning,
+            &mut noise,
+            &mut self.timer,
+            &mut |_, _| {},
+        )?;
+        Ok((output, plan))
+    }
+}

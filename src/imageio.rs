@@ -1,0 +1,135 @@
+//! Image files in and out of the model's working resolution.
+//!
+//! An image is fitted inside the model's square working size with its aspect kept, padded by
+//! repeating its edge pixels (a flat border would itself be "content" the model reacts to), and
+//! after generation the same window is cut out and resized back to the input's exact dimensions.
+//! Outputs are plain PNG: the encoder writes no EXIF/XMP/text chunks, so no metadata survives.
+//! Alpha is dropped (composited on nothing: the colour channels are kept as stored).
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader, RgbImage};
+use ndarray::{Array4, ArrayView3};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: cannot read image: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: cannot write image: {message}")]
+    Write { path: String, message: String },
+}
+
+/// How an image was placed in the working square, to undo it afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub original_width: u32,
+    pub original_height: u32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub grayscale: bool,
+}
+
+/// Decodes by content, not by extension (the first frame of an animated GIF).
+pub fn load(path: &Path) -> Result<DynamicImage, ImageError> {
+    let read_error = |message: String| ImageError::Read {
+        path: path.display().to_string(),
+        message,
+    };
+    ImageReader::open(path)
+        .map_err(|e| read_error(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| read_error(e.to_string()))?
+        .decode()
+        .map_err(|e| read_error(e.to_string()))
+}
+
+/// `[1, 3, size, size]` in `[-1, 1]` plus how to map the result back.
+pub fn to_working_tensor(image: &DynamicImage, size: u32) -> (Array4<f32>, Placement) {
+    let grayscale = !image.color().has_color();
+    let rgb = image.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let scale = f64::from(size) / f64::from(w.max(h));
+    let width = ((f64::from(w) * scale).round() as u32).clamp(1, size);
+    let height = ((f64::from(h) * scale).round() as u32).clamp(1, size);
+    let fitted = if (width, height) == (w, h) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, width, height, FilterType::Lanczos3)
+    };
+    let x = (size - width) / 2;
+    let y = (size - height) / 2;
+    let mut tensor = Array4::<f32>::zeros((1, 3, size as usize, size as usize));
+    for row in 0..size {
+        let source_y = row.saturating_sub(y).min(height - 1);
+        for column in 0..size {
+            let source_x = column.saturating_sub(x).min(width - 1);
+            let pixel = fitted.get_pixel(source_x, source_y);
+            for channel in 0..3 {
+                tensor[[0, channel, row as usize, column as usize]] =
+                    f32::from(pixel[channel]) / 255.0 * 2.0 - 1.0;
+            }
+        }
+    }
+    let placement = Placement {
+        original_width: w,
+        original_height: h,
+        x,
+        y,
+        width,
+        height,
+        grayscale,
+    };
+    (tensor, placement)
+}
+
+/// A `[3, size, size]` result in `[0, 1]` back to the input's size and colour type.
+pub fn from_working_tensor(image: ArrayView3<f32>, placement: &Placement) -> DynamicImage {
+    let mut window = RgbImage::new(placement.width, placement.height);
+    for (column, row, pixel) in window.enumerate_pixels_mut() {
+        for channel in 0..3 {
+            let value = image[[
+                channel,
+                (row + placement.y) as usize,
+                (column + placement.x) as usize,
+            ]];
+            // diffusers' numpy_to_pil: (x * 255).round()
+            pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    let restored = if (placement.width, placement.height)
+        == (placement.original_width, placement.original_height)
+    {
+        window
+    } else {
+        image::imageops::resize(
+            &window,
+            placement.original_width,
+            placement.original_height,
+            FilterType::Lanczos3,
+        )
+    };
+    if placement.grayscale {
+        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(restored).to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(restored)
+    }
+}
+
+/// Encodes PNG in memory, then writes it atomically.
+pub fn save_png(image: &DynamicImage, path: &Path) -> Result<(), ImageError> {
+    let write_error = |message: String| ImageError::Write {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| write_error(e.to_string()))?;
+    crate::atomic::write(path, &bytes).map_err(|e| write_error(e.to_string()))
+}
