@@ -167,9 +167,9 @@ mod tests {
             },
         ];
         let r = reidentify(Metric::Euclidean, &gallery, &probes).unwrap();
-        // source 0 at 1.9: entries 1 (0.9) and 2 (0.1) are closer -> rank 3; source 2 is nearest;
+        // source 0 at 1.9: entries 1 (0.9), 2 (0.1) and 3 (1.1) are closer -> rank 4; source 2 is nearest;
         // probe 1.0 from source 3 (2.0 away): 1 (0.0), 0 and 2 (1.0 each) are closer -> rank 4.
-        assert_eq!(r.ranks, vec![3, 1, 4]);
+        assert_eq!(r.ranks, vec![4, 1, 4]);
         assert!((r.top1_rate - 1.0 / 3.0).abs() < 1e-12);
         let tie = [Probe {
             source: 0,
