@@ -11,6 +11,8 @@ pub mod manifest;
 pub mod model;
 pub mod noise;
 pub mod pipeline;
+pub mod policy;
+pub mod report;
 pub mod runtime;
 pub mod sample;
 pub mod scheduler;
