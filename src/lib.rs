@@ -2,6 +2,7 @@
 //! graphs, for anonymizing, augmenting and enhancing image datasets.
 
 pub mod atomic;
+pub mod certify;
 pub mod cli;
 pub mod dataset;
 pub mod engine;
