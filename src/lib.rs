@@ -3,7 +3,9 @@
 
 pub mod atomic;
 pub mod audit;
+pub mod certify;
 pub mod cli;
+pub mod dataset;
 pub mod engine;
 pub mod hashing;
 pub mod imageio;
