@@ -2,13 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use boomerang::cli::{Command, Opts};
+use boomerang::cli::{Command, Opts, ReportCommand};
 use boomerang::manifest::Manifest;
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
     match run(opts) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -16,9 +16,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(opts: Opts) -> anyhow::Result<()> {
+fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
         Command::Sample(args) => boomerang::sample::run(&args.config()?),
+        Command::Audit(args) => {
+            let outcome = boomerang::audit::run(&args, None)?;
+            return Ok(ExitCode::from(outcome.code()));
+        }
+        Command::Report(ReportCommand::Merge(args)) => {
+            boomerang::audit::merge::run(&args).map(|_| ())
+        }
         Command::Manifest(args) => {
             let manifest = Manifest::compute(&args.dir)?;
             if args.write {
@@ -41,4 +48,5 @@ fn run(opts: Opts) -> anyhow::Result<()> {
             Ok(())
         }
     }
+    .map(|()| ExitCode::SUCCESS)
 }

@@ -2,17 +2,15 @@
 //! against its distance, threshold and the policy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::{io_error, AuditError, Entry, Finding, FindingKind, GivenHashes, RunJson};
+use crate::certify::spec::EmbedderSpec;
+use crate::dataset::{path_text, IMAGE_EXTENSIONS};
 use crate::hashing::sha256_file;
 use crate::policy::{OnFailure, Policy, Threshold};
 use crate::report::{ReportRow, RunRecord, Status, StatusCounts};
 
-/// Image extensions (lowercase) the run reads and writes: an unlisted one is called an image.
-const IMAGE_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif",
-];
 
 /// Slack when comparing a row's threshold or strength with the policy's: both went through a
 /// decimal text round trip.
@@ -138,68 +136,45 @@ fn describe_counts(counts: &StatusCounts) -> String {
     )
 }
 
-/// A report path as a safe relative path, or why it is not one.
-fn relative(path: &str) -> Result<PathBuf, &'static str> {
-    let candidate = Path::new(path);
-    let mut safe = PathBuf::new();
-    for component in candidate.components() {
-        match component {
-            Component::Normal(part) => safe.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("it climbs out of the folder with `..`"),
-            Component::RootDir | Component::Prefix(_) => return Err("it is absolute"),
-        }
-    }
-    if safe.as_os_str().is_empty() {
-        return Err("it names the folder itself");
-    }
-    Ok(safe)
-}
-
-/// The listed outputs against the output folder, and anything there that no row lists.
+/// The listed outputs against the output folder, and anything there that no row lists. Report
+/// paths are never opened as written: the folder is walked and its files matched by their report
+/// text ([`path_text`]), so a row cannot point the audit outside the folder.
 pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
     if !dir.is_dir() {
         return Err(io_error(dir, "not a folder (--outputs)"));
     }
+    let found: HashMap<String, (PathBuf, Kind)> = walk(dir)?
+        .into_iter()
+        .map(|(path, kind)| (path_text(&path), (path, kind)))
+        .collect();
     let mut findings = Vec::new();
-    let mut listed: HashMap<PathBuf, u64> = HashMap::new();
+    let mut listed: HashMap<&str, u64> = HashMap::new();
     for entry in entries {
         let Some(row) = &entry.row else { continue };
         if row.output_path.is_empty() {
             continue;
         }
-        let line = Some(entry.line);
-        let finding =
-            |kind, message: String| Finding::new(kind, line, message).output(&row.output_path);
-        let path = match relative(&row.output_path) {
-            Ok(path) => path,
-            Err(why) => {
-                findings.push(finding(
-                    FindingKind::OutputPath,
-                    format!("the output path is not inside the output folder: {why}"),
-                ));
-                continue;
-            }
+        let finding = |kind, message: String| {
+            Finding::new(kind, Some(entry.line), message).output(&row.output_path)
         };
-        if let Some(first) = listed.insert(path.clone(), entry.line) {
+        if let Some(first) = listed.insert(&row.output_path, entry.line) {
             findings.push(finding(
                 FindingKind::OutputPath,
                 format!("the same output is listed on line {first}"),
             ));
             continue;
         }
-        let full = dir.join(&path);
-        match std::fs::symlink_metadata(&full) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => findings.push(finding(
+        match found.get(&row.output_path) {
+            None => findings.push(finding(
                 FindingKind::OutputMissing,
                 "the output file is not in the output folder".to_string(),
             )),
-            Err(e) => return Err(io_error(&full, e)),
-            Ok(meta) if !meta.is_file() => findings.push(finding(
+            Some((_, kind)) if *kind != Kind::File => findings.push(finding(
                 FindingKind::OutputMissing,
-                "the output is not a regular file (a symlink or a folder)".to_string(),
+                "the output is not a regular file (a symlink or a special file)".to_string(),
             )),
-            Ok(_) => {
+            Some((path, _)) => {
+                let full = dir.join(path);
                 let digest = sha256_file(&full).map_err(|e| io_error(&full, e))?;
                 if !digest.eq_ignore_ascii_case(&row.output_sha256) {
                     findings.push(finding(
@@ -214,89 +189,91 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
         }
     }
 
-    for (path, kind) in walk(dir)? {
-        if listed.contains_key(&path) {
-            continue;
-        }
-        let name = slash_path(&path);
+    let mut unlisted: Vec<(&String, &(PathBuf, Kind))> = found
+        .iter()
+        .filter(|(text, _)| !listed.contains_key(text.as_str()))
+        .collect();
+    unlisted.sort();
+    for (text, (path, kind)) in unlisted {
         let what = match kind {
-            Kind::File if is_temp(&path) => {
+            Kind::File if is_temp(path) => {
                 "a temporary file of an interrupted write, listed by no row"
             }
-            Kind::File if is_image(&path) => "an image that no row lists",
+            Kind::File if is_image(path) => "an image that no row lists",
             Kind::File => "a file that no row lists",
             Kind::Symlink => "a symbolic link, which a run never writes",
             Kind::Other => "not a regular file (a socket, FIFO or device), which a run never writes",
         };
-        findings.push(Finding::new(FindingKind::OutputUnlisted, None, what).output(&name));
+        findings.push(Finding::new(FindingKind::OutputUnlisted, None, what).output(text));
     }
     Ok(findings)
 }
 
-/// The listed inputs against the input folder, and files there that have no row.
+/// The listed inputs against the input folder, walked exactly as a run walks it
+/// ([`crate::dataset::walk`]): each row's input must match its sha256, and each walked entry must
+/// have a row.
 pub(super) fn inputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
-    if !dir.is_dir() {
-        return Err(io_error(dir, "not a folder (--inputs)"));
-    }
+    let walked: HashMap<String, PathBuf> = crate::dataset::walk(dir)
+        .map_err(|e| io_error(dir, e))?
+        .into_iter()
+        .map(|entry| (path_text(&entry.relative), entry.relative))
+        .collect();
     let mut findings = Vec::new();
     let mut listed = BTreeSet::new();
     for entry in entries {
         let Some(row) = &entry.row else { continue };
-        let line = Some(entry.line);
-        let finding = |kind, message: &str| Finding::new(kind, line, message).input(&row.input_path);
-        let Ok(path) = relative(&row.input_path) else {
+        listed.insert(row.input_path.as_str());
+        let finding =
+            |kind, message: &str| Finding::new(kind, Some(entry.line), message).input(&row.input_path);
+        let Some(relative) = walked.get(&row.input_path) else {
             findings.push(finding(
                 FindingKind::InputMissing,
-                "the input path is absolute or climbs out of the input folder",
+                "the input file is not in the input folder",
             ));
             continue;
         };
-        listed.insert(path.clone());
         if row.input_sha256.is_empty() {
             continue;
         }
-        let full = dir.join(&path);
+        let full = dir.join(relative);
         // Followed: the run reads through symlinks inside its input folder.
-        match std::fs::metadata(&full) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                findings.push(finding(FindingKind::InputMissing, "the input file is not in the input folder"));
-            }
-            Err(e) => return Err(io_error(&full, e)),
-            Ok(meta) if !meta.is_file() => {}
-            Ok(_) => {
-                let digest = sha256_file(&full).map_err(|e| io_error(&full, e))?;
-                if !digest.eq_ignore_ascii_case(&row.input_sha256) {
-                    findings.push(finding(
-                        FindingKind::InputHash,
-                        "the input file's sha256 differs from the report's: the input changed since the run, or the row was forged",
-                    ));
-                }
-            }
+        if !std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let digest = sha256_file(&full).map_err(|e| io_error(&full, e))?;
+        if !digest.eq_ignore_ascii_case(&row.input_sha256) {
+            findings.push(finding(
+                FindingKind::InputHash,
+                "the input file's sha256 differs from the report's: the input changed since the run, or the row was forged",
+            ));
         }
     }
-    for (path, kind) in walk(dir)? {
-        if kind == Kind::File && !listed.contains(&path) {
-            findings.push(
-                Finding::new(
-                    FindingKind::InputUnlisted,
-                    None,
-                    "an input file with no row in the report: the run missed it, or its row was deleted",
-                )
-                .input(&slash_path(&path)),
-            );
-        }
+    let mut unlisted: Vec<&String> = walked
+        .keys()
+        .filter(|text| !listed.contains(text.as_str()))
+        .collect();
+    unlisted.sort();
+    for text in unlisted {
+        findings.push(
+            Finding::new(
+                FindingKind::InputUnlisted,
+                None,
+                "an input with no row in the report: the run missed it, or its row was deleted",
+            )
+            .input(text),
+        );
     }
     Ok(findings)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     File,
     Symlink,
     Other,
 }
 
-/// Every non-folder entry under `dir`, relative, without following symlinks, sorted.
+/// Every non-folder entry under `dir`, relative, without following symlinks.
 fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
     let mut found = Vec::new();
     let mut pending = vec![PathBuf::new()];
@@ -318,15 +295,7 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
             }
         }
     }
-    found.sort();
     Ok(found)
-}
-
-fn slash_path(path: &Path) -> String {
-    path.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn is_temp(path: &Path) -> bool {
@@ -349,40 +318,58 @@ fn shown_hash(hash: &str) -> String {
     }
 }
 
-/// Operating point name → its threshold as a distance, from an embedder spec (TOML): `max-distance`,
-/// or for cosine `1 - min-similarity`. A file that is not a TOML spec has none.
-pub(super) fn operating_points(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<HashMap<String, f32>, AuditError> {
-    let mut points = HashMap::new();
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Ok(points);
-    };
-    let Ok(spec) = text.parse::<toml::Table>() else {
-        return Ok(points);
-    };
-    let Some(list) = spec.get("operating-point").and_then(toml::Value::as_array) else {
-        return Ok(points);
-    };
-    for point in list {
-        let bad = |message: &str| AuditError::Io {
-            path: path.to_path_buf(),
-            message: format!("embedder spec: an [[operating-point]] {message}"),
-        };
-        let name = point
-            .get("name")
-            .and_then(toml::Value::as_str)
-            .ok_or_else(|| bad("has no `name`"))?;
-        let number = |key: &str| point.get(key).and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)));
-        let distance = match (number("max-distance"), number("min-similarity")) {
-            (Some(max), _) => max,
-            (None, Some(min)) => 1.0 - min,
-            (None, None) => return Err(bad("has neither `max-distance` nor `min-similarity`")),
-        };
-        points.insert(name.to_string(), distance as f32);
-    }
-    Ok(points)
+/// What the audit needs from the embedder spec: its hashes, its metric and its operating points
+/// as distance thresholds (`max-distance`, or for cosine `1 - min-similarity`).
+pub(super) struct EmbedderFacts {
+    /// sha256 of the spec's ONNX graph.
+    pub graph_sha256: String,
+    /// sha256 of the spec file itself.
+    pub spec_sha256: String,
+    pub metric: String,
+    pub thresholds: HashMap<String, f32>,
+    /// The spec pins a graph sha256 that its graph file does not have.
+    pub pin_mismatch: Option<Finding>,
+}
+
+pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
+    let spec = EmbedderSpec::load(path).map_err(|e| io_error(path, e))?;
+    let spec_sha256 = sha256_file(path).map_err(|e| io_error(path, e))?;
+    let graph = spec.onnx_path();
+    let graph_sha256 = sha256_file(&graph).map_err(|e| io_error(&graph, e))?;
+    let pin_mismatch = spec
+        .sha256
+        .as_ref()
+        .filter(|pin| !pin.eq_ignore_ascii_case(&graph_sha256))
+        .map(|pin| {
+            Finding::new(
+                FindingKind::Hash,
+                None,
+                format!(
+                    "the embedder spec pins graph sha256 {}, but {} hashes to {graph_sha256}",
+                    super::shown(pin),
+                    graph.display()
+                ),
+            )
+        });
+    let thresholds = spec
+        .operating_points
+        .iter()
+        .filter_map(|point| {
+            let distance = match (point.max_distance, point.min_similarity) {
+                (Some(max), _) => max,
+                (None, Some(min)) => 1.0 - min,
+                (None, None) => return None,
+            };
+            Some((point.name.clone(), distance))
+        })
+        .collect();
+    Ok(EmbedderFacts {
+        graph_sha256,
+        spec_sha256,
+        metric: spec.metric.to_string(),
+        thresholds,
+        pin_mismatch,
+    })
 }
 
 /// Policy, model and embedder hashes: one value across the report, equal to the files given.
@@ -393,10 +380,11 @@ pub(super) fn hashes(
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let pinned = policy.and_then(|p| p.model.manifest_sha256.clone());
-    let columns: [(&str, fn(&ReportRow) -> &str, Option<&String>, &str); 3] = [
-        ("policy_sha256", |r| &r.policy_sha256, given.policy.as_ref(), "--policy file"),
-        ("model_sha256", |r| &r.model_sha256, given.model.as_ref(), "--model folder's manifest"),
-        ("embedder_sha256", |r| &r.embedder_sha256, given.embedder.as_ref(), "--embedder file"),
+    let embedder: Vec<&String> = given.embedder.iter().chain(&given.embedder_spec).collect();
+    let columns: [(&str, fn(&ReportRow) -> &str, Vec<&String>, &str); 3] = [
+        ("policy_sha256", |r| &r.policy_sha256, given.policy.iter().collect(), "--policy file"),
+        ("model_sha256", |r| &r.model_sha256, given.model.iter().collect(), "--model folder's manifest"),
+        ("embedder_sha256", |r| &r.embedder_sha256, embedder, "--embedder spec's graph"),
     ];
     for (column, get, expected, source) in columns {
         // Value → (rows, first line).
@@ -428,14 +416,14 @@ pub(super) fn hashes(
                 format!("the report mixes {} values of {column}: {}", values.len(), list.join(", ")),
             ));
         }
-        if let Some(expected) = expected {
+        if let Some(first_expected) = expected.first() {
             for (value, (n, first)) in &values {
-                if !value.eq_ignore_ascii_case(expected) {
+                if !expected.iter().any(|e| value.eq_ignore_ascii_case(e)) {
                     findings.push(Finding::new(
                         FindingKind::Hash,
                         Some(*first),
                         format!(
-                            "{n} row(s) have {column} {}, the {source} hashes to {expected}",
+                            "{n} row(s) have {column} {}, the {source} hashes to {first_expected}",
                             super::shown(value)
                         ),
                     ));
@@ -466,7 +454,7 @@ pub(super) fn hashes(
 pub(super) fn verdicts(
     entries: &[Entry],
     policy: Option<&Policy>,
-    operating_points: Option<&HashMap<String, f32>>,
+    embedder: Option<&EmbedderFacts>,
     not_checked: &mut Vec<String>,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -481,8 +469,23 @@ pub(super) fn verdicts(
             findings.push(finding);
         };
         own_verdict(row, &mut add);
+        if let Some(embedder) = embedder {
+            if matches!(row.status, Status::Certified | Status::Failed)
+                && row.metric != embedder.metric
+            {
+                add(
+                    FindingKind::Rule,
+                    format!(
+                        "metric `{}`, but the embedder spec compares by {}",
+                        super::shown(&row.metric),
+                        embedder.metric
+                    ),
+                );
+            }
+        }
         if let Some(policy) = policy {
-            policy_rules(row, policy, operating_points, &mut unresolved, &mut add);
+            let thresholds = embedder.map(|e| &e.thresholds);
+            policy_rules(row, policy, thresholds, &mut unresolved, &mut add);
         }
     }
     for name in unresolved {

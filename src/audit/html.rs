@@ -136,7 +136,12 @@ fn write_cards(
     };
     card(out, &counts.total().to_string(), "rows")?;
     for status in Status::ALL {
-        card(out, &count_of(counts, status).to_string(), status.as_str())?;
+        write!(
+            out,
+            "<div class=\"card\" style=\"border-left:5px solid {}\"><b>{}</b><span>{status}</span></div>",
+            status_colour(status),
+            count_of(counts, status)
+        )?;
     }
     let rate = audit
         .run
@@ -179,6 +184,15 @@ fn write_cards(
     Ok(())
 }
 
+fn status_colour(status: Status) -> &'static str {
+    match status {
+        Status::Certified => CERTIFIED,
+        Status::Failed => FAILED,
+        Status::Error => ERROR,
+        Status::Skipped => SKIPPED,
+    }
+}
+
 fn count_of(counts: &StatusCounts, status: Status) -> u64 {
     match status {
         Status::Certified => counts.certified,
@@ -198,7 +212,7 @@ fn write_levels(out: &mut String, rows: &[&ReportRow], counts: &StatusCounts) ->
         write!(out, "<th class=\"n\">{status}</th>")?;
     }
     out.push_str("<th class=\"n\">total</th></tr>\n");
-    let mut line = |out: &mut String, label: &str, c: &StatusCounts| -> fmt::Result {
+    let line = |out: &mut String, label: &str, c: &StatusCounts| -> fmt::Result {
         write!(out, "<tr><td>{label}</td>")?;
         for status in Status::ALL {
             write!(out, "<td class=\"n\">{}</td>", count_of(c, status))?;
@@ -240,7 +254,7 @@ fn write_histogram(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
         .iter()
         .map(|p| p.0)
         .chain(thresholds.keys().map(|&b| f32::from_bits(b)));
-    let (mut lo, mut hi) = values.fold((0.0f32, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, mut hi) = values.fold((0.0f32, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if hi <= lo {
         hi = lo + 1.0;
     }
@@ -459,10 +473,19 @@ fn write_finding(out: &mut String, finding: &Finding) -> fmt::Result {
 
 fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Result {
     out.push_str("<section><h2>What was involved</h2><table><tr><th>item</th><th>in the report</th><th>given to the audit</th></tr>\n");
-    let given = [
-        ("policy", audit.given.policy.as_deref()),
-        ("model", audit.given.model.as_deref()),
-        ("embedder", audit.given.embedder.as_deref()),
+    let given: [(&str, Vec<&str>); 3] = [
+        ("policy", audit.given.policy.iter().map(String::as_str).collect()),
+        ("model", audit.given.model.iter().map(String::as_str).collect()),
+        (
+            "embedder",
+            audit
+                .given
+                .embedder
+                .iter()
+                .chain(&audit.given.embedder_spec)
+                .map(String::as_str)
+                .collect(),
+        ),
     ];
     let columns: [fn(&ReportRow) -> &str; 3] = [
         |r| &r.policy_sha256,
@@ -472,12 +495,15 @@ fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Re
     for ((what, given), column) in given.into_iter().zip(columns) {
         let values: BTreeSet<&str> = rows.iter().map(|r| column(r)).filter(|v| !v.is_empty()).collect();
         let listed: Vec<String> = values.iter().map(|v| format!("<code>{}</code>", escape(v))).collect();
-        let verdict = match given {
-            None => "<span class=\"muted\">not given</span>".to_string(),
-            Some(hash) if values.len() == 1 && values.contains(hash) => {
+        let matching = given.iter().find(|hash| values.len() == 1 && values.contains(*hash));
+        let verdict = match (given.first(), matching) {
+            (None, _) => "<span class=\"muted\">not given</span>".to_string(),
+            (Some(_), Some(hash)) => {
                 format!("<span class=\"ok\">matches</span> <code>{}</code>", escape(hash))
             }
-            Some(hash) => format!("<span class=\"bad\">differs</span> <code>{}</code>", escape(hash)),
+            (Some(hash), None) => {
+                format!("<span class=\"bad\">differs</span> <code>{}</code>", escape(hash))
+            }
         };
         write!(
             out,

@@ -57,8 +57,9 @@ pub struct AuditArgs {
     /// The model folder: its manifest hash (`boomerang manifest`) must match every row
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// The embedder spec file: its sha256 must match every row; its operating points give the
-    /// thresholds a policy names
+    /// The embedder spec file: the sha256 of its ONNX graph (or of the spec itself) must match
+    /// every row, its metric each row's, and its operating points give the thresholds a policy
+    /// names
     #[arg(long, value_name = "SPEC")]
     pub embedder: Option<PathBuf>,
     /// Re-score N rows, drawn by a sample seeded from the report's chain head, with the embedder
@@ -252,7 +253,10 @@ pub struct RunJson {
 pub struct GivenHashes {
     pub policy: Option<String>,
     pub model: Option<String>,
+    /// sha256 of the embedder's ONNX graph (what `embedder_sha256` records).
     pub embedder: Option<String>,
+    /// sha256 of the embedder spec file (also accepted as `embedder_sha256`).
+    pub embedder_spec: Option<String>,
 }
 
 /// Everything an audit found out.
@@ -386,14 +390,16 @@ pub fn audit(
     } else {
         not_checked.push("the model hash (give --model DIR)".to_string());
     }
-    let operating_points = match &args.embedder {
+    let embedder = match &args.embedder {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-            given.embedder = Some(hex::encode(crate::hashing::sha256_bytes(&bytes)));
-            Some(checks::operating_points(path, &bytes)?)
+            let facts = checks::embedder_facts(path)?;
+            given.embedder = Some(facts.graph_sha256.clone());
+            given.embedder_spec = Some(facts.spec_sha256.clone());
+            findings.extend(facts.pin_mismatch.clone());
+            Some(facts)
         }
         None => {
-            not_checked.push("the embedder hash (give --embedder SPEC)".to_string());
+            not_checked.push("the embedder hash and metric (give --embedder SPEC)".to_string());
             None
         }
     };
@@ -401,7 +407,7 @@ pub fn audit(
     findings.extend(checks::verdicts(
         &entries,
         policy.as_ref(),
-        operating_points.as_ref(),
+        embedder.as_ref(),
         &mut not_checked,
     ));
 
