@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use boomerang::audit::{self, html, AuditArgs, AuditError, Finding, FindingKind, Outcome, Recomputer};
+use boomerang::audit::{
+    self, html, AuditArgs, AuditError, Finding, FindingKind, Outcome, Recomputer,
+};
 use boomerang::manifest::Manifest;
 use boomerang::report::{ReportRow, ReportWriter, RunRecord, Status, StatusCounts};
 use sha2::{Digest, Sha256};
@@ -29,7 +31,10 @@ fn policy_text() -> String {
         )
         .replace(
             "\"../models/dlib-face/embedder.toml\"",
-            &format!("\"{}\"", root().join("models/dlib-face/embedder.toml").display()),
+            &format!(
+                "\"{}\"",
+                root().join("models/dlib-face/embedder.toml").display()
+            ),
         )
 }
 
@@ -63,17 +68,68 @@ impl World {
             model: Manifest::compute(&root().join("models/tiny-sd"))
                 .unwrap()
                 .model_hash(),
-            embedder: sha(&std::fs::read(root().join("models/dlib-face/dlib-face-resnet29.onnx"))
-                .unwrap()),
+            embedder: sha(
+                &std::fs::read(root().join("models/dlib-face/dlib-face-resnet29.onnx")).unwrap(),
+            ),
         };
         let rows = vec![
-            certified("people/alice_01.jpg", "people/3f9a.png", "medium", 0.5, 1, 0.83, &hashes),
-            certified("people/bob_01.jpg", "people/77c1.png", "medium", 0.6, 2, 0.71, &hashes),
-            failed("people/carol_01.jpg", "people/a0b2.png", "medium", 0.7, 3, 0.41, &hashes),
-            certified("people/dave_01.jpg", "people/e5d4.png", "high", 0.7, 1, 0.95, &hashes),
-            other("notes.txt", Status::Skipped, "not an image extension (.txt)", &hashes),
-            other("people/broken.png", Status::Error, "cannot decode: unexpected end of file", &hashes),
-            certified("people/erin_01.jpg", "people/erin_01.png", "low", 0.2, 1, 0.66, &hashes),
+            certified(
+                "people/alice_01.jpg",
+                "people/3f9a.png",
+                "medium",
+                0.5,
+                1,
+                0.83,
+                &hashes,
+            ),
+            certified(
+                "people/bob_01.jpg",
+                "people/77c1.png",
+                "medium",
+                0.6,
+                2,
+                0.71,
+                &hashes,
+            ),
+            failed(
+                "people/carol_01.jpg",
+                "people/a0b2.png",
+                "medium",
+                0.7,
+                3,
+                0.41,
+                &hashes,
+            ),
+            certified(
+                "people/dave_01.jpg",
+                "people/e5d4.png",
+                "high",
+                0.7,
+                1,
+                0.95,
+                &hashes,
+            ),
+            other(
+                "notes.txt",
+                Status::Skipped,
+                "not an image extension (.txt)",
+                &hashes,
+            ),
+            other(
+                "people/broken.png",
+                Status::Error,
+                "cannot decode: unexpected end of file",
+                &hashes,
+            ),
+            certified(
+                "people/erin_01.jpg",
+                "people/erin_01.png",
+                "low",
+                0.2,
+                1,
+                0.66,
+                &hashes,
+            ),
         ];
         let outputs = dir.join("out");
         let inputs = dir.join("in");
@@ -248,7 +304,16 @@ fn certified(
     distance: f32,
     hashes: &Hashes,
 ) -> ReportRow {
-    processed(input, output, Status::Certified, level, strength, attempts, distance, hashes)
+    processed(
+        input,
+        output,
+        Status::Certified,
+        level,
+        strength,
+        attempts,
+        distance,
+        hashes,
+    )
 }
 
 fn failed(
@@ -262,7 +327,16 @@ fn failed(
 ) -> ReportRow {
     ReportRow {
         reason: "still the same person after 3 attempts".into(),
-        ..processed(input, output, Status::Failed, level, strength, attempts, distance, hashes)
+        ..processed(
+            input,
+            output,
+            Status::Failed,
+            level,
+            strength,
+            attempts,
+            distance,
+            hashes,
+        )
     }
 }
 
@@ -297,7 +371,10 @@ fn a_clean_run_has_no_findings_and_every_check_is_made() {
     assert!(audit.run.is_some(), "run.json beside the report is found");
     // Only recomputation, which needs the engine, is left.
     assert_eq!(audit.not_checked.len(), 2, "{:?}", audit.not_checked);
-    assert!(audit.not_checked.iter().all(|n| n.contains("--recompute") || n.contains("--seed-sample")));
+    assert!(audit
+        .not_checked
+        .iter()
+        .all(|n| n.contains("--recompute") || n.contains("--seed-sample")));
 }
 
 #[test]
@@ -331,7 +408,9 @@ fn a_flipped_verdict_breaks_the_chain_and_contradicts_the_distance() {
     assert_eq!(verdict.len(), 1, "{verdict:?}");
     assert_eq!(verdict[0].0, Some(4));
     assert!(
-        verdict[0].1.contains("certified, but distance 0.41 is below the threshold 0.6"),
+        verdict[0]
+            .1
+            .contains("certified, but distance 0.41 is below the threshold 0.6"),
         "{}",
         verdict[0].1
     );
@@ -387,9 +466,18 @@ fn swapped_rows_are_both_named_with_where_they_came_from() {
     // the row above it; each finding says where the row really belongs.
     let chain = of_kind(&audit.findings, FindingKind::Chain);
     let expected = [
-        (Some(3), "originally came right after line 4, not after line 2"),
-        (Some(4), "originally came right after line 2, not after line 3"),
-        (Some(5), "originally came right after line 3, not after line 4"),
+        (
+            Some(3),
+            "originally came right after line 4, not after line 2",
+        ),
+        (
+            Some(4),
+            "originally came right after line 2, not after line 3",
+        ),
+        (
+            Some(5),
+            "originally came right after line 3, not after line 4",
+        ),
     ];
     assert_eq!(chain.len(), expected.len(), "{chain:?}");
     for ((line, message), (expected_line, expected_text)) in chain.iter().zip(expected) {
@@ -443,8 +531,14 @@ fn stray_images_and_temp_files_in_the_output_folder_are_found() {
                 Some(".boomerang-a1B2c3.tmp".to_string()),
                 "a temporary file of an interrupted write, listed by no row".to_string()
             ),
-            (Some("people/extra.png".to_string()), "an image that no row lists".to_string()),
-            (Some("people/readme.txt".to_string()), "a file that no row lists".to_string()),
+            (
+                Some("people/extra.png".to_string()),
+                "an image that no row lists".to_string()
+            ),
+            (
+                Some("people/readme.txt".to_string()),
+                "a file that no row lists".to_string()
+            ),
         ]
     );
 }
@@ -459,8 +553,16 @@ fn rows_cut_from_the_end_are_found_through_run_json() {
     // The chain of what is left is intact: only run.json can tell.
     assert!(of_kind(&audit.findings, FindingKind::Chain).is_empty());
     let record = of_kind(&audit.findings, FindingKind::RunRecord);
-    assert!(record.iter().any(|(_, m)| m.contains("the report has 6 rows")), "{record:?}");
-    assert!(record.iter().any(|(_, m)| m.contains("last chain value")), "{record:?}");
+    assert!(
+        record
+            .iter()
+            .any(|(_, m)| m.contains("the report has 6 rows")),
+        "{record:?}"
+    );
+    assert!(
+        record.iter().any(|(_, m)| m.contains("last chain value")),
+        "{record:?}"
+    );
 }
 
 #[test]
@@ -499,14 +601,24 @@ fn a_forged_row_inserted_with_a_valid_chain_is_found_after_it() {
     let chain = of_kind(&audit.findings, FindingKind::Chain);
     assert_eq!(chain.len(), 1, "{chain:?}");
     assert_eq!(chain[0].0, Some(4));
-    assert!(chain[0].1.contains("originally came right after line 2, not after line 3"), "{}", chain[0].1);
+    assert!(
+        chain[0]
+            .1
+            .contains("originally came right after line 2, not after line 3"),
+        "{}",
+        chain[0].1
+    );
 }
 
 #[test]
 fn a_different_policy_model_or_embedder_is_found() {
     let world = World::new();
     let other_policy = world.dir.join("other.toml");
-    std::fs::write(&other_policy, policy_text().replace("max-attempts = 3", "max-attempts = 4")).unwrap();
+    std::fs::write(
+        &other_policy,
+        policy_text().replace("max-attempts = 3", "max-attempts = 4"),
+    )
+    .unwrap();
     let audit = audit::audit(
         &AuditArgs {
             policy: Some(other_policy),
@@ -517,10 +629,21 @@ fn a_different_policy_model_or_embedder_is_found() {
     )
     .unwrap();
     let hash = of_kind(&audit.findings, FindingKind::Hash);
-    assert!(hash.iter().any(|(_, m)| m.contains("7 row(s) have policy_sha256")), "{hash:?}");
-    assert!(hash.iter().any(|(_, m)| m.contains("7 row(s) have model_sha256") && m.contains("--model")), "{hash:?}");
+    assert!(
+        hash.iter()
+            .any(|(_, m)| m.contains("7 row(s) have policy_sha256")),
+        "{hash:?}"
+    );
+    assert!(
+        hash.iter()
+            .any(|(_, m)| m.contains("7 row(s) have model_sha256") && m.contains("--model")),
+        "{hash:?}"
+    );
     // The rows' model is the one the policy pins: no pin finding.
-    assert!(!hash.iter().any(|(_, m)| m.contains("the policy pins")), "{hash:?}");
+    assert!(
+        !hash.iter().any(|(_, m)| m.contains("the policy pins")),
+        "{hash:?}"
+    );
 }
 
 #[test]
@@ -537,7 +660,13 @@ fn a_kept_output_under_on_failure_drop_breaks_the_rule() {
     let rule = of_kind(&audit.findings, FindingKind::Rule);
     assert_eq!(rule.len(), 1, "{rule:?}");
     assert_eq!(rule[0].0, Some(4));
-    assert!(rule[0].1.contains("on-failure = \"drop\", yet an output was kept"), "{}", rule[0].1);
+    assert!(
+        rule[0]
+            .1
+            .contains("on-failure = \"drop\", yet an output was kept"),
+        "{}",
+        rule[0].1
+    );
 }
 
 #[test]
@@ -566,13 +695,23 @@ fn rows_without_reasons_or_with_impossible_outputs_are_found() {
     rows[5].output_path = "people/broken.png".into();
     std::fs::remove_file(&world.report).unwrap();
     world.write_report(&world.report, &rows);
-    let audit = audit::audit(&AuditArgs { outputs: None, ..world.args() }, None).unwrap();
+    let audit = audit::audit(
+        &AuditArgs {
+            outputs: None,
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
     let verdict = of_kind(&audit.findings, FindingKind::Verdict);
     assert_eq!(
         verdict,
         [
             (Some(6), "skipped without a reason".to_string()),
-            (Some(7), "error, yet the row lists an output file".to_string())
+            (
+                Some(7),
+                "error, yet the row lists an output file".to_string()
+            )
         ]
     );
 }
@@ -601,7 +740,15 @@ fn without_the_files_the_checks_are_listed_as_not_checked() {
     .unwrap();
     assert_eq!(audit.outcome(), Outcome::Clean);
     let joined = audit.not_checked.join("\n");
-    for flag in ["--outputs", "--inputs", "--policy", "--model", "--embedder", "--recompute", "--seed-sample"] {
+    for flag in [
+        "--outputs",
+        "--inputs",
+        "--policy",
+        "--model",
+        "--embedder",
+        "--recompute",
+        "--seed-sample",
+    ] {
         assert!(joined.contains(flag), "{flag} missing from {joined}");
     }
 }
@@ -632,7 +779,8 @@ impl Mock {
                 mock.distances.insert(row.input_path.clone(), d);
             }
             if !row.output_path.is_empty() {
-                mock.outputs.insert(row.input_path.clone(), output_bytes(&row.output_path));
+                mock.outputs
+                    .insert(row.input_path.clone(), output_bytes(&row.output_path));
             }
         }
         mock
@@ -650,7 +798,11 @@ impl Recomputer for Mock {
 
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {
         self.rerun.push(row.input_path.clone());
-        Ok(self.outputs.get(&row.input_path).cloned().unwrap_or_default())
+        Ok(self
+            .outputs
+            .get(&row.input_path)
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -672,13 +824,19 @@ fn recomputation_of_a_faithful_run_is_clean_and_drawn_from_the_chain_head() {
         audit.rescored,
         audit::sample(&audit.chain_head, audit::RESCORE_STREAM, &eligible, 3)
     );
-    assert_eq!(audit.rerun, audit::sample(&audit.chain_head, audit::RERUN_STREAM, &eligible, 2));
+    assert_eq!(
+        audit.rerun,
+        audit::sample(&audit.chain_head, audit::RERUN_STREAM, &eligible, 2)
+    );
     assert_eq!(mock.rescored.len(), 3);
     assert_eq!(mock.rerun.len(), 2);
     // The same report draws the same rows.
     let mut again = Mock::faithful(&world);
     let second = audit::audit(&args, Some(&mut again)).unwrap();
-    assert_eq!((second.rescored, second.rerun), (audit.rescored, audit.rerun));
+    assert_eq!(
+        (second.rescored, second.rerun),
+        (audit.rescored, audit.rerun)
+    );
     assert_eq!(again.rescored, mock.rescored);
 }
 
@@ -715,7 +873,14 @@ fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
 #[test]
 fn recomputation_needs_a_recomputer() {
     let world = World::new();
-    let error = audit::audit(&AuditArgs { seed_sample: 1, ..world.args() }, None).unwrap_err();
+    let error = audit::audit(
+        &AuditArgs {
+            seed_sample: 1,
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(error, AuditError::NoRecomputer), "{error}");
 }
 
@@ -726,7 +891,10 @@ fn the_sample_is_reproducible_distinct_per_stream_and_bounded() {
     let first = audit::sample(&head, 1, &eligible, 10);
     assert_eq!(first, audit::sample(&head, 1, &eligible, 10));
     assert_eq!(first.len(), 10);
-    assert!(first.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats: {first:?}");
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no repeats: {first:?}"
+    );
     assert_ne!(first, audit::sample(&head, 2, &eligible, 10));
     assert_ne!(first, audit::sample(&"b".repeat(64), 1, &eligible, 10));
     assert_eq!(audit::sample(&head, 1, &eligible[..3], 10), [2, 3, 4]);
@@ -741,7 +909,10 @@ fn the_html_page_is_self_contained_escaped_and_free_of_input_names() {
     assert_eq!(audit.findings.len(), 2, "{:?}", audit.findings);
     let page = html::render(&audit);
     assert!(page.starts_with("<!DOCTYPE html>"));
-    assert!(page.contains("people/&lt;b&gt;&amp;.png"), "the stray name is escaped");
+    assert!(
+        page.contains("people/&lt;b&gt;&amp;.png"),
+        "the stray name is escaped"
+    );
     assert!(!page.contains("<b>&"));
     let lower = page.to_lowercase();
     assert!(!lower.contains("<script"));
@@ -753,7 +924,10 @@ fn the_html_page_is_self_contained_escaped_and_free_of_input_names() {
     // Histogram with the threshold, attempts chart, counts, rate, hashes.
     assert!(page.matches("<svg").count() >= 2);
     assert!(page.contains("threshold 0.6"));
-    assert!(page.contains("25.00 %"), "re-identification rate from run.json");
+    assert!(
+        page.contains("25.00 %"),
+        "re-identification rate from run.json"
+    );
     assert!(page.contains("2 min 5 s"), "wall time from run.json");
     assert!(page.contains(&audit.chain_head));
     assert!(page.contains("2 findings"));
@@ -780,7 +954,14 @@ fn the_command_exits_0_clean_3_with_findings_1_when_it_cannot_run() {
     with_files(&mut clean);
     let output = clean.assert().code(0).get_output().stdout.clone();
     let stdout = String::from_utf8(output).unwrap();
-    assert!(stdout.lines().last().unwrap().starts_with("verdict: clean (7 rows"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("verdict: clean (7 rows"),
+        "{stdout}"
+    );
 
     let mut lines = world.lines();
     lines.swap(5, 6);
@@ -788,18 +969,40 @@ fn the_command_exits_0_clean_3_with_findings_1_when_it_cannot_run() {
     let html = world.dir.join("audit.html");
     let mut dirty = boomerang();
     with_files(&mut dirty);
-    let output = dirty.arg("--html").arg(&html).assert().code(3).get_output().stdout.clone();
+    let output = dirty
+        .arg("--html")
+        .arg(&html)
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
     let stdout = String::from_utf8(output).unwrap();
     assert!(
         stdout.contains("finding: [chain] line 6: this row originally came right after line 7"),
         "{stdout}"
     );
-    assert!(stdout.lines().last().unwrap().starts_with("verdict: 3 findings in 7 rows"), "{stdout}");
-    assert!(std::fs::read_to_string(&html).unwrap().contains("3 findings"));
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("verdict: 3 findings in 7 rows"),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("3 findings"));
 
     let mut json = boomerang();
     with_files(&mut json);
-    let output = json.arg("--json").assert().code(3).get_output().stdout.clone();
+    let output = json
+        .arg("--json")
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
     let value: serde_json::Value = serde_json::from_slice(&output).unwrap();
     assert_eq!(value["verdict"], "findings");
     assert_eq!(value["exit_code"], 3);
@@ -812,4 +1015,161 @@ fn the_command_exits_0_clean_3_with_findings_1_when_it_cannot_run() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("missing.csv"));
+}
+
+/// Writes `rows` as `NAME.report.csv` (with its run.json) in the world's folder.
+fn part(world: &World, name: &str, rows: &[ReportRow]) -> PathBuf {
+    let path = world.dir.join(format!("{name}.report.csv"));
+    world.write_report(&path, rows);
+    path
+}
+
+#[test]
+fn merging_parts_gives_the_report_of_the_whole_run() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+    let summary = audit::merge(&[a, b], &merged).unwrap();
+    assert_eq!((summary.rows, summary.parts), (7, 2));
+    assert!(summary.unrecorded.is_empty());
+    // Same rows in the same order, chained from the header: the single run's report, byte for byte.
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&world.report).unwrap()
+    );
+    let rows = boomerang::report::verify(&merged).unwrap();
+    assert_eq!(rows.len(), 7);
+    assert_eq!(summary.chain_head, rows[6].chain);
+    let audit = audit::audit(
+        &AuditArgs {
+            report: merged,
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(audit.findings, Vec::<Finding>::new());
+    assert!(audit.not_checked.iter().any(|n| n.contains("no run.json")));
+}
+
+#[test]
+fn merging_refuses_overlapping_parts() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..4]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+    let error = audit::merge(&[a.clone(), b.clone()], &merged).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, audit::MergeError::Conflict(c) if c.kind == audit::ConflictKind::Overlap),
+        "{text}"
+    );
+    assert!(
+        text.contains("input path `people/dave_01.jpg`")
+            && text.contains(&format!("{}:5", a.display()))
+            && text.contains(&format!("{}:2", b.display())),
+        "{text}"
+    );
+    assert!(!merged.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&world.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The same output path from two inputs is an overlap too.
+    let mut other = world.rows[4..].to_vec();
+    other[2].input_path = "people/frank_01.jpg".into();
+    other[2].output_path = world.rows[0].output_path.clone();
+    let c = part(&world, "c", &other);
+    let a = part(&world, "a2", &world.rows[..3]);
+    let error = audit::merge(&[a, c], &merged).unwrap_err();
+    assert!(
+        error.to_string().contains("output path `people/3f9a.png`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn merging_refuses_parts_of_different_policies() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let mut rows = world.rows[3..].to_vec();
+    for row in &mut rows {
+        row.policy_sha256 = "0".repeat(64);
+    }
+    let b = part(&world, "b", &rows);
+    let error = audit::merge(&[a, b.clone()], &world.dir.join("all.csv")).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, audit::MergeError::Conflict(c) if c.kind == audit::ConflictKind::Mixed),
+        "{text}"
+    );
+    assert!(
+        text.contains("different policy hashes") && text.contains(&format!("{}:2", b.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn merging_refuses_a_part_that_does_not_verify_and_never_overwrites() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+
+    let error = audit::merge(&[a.clone(), a.clone()], &merged).unwrap_err();
+    assert!(matches!(error, audit::MergeError::Twice { .. }), "{error}");
+
+    std::fs::write(&merged, "keep me").unwrap();
+    let error = audit::merge(&[a.clone(), b.clone()], &merged).unwrap_err();
+    assert!(matches!(error, audit::MergeError::Exists { .. }), "{error}");
+    assert_eq!(std::fs::read_to_string(&merged).unwrap(), "keep me");
+    std::fs::remove_file(&merged).unwrap();
+
+    let text = std::fs::read_to_string(&b).unwrap();
+    std::fs::write(&b, text.replacen(",0.95,", ",0.99,", 1)).unwrap();
+    let error = audit::merge(&[a.clone(), b.clone()], &merged).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("does not verify") && message.contains("[chain] line 2"),
+        "{message}"
+    );
+    assert!(!merged.exists());
+
+    // A part cut short is caught through its run.json.
+    let b = part(&world, "b2", &world.rows[3..]);
+    let text = std::fs::read_to_string(&b).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&b, format!("{}\n", kept[..kept.len() - 1].join("\n"))).unwrap();
+    let error = audit::merge(&[a, b], &merged).unwrap_err();
+    assert!(error.to_string().contains("rows were deleted"), "{error}");
+}
+
+#[test]
+fn the_merge_command_reports_what_it_wrote_or_why_not() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+    boomerang()
+        .args(["report", "merge"])
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&merged)
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("merged 7 rows from 2 reports"));
+    boomerang()
+        .args(["report", "merge"])
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&merged)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("already exists"));
 }

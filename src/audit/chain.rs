@@ -32,10 +32,11 @@ pub(super) fn read(path: &Path) -> Result<Read, AuditError> {
     let header_ok = matches!(reader.read_byte_record(&mut record), Ok(true))
         && record.iter().eq(COLUMNS.iter().map(|c| c.as_bytes()));
     if !header_ok {
-        let found: String = String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap_or(&[]))
-            .chars()
-            .take(200)
-            .collect();
+        let found: String =
+            String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap_or(&[]))
+                .chars()
+                .take(200)
+                .collect();
         return Err(AuditError::Header {
             path: path.to_path_buf(),
             found: if bytes.is_empty() {

@@ -11,7 +11,6 @@ use crate::hashing::sha256_file;
 use crate::policy::{OnFailure, Policy, Threshold};
 use crate::report::{ReportRow, RunRecord, Status, StatusCounts};
 
-
 /// Slack when comparing a row's threshold or strength with the policy's: both went through a
 /// decimal text round trip.
 const THRESHOLD_SLACK: f32 = 1e-6;
@@ -23,7 +22,8 @@ pub(super) fn load_run_json(path: &Path) -> Result<RunJson, AuditError> {
         path: path.to_path_buf(),
         message,
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let reidentification_rate = value
         .get("reidentification_rate")
         .and_then(serde_json::Value::as_f64);
@@ -202,7 +202,9 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
             Kind::File if is_image(path) => "an image that no row lists",
             Kind::File => "a file that no row lists",
             Kind::Symlink => "a symbolic link, which a run never writes",
-            Kind::Other => "not a regular file (a socket, FIFO or device), which a run never writes",
+            Kind::Other => {
+                "not a regular file (a socket, FIFO or device), which a run never writes"
+            }
         };
         findings.push(Finding::new(FindingKind::OutputUnlisted, None, what).output(text));
     }
@@ -223,8 +225,9 @@ pub(super) fn inputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Audi
     for entry in entries {
         let Some(row) = &entry.row else { continue };
         listed.insert(row.input_path.as_str());
-        let finding =
-            |kind, message: &str| Finding::new(kind, Some(entry.line), message).input(&row.input_path);
+        let finding = |kind, message: &str| {
+            Finding::new(kind, Some(entry.line), message).input(&row.input_path)
+        };
         let Some(relative) = walked.get(&row.input_path) else {
             findings.push(finding(
                 FindingKind::InputMissing,
@@ -283,7 +286,9 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
         for item in listing {
             let item = item.map_err(|e| io_error(&folder, e))?;
             let child = relative.join(item.file_name());
-            let kind = item.file_type().map_err(|e| io_error(&dir.join(&child), e))?;
+            let kind = item
+                .file_type()
+                .map_err(|e| io_error(&dir.join(&child), e))?;
             if kind.is_dir() {
                 pending.push(child);
             } else if kind.is_file() {
@@ -372,6 +377,9 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
     })
 }
 
+/// Reads one column of a row.
+pub(super) type Column = fn(&ReportRow) -> &str;
+
 /// Policy, model and embedder hashes: one value across the report, equal to the files given.
 pub(super) fn hashes(
     entries: &[Entry],
@@ -381,10 +389,25 @@ pub(super) fn hashes(
     let mut findings = Vec::new();
     let pinned = policy.and_then(|p| p.model.manifest_sha256.clone());
     let embedder: Vec<&String> = given.embedder.iter().chain(&given.embedder_spec).collect();
-    let columns: [(&str, fn(&ReportRow) -> &str, Vec<&String>, &str); 3] = [
-        ("policy_sha256", |r| &r.policy_sha256, given.policy.iter().collect(), "--policy file"),
-        ("model_sha256", |r| &r.model_sha256, given.model.iter().collect(), "--model folder's manifest"),
-        ("embedder_sha256", |r| &r.embedder_sha256, embedder, "--embedder spec's graph"),
+    let columns: [(&str, Column, Vec<&String>, &str); 3] = [
+        (
+            "policy_sha256",
+            |r| &r.policy_sha256,
+            given.policy.iter().collect(),
+            "--policy file",
+        ),
+        (
+            "model_sha256",
+            |r| &r.model_sha256,
+            given.model.iter().collect(),
+            "--model folder's manifest",
+        ),
+        (
+            "embedder_sha256",
+            |r| &r.embedder_sha256,
+            embedder,
+            "--embedder spec's graph",
+        ),
     ];
     for (column, get, expected, source) in columns {
         // Value → (rows, first line).
@@ -408,12 +431,18 @@ pub(super) fn hashes(
         if values.len() > 1 {
             let list: Vec<String> = values
                 .iter()
-                .map(|(v, (n, first))| format!("{} ({n} rows, first line {first})", super::shown(v)))
+                .map(|(v, (n, first))| {
+                    format!("{} ({n} rows, first line {first})", super::shown(v))
+                })
                 .collect();
             findings.push(Finding::new(
                 FindingKind::Hash,
                 None,
-                format!("the report mixes {} values of {column}: {}", values.len(), list.join(", ")),
+                format!(
+                    "the report mixes {} values of {column}: {}",
+                    values.len(),
+                    list.join(", ")
+                ),
             ));
         }
         if let Some(first_expected) = expected.first() {
@@ -644,13 +673,19 @@ fn policy_rules(
                 level.name, level.max_attempts
             ),
         ),
-        None => add(FindingKind::Rule, format!("{} row without an attempt count", row.status)),
+        None => add(
+            FindingKind::Rule,
+            format!("{} row without an attempt count", row.status),
+        ),
     }
     if let Some(steps) = row.steps {
         if steps as usize != level.steps {
             add(
                 FindingKind::Rule,
-                format!("{steps} steps, but level `{}` runs {}", level.name, level.steps),
+                format!(
+                    "{steps} steps, but level `{}` runs {}",
+                    level.name, level.steps
+                ),
             );
         }
     }

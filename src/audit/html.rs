@@ -83,23 +83,23 @@ fn write_page(out: &mut String, audit: &Audit) -> fmt::Result {
 <title>boomerang audit of {}</title><style>{STYLE}</style></head><body><main>\n",
         escape(&name)
     )?;
-    write!(
+    writeln!(
         out,
-        "<h1>Audit of {}</h1><p class=\"sub\">{} rows &middot; boomerang {} &middot; chain head <code>{}</code></p>\n",
+        "<h1>Audit of {}</h1><p class=\"sub\">{} rows &middot; boomerang {} &middot; chain head <code>{}</code></p>",
         escape(&name),
         audit.entries.len(),
         escape(env!("CARGO_PKG_VERSION")),
         escape(&audit.chain_head)
     )?;
     match audit.findings.len() {
-        0 => write!(
+        0 => writeln!(
             out,
-            "<div class=\"verdict clean\">Clean: every check made passed ({} not made, listed below)</div>\n",
+            "<div class=\"verdict clean\">Clean: every check made passed ({} not made, listed below)</div>",
             audit.not_checked.len()
         )?,
-        n => write!(
+        n => writeln!(
             out,
-            "<div class=\"verdict dirty\">{n} finding{}: this run does not verify</div>\n",
+            "<div class=\"verdict dirty\">{n} finding{}: this run does not verify</div>",
             if n == 1 { "" } else { "s" }
         )?,
     }
@@ -113,9 +113,9 @@ fn write_page(out: &mut String, audit: &Audit) -> fmt::Result {
     out.push_str("</section>\n");
     write_findings(out, audit)?;
     write_hashes(out, audit, &rows)?;
-    write!(
+    writeln!(
         out,
-        "<footer>Written by <code>boomerang audit</code>. This page holds no image pixels and no input file names; output paths appear only in findings.</footer>\n</main></body></html>\n"
+        "<footer>Written by <code>boomerang audit</code>. This page holds no image pixels and no input file names; output paths appear only in findings.</footer>\n</main></body></html>"
     )
 }
 
@@ -170,9 +170,9 @@ fn write_cards(
     card(out, &per_image, "mean time per image")?;
     out.push_str("</div>\n");
     if let Some(run) = &audit.run {
-        write!(
+        writeln!(
             out,
-            "<p class=\"sub\">Run from {} to {} on {} (ONNX Runtime {}); per-image time: total {}, slowest {}.</p>\n",
+            "<p class=\"sub\">Run from {} to {} on {} (ONNX Runtime {}); per-image time: total {}, slowest {}.</p>",
             escape(&run.record.started),
             escape(&run.record.finished),
             escape(&run.record.execution_provider),
@@ -205,7 +205,10 @@ fn count_of(counts: &StatusCounts, status: Status) -> u64 {
 fn write_levels(out: &mut String, rows: &[&ReportRow], counts: &StatusCounts) -> fmt::Result {
     let mut levels: BTreeMap<&str, StatusCounts> = BTreeMap::new();
     for row in rows {
-        levels.entry(row.level.as_str()).or_default().add(row.status);
+        levels
+            .entry(row.level.as_str())
+            .or_default()
+            .add(row.status);
     }
     out.push_str("<section><h2>Rows per level and status</h2><table><tr><th>level</th>");
     for status in Status::ALL {
@@ -217,7 +220,7 @@ fn write_levels(out: &mut String, rows: &[&ReportRow], counts: &StatusCounts) ->
         for status in Status::ALL {
             write!(out, "<td class=\"n\">{}</td>", count_of(c, status))?;
         }
-        write!(out, "<td class=\"n\">{}</td></tr>\n", c.total())
+        writeln!(out, "<td class=\"n\">{}</td></tr>", c.total())
     };
     for (level, c) in &levels {
         let label = if level.is_empty() {
@@ -260,7 +263,8 @@ fn write_histogram(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
     }
     hi += (hi - lo) * 0.05;
     let span = hi - lo;
-    let bin_of = |v: f32| (((v - lo) / span * HISTOGRAM_BINS as f32) as usize).min(HISTOGRAM_BINS - 1);
+    let bin_of =
+        |v: f32| (((v - lo) / span * HISTOGRAM_BINS as f32) as usize).min(HISTOGRAM_BINS - 1);
     let mut certified = [0u64; HISTOGRAM_BINS];
     let mut others = [0u64; HISTOGRAM_BINS];
     for &(d, status) in &points {
@@ -389,7 +393,12 @@ fn write_attempts(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
     if attempts.is_empty() {
         return write!(out, "<p class=\"muted\">No row has an attempt count.</p>");
     }
-    let top = attempts.values().map(|(c, o)| c + o).max().unwrap_or(1).max(1);
+    let top = attempts
+        .values()
+        .map(|(c, o)| c + o)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let (bar_h, gap, left, width) = (22.0f32, 8.0f32, 110.0f32, 1060.0f32);
     let plot_w = width - left - 80.0;
     let height = attempts.len() as f32 * (bar_h + gap) + gap;
@@ -461,7 +470,11 @@ fn write_finding(out: &mut String, finding: &Finding) -> fmt::Result {
     if let Some(input) = finding.input.as_deref().filter(|i| !i.is_empty()) {
         message = message.replace(input, "[input]");
     }
-    write!(out, "<li><span class=\"kind\">{}</span>", escape(finding.kind.as_str()))?;
+    write!(
+        out,
+        "<li><span class=\"kind\">{}</span>",
+        escape(finding.kind.as_str())
+    )?;
     if let Some(line) = finding.line {
         write!(out, "line {line} ")?;
     }
@@ -474,8 +487,14 @@ fn write_finding(out: &mut String, finding: &Finding) -> fmt::Result {
 fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Result {
     out.push_str("<section><h2>What was involved</h2><table><tr><th>item</th><th>in the report</th><th>given to the audit</th></tr>\n");
     let given: [(&str, Vec<&str>); 3] = [
-        ("policy", audit.given.policy.iter().map(String::as_str).collect()),
-        ("model", audit.given.model.iter().map(String::as_str).collect()),
+        (
+            "policy",
+            audit.given.policy.iter().map(String::as_str).collect(),
+        ),
+        (
+            "model",
+            audit.given.model.iter().map(String::as_str).collect(),
+        ),
         (
             "embedder",
             audit
@@ -493,45 +512,74 @@ fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Re
         |r| &r.embedder_sha256,
     ];
     for ((what, given), column) in given.into_iter().zip(columns) {
-        let values: BTreeSet<&str> = rows.iter().map(|r| column(r)).filter(|v| !v.is_empty()).collect();
-        let listed: Vec<String> = values.iter().map(|v| format!("<code>{}</code>", escape(v))).collect();
-        let matching = given.iter().find(|hash| values.len() == 1 && values.contains(*hash));
+        let values: BTreeSet<&str> = rows
+            .iter()
+            .map(|r| column(r))
+            .filter(|v| !v.is_empty())
+            .collect();
+        let listed: Vec<String> = values
+            .iter()
+            .map(|v| format!("<code>{}</code>", escape(v)))
+            .collect();
+        let matching = given
+            .iter()
+            .find(|hash| values.len() == 1 && values.contains(*hash));
         let verdict = match (given.first(), matching) {
             (None, _) => "<span class=\"muted\">not given</span>".to_string(),
             (Some(_), Some(hash)) => {
-                format!("<span class=\"ok\">matches</span> <code>{}</code>", escape(hash))
+                format!(
+                    "<span class=\"ok\">matches</span> <code>{}</code>",
+                    escape(hash)
+                )
             }
             (Some(hash), None) => {
-                format!("<span class=\"bad\">differs</span> <code>{}</code>", escape(hash))
+                format!(
+                    "<span class=\"bad\">differs</span> <code>{}</code>",
+                    escape(hash)
+                )
             }
         };
-        write!(
+        writeln!(
             out,
-            "<tr><td>{what} sha256</td><td>{}</td><td>{verdict}</td></tr>\n",
-            if listed.is_empty() { "<span class=\"muted\">none</span>".to_string() } else { listed.join("<br>") }
+            "<tr><td>{what} sha256</td><td>{}</td><td>{verdict}</td></tr>",
+            if listed.is_empty() {
+                "<span class=\"muted\">none</span>".to_string()
+            } else {
+                listed.join("<br>")
+            }
         )?;
     }
     let run_head = audit.run.as_ref().map(|r| &r.record.report_chain_head);
     let head_verdict = match run_head {
         None => "<span class=\"muted\">no run.json</span>".to_string(),
-        Some(h) if *h == audit.chain_head => format!("<span class=\"ok\">run.json agrees</span> <code>{}</code>", escape(h)),
-        Some(h) => format!("<span class=\"bad\">run.json says</span> <code>{}</code>", escape(h)),
+        Some(h) if *h == audit.chain_head => format!(
+            "<span class=\"ok\">run.json agrees</span> <code>{}</code>",
+            escape(h)
+        ),
+        Some(h) => format!(
+            "<span class=\"bad\">run.json says</span> <code>{}</code>",
+            escape(h)
+        ),
     };
-    write!(
+    writeln!(
         out,
-        "<tr><td>report chain head</td><td><code>{}</code></td><td>{head_verdict}</td></tr>\n",
+        "<tr><td>report chain head</td><td><code>{}</code></td><td>{head_verdict}</td></tr>",
         escape(&audit.chain_head)
     )?;
-    let versions: BTreeSet<&str> = rows.iter().map(|r| r.tool_version.as_str()).filter(|v| !v.is_empty()).collect();
-    write!(
+    let versions: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.tool_version.as_str())
+        .filter(|v| !v.is_empty())
+        .collect();
+    writeln!(
         out,
-        "<tr><td>tool version</td><td>{}</td><td></td></tr>\n",
+        "<tr><td>tool version</td><td>{}</td><td></td></tr>",
         escape(&versions.into_iter().collect::<Vec<_>>().join(", "))
     )?;
     if let Some(run) = &audit.run {
-        write!(
+        writeln!(
             out,
-            "<tr><td>ONNX Runtime</td><td>{} ({})</td><td></td></tr>\n",
+            "<tr><td>ONNX Runtime</td><td>{} ({})</td><td></td></tr>",
             escape(&run.record.onnxruntime_version),
             escape(&run.record.execution_provider)
         )?;
@@ -543,7 +591,14 @@ fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Re
 /// Seconds since 1970 of an RFC 3339 UTC time as `report::rfc3339_utc` writes it.
 fn seconds(time: &str) -> Option<i64> {
     let b = time.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return None;
     }
     let number = |range: std::ops::Range<usize>| time.get(range)?.parse::<i64>().ok();

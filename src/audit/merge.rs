@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{chain, checks};
+use super::chain;
+use super::checks::{self, Column};
 use crate::report::{ReportError, ReportRow, ReportWriter};
 
 const MERGE_HELP: &str = "Each part is checked first: its header and hash chain, and, when a \
@@ -38,29 +39,52 @@ pub enum MergeError {
     Twice { path: PathBuf },
     #[error("{output} already exists: merge never overwrites; choose another -o path")]
     Exists { output: PathBuf },
-    #[error("the parts overlap: {what} `{value}` is on {first}:{first_line} and on {second}:{second_line}; merge only disjoint parts of a run")]
-    Overlap {
-        what: &'static str,
-        value: String,
-        first: PathBuf,
-        first_line: u64,
-        second: PathBuf,
-        second_line: u64,
-    },
-    #[error("the parts were made with different {what}: {first_value} ({first}:{first_line}) and {second_value} ({second}:{second_line}); a merged report must describe one policy, model and embedder")]
-    Mixed {
-        what: &'static str,
-        first_value: String,
-        first: PathBuf,
-        first_line: u64,
-        second_value: String,
-        second: PathBuf,
-        second_line: u64,
-    },
+    #[error("{0}")]
+    Conflict(Box<Conflict>),
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error("cannot write the merged report: {0}")]
     Write(#[from] ReportError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// The same input or output path in two rows.
+    Overlap,
+    /// Different policy, model or embedder hashes.
+    Mixed,
+}
+
+/// Two rows that cannot be in one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: ConflictKind,
+    /// The column, in words.
+    pub what: &'static str,
+    pub first_value: String,
+    pub first: PathBuf,
+    pub first_line: u64,
+    pub second_value: String,
+    pub second: PathBuf,
+    pub second_line: u64,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, second) = (self.first.display(), self.second.display());
+        match self.kind {
+            ConflictKind::Overlap => write!(
+                f,
+                "the parts overlap: {} `{}` is on {first}:{} and on {second}:{}; merge only disjoint parts of a run",
+                self.what, self.first_value, self.first_line, self.second_line
+            ),
+            ConflictKind::Mixed => write!(
+                f,
+                "the parts were made with different {}: {} ({first}:{}) and {} ({second}:{}); a merged report must describe one policy, model and embedder",
+                self.what, self.first_value, self.first_line, self.second_value, self.second_line
+            ),
+        }
+    }
 }
 
 /// What a merge wrote.
@@ -135,7 +159,7 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
             overlap("output path", &row.output_path, part, *line, &mut outputs)?;
         }
     }
-    let columns: [(&str, fn(&ReportRow) -> &str); 3] = [
+    let columns: [(&str, Column); 3] = [
         ("policy hashes (policy_sha256)", |r| &r.policy_sha256),
         ("model hashes (model_sha256)", |r| &r.model_sha256),
         ("embedder hashes (embedder_sha256)", |r| &r.embedder_sha256),
@@ -150,15 +174,16 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
             match first {
                 None => first = Some((value, part, *line)),
                 Some((seen, seen_part, seen_line)) if seen != value => {
-                    return Err(MergeError::Mixed {
+                    return Err(MergeError::Conflict(Box::new(Conflict {
+                        kind: ConflictKind::Mixed,
                         what,
-                        first_value: seen.to_string(),
+                        first_value: super::shown(seen),
                         first: seen_part.to_path_buf(),
                         first_line: seen_line,
-                        second_value: value.to_string(),
+                        second_value: super::shown(value),
                         second: part.to_path_buf(),
                         second_line: *line,
-                    })
+                    })))
                 }
                 Some(_) => {}
             }
@@ -215,14 +240,16 @@ fn overlap<'a>(
     seen: &mut Seen<'a>,
 ) -> Result<(), MergeError> {
     match seen.get(value) {
-        Some((first, first_line)) => Err(MergeError::Overlap {
+        Some((first, first_line)) => Err(MergeError::Conflict(Box::new(Conflict {
+            kind: ConflictKind::Overlap,
             what,
-            value: super::shown(value),
+            first_value: super::shown(value),
             first: first.to_path_buf(),
             first_line: *first_line,
+            second_value: super::shown(value),
             second: part.to_path_buf(),
             second_line: line,
-        }),
+        }))),
         None => {
             seen.insert(value.to_string(), (part, line));
             Ok(())

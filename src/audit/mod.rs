@@ -21,7 +21,7 @@ use crate::manifest::ManifestError;
 use crate::policy::{Policy, PolicyError};
 use crate::report::{ReportRow, RunRecord};
 
-pub use merge::{merge, MergeError, MergeSummary, ReportMergeArgs};
+pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary, ReportMergeArgs};
 pub use sample::{sample, Recomputer, RERUN_STREAM, RESCORE_STREAM};
 
 const EXIT_HELP: &str = "Exit status:\n  \
@@ -349,12 +349,7 @@ pub fn audit(
         None => checks::find_run_json(&args.report, &mut not_checked)?,
     };
     match &run {
-        Some(run) => findings.extend(checks::run_record(
-            &args.report,
-            &entries,
-            &chain_head,
-            run,
-        )),
+        Some(run) => findings.extend(checks::run_record(&args.report, &entries, &chain_head, run)),
         None => not_checked.push(
             "rows cut from the end of the report (no run.json found: give --run-json FILE)".into(),
         ),
@@ -362,8 +357,9 @@ pub fn audit(
 
     match &args.outputs {
         Some(dir) => findings.extend(checks::outputs(&entries, dir)?),
-        None => not_checked
-            .push("output files and unlisted files (give --outputs DIR)".to_string()),
+        None => {
+            not_checked.push("output files and unlisted files (give --outputs DIR)".to_string())
+        }
     }
     match &args.inputs {
         Some(dir) => findings.extend(checks::inputs(&entries, dir)?),
@@ -431,8 +427,10 @@ pub fn audit(
             .push("re-scored distances (give --recompute N and the anonymize engine)".to_string());
     }
     if args.seed_sample == 0 {
-        not_checked
-            .push("reproducibility of outputs (give --seed-sample N and the anonymize engine)".to_string());
+        not_checked.push(
+            "reproducibility of outputs (give --seed-sample N and the anonymize engine)"
+                .to_string(),
+        );
     }
 
     findings.sort_by_key(|f| f.line.unwrap_or(u64::MAX));

@@ -89,7 +89,9 @@ pub(super) fn recompute(
     };
     for &line in &rescored {
         let Some(row) = row_at(line) else { continue };
-        let Some(reported) = row.distance else { continue };
+        let Some(reported) = row.distance else {
+            continue;
+        };
         match recomputer.rescore(row) {
             Err(e) => add(row, line, format!("re-scoring failed: {e:#}")),
             Ok(found) if !found.is_finite() || (found - reported).abs() > tolerance => {
