@@ -36,6 +36,7 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.muted{color:#5b616b}\
 ul{margin:0;padding-left:20px}li{margin:3px 0;font-size:14px}\
 .kind{display:inline-block;background:#fdecea;color:#c62828;border-radius:4px;padding:0 6px;font-size:12px;font-weight:600;margin-right:6px}\
+.swatch{display:inline-block;width:11px;height:11px;margin:0 4px 0 8px;vertical-align:-1px}\
 svg text{font-family:system-ui,sans-serif;font-size:12px;fill:#1d1f23}\
 footer{color:#5b616b;font-size:12px;text-align:center;padding:8px}";
 
@@ -243,28 +244,21 @@ fn write_histogram(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
     if points.is_empty() {
         return write!(out, "<p class=\"muted\">No row has a distance.</p>");
     }
-    // Threshold → the levels that use it.
-    let mut thresholds: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+    // Threshold → the rows and levels that use it.
+    let mut thresholds: BTreeMap<u32, (u64, BTreeSet<&str>)> = BTreeMap::new();
     for row in rows {
         if let Some(t) = row.threshold.filter(|t| t.is_finite()) {
-            thresholds
-                .entry(t.to_bits())
-                .or_default()
-                .insert(row.level.as_str());
+            let slot = thresholds.entry(t.to_bits()).or_default();
+            slot.0 += 1;
+            slot.1.insert(row.level.as_str());
         }
     }
-    let values = points
-        .iter()
-        .map(|p| p.0)
-        .chain(thresholds.keys().map(|&b| f32::from_bits(b)));
-    let (lo, mut hi) = values.fold((0.0f32, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if hi <= lo {
-        hi = lo + 1.0;
-    }
-    hi += (hi - lo) * 0.05;
-    let span = hi - lo;
-    let bin_of =
-        |v: f32| (((v - lo) / span * HISTOGRAM_BINS as f32) as usize).min(HISTOGRAM_BINS - 1);
+    let (lo, bin_width) = histogram_range(&points, &thresholds);
+    let span = bin_width * HISTOGRAM_BINS as f32;
+    let bin_of = |v: f32| {
+        let bin = ((v - lo) / span * HISTOGRAM_BINS as f32).floor();
+        (bin.max(0.0) as usize).min(HISTOGRAM_BINS - 1)
+    };
     let mut certified = [0u64; HISTOGRAM_BINS];
     let mut others = [0u64; HISTOGRAM_BINS];
     for &(d, status) in &points {
@@ -346,7 +340,7 @@ fn write_histogram(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
         left + plot_w / 2.0,
         height - 4.0
     )?;
-    for (index, (bits, levels)) in thresholds.iter().enumerate() {
+    for (index, (bits, (_, levels))) in thresholds.iter().enumerate() {
         let t = f32::from_bits(*bits);
         let x = x_of(t);
         let levels: Vec<String> = levels.iter().map(|l| escape(l)).collect();
@@ -360,22 +354,46 @@ fn write_histogram(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
             levels.join(", ")
         )?;
     }
-    // Legend.
-    let legend_x = left + plot_w - 190.0;
+    out.push_str("</svg>");
     write!(
         out,
-        "<rect x=\"{legend_x}\" y=\"{0}\" width=\"12\" height=\"12\" fill=\"{CERTIFIED}\"/><text x=\"{1}\" y=\"{2}\">certified</text><rect x=\"{3}\" y=\"{0}\" width=\"12\" height=\"12\" fill=\"{FAILED}\"/><text x=\"{4}\" y=\"{2}\">not certified</text></svg>",
-        top_margin + 4.0,
-        legend_x + 16.0,
-        top_margin + 14.0,
-        legend_x + 85.0,
-        legend_x + 101.0
-    )?;
-    write!(
-        out,
-        "<p class=\"sub\">{} rows with a distance; the dashed line is the certification threshold: a certified output lies at or right of it.</p>",
+        "<p class=\"sub\"><span class=\"swatch\" style=\"background:{CERTIFIED}\"></span>certified <span class=\"swatch\" style=\"background:{FAILED}\"></span>not certified &middot; {} rows with a distance; the dashed line is the certification threshold: a certified output lies at or right of it.</p>",
         points.len()
     )
+}
+
+/// The histogram's left end and bin width: the data with a margin, and a bin edge exactly on the
+/// threshold most rows use, so no bar straddles it.
+fn histogram_range(
+    points: &[(f32, Status)],
+    thresholds: &BTreeMap<u32, (u64, BTreeSet<&str>)>,
+) -> (f32, f32) {
+    let values = points
+        .iter()
+        .map(|p| p.0)
+        .chain(thresholds.keys().map(|&b| f32::from_bits(b)));
+    let (min, max) = values.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let margin = ((max - min) * 0.1).max(0.05);
+    let mut lo = if min >= 0.0 {
+        (min - margin).max(0.0)
+    } else {
+        min - margin
+    };
+    // One bin to spare: aligning on the threshold moves the left end by up to a bin.
+    let width = (max + margin - lo) / (HISTOGRAM_BINS - 1) as f32;
+    let main = thresholds
+        .iter()
+        .max_by_key(|(_, (rows, _))| *rows)
+        .map(|(&b, _)| f32::from_bits(b));
+    if let Some(t) = main {
+        let up = t - ((t - lo) / width).floor() * width;
+        lo = if up <= min {
+            up
+        } else {
+            t - ((t - lo) / width).ceil() * width
+        };
+    }
+    (lo, width)
 }
 
 fn write_attempts(out: &mut String, rows: &[&ReportRow]) -> fmt::Result {
