@@ -8,7 +8,8 @@ use ndarray::{Array3, ArrayView4};
 
 use crate::model::{ModelError, SdModel};
 use crate::pipeline::{
-    boomerang_batch, encode_text, BatchOutput, Conditioning, PipelineError, SeededNoise, StartPlan,
+    boomerang_batch, encode_text, BatchOutput, BatchRequest, Conditioning, PipelineError,
+    SeededNoise, StartPlan,
 };
 use crate::runtime::{Runtime, SessionOptions};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
@@ -61,7 +62,6 @@ pub struct Engine {
     pub model: SdModel,
     tokenizer: ClipTokenizer,
     scheduler_config: SchedulerConfig,
-    model_scheduler: SchedulerKind,
     embeddings: HashMap<String, Array3<f32>>,
     pub timer: StageTimer,
 }
@@ -74,20 +74,25 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let model = SdModel::load(model_dir, runtime, options)?;
         let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir)?;
-        let scheduler_config = SchedulerConfig::from_file(&model.layout.scheduler_config)?;
-        let model_scheduler = SchedulerKind::from_class_name(&scheduler_config.class_name)?;
+        // diffusers' SD pipelines force these two on whatever scheduler config they are given.
+        let scheduler_config = SchedulerConfig::from_file(&model.layout.scheduler_config)?
+            .with_stable_diffusion_pipeline_fixes();
         Ok(Engine {
             model,
             tokenizer,
             scheduler_config,
-            model_scheduler,
             embeddings: HashMap::new(),
             timer: StageTimer::default(),
         })
     }
 
-    pub fn scheduler_kind(&self, settings: &Settings) -> SchedulerKind {
-        settings.scheduler.unwrap_or(self.model_scheduler)
+    /// The `--scheduler` override, else the class the model's config names (resolved only then,
+    /// so an unsupported class in the config does not block an explicit choice).
+    pub fn scheduler_kind(&self, settings: &Settings) -> Result<SchedulerKind, EngineError> {
+        match settings.scheduler {
+            Some(kind) => Ok(kind),
+            None => Ok(self.scheduler_config.class_kind()?),
+        }
     }
 
     /// A fresh scheduler for `settings` and where its reverse process starts.
@@ -96,7 +101,7 @@ impl Engine {
         settings: &Settings,
     ) -> Result<(Box<dyn Scheduler>, StartPlan), EngineError> {
         let scheduler = scheduler::build(
-            self.scheduler_kind(settings),
+            self.scheduler_kind(settings)?,
             &self.scheduler_config,
             settings.steps,
             settings.eta,
@@ -148,12 +153,15 @@ impl Engine {
         let conditioning = self.conditioning(settings)?;
         let (mut scheduler, plan) = self.plan(settings)?;
         let mut noise = SeededNoise::new(seeds);
+        let request = BatchRequest {
+            plan: &plan,
+            images,
+            conditioning: &conditioning,
+        };
         let output = boomerang_batch(
             &mut self.model,
             scheduler.as_mut(),
-            &plan,
-            images,
-            &conditioning,
+            request,
             &mut noise,
             &mut self.timer,
             &mut |_, _| {},

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
 fn run(opts: Opts) -> anyhow::Result<()> {
     match opts.command {
         Command::Sample(args) => boomerang::sample::run(&args.config()?),
+        Command::Score(args) => boomerang::certify::score::run(&args),
         Command::Manifest(args) => {
             let manifest = Manifest::compute(&args.dir)?;
             if args.write {

@@ -47,7 +47,7 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let size = engine.model.geometry.image_size() as u32;
 
     let (_, plan) = engine.plan(&config.settings)?;
-    let kind = engine.scheduler_kind(&config.settings);
+    let kind = engine.scheduler_kind(&config.settings)?;
     println!(
         "model {} (manifest sha256 {}), working size {size}x{size}",
         config.model.display(),
