@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 const LATENT_TOLERANCE: f32 = 1e-4;
 /// Decoded images are compared as floats; the VAE decoder amplifies latent differences a little.
-const IMAGE_TOLERANCE: f32 = 1e-3;
+const IMAGE_TOLERANCE: f32 = 1e-4;
 
 #[derive(Deserialize)]
 struct NoiseCall {
