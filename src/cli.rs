@@ -32,6 +32,8 @@ pub struct Opts {
 pub enum Command {
     /// Write COUNT Boomerang samples of each IMAGE into OUTDIR (as <stem>_<k>.png)
     Sample(SampleArgs),
+    /// Compare the faces in two images: distance and same/different identity verdict
+    Score(crate::certify::score::ScoreArgs),
     /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
     Manifest(ManifestArgs),
     /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
         Command::Sample(args) => boomerang::sample::run(&args.config()?),
+        Command::Score(args) => boomerang::certify::score::run(&args),
         Command::Audit(args) => {
             let outcome = boomerang::audit::run(&args, None)?;
             return Ok(ExitCode::from(outcome.code()));

@@ -242,17 +242,28 @@ pub struct BatchOutput {
 /// Receives the latents after every scheduler step (for fixtures and progress).
 pub type StepObserver<'a> = &'a mut dyn FnMut(usize, &Array4<f32>);
 
-/// Boomerang on a batch of equally sized images `[B, 3, H, W]` in `[-1, 1]`.
+/// What one batch runs: the images `[B, 3, H, W]` in `[-1, 1]`, where to start, and the prompt.
+#[derive(Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub plan: &'a StartPlan,
+    pub images: ArrayView4<'a, f32>,
+    pub conditioning: &'a Conditioning,
+}
+
+/// Boomerang on a batch of equally sized images.
 pub fn boomerang_batch(
     model: &mut SdModel,
     scheduler: &mut dyn Scheduler,
-    plan: &StartPlan,
-    images: ArrayView4<f32>,
-    conditioning: &Conditioning,
+    request: BatchRequest,
     noise: &mut dyn PipelineNoise,
     timer: &mut StageTimer,
     observer: StepObserver,
 ) -> Result<BatchOutput, PipelineError> {
+    let BatchRequest {
+        plan,
+        images,
+        conditioning,
+    } = request;
     let batch = images.shape()[0];
     let scaling = model.geometry.vae_scaling_factor;
 
@@ -308,9 +319,20 @@ pub fn boomerang_batch(
         let scaled = timer.time(Stage::Scheduler, |_| {
             scheduler.scale_model_input(model_input.view().into_dyn(), t)
         });
+        let scaled_shape = scaled.shape().to_vec();
         let prediction = timer.time(Stage::Unet, |timer| {
             unet(model, as_4d(scaled)?, t, hidden.view(), timer)
         })?;
+        if prediction.shape() != scaled_shape.as_slice() {
+            return Err(output_error(
+                "unet",
+                format!(
+                    "out_sample has shape {:?}, expected {:?}",
+                    prediction.shape(),
+                    scaled_shape
+                ),
+            ));
+        }
         let prediction = if guided {
             let uncond = prediction.slice(s![..batch, .., .., ..]);
             let text = prediction.slice(s![batch.., .., .., ..]);
@@ -364,7 +386,7 @@ fn sample_posterior(
     noise: &mut dyn PipelineNoise,
 ) -> Result<Array4<f32>, PipelineError> {
     let channels = parameters.shape()[1];
-    if channels % 2 != 0 {
+    if !channels.is_multiple_of(2) {
         return Err(output_error(
             "vae_encoder",
             format!(
