@@ -194,7 +194,6 @@ impl World {
             policy: Some(self.policy.clone()),
             model: Some(root().join("models/tiny-sd")),
             embedder: Some(embedder_spec()),
-            distance_tolerance: 1e-4,
             ..AuditArgs::default()
         }
     }
@@ -1172,4 +1171,24 @@ fn the_merge_command_reports_what_it_wrote_or_why_not() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("already exists"));
+}
+
+#[test]
+fn an_empty_report_audits_clean_and_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("empty.report.csv");
+    drop(ReportWriter::create(&report, false).unwrap());
+    let audit = audit::audit(
+        &AuditArgs {
+            report,
+            ..AuditArgs::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(audit.outcome(), Outcome::Clean);
+    assert_eq!(audit.chain_head, boomerang::report::genesis());
+    let page = html::render(&audit);
+    assert!(page.contains("No row has a distance."));
+    assert!(page.contains("No row has an attempt count."));
 }

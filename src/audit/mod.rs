@@ -31,8 +31,12 @@ const EXIT_HELP: &str = "Exit status:\n  \
 Checks not made for lack of a file (no --outputs, --policy, --model, --embedder...) are printed \
 as `not checked:` lines and do not make the audit fail.";
 
+/// Default `--distance-tolerance`: re-scoring on another machine or execution provider moves
+/// distances in the last float digits, not by 1e-4.
+pub const DEFAULT_DISTANCE_TOLERANCE: f32 = 1e-4;
+
 /// `boomerang audit`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_help = EXIT_HELP)]
 pub struct AuditArgs {
     /// The run's private CSV report
@@ -71,7 +75,7 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed_sample: usize,
     /// Largest difference between a re-scored and a reported distance that is not a finding
-    #[arg(long, default_value_t = 1e-4, value_name = "D")]
+    #[arg(long, default_value_t = DEFAULT_DISTANCE_TOLERANCE, value_name = "D")]
     pub distance_tolerance: f32,
     /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
     #[arg(long, value_name = "PATH")]
@@ -79,6 +83,26 @@ pub struct AuditArgs {
     /// Print the result as JSON on stdout instead of lines
     #[arg(long)]
     pub json: bool,
+}
+
+impl Default for AuditArgs {
+    /// No report, every option at its command-line default.
+    fn default() -> Self {
+        AuditArgs {
+            report: PathBuf::new(),
+            outputs: None,
+            inputs: None,
+            run_json: None,
+            policy: None,
+            model: None,
+            embedder: None,
+            recompute: 0,
+            seed_sample: 0,
+            distance_tolerance: DEFAULT_DISTANCE_TOLERANCE,
+            html: None,
+            json: false,
+        }
+    }
 }
 
 /// Why an audit could not run (exit 1), as opposed to what it found (exit 3).
