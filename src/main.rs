@@ -8,7 +8,7 @@ use boomerang::manifest::Manifest;
 fn main() -> ExitCode {
     let opts = Opts::parse();
     match run(opts) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -16,10 +16,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(opts: Opts) -> anyhow::Result<()> {
+fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
-        Command::Sample(args) => boomerang::sample::run(&args.config()?),
-        Command::Score(args) => boomerang::certify::score::run(&args),
+        Command::Anonymize(args) => boomerang::anonymize::command(&args),
+        Command::Sample(args) => {
+            boomerang::sample::run(&args.config()?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Score(args) => boomerang::certify::score::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Manifest(args) => {
             let manifest = Manifest::compute(&args.dir)?;
             if args.write {
@@ -30,7 +33,7 @@ fn run(opts: Opts) -> anyhow::Result<()> {
                 print!("{}", manifest.to_text());
             }
             println!("model hash {}", manifest.model_hash());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::FetchOnnxruntime => {
             let path = boomerang::runtime::fetch_into_cache()?;
@@ -39,7 +42,7 @@ fn run(opts: Opts) -> anyhow::Result<()> {
                 boomerang::runtime::ORT_VERSION,
                 path.display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
