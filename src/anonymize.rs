@@ -312,7 +312,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
             onnxruntime_version: runtime.info().version.clone(),
             onnxruntime_library: runtime.info().library.display().to_string(),
             execution_provider: config.session.device.to_string(),
-            counts: counts.clone(),
+            counts: *counts,
             started: rfc3339_utc(started_at),
             finished: finished.map(rfc3339_utc).unwrap_or_default(),
             report_path: config.report.display().to_string(),
@@ -728,9 +728,9 @@ fn certify_batch(
             true
         } else if result.certified {
             row.status = Status::Certified;
-            row.reason = if no_face {
+            row.reason = if result.whole_image {
                 format!(
-                    "no face in the input: whole-image embeddings {}",
+                    "whole-image embeddings (no face on one side) {}",
                     beyond(point)
                 )
             } else {
