@@ -30,6 +30,9 @@ pub struct Opts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Anonymize a dataset: certified Boomerang on every image of IN, written to OUT with the same
+    /// folder layout, plus a private hash-chained CSV report beside OUT
+    Anonymize(AnonymizeArgs),
     /// Write COUNT Boomerang samples of each IMAGE into OUTDIR (as <stem>_<k>.png)
     Sample(SampleArgs),
     /// Compare the faces in two images: distance and same/different identity verdict
@@ -224,4 +227,103 @@ pub struct ManifestArgs {
     /// Model folder
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `anonymize` options; the standalone `anonymize` binary takes exactly these.
+#[derive(Debug, Args)]
+#[command(after_long_help = ANONYMIZE_HELP)]
+pub struct AnonymizeArgs {
+    /// Level of the policy: how far outputs move (the shipped policies: low, medium, high, max).
+    /// Default: the policy's default-level
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Policy file (TOML) mapping levels to strength, steps, scheduler, prompt and the
+    /// certification rule
+    #[arg(long, default_value = "policies/default.toml", value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Model folder, instead of the policy's (the policy's manifest pin still applies)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Run seed. It is a secret key (knowing it, the model and an output allows inverting the
+    /// diffusion): default `random`, drawn from the OS and stored only in the private report and
+    /// run.json. `--seed N` reproduces a run exactly
+    #[arg(long, default_value = "random", value_name = "N|random")]
+    pub seed: SeedArg,
+    /// Images per UNet batch
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Report path (default: OUT.report.csv beside OUT; never inside IN or OUT). run.json is
+    /// written next to it
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Continue an interrupted run: keep the report rows whose outputs are intact, redo the rest
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the plan (files, level, strength, start timestep, hashes) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Input dataset folder (only read, never written)
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output folder: empty or missing (or the folder of an interrupted run, with --resume)
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+const ANONYMIZE_HELP: &str = "\
+Exit codes: 0 every image certified (skipped non-images do not count), 1 the run could not \
+proceed, 2 usage error, 3 some images failed certification or had errors.
+
+Example (bundled tiny model; random weights, so most images fail certification and are flagged):
+  boomerang anonymize --policy policies/demo.toml --level medium examples/ out/anonymized";
+
+impl AnonymizeArgs {
+    pub fn config(&self) -> anyhow::Result<crate::anonymize::AnonymizeConfig> {
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let report = self
+            .report
+            .clone()
+            .unwrap_or_else(|| crate::anonymize::AnonymizeConfig::default_report(&self.output));
+        Ok(crate::anonymize::AnonymizeConfig {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            policy: self.policy.clone(),
+            level: self.level.clone(),
+            model: self.model.clone(),
+            seed: match self.seed {
+                SeedArg::Fixed(seed) => Some(seed),
+                SeedArg::Random => None,
+            },
+            batch: self.batch,
+            session: self.runtime.session_options(),
+            onnxruntime: self.runtime.onnxruntime.clone(),
+            report,
+            resume: self.resume,
+            dry_run: self.dry_run,
+            quiet: self.quiet,
+            json: self.json,
+        })
+    }
+}
+
+/// The standalone `anonymize` binary: the same options as `boomerang anonymize`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "anonymize",
+    version,
+    about = "Anonymize a dataset with certified Boomerang (same as `boomerang anonymize`)"
+)]
+pub struct AnonymizeOpts {
+    #[command(flatten)]
+    pub args: AnonymizeArgs,
 }

@@ -18,14 +18,16 @@ fn main() -> ExitCode {
 
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
-        Command::Sample(args) => boomerang::sample::run(&args.config()?),
-        Command::Score(args) => boomerang::certify::score::run(&args),
+        Command::Anonymize(args) => boomerang::anonymize::command(&args),
+        Command::Sample(args) => {
+            boomerang::sample::run(&args.config()?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Score(args) => boomerang::certify::score::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => {
-            let outcome = boomerang::audit::run(&args, None)?;
-            return Ok(ExitCode::from(outcome.code()));
+            boomerang::audit::run(&args, None).map(|outcome| ExitCode::from(outcome.code()))
         }
         Command::Report(ReportCommand::Merge(args)) => {
-            boomerang::audit::merge::run(&args).map(|_| ())
+            boomerang::audit::merge::run(&args).map(|_| ExitCode::SUCCESS)
         }
         Command::Manifest(args) => {
             let manifest = Manifest::compute(&args.dir)?;
@@ -37,7 +39,7 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
                 print!("{}", manifest.to_text());
             }
             println!("model hash {}", manifest.model_hash());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::FetchOnnxruntime => {
             let path = boomerang::runtime::fetch_into_cache()?;
@@ -46,8 +48,7 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
                 boomerang::runtime::ORT_VERSION,
                 path.display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
-    .map(|()| ExitCode::SUCCESS)
 }
