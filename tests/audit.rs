@@ -68,9 +68,8 @@ impl World {
             model: Manifest::compute(&root().join("models/tiny-sd"))
                 .unwrap()
                 .model_hash(),
-            embedder: sha(
-                &std::fs::read(root().join("models/dlib-face/dlib-face-resnet29.onnx")).unwrap(),
-            ),
+            // What anonymize records: the spec file's sha256.
+            embedder: sha(&std::fs::read(embedder_spec()).unwrap()),
         };
         let rows = vec![
             certified(
@@ -164,7 +163,13 @@ impl World {
         }
         let record = RunRecord {
             tool_version: "0.1.0".into(),
-            config: serde_json::json!({"level": "medium", "seed": 7}),
+            config: serde_json::json!({
+                "level": "medium",
+                "seed": 7,
+                "policy_sha256": rows[0].policy_sha256,
+                "model_sha256": rows[0].model_sha256,
+                "embedder_sha256": rows[0].embedder_sha256,
+            }),
             onnxruntime_version: "1.31.1".into(),
             onnxruntime_library: "/opt/ort/libonnxruntime.so".into(),
             execution_provider: "cpu".into(),
@@ -1191,4 +1196,75 @@ fn an_empty_report_audits_clean_and_renders() {
     let page = html::render(&audit);
     assert!(page.contains("No row has a distance."));
     assert!(page.contains("No row has an attempt count."));
+}
+
+#[test]
+fn the_embedder_graph_hash_is_accepted_for_the_spec() {
+    let world = World::new();
+    let graph =
+        sha(&std::fs::read(root().join("models/dlib-face/dlib-face-resnet29.onnx")).unwrap());
+    let mut rows = world.rows.clone();
+    for row in &mut rows {
+        row.embedder_sha256 = graph.clone();
+    }
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    assert_eq!(world.audit().findings, Vec::<Finding>::new());
+}
+
+#[test]
+fn another_embedder_spec_is_found() {
+    let world = World::new();
+    let spec = world.dir.join("embedder.toml");
+    let text = std::fs::read_to_string(embedder_spec()).unwrap().replace(
+        "onnx = \"dlib-face-resnet29.onnx\"",
+        &format!(
+            "onnx = \"{}\"",
+            root()
+                .join("models/dlib-face/dlib-face-resnet29.onnx")
+                .display()
+        ),
+    );
+    std::fs::write(
+        &spec,
+        text.replace("max-distance = 0.6", "max-distance = 0.5"),
+    )
+    .unwrap();
+    let audit = audit::audit(
+        &AuditArgs {
+            embedder: Some(spec),
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
+    let hash = of_kind(&audit.findings, FindingKind::Hash);
+    assert_eq!(hash.len(), 1, "{hash:?}");
+    assert!(
+        hash[0].1.contains("7 row(s) have embedder_sha256"),
+        "{}",
+        hash[0].1
+    );
+    // Its operating point moved: every certified or failed row's threshold breaks the policy.
+    assert_eq!(of_kind(&audit.findings, FindingKind::Rule).len(), 5);
+}
+
+#[test]
+fn run_json_of_an_unfinished_run_or_other_hashes_is_found() {
+    let world = World::new();
+    let path = world.dir.join("out.run.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["finished"] = serde_json::json!("");
+    json["config"]["policy_sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let audit = world.audit();
+    let record = of_kind(&audit.findings, FindingKind::RunRecord);
+    assert_eq!(record.len(), 2, "{record:?}");
+    assert!(record
+        .iter()
+        .any(|(_, m)| m.contains("the run did not finish")));
+    assert!(record
+        .iter()
+        .any(|(_, m)| m.contains("rows have policy_sha256") && m.contains(&"0".repeat(64))));
 }

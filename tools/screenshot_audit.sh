@@ -43,7 +43,8 @@ def csv_text(fields):
     return buffer.getvalue()[:-1]
 
 policy = sha(open(os.path.join(root, "policies/demo.toml"), "rb").read())
-embedder = sha(open(os.path.join(root, "models/dlib-face/dlib-face-resnet29.onnx"), "rb").read())
+# anonymize records the embedder spec file's sha256.
+embedder = sha(open(os.path.join(root, "models/dlib-face/embedder.toml"), "rb").read())
 # The model hash is the sha256 of the SHA256SUMS text (src/manifest.rs).
 model = sha(open(os.path.join(root, "models/tiny-sd/SHA256SUMS"), "rb").read())
 
@@ -94,11 +95,14 @@ open(report, "w", newline="").write("\n".join(lines) + "\n")
 
 counts = {s: sum(r["status"] == s for r in rows) for s in ("certified", "failed", "error", "skipped")}
 record = {
-    "tool_version": "0.1.0", "config": {"level": "medium", "policy": "policies/demo.toml"},
+    "tool_version": "0.1.0",
+    "config": {"level": "medium", "policy": "policies/demo.toml", "policy_sha256": policy,
+               "model_sha256": model, "embedder_sha256": embedder},
     "onnxruntime_version": "1.31.1", "onnxruntime_library": "libonnxruntime.so.1.31.1",
     "execution_provider": "cpu", "counts": counts, "started": "2024-05-01T10:00:00Z",
     "finished": "2024-05-01T10:09:41Z", "report_path": report, "report_rows": len(rows),
     "report_chain_head": previous, "reidentification_rate": 0.0125,
+    "reidentification_chance": 1 / 233,
 }
 open(os.path.join(work, "run.run.json"), "w").write(json.dumps(record, indent=2) + "\n")
 

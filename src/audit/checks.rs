@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::{io_error, AuditError, Entry, Finding, FindingKind, GivenHashes, RunJson};
+use crate::anonymize::run_record_path;
 use crate::certify::spec::EmbedderSpec;
 use crate::dataset::{path_text, IMAGE_EXTENSIONS};
 use crate::hashing::sha256_file;
@@ -27,16 +28,19 @@ pub(super) fn load_run_json(path: &Path) -> Result<RunJson, AuditError> {
     let reidentification_rate = value
         .get("reidentification_rate")
         .and_then(serde_json::Value::as_f64);
+    let reidentification_chance = value
+        .get("reidentification_chance")
+        .and_then(serde_json::Value::as_f64);
     let record: RunRecord = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     Ok(RunJson {
         path: path.to_path_buf(),
         record,
         reidentification_rate,
+        reidentification_chance,
     })
 }
 
-/// run.json beside the report, when one there names this report: `X.run.json` for a report
-/// `X.report.csv` or `X.csv`, else `run.json` in the same folder.
+/// The run.json the run wrote beside the report ([`run_record_path`]), when it names this report.
 pub(super) fn find_run_json(
     report: &Path,
     not_checked: &mut Vec<String>,
@@ -44,29 +48,19 @@ pub(super) fn find_run_json(
     let Some(name) = report.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Ok(None);
     };
-    let folder = report.parent().unwrap_or(Path::new(""));
-    let stem = name
-        .strip_suffix(".report.csv")
-        .or_else(|| name.strip_suffix(".csv"))
-        .unwrap_or(&name);
-    let candidates = [
-        folder.join(format!("{stem}.run.json")),
-        folder.join("run.json"),
-    ];
-    for candidate in candidates {
-        if !candidate.is_file() {
-            continue;
-        }
-        let run = load_run_json(&candidate)?;
-        if names_report(&run.record, &name) {
-            return Ok(Some(run));
-        }
-        not_checked.push(format!(
-            "{} was not used: it names the report `{}`, not this one",
-            candidate.display(),
-            super::shown(&run.record.report_path)
-        ));
+    let candidate = run_record_path(report);
+    if !candidate.is_file() {
+        return Ok(None);
     }
+    let run = load_run_json(&candidate)?;
+    if names_report(&run.record, &name) {
+        return Ok(Some(run));
+    }
+    not_checked.push(format!(
+        "{} was not used: it names the report `{}`, not this one",
+        candidate.display(),
+        super::shown(&run.record.report_path)
+    ));
     Ok(None)
 }
 
@@ -117,6 +111,37 @@ pub(super) fn run_record(
             "the report's last chain value is {chain_head}, {source} says {}: the report's end was cut, extended or rewritten",
             record.report_chain_head
         ));
+    }
+    if record.finished.is_empty() {
+        add(format!(
+            "{source} has no end time: the run did not finish (continue it with --resume), so its report is incomplete"
+        ));
+    }
+    for column in ["policy_sha256", "model_sha256", "embedder_sha256"] {
+        let Some(recorded) = record
+            .config
+            .get(column)
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        let differing: BTreeSet<&str> = entries
+            .iter()
+            .filter_map(|e| e.row.as_ref())
+            .map(|row| match column {
+                "policy_sha256" => row.policy_sha256.as_str(),
+                "model_sha256" => row.model_sha256.as_str(),
+                _ => row.embedder_sha256.as_str(),
+            })
+            .filter(|value| !value.is_empty() && !value.eq_ignore_ascii_case(recorded))
+            .collect();
+        for value in differing {
+            add(format!(
+                "rows have {column} {}, {source} records {}",
+                super::shown(value),
+                super::shown(recorded)
+            ));
+        }
     }
     let counts = StatusCounts::of(entries.iter().filter_map(|e| e.row.as_ref()));
     if counts != record.counts {
@@ -326,10 +351,10 @@ fn shown_hash(hash: &str) -> String {
 /// What the audit needs from the embedder spec: its hashes, its metric and its operating points
 /// as distance thresholds (`max-distance`, or for cosine `1 - min-similarity`).
 pub(super) struct EmbedderFacts {
+    /// sha256 of the spec file: what `anonymize` records as `embedder_sha256`.
+    pub spec_sha256: String,
     /// sha256 of the spec's ONNX graph.
     pub graph_sha256: String,
-    /// sha256 of the spec file itself.
-    pub spec_sha256: String,
     pub metric: String,
     pub thresholds: HashMap<String, f32>,
     /// The spec pins a graph sha256 that its graph file does not have.
@@ -388,7 +413,7 @@ pub(super) fn hashes(
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let pinned = policy.and_then(|p| p.model.manifest_sha256.clone());
-    let embedder: Vec<&String> = given.embedder.iter().chain(&given.embedder_spec).collect();
+    let embedder: Vec<&String> = given.embedder.iter().chain(&given.embedder_graph).collect();
     let columns: [(&str, Column, Vec<&String>, &str); 3] = [
         (
             "policy_sha256",
@@ -406,7 +431,7 @@ pub(super) fn hashes(
             "embedder_sha256",
             |r| &r.embedder_sha256,
             embedder,
-            "--embedder spec's graph",
+            "--embedder spec",
         ),
     ];
     for (column, get, expected, source) in columns {

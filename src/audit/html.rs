@@ -144,12 +144,18 @@ fn write_cards(
             count_of(counts, status)
         )?;
     }
-    let rate = audit
-        .run
-        .as_ref()
+    let run = audit.run.as_ref();
+    let rate = run
         .and_then(|r| r.reidentification_rate)
         .map_or_else(|| "n/a".to_string(), |r| format!("{:.2} %", r * 100.0));
-    card(out, &rate, "top-1 re-identification rate")?;
+    let label = match run.and_then(|r| r.reidentification_chance) {
+        Some(chance) => format!(
+            "top-1 re-identification rate (chance {:.2} %)",
+            chance * 100.0
+        ),
+        None => "top-1 re-identification rate".to_string(),
+    };
+    card(out, &rate, &label)?;
     let wall = audit
         .run
         .as_ref()
@@ -519,7 +525,7 @@ fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Re
                 .given
                 .embedder
                 .iter()
-                .chain(&audit.given.embedder_spec)
+                .chain(&audit.given.embedder_graph)
                 .map(String::as_str)
                 .collect(),
         ),

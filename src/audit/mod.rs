@@ -61,9 +61,8 @@ pub struct AuditArgs {
     /// The model folder: its manifest hash (`boomerang manifest`) must match every row
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// The embedder spec file: the sha256 of its ONNX graph (or of the spec itself) must match
-    /// every row, its metric each row's, and its operating points give the thresholds a policy
-    /// names
+    /// The embedder spec file: its sha256 (or its ONNX graph's) must match every row, its metric
+    /// each row's, and its operating points give the thresholds a policy names
     #[arg(long, value_name = "SPEC")]
     pub embedder: Option<PathBuf>,
     /// Re-score N rows, drawn by a sample seeded from the report's chain head, with the embedder
@@ -267,9 +266,11 @@ pub struct Entry {
 pub struct RunJson {
     pub path: PathBuf,
     pub record: RunRecord,
-    /// Top-1 re-identification rate (inputs as gallery, outputs as probes), 0..=1, from the
-    /// top-level `reidentification_rate` key when the run wrote one.
+    /// Top-1 re-identification rate (inputs as gallery, outputs as probes), 0..=1, and the rate
+    /// of guessing, from the top-level `reidentification_rate` and `reidentification_chance` keys
+    /// when the run wrote them.
     pub reidentification_rate: Option<f64>,
+    pub reidentification_chance: Option<f64>,
 }
 
 /// The hashes of the files the auditor gave, for the record.
@@ -277,10 +278,11 @@ pub struct RunJson {
 pub struct GivenHashes {
     pub policy: Option<String>,
     pub model: Option<String>,
-    /// sha256 of the embedder's ONNX graph (what `embedder_sha256` records).
+    /// sha256 of the embedder spec file (what `embedder_sha256` records).
     pub embedder: Option<String>,
-    /// sha256 of the embedder spec file (also accepted as `embedder_sha256`).
-    pub embedder_spec: Option<String>,
+    /// sha256 of the spec's ONNX graph (also accepted as `embedder_sha256`: it identifies the
+    /// same embedder).
+    pub embedder_graph: Option<String>,
 }
 
 /// Everything an audit found out.
@@ -413,8 +415,8 @@ pub fn audit(
     let embedder = match &args.embedder {
         Some(path) => {
             let facts = checks::embedder_facts(path)?;
-            given.embedder = Some(facts.graph_sha256.clone());
-            given.embedder_spec = Some(facts.spec_sha256.clone());
+            given.embedder = Some(facts.spec_sha256.clone());
+            given.embedder_graph = Some(facts.graph_sha256.clone());
             findings.extend(facts.pin_mismatch.clone());
             Some(facts)
         }
