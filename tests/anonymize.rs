@@ -14,12 +14,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// policies/demo.toml with absolute model paths, 4 steps, and the given level overrides.
+/// policies/demo.toml with absolute model paths, 5 steps, and the given level overrides.
 fn write_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(root().join("policies/demo.toml"))
         .unwrap()
         .replace("\"../models/", &format!("\"{}/models/", root().display()))
-        .replace("steps = 10", "steps = 4");
+        .replace("steps = 10", "steps = 5");
     for (from, to) in replacements {
         assert!(text.contains(from), "policy has no `{from}`");
         text = text.replace(from, to);
