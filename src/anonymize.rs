@@ -351,83 +351,53 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         ));
         writer.append(&row)
     };
+    // Rows go out in walk order: an immediate row (skip, error) first flushes the pending batch.
+    let mut run_batch = |jobs: Vec<Job>,
+                         certifier: &mut Certifier,
+                         writer: &mut ReportWriter,
+                         counts: &mut StatusCounts|
+     -> anyhow::Result<()> {
+        let batch_context = BatchContext {
+            point: &point,
+            prepared: &prepared,
+            run_seed: seed,
+            output_root: &config.output,
+        };
+        for row in certify_batch(&mut engine, certifier, &batch_context, jobs)? {
+            finish(row, writer, counts)?;
+        }
+        Ok(())
+    };
     for item in &planned {
         let input_text = dataset::path_text(&item.relative);
         if done_inputs.contains(&input_text) {
             progress.inc(1);
             continue;
         }
-        let output = match &item.action {
-            Action::Skip(reason) => {
-                let row = context.row(&input_text, Status::Skipped, reason.to_string());
-                finish(row, &mut writer, &mut counts)?;
-                continue;
+        match prepare_job(item, &input_text, &context, config, &mut certifier, size) {
+            Ok(job) => {
+                batch.push(job);
+                if batch.len() == config.batch {
+                    run_batch(
+                        std::mem::take(&mut batch),
+                        &mut certifier,
+                        &mut writer,
+                        &mut counts,
+                    )?;
+                }
             }
-            Action::Process { output } => output.clone(),
-        };
-        let started = Instant::now();
-        let loaded = match dataset::load_image(&config.input.join(&item.relative)) {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                let row = context.row(&input_text, Status::Error, error.reason());
-                finish(row, &mut writer, &mut counts)?;
-                continue;
-            }
-        };
-        let mut row = context.row(&input_text, Status::Error, String::new());
-        row.input_sha256 = loaded.sha256_hex();
-        row.width = Some(loaded.image.width());
-        row.height = Some(loaded.image.height());
-        let faces_in = match certifier.analyze(&loaded.image) {
-            Ok(analysis) => analysis,
-            Err(error) => {
-                row.reason = format!("face analysis of the input failed: {error}");
-                finish(row, &mut writer, &mut counts)?;
-                continue;
-            }
-        };
-        row.faces_in = Some(faces_in.faces.len() as u32);
-        if faces_in.faces.is_empty() && prepared.level.on_no_face == OnNoFace::Skip {
-            row.status = Status::Skipped;
-            row.reason = "no face found in the input (policy: on-no-face = skip)".into();
-            finish(row, &mut writer, &mut counts)?;
-            continue;
-        }
-        let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
-        batch.push(Job {
-            row,
-            output,
-            loaded,
-            tensor,
-            placement,
-            faces_in,
-            started,
-        });
-        if batch.len() == config.batch {
-            for row in certify_batch(
-                &mut engine,
-                &mut certifier,
-                &point,
-                &prepared,
-                seed,
-                &config.output,
-                std::mem::take(&mut batch),
-            )? {
-                finish(row, &mut writer, &mut counts)?;
+            Err(row) => {
+                run_batch(
+                    std::mem::take(&mut batch),
+                    &mut certifier,
+                    &mut writer,
+                    &mut counts,
+                )?;
+                finish(*row, &mut writer, &mut counts)?;
             }
         }
     }
-    for row in certify_batch(
-        &mut engine,
-        &mut certifier,
-        &point,
-        &prepared,
-        seed,
-        &config.output,
-        batch,
-    )? {
-        finish(row, &mut writer, &mut counts)?;
-    }
+    run_batch(batch, &mut certifier, &mut writer, &mut counts)?;
     progress.finish_and_clear();
 
     let rows = crate::report::verify(&config.report)?;
@@ -628,6 +598,65 @@ impl RowContext<'_> {
     }
 }
 
+/// Loads and analyzes one planned input; `Err` is its finished row (skipped or error).
+fn prepare_job(
+    item: &dataset::Planned,
+    input_text: &str,
+    context: &RowContext,
+    config: &AnonymizeConfig,
+    certifier: &mut Certifier,
+    size: u32,
+) -> Result<Job, Box<ReportRow>> {
+    let output = match &item.action {
+        Action::Skip(reason) => {
+            return Err(Box::new(context.row(
+                input_text,
+                Status::Skipped,
+                reason.to_string(),
+            )));
+        }
+        Action::Process { output } => output.clone(),
+    };
+    let started = Instant::now();
+    let loaded = dataset::load_image(&config.input.join(&item.relative))
+        .map_err(|error| Box::new(context.row(input_text, Status::Error, error.reason())))?;
+    let mut row = context.row(input_text, Status::Error, String::new());
+    row.input_sha256 = loaded.sha256_hex();
+    row.width = Some(loaded.image.width());
+    row.height = Some(loaded.image.height());
+    let faces_in = match certifier.analyze(&loaded.image) {
+        Ok(analysis) => analysis,
+        Err(error) => {
+            row.reason = format!("face analysis of the input failed: {error}");
+            return Err(Box::new(row));
+        }
+    };
+    row.faces_in = Some(faces_in.faces.len() as u32);
+    if faces_in.faces.is_empty() && context.level.on_no_face == OnNoFace::Skip {
+        row.status = Status::Skipped;
+        row.reason = "no face found in the input (policy: on-no-face = skip)".into();
+        return Err(Box::new(row));
+    }
+    let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
+    Ok(Job {
+        row,
+        output,
+        loaded,
+        tensor,
+        placement,
+        faces_in,
+        started,
+    })
+}
+
+/// What every batch of a run shares.
+struct BatchContext<'a> {
+    point: &'a OperatingPoint,
+    prepared: &'a Prepared,
+    run_seed: u64,
+    output_root: &'a Path,
+}
+
 /// One image on its way through the certification loop.
 struct Job {
     row: ReportRow,
@@ -653,12 +682,18 @@ struct Attempt {
 fn certify_batch(
     engine: &mut Engine,
     certifier: &mut Certifier,
-    point: &OperatingPoint,
-    prepared: &Prepared,
-    run_seed: u64,
-    output_root: &Path,
+    context: &BatchContext,
     jobs: Vec<Job>,
 ) -> anyhow::Result<Vec<ReportRow>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let BatchContext {
+        point,
+        prepared,
+        run_seed,
+        output_root,
+    } = *context;
     let level = &prepared.level;
     let mut results: Vec<Option<Attempt>> = jobs.iter().map(|_| None).collect();
     let mut attempts = vec![0u32; jobs.len()];

@@ -14,12 +14,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// policies/demo.toml with absolute model paths, 4 steps, and the given level overrides.
+/// policies/demo.toml with absolute model paths, 5 steps, and the given level overrides.
 fn write_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(root().join("policies/demo.toml"))
         .unwrap()
         .replace("\"../models/", &format!("\"{}/models/", root().display()))
-        .replace("steps = 10", "steps = 4");
+        .replace("steps = 10", "steps = 5");
     for (from, to) in replacements {
         assert!(text.contains(from), "policy has no `{from}`");
         text = text.replace(from, to);
@@ -302,13 +302,13 @@ fn unsafe_folders_and_tampered_models_are_refused() {
     config.push(b'\n');
     std::fs::write(model.join("unet/config.json"), config).unwrap();
     std::fs::remove_file(model.join("SHA256SUMS")).unwrap();
+    let model_arg = model.to_str().unwrap();
     anonymize(
         &policy,
         &input,
         &temp.path().join("out"),
-        &["--seed", "1", "--model"],
+        &["--seed", "1", "--model", model_arg],
     )
-    .arg(&model)
     .assert()
     .code(1)
     .stderr(predicate::str::contains("pins manifest-sha256"));
@@ -484,7 +484,7 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
         "one.png",
         "deep-alpha.png",
         "gray.png",
-        "caf\\xe9.png",
+        "caf\\xE9.png",
     ] {
         let row = by_input
             .get(name)
