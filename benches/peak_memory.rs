@@ -40,7 +40,15 @@ fn policy(dir: &Path) -> PathBuf {
 fn peak_kb(policy: &Path, input: &Path, output: &Path) -> (u64, Duration) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_boomerang"))
-        .args(["anonymize", "--quiet", "--level", "low", "--seed", "1", "--policy"])
+        .args([
+            "anonymize",
+            "--quiet",
+            "--level",
+            "low",
+            "--seed",
+            "1",
+            "--policy",
+        ])
         .arg(policy)
         .arg(input)
         .arg(output)

@@ -15,6 +15,7 @@ pub mod model;
 pub mod noise;
 pub mod pipeline;
 pub mod policy;
+pub mod recompute;
 pub mod report;
 pub mod runtime;
 pub mod sample;

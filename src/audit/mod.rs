@@ -65,8 +65,9 @@ pub struct AuditArgs {
     /// each row's, and its operating points give the thresholds a policy names
     #[arg(long, value_name = "SPEC")]
     pub embedder: Option<PathBuf>,
-    /// Re-score N rows, drawn by a sample seeded from the report's chain head, with the embedder
-    /// and compare their distances
+    /// Re-score N rows (drawn by a sample seeded from the report's chain head) with the embedder
+    /// and compare their distances, and re-run Boomerang for N rows (as --seed-sample N). Needs
+    /// --inputs, --outputs and --policy
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub recompute: usize,
     /// Re-run Boomerang for N rows, drawn by a sample seeded from the chain head, from their seeds
