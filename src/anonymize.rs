@@ -323,6 +323,8 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
             report_path: config.report.display().to_string(),
             report_rows: writer.rows(),
             report_chain_head: writer.chain_head().to_string(),
+            reidentification_rate: None,
+            reidentification_chance: None,
         };
     record(&counts, &writer, None).write(&record_path)?;
 
@@ -421,7 +423,12 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         })
         .collect();
     let reid = reidentification(&rows, &paths, &mut certifier)?;
-    record(&counts, &writer, Some(SystemTime::now())).write(&record_path)?;
+    RunRecord {
+        reidentification_rate: reid.as_ref().map(|r| r.top1_rate),
+        reidentification_chance: reid.as_ref().map(|r| r.chance),
+        ..record(&counts, &writer, Some(SystemTime::now()))
+    }
+    .write(&record_path)?;
     Ok(Outcome::Ran(Summary {
         level: prepared.level.name.clone(),
         counts,

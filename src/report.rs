@@ -661,6 +661,12 @@ pub struct RunRecord {
     /// rows cut from the end, which the chain alone cannot.
     pub report_rows: u64,
     pub report_chain_head: String,
+    /// Dataset-level top-1 re-identification rate of outputs against inputs, and its chance level
+    /// (absent until the run finishes, or when it wrote no outputs).
+    #[serde(default)]
+    pub reidentification_rate: Option<f64>,
+    #[serde(default)]
+    pub reidentification_chance: Option<f64>,
 }
 
 impl RunRecord {

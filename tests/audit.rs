@@ -179,6 +179,8 @@ impl World {
             report_path: path.display().to_string(),
             report_rows: writer.rows(),
             report_chain_head: writer.chain_head().to_string(),
+            reidentification_rate: None,
+            reidentification_chance: None,
         };
         let mut json = serde_json::to_value(&record).unwrap();
         json["reidentification_rate"] = serde_json::json!(0.25);

@@ -547,6 +547,8 @@ fn run_record_is_written_atomically_as_json() {
         report_path: "/data/out.report.csv".into(),
         report_rows: 6,
         report_chain_head: genesis(),
+        reidentification_rate: None,
+        reidentification_chance: None,
     };
     std::fs::write(&path, "stale").unwrap();
     record.write(&path).unwrap();
