@@ -50,7 +50,9 @@ def main():
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         folder = os.path.join(work, "sd15-shaped")
         pipe.save_pretrained(folder)
-        subprocess.check_call(["optimum-cli", "export", "onnx", "--model", folder,
+        # optimum-cli lives beside the interpreter of the venv running this script.
+        cli = os.path.join(os.path.dirname(sys.executable), "optimum-cli")
+        subprocess.check_call([cli, "export", "onnx", "--model", folder,
                                "--task", "image-to-image", args.out_dir])
 
 
