@@ -2,8 +2,11 @@
 //! graphs, for anonymizing, augmenting and enhancing image datasets.
 
 pub mod atomic;
+pub mod augment;
+pub mod batchrun;
 pub mod cli;
 pub mod engine;
+pub mod enhance;
 pub mod hashing;
 pub mod imageio;
 pub mod manifest;
