@@ -133,3 +133,94 @@ pub fn save_png(image: &DynamicImage, path: &Path) -> Result<(), ImageError> {
         .map_err(|e| write_error(e.to_string()))?;
     crate::atomic::write(path, &bytes).map_err(|e| write_error(e.to_string()))
 }
+
+/// Pixels plus what decoding learned about the file, for the report and for mapping back.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub format: image::ImageFormat,
+    /// Colour type as stored in the file (a 16-bit PNG says `Rgb16`; a CMYK JPEG says `Cmyk8`
+    /// although its pixels arrive converted to RGB).
+    pub original_color: image::ExtendedColorType,
+    /// EXIF orientation, not applied to `image`: the pixels stay in stored order.
+    pub orientation: image::metadata::Orientation,
+}
+
+/// Decodes in-memory bytes by content (never by file name) under `limits`, so a file declaring a
+/// huge size is refused from its header before any pixel buffer is allocated. Animated GIF and
+/// WebP give their first frame.
+pub fn decode_with_limits(bytes: &[u8], limits: image::Limits) -> image::ImageResult<Decoded> {
+    use image::ImageDecoder;
+
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let format = reader.format().ok_or_else(|| {
+        image::ImageError::Unsupported(image::error::UnsupportedError::from_format_and_kind(
+            image::error::ImageFormatHint::Unknown,
+            image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Unknown),
+        ))
+    })?;
+    // The JPEG decoder fills a cut-off file with grey instead of failing.
+    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
+        return Err(image::ImageError::IoError(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "JPEG ends before its end-of-image marker",
+        )));
+    }
+    let mut allocation = limits.clone();
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder()?;
+    // `ImageReader::decode` makes the same reservation; `into_decoder` only checks dimensions.
+    allocation.reserve(decoder.total_bytes())?;
+    let mut original_color = decoder.original_color_type();
+    if format == image::ImageFormat::Jpeg && jpeg_component_count(bytes) == Some(4) {
+        original_color = image::ExtendedColorType::Cmyk8;
+    }
+    // A damaged EXIF block is no reason to refuse the pixels.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder)?;
+    Ok(Decoded {
+        image,
+        format,
+        original_color,
+        orientation,
+    })
+}
+
+/// Whether an end-of-image marker (FF D9) follows the first scan. Inside entropy-coded data FF
+/// is always followed by 00 or a restart marker, so FF D9 there is the real end; an EXIF
+/// thumbnail's own end marker comes before the first scan and does not count. Bytes after the
+/// marker are allowed (some cameras append data).
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|pair| pair == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|pair| pair == [0xFF, 0xD9])
+}
+
+/// Number of colour components in a JPEG's frame header (4 = CMYK or YCCK), which the decoder
+/// hides by converting to RGB.
+fn jpeg_component_count(bytes: &[u8]) -> Option<u8> {
+    let mut at = 2; // after SOI
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return None;
+        }
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width, Nf
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return bytes.get(at + 9).copied();
+        }
+        if marker == 0xDA {
+            return None; // scan data reached without a frame header
+        }
+        at += 2 + length;
+    }
+    None
+}

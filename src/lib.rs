@@ -4,7 +4,9 @@
 pub mod atomic;
 pub mod augment;
 pub mod batchrun;
+pub mod certify;
 pub mod cli;
+pub mod dataset;
 pub mod engine;
 pub mod enhance;
 pub mod hashing;

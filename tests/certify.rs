@@ -1,0 +1,390 @@
+//! Face certification against the committed models and public-domain fixtures, checked against
+//! the Python onnxruntime references written by tools/face_fixtures.py.
+//!
+//! Needs ONNX Runtime (ORT_DYLIB_PATH, boomerang's cache or python3's onnxruntime package).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use boomerang::certify::detector::{DetectorConfig, FaceDetector};
+use boomerang::certify::embedder::Embedder;
+use boomerang::certify::metric::{Embedding, Metric};
+use boomerang::certify::score::{render, run, score, ScoreArgs};
+use boomerang::certify::spec::EmbedderSpec;
+use boomerang::certify::{load_image, reid, Certifier, FaceAnalysis, Subject};
+use boomerang::cli::RuntimeArgs;
+use boomerang::runtime::{self, Device, Runtime, SessionOptions};
+use image::imageops::{self, FilterType};
+use serde_json::Value;
+
+const PORTRAITS: [&str; 6] = [
+    "obama",
+    "obama2",
+    "obama3",
+    "obama-partial",
+    "biden",
+    "astronaut",
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/faces").join(name)
+}
+
+fn dlib_spec() -> PathBuf {
+    root().join("models/dlib-face/embedder.toml")
+}
+
+fn alt_spec() -> PathBuf {
+    fixture("embedder-alt.toml")
+}
+
+fn detector_model() -> PathBuf {
+    root().join("models/face-detector/blazeface-short-range.onnx")
+}
+
+fn rt() -> &'static Runtime {
+    runtime::init(None).unwrap()
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        threads: 1,
+        ..SessionOptions::default()
+    }
+}
+
+fn reference() -> &'static Value {
+    static REFERENCE: OnceLock<Value> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        serde_json::from_slice(&std::fs::read(fixture("reference.json")).unwrap()).unwrap()
+    })
+}
+
+/// Whose face a fixture shows: the obama* fixtures are one person, the others one photo each.
+fn person(name: &'static str) -> &'static str {
+    if name.starts_with("obama") {
+        "obama"
+    } else {
+        name
+    }
+}
+
+fn analyses(spec: &Path) -> Vec<(&'static str, FaceAnalysis)> {
+    let mut certifier = Certifier::load(rt(), spec, &detector_model(), &options()).unwrap();
+    PORTRAITS
+        .iter()
+        .map(|name| {
+            let image = load_image(&fixture(&format!("{name}.jpg"))).unwrap();
+            (*name, certifier.analyze(&image).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn detector_finds_one_face_per_portrait_and_none_in_coffee_like_the_python_reference() {
+    let mut detector = FaceDetector::load(
+        rt(),
+        &detector_model(),
+        &options(),
+        DetectorConfig::default(),
+    )
+    .unwrap();
+    for name in PORTRAITS
+        .iter()
+        .map(|p| format!("{p}.jpg"))
+        .chain(["coffee.jpg".to_string()])
+    {
+        let image = load_image(&fixture(&name)).unwrap().to_rgb8();
+        let faces = detector.detect(&image).unwrap();
+        let expected = reference()["detections"][&name].as_array().unwrap();
+        let want = if name == "coffee.jpg" { 0 } else { 1 };
+        assert_eq!(faces.len(), want, "{name}: {faces:?}");
+        assert_eq!(expected.len(), want, "{name}: python reference");
+        for (face, reference) in faces.iter().zip(expected) {
+            // Rust and PIL decode the JPEG and resize to 128 px slightly differently: allow 2% of
+            // the image for positions and 0.03 for the score.
+            let tolerance = 0.02 * image.width().max(image.height()) as f32;
+            let score = reference["score"].as_f64().unwrap() as f32;
+            assert!(
+                (face.score - score).abs() < 0.03,
+                "{name}: score {} vs {score}",
+                face.score
+            );
+            let b = &reference["box"];
+            for (got, i) in [face.bbox.x0, face.bbox.y0, face.bbox.x1, face.bbox.y1]
+                .iter()
+                .zip(0..)
+            {
+                let want = b[i].as_f64().unwrap() as f32;
+                assert!(
+                    (got - want).abs() < tolerance,
+                    "{name}: box[{i}] {got} vs {want}"
+                );
+            }
+            for (k, point) in face.keypoints.iter().enumerate() {
+                let want = &reference["keypoints"][k];
+                let (wx, wy) = (
+                    want[0].as_f64().unwrap() as f32,
+                    want[1].as_f64().unwrap() as f32,
+                );
+                assert!(
+                    (point.x - wx).abs() < tolerance && (point.y - wy).abs() < tolerance,
+                    "{name}: keypoint {k} {point:?} vs ({wx}, {wy})"
+                );
+            }
+            // The subject's right eye is on the image's left in these upright portraits.
+            assert!(face.keypoints[0].x < face.keypoints[1].x, "{name}");
+        }
+    }
+}
+
+/// Embedding of every committed chip under both specs (one ONNX file) equals python
+/// onnxruntime's within 1e-4: the spec alone decides channel order, normalization and layout.
+#[test]
+fn chip_embeddings_match_the_python_reference_for_both_specs_over_one_model() {
+    for (key, spec_path) in [("dlib", dlib_spec()), ("alt", alt_spec())] {
+        let spec = EmbedderSpec::load(&spec_path).unwrap();
+        let mut embedder = Embedder::load(rt(), spec, &options()).unwrap();
+        let references = reference()["embeddings"][key].as_object().unwrap();
+        assert_eq!(references.len(), PORTRAITS.len());
+        for (chip_name, want) in references {
+            let chip = image::open(fixture(chip_name)).unwrap().to_rgb8();
+            let got = embedder.embed(&chip).unwrap();
+            let want: Vec<f32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(got.len(), 128);
+            let worst = got
+                .values()
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{key} {chip_name}: max abs diff {worst}");
+        }
+    }
+}
+
+#[test]
+fn every_same_person_pair_is_closer_than_every_different_person_pair() {
+    let all = analyses(&dlib_spec());
+    let (mut same, mut different) = (Vec::new(), Vec::new());
+    for (i, (a, fa)) in all.iter().enumerate() {
+        assert_eq!(fa.faces.len(), 1, "{a}");
+        assert!(fa.whole_image_fallback.is_none());
+        for (b, fb) in &all[i + 1..] {
+            let d = Metric::Euclidean
+                .distance(&fa.faces[0].embedding, &fb.faces[0].embedding)
+                .unwrap();
+            if person(a) == person(b) {
+                same.push((d, *a, *b));
+            } else {
+                different.push((d, *a, *b));
+            }
+        }
+    }
+    let farthest_same = same
+        .iter()
+        .fold((0.0f32, "", ""), |m, p| if p.0 > m.0 { *p } else { m });
+    let closest_different =
+        different
+            .iter()
+            .fold((f32::MAX, "", ""), |m, p| if p.0 < m.0 { *p } else { m });
+    eprintln!("same person: {same:?}\ndifferent people: {different:?}");
+    assert_eq!(same.len(), 6);
+    assert!(
+        farthest_same.0 < closest_different.0,
+        "{farthest_same:?} vs {closest_different:?}"
+    );
+    // dlib's operating point separates them too.
+    assert!(
+        farthest_same.0 < 0.6 && closest_different.0 > 0.6,
+        "{farthest_same:?} {closest_different:?}"
+    );
+}
+
+/// The Rust detector + alignment lands close to the Python reference chip's embedding.
+#[test]
+fn rust_alignment_agrees_with_the_reference_alignment() {
+    let references = reference()["embeddings"]["dlib"].as_object().unwrap();
+    for (name, analysis) in analyses(&dlib_spec()) {
+        let want = references[&format!("chips/{name}.png")].as_array().unwrap();
+        let want =
+            Embedding::new(want.iter().map(|v| v.as_f64().unwrap() as f32).collect()).unwrap();
+        let d = Metric::Euclidean
+            .distance(&analysis.faces[0].embedding, &want)
+            .unwrap();
+        assert!(d < 0.15, "{name}: {d} from the reference chip's embedding");
+    }
+}
+
+#[test]
+fn a_second_spec_changes_metric_and_verdicts_without_code() {
+    let mut certifier = Certifier::load(rt(), &alt_spec(), &detector_model(), &options()).unwrap();
+    assert_eq!(certifier.spec().metric, Metric::Cosine);
+    let obama = certifier
+        .analyze(&load_image(&fixture("obama.jpg")).unwrap())
+        .unwrap();
+    let obama2 = certifier
+        .analyze(&load_image(&fixture("obama2.jpg")).unwrap())
+        .unwrap();
+    let c = certifier.compare(&obama, &obama2).unwrap();
+    assert_eq!(c.metric, Metric::Cosine);
+    let similarity = c.similarity.unwrap();
+    assert!((similarity - (1.0 - c.distance)).abs() < 1e-6 && similarity > 0.0 && similarity < 1.0);
+    let verdict = certifier.verdict(&c, None).unwrap();
+    assert_eq!(verdict.operating_point, "test-only");
+    assert_eq!(verdict.same_identity, similarity >= 0.9);
+    assert!(
+        certifier.verdict(&c, Some("same-person")).is_err(),
+        "operating points come from the spec"
+    );
+}
+
+#[test]
+fn coffee_has_no_face_and_falls_back_to_the_whole_image() {
+    let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
+    let coffee = certifier
+        .analyze(&load_image(&fixture("coffee.jpg")).unwrap())
+        .unwrap();
+    assert!(coffee.faces.is_empty());
+    assert_eq!(coffee.whole_image_fallback.as_ref().unwrap().len(), 128);
+    let obama = certifier
+        .analyze(&load_image(&fixture("obama.jpg")).unwrap())
+        .unwrap();
+    let c = certifier.compare(&obama, &coffee).unwrap();
+    assert!(c.fallback_used);
+    assert_eq!((c.faces_in, c.faces_out), (1, 0));
+    assert_eq!(c.closest.output, Subject::WholeImage);
+}
+
+#[test]
+fn several_faces_in_one_image_are_each_matched() {
+    // Obama and Biden side by side, compared with Biden alone: the worst case is Biden's pair.
+    let obama = load_image(&fixture("obama.jpg")).unwrap().to_rgb8();
+    let biden = load_image(&fixture("biden.jpg")).unwrap().to_rgb8();
+    let h = obama.height().max(biden.height());
+    let mut both = image::RgbImage::new(obama.width() + biden.width(), h);
+    imageops::replace(&mut both, &obama, 0, 0);
+    imageops::replace(&mut both, &biden, i64::from(obama.width()), 0);
+    let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
+    let pair = certifier
+        .analyze(&image::DynamicImage::ImageRgb8(both))
+        .unwrap();
+    assert_eq!(
+        pair.faces.len(),
+        2,
+        "{:?}",
+        pair.faces.iter().map(|f| f.bbox).collect::<Vec<_>>()
+    );
+    let alone = certifier
+        .analyze(&image::DynamicImage::ImageRgb8(biden))
+        .unwrap();
+    let c = certifier.compare(&pair, &alone).unwrap();
+    assert_eq!(c.best_matches.len(), 2);
+    let biden_face = if pair.faces[0].bbox.x0 > obama.width() as f32 {
+        0
+    } else {
+        1
+    };
+    assert_eq!(c.closest.input, Subject::Face(biden_face));
+    assert!(c.distance < 0.3, "same photo of Biden: {}", c.distance);
+    assert!(
+        c.best_matches.iter().any(|p| p.distance > 0.6),
+        "Obama's best match is still far"
+    );
+}
+
+/// The 100 LFW faces of scikit-image, each tile resized to the embedder's chip.
+fn lfw_embeddings() -> Vec<Embedding> {
+    let mosaic = image::open(fixture("lfw-faces.png")).unwrap().to_rgb8();
+    let spec = EmbedderSpec::load(&dlib_spec()).unwrap();
+    let [w, h] = spec.input_size;
+    let mut embedder = Embedder::load(rt(), spec, &options()).unwrap();
+    (0..100)
+        .map(|i| {
+            let tile = imageops::crop_imm(&mosaic, (i % 10) * 25, (i / 10) * 25, 25, 25).to_image();
+            embedder
+                .embed(&imageops::resize(&tile, w, h, FilterType::Triangle))
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn reid_rate_is_one_for_identical_probes_and_about_chance_for_unrelated_ones() {
+    let faces = lfw_embeddings();
+    let (gallery, others) = faces.split_at(50);
+    let identical = reid::top1_rate(Metric::Euclidean, gallery, gallery).unwrap();
+    assert_eq!(identical.top1_rate, 1.0);
+    assert!(identical.ranks.iter().all(|&r| r == 1));
+    // Probe i is another person's face, claimed to come from gallery entry i: a matcher can only
+    // guess, 1 in 50.
+    let unrelated = reid::top1_rate(Metric::Euclidean, gallery, others).unwrap();
+    assert_eq!(unrelated.chance, 0.02);
+    let mean_rank = unrelated.ranks.iter().sum::<usize>() as f64 / 50.0;
+    eprintln!(
+        "unrelated: top-1 {} mean rank {mean_rank}",
+        unrelated.top1_rate
+    );
+    assert!(unrelated.top1_rate <= 0.1, "{unrelated:?}");
+    assert!(
+        (15.0..=36.0).contains(&mean_rank),
+        "mean rank {mean_rank}, chance 25.5"
+    );
+}
+
+#[test]
+fn score_command_reports_same_and_different_identity() {
+    let args = |a: &str, b: &str| ScoreArgs {
+        image_a: fixture(a),
+        image_b: fixture(b),
+        embedder: "dlib-face".to_string(),
+        operating_point: None,
+        detector: None,
+        json: false,
+        runtime: RuntimeArgs {
+            onnxruntime: None,
+            device: Device::Cpu,
+            threads: 1,
+        },
+    };
+    let same = score(&args("obama.jpg", "obama2.jpg")).unwrap();
+    let text = render(&same);
+    eprintln!("{text}");
+    assert_eq!(same.verdict_text, "same identity");
+    assert!(
+        text.contains("verdict: same identity") && text.contains("same-person (distance < 0.6)"),
+        "{text}"
+    );
+    assert!(text.contains("face #0: box"), "{text}");
+    let different = score(&args("obama.jpg", "biden.jpg")).unwrap();
+    eprintln!("{}", render(&different));
+    assert_eq!(different.verdict_text, "different identity");
+    assert!(different.comparison.distance > 0.6);
+    let json = serde_json::to_value(&different).unwrap();
+    assert_eq!(json["verdict"]["same_identity"], Value::Bool(false));
+    assert_eq!(json["image_a"]["faces"].as_array().unwrap().len(), 1);
+    assert!(json["comparison"]["distance"].as_f64().unwrap() > 0.6);
+
+    let faceless = score(&args("coffee.jpg", "obama.jpg")).unwrap();
+    assert!(render(&faceless).contains("no face found"));
+    assert!(run(&ScoreArgs {
+        json: true,
+        ..args("obama.jpg", "obama3.jpg")
+    })
+    .is_ok());
+    let unknown = ScoreArgs {
+        operating_point: Some("nope".to_string()),
+        ..args("obama.jpg", "obama2.jpg")
+    };
+    let err = run(&unknown).unwrap_err().to_string();
+    assert!(err.contains("nope") && err.contains("same-person"), "{err}");
+}
