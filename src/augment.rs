@@ -22,7 +22,8 @@ use image::DynamicImage;
 use ndarray::{concatenate, Array4, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::batchrun::{self, path_text, Counts, Manifest, ManifestRow, RowStatus, UsageError};
+use crate::batchrun::{self, Counts, Manifest, ManifestRow, RowStatus, UsageError};
+use crate::dataset::{self, path_text, EntryKind};
 use crate::engine::{Engine, Settings};
 use crate::imageio::{self, Placement};
 use crate::noise::image_seed;
@@ -171,15 +172,15 @@ impl Claims {
     }
 }
 
-fn plan(config: &AugmentConfig, entries: Vec<batchrun::Entry>) -> Vec<Planned> {
+fn plan(config: &AugmentConfig, entries: Vec<dataset::Entry>) -> Vec<Planned> {
     let mut claims = Claims::default();
     entries
         .into_iter()
         .map(|entry| {
-            if let Some(reason) = entry.skip {
+            if let EntryKind::Skipped(reason) = entry.kind {
                 return Planned::Skip {
                     relative: entry.relative,
-                    reason,
+                    reason: reason.to_string(),
                 };
             }
             let original = config.originals.then(|| original_name(&entry.relative));
@@ -228,23 +229,19 @@ struct Loaded<'a> {
 
 /// Runs `augment`; returns what happened (its `exit_code` is the process's).
 pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
-    batchrun::check_folders(&config.input, &config.output)?;
-    if !config.input.is_dir() {
-        return Err(UsageError(format!(
-            "input {} is not a folder: augment takes a dataset folder (class folders inside)",
-            config.input.display()
-        ))
-        .into());
-    }
+    dataset::check_folders(&config.input, &config.output).map_err(UsageError::from)?;
     let manifest_path = config.output.join(MANIFEST_NAME);
-    if !config.resume && !batchrun::output_is_empty(&config.output)? {
+    if !config.resume && !dataset::output_is_empty(&config.output).map_err(UsageError::from)? {
         return Err(UsageError(format!(
             "output {} is not empty: continue that run with --resume, or choose an empty folder",
             config.output.display()
         ))
         .into());
     }
-    let planned = plan(config, batchrun::walk(&config.input)?);
+    let planned = plan(
+        config,
+        dataset::walk(&config.input).map_err(UsageError::from)?,
+    );
 
     // Before anything is written, so a model or runtime problem leaves OUT untouched.
     let runtime = runtime::init(config.onnxruntime.as_deref())?;
@@ -338,13 +335,13 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
         let mut loaded = Vec::new();
         for &job in group {
             let input = match engine.timer.time(Stage::ImageIo, |_| {
-                batchrun::read_input(&config.input.join(&job.relative))
+                dataset::load_image(&config.input.join(&job.relative))
             }) {
                 Ok(input) => input,
-                Err(reason) => {
+                Err(error) => {
                     manifest.append(&AugmentRow {
                         status: RowStatus::Error,
-                        reason,
+                        reason: error.reason(),
                         ..base_row(&job.relative)
                     })?;
                     counts.errors += 1;

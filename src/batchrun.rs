@@ -1,9 +1,9 @@
-//! What `augment` and `enhance` share when they run over a dataset: refusing folder pairs that
-//! could lose data, listing the inputs, reading them safely, the CSV manifest (one row per output,
-//! fsync'd as it is written, resumable after a crash), the progress bar and exit codes.
+//! What `augment` and `enhance` share when they run over a dataset (on top of `dataset`, which
+//! walks, checks folders and decodes safely): the CSV manifest (one row per output, fsync'd as it
+//! is written, resumable after a crash), seeds on resume, the progress bar and exit codes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::dataset::{self, DatasetError, Entry, EntryKind};
 use crate::hashing::sha256_bytes;
 
 /// A mistake in how the command was called (exit code 2), as opposed to a failure while running.
@@ -94,10 +95,20 @@ pub fn resolve_seed(
     }
 }
 
-/// Refuses IN and OUT pairs that could lose data: IN missing, OUT an existing non-folder, the same
-/// folder, or one inside the other (compared after resolving symlinks). `input` may be a file.
-pub fn check_folders(input: &Path, output: &Path) -> Result<(), UsageError> {
-    let input_resolved = std::fs::canonicalize(input)
+/// A dataset-layer refusal (missing IN, OUT inside IN...) is a usage error.
+impl From<DatasetError> for UsageError {
+    fn from(error: DatasetError) -> Self {
+        UsageError(error.to_string())
+    }
+}
+
+/// Refuses IN and OUT pairs that could lose data ([`dataset::check_folders`]); IN may also be a
+/// single image file, which must then not lie inside OUT.
+pub fn check_input_output(input: &Path, output: &Path) -> Result<(), UsageError> {
+    if input.is_dir() {
+        return Ok(dataset::check_folders(input, output)?);
+    }
+    let file = std::fs::canonicalize(input)
         .map_err(|e| UsageError(format!("input {}: {e}; check the path", input.display())))?;
     if output.exists() && !output.is_dir() {
         return Err(UsageError(format!(
@@ -105,22 +116,7 @@ pub fn check_folders(input: &Path, output: &Path) -> Result<(), UsageError> {
             output.display()
         )));
     }
-    let output_resolved = resolve_planned(output)?;
-    if input_resolved == output_resolved {
-        return Err(UsageError(format!(
-            "input {} and output {} are the same: the input is never written to; choose another output folder",
-            input.display(),
-            output.display()
-        )));
-    }
-    if output_resolved.starts_with(&input_resolved) {
-        return Err(UsageError(format!(
-            "output {} is inside input {}: outputs would be written into the input; choose an output folder outside it",
-            output.display(),
-            input.display()
-        )));
-    }
-    if input_resolved.starts_with(&output_resolved) {
+    if file.starts_with(dataset::resolve_planned(output)?) {
         return Err(UsageError(format!(
             "input {} is inside output {}: writing the output could change the input; choose an output folder that does not contain it",
             input.display(),
@@ -130,165 +126,23 @@ pub fn check_folders(input: &Path, output: &Path) -> Result<(), UsageError> {
     Ok(())
 }
 
-/// The absolute, symlink-free path `path` will have once created: its nearest existing ancestor
-/// resolved, the missing components appended.
-fn resolve_planned(path: &Path) -> Result<PathBuf, UsageError> {
-    let absolute = std::path::absolute(path)
-        .map_err(|e| UsageError(format!("output {}: {e}", path.display())))?;
-    let mut existing = absolute.as_path();
-    let mut missing = Vec::new();
-    // symlink_metadata: a dangling link is a taken name, not a free one.
-    while existing.symlink_metadata().is_err() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                missing.push(name.to_os_string());
-                existing = parent;
-            }
-            _ => break,
-        }
+/// The entries of IN: a folder's walk ([`dataset::walk`]), or a single file named by the user,
+/// which is decoded by its content whatever its extension.
+pub fn entries(input: &Path) -> Result<(PathBuf, Vec<Entry>), UsageError> {
+    if input.is_dir() {
+        return Ok((input.to_path_buf(), dataset::walk(input)?));
     }
-    let mut resolved = std::fs::canonicalize(existing)
-        .map_err(|e| UsageError(format!("output {}: {e}", path.display())))?;
-    for name in missing.into_iter().rev() {
-        if name == ".." {
-            resolved.pop();
-        } else if name != "." {
-            resolved.push(name);
-        }
-    }
-    Ok(resolved)
-}
-
-/// Whether OUT is missing or an empty folder (a non-empty one needs `--resume`).
-pub fn output_is_empty(output: &Path) -> Result<bool, UsageError> {
-    match std::fs::read_dir(output) {
-        Ok(mut entries) => Ok(entries.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(UsageError(format!("output {}: {e}", output.display()))),
-    }
-}
-
-/// Extensions listed as images (case-insensitive); the content decides how a file is decoded.
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"];
-
-/// One file under IN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Relative to IN (for a single-file IN: the file name).
-    pub relative: PathBuf,
-    /// `None`: an image to process; `Some(reason)`: a skipped row.
-    pub skip: Option<String>,
-}
-
-/// Every file under `input`, depth first with each folder's children in byte order (the same
-/// list on every run). Symlinks are not followed (a skipped row each), so the walk never leaves
-/// IN and never loops. A single file is a one-entry list.
-pub fn walk(input: &Path) -> Result<Vec<Entry>, UsageError> {
-    let metadata = std::fs::metadata(input)
-        .map_err(|e| UsageError(format!("input {}: {e}; check the path", input.display())))?;
-    if metadata.is_file() {
-        let name = input
-            .file_name()
-            .ok_or_else(|| UsageError(format!("input {}: not a file name", input.display())))?;
-        return Ok(vec![classify(PathBuf::from(name), &metadata)]);
-    }
-    let mut entries = Vec::new();
-    let mut pending = vec![PathBuf::new()];
-    while let Some(folder) = pending.pop() {
-        let mut names = match std::fs::read_dir(input.join(&folder)).and_then(|read| {
-            read.map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<Vec<_>, _>>()
-        }) {
-            Ok(names) => names,
-            Err(e) if folder.as_os_str().is_empty() => {
-                return Err(UsageError(format!("input {}: {e}", input.display())))
-            }
-            Err(e) => {
-                entries.push(Entry {
-                    relative: folder,
-                    skip: Some(format!("folder cannot be read: {e}")),
-                });
-                continue;
-            }
-        };
-        names.sort();
-        // Folders are pushed in reverse so they pop in order, after this folder's files.
-        let mut folders = Vec::new();
-        for name in names {
-            let relative = folder.join(&name);
-            match input.join(&relative).symlink_metadata() {
-                Ok(metadata) if metadata.is_dir() => folders.push(relative),
-                Ok(metadata) => entries.push(classify(relative, &metadata)),
-                Err(e) => entries.push(Entry {
-                    relative,
-                    skip: Some(format!("cannot inspect the file: {e}")),
-                }),
-            }
-        }
-        pending.extend(folders.into_iter().rev());
-    }
-    Ok(entries)
-}
-
-fn classify(relative: PathBuf, metadata: &std::fs::Metadata) -> Entry {
-    let extension = relative
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    let skip = if metadata.file_type().is_symlink() {
-        Some("symlink (not followed)".to_string())
-    } else if !metadata.is_file() {
-        Some("not a regular file".to_string())
-    } else {
-        match extension {
-            Some(e) if IMAGE_EXTENSIONS.contains(&e.as_str()) => None,
-            Some(e) => Some(format!("not an image extension (.{e})")),
-            None => Some("not an image extension (none)".to_string()),
-        }
-    };
-    Entry { relative, skip }
-}
-
-/// Largest input file read, and the decoder's limits: a file declaring a huge size is refused
-/// from its header, before any pixel buffer is allocated.
-const MAX_FILE_BYTES: u64 = 256 << 20;
-const MAX_SIDE: u32 = 16_384;
-const MAX_DECODE_BYTES: u64 = 1 << 30;
-
-/// An input read once: its bytes' sha256 and its decoded pixels.
-pub struct Input {
-    pub sha256: [u8; 32],
-    pub image: DynamicImage,
-}
-
-/// Reads and decodes one input; the error is the reason for its manifest row.
-pub fn read_input(path: &Path) -> Result<Input, String> {
-    let file = File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read the file: {e}"))?;
-    if bytes.is_empty() {
-        return Err("empty file (0 bytes)".into());
-    }
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("file is over the {MAX_FILE_BYTES}-byte limit"));
-    }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read the file: {e}"))?;
-    if reader.format().is_none() {
-        return Err("not a recognised image (PNG, JPEG, WebP, BMP, TIFF or GIF)".into());
-    }
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
-    Ok(Input {
-        sha256: sha256_bytes(&bytes),
-        image,
-    })
+    let name = input
+        .file_name()
+        .ok_or_else(|| UsageError(format!("input {}: not a file name", input.display())))?;
+    let root = input.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok((
+        root,
+        vec![Entry {
+            relative: PathBuf::from(name),
+            kind: EntryKind::Image,
+        }],
+    ))
 }
 
 /// Hex sha256 of a file, or `None` when it cannot be read (a missing output).
@@ -498,14 +352,6 @@ fn encode_row<R: Serialize>(path: &Path, row: &R) -> Result<Vec<u8>, ManifestErr
     writer.into_inner().map_err(|e| io_error(path, e))
 }
 
-/// A path for a manifest column: `/`-separated, lossy only for names that are not UTF-8.
-pub fn path_text(path: &Path) -> String {
-    path.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,40 +415,13 @@ mod tests {
     }
 
     #[test]
-    fn out_inside_in_and_the_same_folder_are_refused() {
+    fn a_single_input_file_inside_out_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in");
-        std::fs::create_dir(&input).unwrap();
-        assert!(check_folders(&input, &input.join("out")).is_err());
-        assert!(check_folders(&input, &dir.path().join("in/./")).is_err());
-        std::os::unix::fs::symlink(&input, dir.path().join("link")).unwrap();
-        assert!(check_folders(&input, &dir.path().join("link/out")).is_err());
-        assert!(check_folders(&input, dir.path()).is_err());
-        check_folders(&input, &dir.path().join("out/new")).unwrap();
-    }
-
-    #[test]
-    fn walk_is_sorted_depth_first_and_skips_non_images() {
-        let dir = tempfile::tempdir().unwrap();
-        for file in ["b/2.png", "b/1.JPG", "a/x.txt", "top.png", "a/c/z.gif"] {
-            let path = dir.path().join(file);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, b"").unwrap();
-        }
-        let entries = walk(dir.path()).unwrap();
-        let listed: Vec<_> = entries
-            .iter()
-            .map(|e| (path_text(&e.relative), e.skip.is_some()))
-            .collect();
-        assert_eq!(
-            listed,
-            [
-                ("top.png".to_string(), false),
-                ("a/x.txt".to_string(), true),
-                ("a/c/z.gif".to_string(), false),
-                ("b/1.JPG".to_string(), false),
-                ("b/2.png".to_string(), false),
-            ]
-        );
+        let file = dir.path().join("out/a.png");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"x").unwrap();
+        assert!(check_input_output(&file, &dir.path().join("out")).is_err());
+        assert!(check_input_output(&file, dir.path()).is_err());
+        check_input_output(&file, &dir.path().join("elsewhere")).unwrap();
     }
 }

@@ -18,7 +18,7 @@
 //! The output is exactly K times the input's width and height, 8-bit RGB (grayscale stays
 //! grayscale, alpha is dropped), PNG without metadata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -28,7 +28,8 @@ use ndarray::{s, Array2, Array3, Array4};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::batchrun::{self, path_text, Counts, Manifest, ManifestRow, RowStatus, UsageError};
+use crate::batchrun::{self, Counts, Manifest, ManifestRow, RowStatus, UsageError};
+use crate::dataset::{self, path_text, Action};
 use crate::engine::{Engine, EngineError, Settings};
 use crate::noise::image_seed;
 use crate::runtime::{self, SessionOptions};
@@ -307,48 +308,24 @@ pub fn output_name(relative: &Path) -> PathBuf {
 
 /// Runs `enhance`; returns what happened (its `exit_code` is the process's).
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
-    batchrun::check_folders(&config.input, &config.output)?;
+    batchrun::check_input_output(&config.input, &config.output)?;
     let manifest_path = config.output.join(MANIFEST_NAME);
-    if !config.resume && !batchrun::output_is_empty(&config.output)? {
+    if !config.resume && !dataset::output_is_empty(&config.output).map_err(UsageError::from)? {
         return Err(UsageError(format!(
             "output {} is not empty: continue that run with --resume, or choose an empty folder",
             config.output.display()
         ))
         .into());
     }
-    let root = if config.input.is_dir() {
-        config.input.clone()
-    } else {
-        config
-            .input
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
-    let entries = batchrun::walk(&config.input)?;
-    // Inputs that would write the same `<stem>.png` (a.jpg and a.png): the later one is skipped.
-    let mut claimed: HashMap<PathBuf, PathBuf> = HashMap::new();
-    let planned: Vec<(PathBuf, Result<PathBuf, String>)> = entries
-        .into_iter()
-        .map(|entry| {
-            let action = match entry.skip {
-                Some(reason) => Err(reason),
-                None => {
-                    let output = output_name(&entry.relative);
-                    match claimed.get(&output) {
-                        Some(earlier) => Err(format!(
-                            "output {} is already written for {}: rename one of them",
-                            path_text(&output),
-                            path_text(earlier)
-                        )),
-                        None => {
-                            claimed.insert(output.clone(), entry.relative.clone());
-                            Ok(output)
-                        }
-                    }
-                }
-            };
-            (entry.relative, action)
+    let (root, entries) = batchrun::entries(&config.input)?;
+    // `<stem>.png` in the input's folder; a later input with the same output (a.jpg and a.png)
+    // gets a skipped row.
+    let planned = dataset::plan_outputs(entries, None);
+    let outputs: HashSet<String> = planned
+        .iter()
+        .filter_map(|p| match &p.action {
+            Action::Process { output } => Some(path_text(output)),
+            Action::Skip(_) => None,
         })
         .collect();
 
@@ -371,10 +348,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
         .into_iter()
         .map(|row| (row.output.clone(), row))
         .collect();
-    if let Some(stray) = kept
-        .keys()
-        .find(|output| !claimed.keys().any(|c| path_text(c) == **output))
-    {
+    if let Some(stray) = kept.keys().find(|output| !outputs.contains(*output)) {
         return Err(UsageError(format!(
             "the manifest lists {stray}, which this run would not write: resume with the input of that run, or start over in an empty folder"
         ))
@@ -441,15 +415,14 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
         kept: kept.len() as u64,
         ..Counts::default()
     };
-    let images = planned.iter().filter(|(_, action)| action.is_ok()).count();
-    let bar = batchrun::progress_bar(images as u64, "images", config.quiet);
-    for (relative, action) in &planned {
+    let bar = batchrun::progress_bar(outputs.len() as u64, "images", config.quiet);
+    for dataset::Planned { relative, action } in &planned {
         let output = match action {
-            Ok(output) => output,
-            Err(reason) => {
+            Action::Process { output } => output,
+            Action::Skip(reason) => {
                 manifest.append(&EnhanceRow {
                     status: RowStatus::Skipped,
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                     ..base_row(relative)
                 })?;
                 counts.skipped += 1;
@@ -463,12 +436,12 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
             ..base_row(relative)
         };
         let loaded = engine.timer.time(Stage::ImageIo, |_| {
-            batchrun::read_input(&root.join(relative))
+            dataset::load_image(&root.join(relative))
         });
         let input = match loaded {
             Ok(input) => input,
-            Err(reason) => {
-                manifest.append(&error_row(reason, String::new()))?;
+            Err(error) => {
+                manifest.append(&error_row(error.reason(), String::new()))?;
                 counts.errors += 1;
                 bar.inc(1);
                 continue;

@@ -189,8 +189,13 @@ fn boomerang_matches_diffusers_img2img() {
         );
 
         let kind = SchedulerKind::from_class_name(&case.scheduler_class).unwrap();
-        let mut scheduler =
-            scheduler::build(kind, config, case.num_inference_steps, case.scheduler_kwargs.eta).unwrap();
+        let mut scheduler = scheduler::build(
+            kind,
+            config,
+            case.num_inference_steps,
+            case.scheduler_kwargs.eta,
+        )
+        .unwrap();
         assert_eq!(
             scheduler.timesteps(),
             case.scheduler_timesteps.as_slice(),

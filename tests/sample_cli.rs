@@ -58,7 +58,10 @@ fn samples_are_distinct_and_reruns_are_byte_identical() {
     let stdout = sample(&first, &["--threads", "1"]);
     // PNDM (the tiny model's own scheduler) at 10 steps lists 11 timesteps (PLMS repeats 801);
     // diffusers starts strength 0.5 at index 5 of them: timestep 501, 6 UNet calls.
-    assert!(stdout.contains("6 denoising steps from start timestep 501"), "{stdout}");
+    assert!(
+        stdout.contains("6 denoising steps from start timestep 501"),
+        "{stdout}"
+    );
     let samples = read_samples(&first);
     assert_ne!(samples[0], samples[1]);
     assert_ne!(samples[1], samples[2]);
