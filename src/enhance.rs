@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
-use ndarray::{s, Array2, Array3, Array4};
+use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -150,8 +150,107 @@ pub fn upsample(image: &DynamicImage, scale: u32) -> RgbImage {
     image::imageops::resize(&rgb, width * scale, height * scale, FilterType::Lanczos3)
 }
 
-/// Boomerang over `image` in blended tiles (see the module documentation); returns the result,
-/// the same size as `image`, and the number of tiles.
+/// The tiles of an image and the running weighted sum of their results.
+pub struct TileBlend {
+    width: u32,
+    height: u32,
+    tile: u32,
+    xs: Vec<u32>,
+    ys: Vec<u32>,
+    x_weights: Vec<Vec<f32>>,
+    y_weights: Vec<Vec<f32>>,
+    /// `[3, padded height, padded width]`
+    sum: Array3<f32>,
+    weight: Array2<f32>,
+}
+
+impl TileBlend {
+    /// Tiles for a `width` x `height` image; a side shorter than a tile is padded to one tile.
+    pub fn new(width: u32, height: u32, tiling: Tiling) -> TileBlend {
+        let tile = tiling.tile;
+        let (padded_width, padded_height) = (width.max(tile), height.max(tile));
+        let xs = tile_starts(padded_width, tiling);
+        let ys = tile_starts(padded_height, tiling);
+        TileBlend {
+            width,
+            height,
+            tile,
+            x_weights: (0..xs.len()).map(|i| axis_weights(&xs, i, tile)).collect(),
+            y_weights: (0..ys.len()).map(|i| axis_weights(&ys, i, tile)).collect(),
+            xs,
+            ys,
+            sum: Array3::zeros((3, padded_height as usize, padded_width as usize)),
+            weight: Array2::zeros((padded_height as usize, padded_width as usize)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.xs.len() * self.ys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Top-left corner of tile `index` (row-major).
+    pub fn origin(&self, index: usize) -> (u32, u32) {
+        (
+            self.xs[index % self.xs.len()],
+            self.ys[index / self.xs.len()],
+        )
+    }
+
+    /// The model input for tile `index`, `[3, tile, tile]` in `[-1, 1]`; past the image's right
+    /// or bottom edge its last column or row is repeated.
+    pub fn crop(&self, image: &RgbImage, index: usize) -> Array3<f32> {
+        let (x0, y0) = self.origin(index);
+        let t = self.tile as usize;
+        let (width, height) = image.dimensions();
+        Array3::from_shape_fn((3, t, t), |(channel, y, x)| {
+            let pixel = image.get_pixel(
+                (x0 + x as u32).min(width - 1),
+                (y0 + y as u32).min(height - 1),
+            );
+            f32::from(pixel[channel]) / 255.0 * 2.0 - 1.0
+        })
+    }
+
+    /// Adds tile `index`'s result, `[3, tile, tile]` in `[0, 1]`, with its weights.
+    pub fn add(&mut self, index: usize, result: ArrayView3<f32>) {
+        let (x0, y0) = self.origin(index);
+        let (x0, y0, t) = (x0 as usize, y0 as usize, self.tile as usize);
+        let wx = &self.x_weights[index % self.xs.len()];
+        let wy = &self.y_weights[index / self.xs.len()];
+        let mut weight = self.weight.slice_mut(s![y0..y0 + t, x0..x0 + t]);
+        for ((y, x), w) in weight.indexed_iter_mut() {
+            *w += wy[y] * wx[x];
+        }
+        for channel in 0..3 {
+            let mut window = self.sum.slice_mut(s![channel, y0..y0 + t, x0..x0 + t]);
+            for ((y, x), value) in window.indexed_iter_mut() {
+                *value += wy[y] * wx[x] * result[[channel, y, x]];
+            }
+        }
+    }
+
+    /// The weighted mean of every tile added, cut to the image's size, as 8-bit RGB.
+    pub fn finish(&self) -> RgbImage {
+        let mut blended = RgbImage::new(self.width, self.height);
+        for (x, y, pixel) in blended.enumerate_pixels_mut() {
+            let (row, column) = (y as usize, x as usize);
+            let weight = self.weight[[row, column]].max(f32::MIN_POSITIVE);
+            for channel in 0..3 {
+                let value = self.sum[[channel, row, column]] / weight;
+                // diffusers' numpy_to_pil: (x * 255).round()
+                pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        blended
+    }
+}
+
+/// Boomerang over `image` in blended tiles (see the module documentation), `batch` tiles per
+/// UNet batch; returns the result, the same size as `image`, and the number of tiles.
 pub fn boomerang_tiled(
     engine: &mut Engine,
     settings: &Settings,
@@ -161,67 +260,26 @@ pub fn boomerang_tiled(
     image_seed: &[u8; 32],
 ) -> Result<(RgbImage, usize), EngineError> {
     let (width, height) = image.dimensions();
-    let tile = tiling.tile;
-    let padded_width = width.max(tile);
-    let padded_height = height.max(tile);
-    let xs = tile_starts(padded_width, tiling);
-    let ys = tile_starts(padded_height, tiling);
-    let x_weights: Vec<Vec<f32>> = (0..xs.len()).map(|i| axis_weights(&xs, i, tile)).collect();
-    let y_weights: Vec<Vec<f32>> = (0..ys.len()).map(|i| axis_weights(&ys, i, tile)).collect();
-    let tiles: Vec<(usize, usize)> = (0..ys.len())
-        .flat_map(|row| (0..xs.len()).map(move |column| (row, column)))
-        .collect();
-
-    let mut sum = Array3::<f32>::zeros((3, padded_height as usize, padded_width as usize));
-    let mut weight = Array2::<f32>::zeros((padded_height as usize, padded_width as usize));
-    let t = tile as usize;
-    for (chunk_index, chunk) in tiles.chunks(batch.max(1)).enumerate() {
+    let mut blend = TileBlend::new(width, height, tiling);
+    let t = tiling.tile as usize;
+    let indices: Vec<usize> = (0..blend.len()).collect();
+    for chunk in indices.chunks(batch.max(1)) {
         let mut tensor = Array4::<f32>::zeros((chunk.len(), 3, t, t));
-        for (slot, &(row, column)) in chunk.iter().enumerate() {
-            let (x0, y0) = (xs[column], ys[row]);
-            for y in 0..tile {
-                // Past the image: its last row/column repeated (padding for short sides).
-                let source_y = (y0 + y).min(height - 1);
-                for x in 0..tile {
-                    let pixel = image.get_pixel((x0 + x).min(width - 1), source_y);
-                    for channel in 0..3 {
-                        tensor[[slot, channel, y as usize, x as usize]] =
-                            f32::from(pixel[channel]) / 255.0 * 2.0 - 1.0;
-                    }
-                }
-            }
+        for (slot, &index) in chunk.iter().enumerate() {
+            tensor
+                .index_axis_mut(Axis(0), slot)
+                .assign(&blend.crop(image, index));
         }
-        let first = chunk_index * batch.max(1);
-        let seeds: Vec<[u8; 32]> = (first..first + chunk.len())
-            .map(|index| tile_seed(image_seed, index as u32))
+        let seeds: Vec<[u8; 32]> = chunk
+            .iter()
+            .map(|&index| tile_seed(image_seed, index as u32))
             .collect();
         let (output, _) = engine.run(settings, tensor.view(), &seeds)?;
-        for (result, &(row, column)) in output.images.outer_iter().zip(chunk) {
-            let (x0, y0) = (xs[column] as usize, ys[row] as usize);
-            let (wx, wy) = (&x_weights[column], &y_weights[row]);
-            let mut weight_window = weight.slice_mut(s![y0..y0 + t, x0..x0 + t]);
-            for ((y, x), w) in weight_window.indexed_iter_mut() {
-                *w += wy[y] * wx[x];
-            }
-            for channel in 0..3 {
-                let mut window = sum.slice_mut(s![channel, y0..y0 + t, x0..x0 + t]);
-                for ((y, x), value) in window.indexed_iter_mut() {
-                    *value += wy[y] * wx[x] * result[[channel, y, x]];
-                }
-            }
+        for (result, &index) in output.images.outer_iter().zip(chunk) {
+            blend.add(index, result);
         }
     }
-
-    let mut blended = RgbImage::new(width, height);
-    for (x, y, pixel) in blended.enumerate_pixels_mut() {
-        let (row, column) = (y as usize, x as usize);
-        for channel in 0..3 {
-            let value = sum[[channel, row, column]] / weight[[row, column]];
-            // diffusers' numpy_to_pil: (x * 255).round()
-            pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    Ok((blended, tiles.len()))
+    Ok((blend.finish(), blend.len()))
 }
 
 /// Upsample by `scale`, then Boomerang in tiles; grayscale input gives grayscale output.
@@ -529,4 +587,85 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
 /// The run seed: the one given, else the one the resumed rows were made with, else a fresh one.
 fn resolve_seed(given: Option<u64>, kept: &[EnhanceRow]) -> Result<u64, UsageError> {
     batchrun::resolve_seed(given, kept.iter().map(|row| row.run_seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiling(tile: u32, overlap: u32) -> Tiling {
+        Tiling { tile, overlap }
+    }
+
+    #[test]
+    fn tiles_cover_the_axis_evenly_with_at_least_the_overlap() {
+        assert_eq!(tile_starts(100, tiling(128, 32)), [0]);
+        assert_eq!(tile_starts(128, tiling(128, 32)), [0]);
+        assert_eq!(tile_starts(200, tiling(128, 32)), [0, 72]);
+        assert_eq!(tile_starts(512, tiling(128, 32)), [0, 96, 192, 288, 384]);
+        assert_eq!(tile_starts(256, tiling(128, 0)), [0, 128]);
+        for length in 129..700 {
+            for overlap in [0, 1, 32, 64, 127] {
+                let starts = tile_starts(length, tiling(128, overlap));
+                assert_eq!(starts[0], 0);
+                assert_eq!(*starts.last().unwrap(), length - 128);
+                for pair in starts.windows(2) {
+                    assert!(pair[1] > pair[0] && pair[0] + 128 - pair[1] >= overlap);
+                }
+                // As few as possible: one tile less could not keep the overlap.
+                let fewer = starts.len() as u32 - 1;
+                assert!(fewer * 128 - (fewer - 1) * overlap < length);
+            }
+        }
+    }
+
+    #[test]
+    fn weights_ramp_across_overlaps_and_sum_to_one() {
+        for (length, overlap) in [(200, 32), (512, 32), (300, 64), (1000, 1), (700, 100)] {
+            let starts = tile_starts(length, tiling(128, overlap));
+            let mut sum = vec![0f32; length as usize];
+            for index in 0..starts.len() {
+                let weights = axis_weights(&starts, index, 128);
+                assert!(weights.iter().all(|&w| w > 0.0 && w <= 1.0));
+                for (local, w) in weights.iter().enumerate() {
+                    sum[starts[index] as usize + local] += w;
+                }
+            }
+            // Ramps of neighbours sum to exactly 1 while no three tiles meet (every overlap at
+            // most half a tile); beyond that the blend's division by the sum takes over.
+            let pairwise = starts.windows(2).all(|p| p[0] + 128 - p[1] <= 64);
+            for (x, s) in sum.iter().enumerate() {
+                if pairwise {
+                    assert!((s - 1.0).abs() < 1e-5, "length {length}: sum {s} at {x}");
+                } else {
+                    assert!(*s >= 0.5, "length {length}: sum {s} at {x}");
+                }
+            }
+        }
+        // A lone tile has weight 1 everywhere; an edge shared with a neighbour starts near 0.
+        assert!(axis_weights(&[0], 0, 128).iter().all(|&w| w == 1.0));
+        let first = axis_weights(&[0, 72], 0, 128);
+        assert_eq!(first[0], 1.0);
+        assert_eq!(first[127], 0.5 / 56.0);
+    }
+
+    #[test]
+    fn tiles_must_suit_the_unet_and_overlap_must_leave_room() {
+        assert!(
+            Tiling::new(96, 32, 8).is_err(),
+            "96 is not a multiple of 64"
+        );
+        assert!(Tiling::new(0, 0, 1).is_err());
+        assert!(Tiling::new(512, 512, 8).is_err());
+        assert_eq!(Tiling::new(512, 511, 8).unwrap(), tiling(512, 511));
+        assert_eq!(Tiling::new(128, 32, 2).unwrap(), tiling(128, 32));
+    }
+
+    #[test]
+    fn tile_seeds_differ_by_index_and_image() {
+        let a = tile_seed(&[1; 32], 0);
+        assert_ne!(a, tile_seed(&[1; 32], 1));
+        assert_ne!(a, tile_seed(&[2; 32], 0));
+        assert_eq!(a, tile_seed(&[1; 32], 0));
+    }
 }
