@@ -17,12 +17,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use image::DynamicImage;
 use ndarray::{concatenate, Array4, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::batchrun::{self, Counts, Manifest, ManifestRow, RowStatus, UsageError};
+use crate::batchrun::{self, Counts, Manifest, ManifestRow, Refused, RowStatus};
 use crate::dataset::{self, path_text, EntryKind};
 use crate::engine::{Engine, Settings};
 use crate::imageio::{self, Placement};
@@ -229,19 +229,16 @@ struct Loaded<'a> {
 
 /// Runs `augment`; returns what happened (its `exit_code` is the process's).
 pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
-    dataset::check_folders(&config.input, &config.output).map_err(UsageError::from)?;
+    dataset::check_folders(&config.input, &config.output).map_err(Refused::from)?;
     let manifest_path = config.output.join(MANIFEST_NAME);
-    if !config.resume && !dataset::output_is_empty(&config.output).map_err(UsageError::from)? {
-        return Err(UsageError(format!(
+    if !config.resume && !dataset::output_is_empty(&config.output).map_err(Refused::from)? {
+        return Err(Refused(format!(
             "output {} is not empty: continue that run with --resume, or choose an empty folder",
             config.output.display()
         ))
         .into());
     }
-    let planned = plan(
-        config,
-        dataset::walk(&config.input).map_err(UsageError::from)?,
-    );
+    let planned = plan(config, dataset::walk(&config.input).map_err(Refused::from)?);
 
     // Before anything is written, so a model or runtime problem leaves OUT untouched.
     let runtime = runtime::init(config.onnxruntime.as_deref())?;
@@ -262,14 +259,14 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
 
     let size = engine.model.geometry.image_size() as u32;
     let model_sha256 = engine.model.model_hash();
-    let scheduler = engine.scheduler_kind(&config.settings).to_string();
+    let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
     let mut starts = HashMap::new();
     for &strength in &config.strengths {
         let settings = Settings {
             strength,
             ..config.settings.clone()
         };
-        let (_, start) = engine.plan(&settings)?;
+        let (_, start) = engine.schedulers.plan(&settings)?;
         starts.insert(strength.to_bits(), start.start_timestep());
     }
     let start_of = |strength: f64| starts.get(&strength.to_bits()).copied().flatten();
@@ -356,7 +353,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
             let is_kept = |output: &Path, check: &dyn Fn(&AugmentRow) -> bool| {
                 match kept.get(output) {
                     Some(row) if row.source_sha256 == source_sha256 && check(row) => Ok(true),
-                    Some(_) => Err(UsageError(format!(
+                    Some(_) => Err(Refused(format!(
                         "{}: its manifest row was made from another input file or with other settings; resume with the arguments of that run, or start over in an empty folder",
                         path_text(output)
                     ))),
@@ -471,7 +468,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
-fn resolve_seed(given: Option<u64>, kept: &[AugmentRow]) -> Result<u64, UsageError> {
+fn resolve_seed(given: Option<u64>, kept: &[AugmentRow]) -> Result<u64, Refused> {
     batchrun::resolve_seed(given, kept.iter().map(|row| row.run_seed))
 }
 
@@ -479,7 +476,7 @@ fn resolve_seed(given: Option<u64>, kept: &[AugmentRow]) -> Result<u64, UsageErr
 fn index_kept(
     planned: &[Planned],
     kept: Vec<AugmentRow>,
-) -> Result<HashMap<PathBuf, AugmentRow>, UsageError> {
+) -> Result<HashMap<PathBuf, AugmentRow>, Refused> {
     let outputs: HashSet<String> = planned
         .iter()
         .filter_map(|p| match p {
@@ -492,7 +489,7 @@ fn index_kept(
     let mut index = HashMap::new();
     for row in kept {
         if !outputs.contains(&row.output) {
-            return Err(UsageError(format!(
+            return Err(Refused(format!(
                 "the manifest lists {}, which this run would not write: resume with the arguments of that run (-n, --no-originals), or start over in an empty folder",
                 row.output
             )));
@@ -520,15 +517,4 @@ fn lossless_pixels(image: DynamicImage) -> DynamicImage {
         DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba16(image.to_rgba16()),
         other => other,
     }
-}
-
-/// Range checks for `--strengths` that clap cannot express.
-pub fn check_strengths(strengths: &[f64]) -> anyhow::Result<()> {
-    if strengths.is_empty() {
-        bail!("--strengths needs at least one value");
-    }
-    if let Some(bad) = strengths.iter().find(|s| !(0.0..=1.0).contains(*s)) {
-        bail!("--strengths: {bad} is outside 0..=1");
-    }
-    Ok(())
 }

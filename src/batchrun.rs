@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,16 +16,11 @@ use serde::Serialize;
 use crate::dataset::{self, DatasetError, Entry, EntryKind};
 use crate::hashing::sha256_bytes;
 
-/// A mistake in how the command was called (exit code 2), as opposed to a failure while running.
+/// Why a run will not start or continue (unsafe folders, a manifest from other arguments...):
+/// the message says what to do instead.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
-
-/// Exit codes shared by the dataset commands (documented in their `--help`).
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_RUN_ERROR: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INPUTS_FAILED: u8 = 3;
+pub struct Refused(pub String);
 
 /// What a run did, counted in manifest rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,11 +38,11 @@ pub struct Counts {
 impl Counts {
     /// 0 when every image was processed, 3 when some had errors. Skipped non-image files are
     /// expected in a dataset folder and do not count as failures.
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> ExitCode {
         if self.errors > 0 {
-            EXIT_INPUTS_FAILED
+            ExitCode::from(3)
         } else {
-            EXIT_OK
+            ExitCode::SUCCESS
         }
     }
 
@@ -75,18 +71,18 @@ pub fn progress_bar(total: u64, unit: &str, quiet: bool) -> ProgressBar {
 pub fn resolve_seed(
     given: Option<u64>,
     previous: impl IntoIterator<Item = Option<u64>>,
-) -> Result<u64, UsageError> {
+) -> Result<u64, Refused> {
     let mut previous = previous.into_iter().flatten();
     let first = previous.next();
     if let Some(seed) = first {
         if previous.any(|other| other != seed) {
-            return Err(UsageError(
+            return Err(Refused(
                 "the manifest holds rows of several run seeds: it cannot be resumed; start over in an empty folder".into(),
             ));
         }
     }
     match (given, first) {
-        (Some(given), Some(seed)) if given != seed => Err(UsageError(format!(
+        (Some(given), Some(seed)) if given != seed => Err(Refused(format!(
             "the run being resumed used --seed {seed}, not {given}: resume with --seed {seed} (or without --seed)"
         ))),
         (Some(given), _) => Ok(given),
@@ -95,29 +91,29 @@ pub fn resolve_seed(
     }
 }
 
-/// A dataset-layer refusal (missing IN, OUT inside IN...) is a usage error.
-impl From<DatasetError> for UsageError {
+/// A dataset-layer refusal (missing IN, OUT inside IN...).
+impl From<DatasetError> for Refused {
     fn from(error: DatasetError) -> Self {
-        UsageError(error.to_string())
+        Refused(error.to_string())
     }
 }
 
 /// Refuses IN and OUT pairs that could lose data ([`dataset::check_folders`]); IN may also be a
 /// single image file, which must then not lie inside OUT.
-pub fn check_input_output(input: &Path, output: &Path) -> Result<(), UsageError> {
+pub fn check_input_output(input: &Path, output: &Path) -> Result<(), Refused> {
     if input.is_dir() {
         return Ok(dataset::check_folders(input, output)?);
     }
     let file = std::fs::canonicalize(input)
-        .map_err(|e| UsageError(format!("input {}: {e}; check the path", input.display())))?;
+        .map_err(|e| Refused(format!("input {}: {e}; check the path", input.display())))?;
     if output.exists() && !output.is_dir() {
-        return Err(UsageError(format!(
+        return Err(Refused(format!(
             "output {} exists and is not a folder: give a new or empty folder",
             output.display()
         )));
     }
     if file.starts_with(dataset::resolve_planned(output)?) {
-        return Err(UsageError(format!(
+        return Err(Refused(format!(
             "input {} is inside output {}: writing the output could change the input; choose an output folder that does not contain it",
             input.display(),
             output.display()
@@ -128,13 +124,13 @@ pub fn check_input_output(input: &Path, output: &Path) -> Result<(), UsageError>
 
 /// The entries of IN: a folder's walk ([`dataset::walk`]), or a single file named by the user,
 /// which is decoded by its content whatever its extension.
-pub fn entries(input: &Path) -> Result<(PathBuf, Vec<Entry>), UsageError> {
+pub fn entries(input: &Path) -> Result<(PathBuf, Vec<Entry>), Refused> {
     if input.is_dir() {
         return Ok((input.to_path_buf(), dataset::walk(input)?));
     }
     let name = input
         .file_name()
-        .ok_or_else(|| UsageError(format!("input {}: not a file name", input.display())))?;
+        .ok_or_else(|| Refused(format!("input {}: not a file name", input.display())))?;
     let root = input.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok((
         root,

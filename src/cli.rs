@@ -32,6 +32,9 @@ pub struct Opts {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Anonymize a dataset: certified Boomerang on every image of IN, written to OUT with the same
+    /// folder layout, plus a private hash-chained CSV report beside OUT
+    Anonymize(AnonymizeArgs),
     /// Write COUNT Boomerang samples of each IMAGE into OUTDIR (as <stem>_<k>.png)
     Sample(SampleArgs),
     /// Write N Boomerang samples of every image of a class-folder dataset (data augmentation)
@@ -55,8 +58,9 @@ pub enum Command {
     /// files. Outputs are written to a temp file and renamed. A non-empty OUT is refused unless
     /// --resume, which keeps outputs whose row and sha256 match and redoes the rest.
     ///
-    /// Exit codes: 0 every image augmented; 1 a run error; 2 a usage error; 3 some images could not
-    /// be read (error rows in the manifest).
+    /// Exit codes: 0 every image augmented (skipped non-images do not count); 1 the run could not
+    /// proceed (refused folders included); 2 usage error; 3 some images could not be read (error
+    /// rows in the manifest).
     Augment(AugmentArgs),
     /// Upsample images by K (Lanczos3), then Boomerang at low strength in blended tiles
     ///
@@ -72,9 +76,11 @@ pub enum Command {
     /// Output is 8-bit RGB (grayscale stays grayscale, alpha dropped), PNG without metadata.
     ///
     /// OUT/enhance.csv gets one row per input (fsync'd as written), with resume, error and skipped
-    /// rows as for `augment`. Exit codes: 0 all enhanced; 1 a run error; 2 a usage error; 3 some
-    /// images could not be read or were too large.
+    /// rows as for `augment`. Exit codes: 0 all enhanced; 1 the run could not proceed; 2 usage
+    /// error; 3 some images could not be read or were too large.
     Enhance(EnhanceArgs),
+    /// Compare the faces in two images: distance and same/different identity verdict
+    Score(crate::certify::score::ScoreArgs),
     /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
     Manifest(ManifestArgs),
     /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache
@@ -255,6 +261,105 @@ pub struct ManifestArgs {
     pub dir: PathBuf,
 }
 
+/// `anonymize` options; the standalone `anonymize` binary takes exactly these.
+#[derive(Debug, Args)]
+#[command(after_long_help = ANONYMIZE_HELP)]
+pub struct AnonymizeArgs {
+    /// Level of the policy: how far outputs move (the shipped policies: low, medium, high, max).
+    /// Default: the policy's default-level
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Policy file (TOML) mapping levels to strength, steps, scheduler, prompt and the
+    /// certification rule
+    #[arg(long, default_value = "policies/default.toml", value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Model folder, instead of the policy's (the policy's manifest pin still applies)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Run seed. It is a secret key (knowing it, the model and an output allows inverting the
+    /// diffusion): default `random`, drawn from the OS and stored only in the private report and
+    /// run.json. `--seed N` reproduces a run exactly
+    #[arg(long, default_value = "random", value_name = "N|random")]
+    pub seed: SeedArg,
+    /// Images per UNet batch
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Report path (default: OUT.report.csv beside OUT; never inside IN or OUT). run.json is
+    /// written next to it
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Continue an interrupted run: keep the report rows whose outputs are intact, redo the rest
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the plan (files, level, strength, start timestep, hashes) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Input dataset folder (only read, never written)
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output folder: empty or missing (or the folder of an interrupted run, with --resume)
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+const ANONYMIZE_HELP: &str = "\
+Exit codes: 0 every image certified (skipped non-images do not count), 1 the run could not \
+proceed, 2 usage error, 3 some images failed certification or had errors.
+
+Example (bundled tiny model; random weights, so most images fail certification and are flagged):
+  boomerang anonymize --policy policies/demo.toml --level medium examples/ out/anonymized";
+
+impl AnonymizeArgs {
+    pub fn config(&self) -> anyhow::Result<crate::anonymize::AnonymizeConfig> {
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let report = self
+            .report
+            .clone()
+            .unwrap_or_else(|| crate::anonymize::AnonymizeConfig::default_report(&self.output));
+        Ok(crate::anonymize::AnonymizeConfig {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            policy: self.policy.clone(),
+            level: self.level.clone(),
+            model: self.model.clone(),
+            seed: match self.seed {
+                SeedArg::Fixed(seed) => Some(seed),
+                SeedArg::Random => None,
+            },
+            batch: self.batch,
+            session: self.runtime.session_options(),
+            onnxruntime: self.runtime.onnxruntime.clone(),
+            report,
+            resume: self.resume,
+            dry_run: self.dry_run,
+            quiet: self.quiet,
+            json: self.json,
+        })
+    }
+}
+
+/// The standalone `anonymize` binary: the same options as `boomerang anonymize`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "anonymize",
+    version,
+    about = "Anonymize a dataset with certified Boomerang (same as `boomerang anonymize`)"
+)]
+pub struct AnonymizeOpts {
+    #[command(flatten)]
+    pub args: AnonymizeArgs,
+}
+
 /// Options of the dataset commands (augment, enhance) beyond the Boomerang knobs.
 #[derive(Debug, Args, Clone)]
 pub struct DatasetArgs {
@@ -294,7 +399,12 @@ pub struct AugmentArgs {
     #[command(flatten)]
     pub boomerang: BoomerangArgs,
     /// Samples per image, written as <stem>_aug<k>.png for k = 0..N-1
-    #[arg(short = 'n', long = "count", value_name = "N")]
+    #[arg(
+        short = 'n',
+        long = "count",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub count: u32,
     /// Several strengths: sample k uses S[k mod len] (so -n 4 --strengths 0.2,0.5 gives samples
     /// 0 and 2 at 0.2, 1 and 3 at 0.5). Replaces --strength
@@ -302,6 +412,7 @@ pub struct AugmentArgs {
         long,
         value_delimiter = ',',
         value_name = "S1,S2,..",
+        value_parser = parse_strength,
         conflicts_with = "strength"
     )]
     pub strengths: Option<Vec<f64>>,
@@ -312,17 +423,21 @@ pub struct AugmentArgs {
     pub dataset: DatasetArgs,
 }
 
+/// One strength of `--strengths`, 0..=1.
+fn parse_strength(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(strength) if (0.0..=1.0).contains(&strength) => Ok(strength),
+        Ok(strength) => Err(format!("{strength} is outside 0..=1")),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
+}
+
 impl AugmentArgs {
     pub fn config(&self) -> anyhow::Result<AugmentConfig> {
-        if self.count == 0 {
-            bail!("-n/--count must be at least 1");
-        }
         let settings = self.boomerang.settings()?;
         let strengths = match &self.strengths {
-            Some(strengths) => {
-                crate::augment::check_strengths(strengths)?;
-                strengths.clone()
-            }
+            // clap gives at least one value for a present option.
+            Some(strengths) => strengths.clone(),
             None => vec![settings.strength],
         };
         Ok(AugmentConfig {
@@ -354,7 +469,7 @@ pub struct EnhanceArgs {
     #[command(flatten)]
     pub boomerang: BoomerangArgs,
     /// Upsampling factor K (1..=8): the output is exactly K times the input's width and height
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub scale: u32,
     /// Tile side in pixels of the upsampled image (default: the model's working size); a multiple
     /// of 8 latent cells (64 px for Stable Diffusion)
@@ -369,9 +484,6 @@ pub struct EnhanceArgs {
 
 impl EnhanceArgs {
     pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
-        if !(1..=8).contains(&self.scale) {
-            bail!("--scale {} is outside 1..=8", self.scale);
-        }
         Ok(EnhanceConfig {
             model: self.boomerang.model.clone(),
             settings: self.boomerang.settings()?,

@@ -8,8 +8,8 @@ use ndarray::{Array3, ArrayView4};
 
 use crate::model::{ModelError, SdModel};
 use crate::pipeline::{
-    boomerang_encoded, encode_images, encode_text, BatchOutput, Conditioning, Encoding,
-    PipelineError, SeededNoise, StartPlan,
+    boomerang_encoded, encode_images, encode_text, BatchOutput, Conditioning, EncodedRequest,
+    Encoding, PipelineError, SeededNoise, StartPlan,
 };
 use crate::runtime::{Runtime, SessionOptions};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
@@ -58,11 +58,49 @@ impl Default for Settings {
     }
 }
 
+/// A model's scheduler config, as diffusers' SD pipelines use it; enough to plan a run without
+/// opening any graph (`--dry-run`).
+pub struct SchedulerSetup {
+    config: SchedulerConfig,
+}
+
+impl SchedulerSetup {
+    pub fn load(scheduler_config: &Path) -> Result<SchedulerSetup, EngineError> {
+        // diffusers' SD pipelines force these two on whatever scheduler config they are given.
+        let config =
+            SchedulerConfig::from_file(scheduler_config)?.with_stable_diffusion_pipeline_fixes();
+        Ok(SchedulerSetup { config })
+    }
+
+    /// The `--scheduler` override, else the class the model's config names (resolved only then,
+    /// so an unsupported class in the config does not block an explicit choice).
+    pub fn kind(&self, settings: &Settings) -> Result<SchedulerKind, EngineError> {
+        match settings.scheduler {
+            Some(kind) => Ok(kind),
+            None => Ok(self.config.class_kind()?),
+        }
+    }
+
+    /// A fresh scheduler for `settings` and where its reverse process starts.
+    pub fn plan(
+        &self,
+        settings: &Settings,
+    ) -> Result<(Box<dyn Scheduler>, StartPlan), EngineError> {
+        let scheduler = scheduler::build(
+            self.kind(settings)?,
+            &self.config,
+            settings.steps,
+            settings.eta,
+        )?;
+        let plan = StartPlan::new(scheduler.as_ref(), settings.steps, settings.strength);
+        Ok((scheduler, plan))
+    }
+}
+
 pub struct Engine {
     pub model: SdModel,
     tokenizer: ClipTokenizer,
-    scheduler_config: SchedulerConfig,
-    model_scheduler: SchedulerKind,
+    pub schedulers: SchedulerSetup,
     embeddings: HashMap<String, Array3<f32>>,
     pub timer: StageTimer,
 }
@@ -75,35 +113,14 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let model = SdModel::load(model_dir, runtime, options)?;
         let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir)?;
-        let scheduler_config = SchedulerConfig::from_file(&model.layout.scheduler_config)?;
-        let model_scheduler = SchedulerKind::from_class_name(&scheduler_config.class_name)?;
+        let schedulers = SchedulerSetup::load(&model.layout.scheduler_config)?;
         Ok(Engine {
             model,
             tokenizer,
-            scheduler_config,
-            model_scheduler,
+            schedulers,
             embeddings: HashMap::new(),
             timer: StageTimer::default(),
         })
-    }
-
-    pub fn scheduler_kind(&self, settings: &Settings) -> SchedulerKind {
-        settings.scheduler.unwrap_or(self.model_scheduler)
-    }
-
-    /// A fresh scheduler for `settings` and where its reverse process starts.
-    pub fn plan(
-        &self,
-        settings: &Settings,
-    ) -> Result<(Box<dyn Scheduler>, StartPlan), EngineError> {
-        let scheduler = scheduler::build(
-            self.scheduler_kind(settings),
-            &self.scheduler_config,
-            settings.steps,
-            settings.eta,
-        )?;
-        let plan = StartPlan::new(scheduler.as_ref(), settings.steps, settings.strength);
-        Ok((scheduler, plan))
     }
 
     fn embedding(&mut self, prompt: &str) -> Result<Array3<f32>, EngineError> {
@@ -156,7 +173,7 @@ impl Engine {
         Ok(encode_images(&mut self.model, images, &mut self.timer)?)
     }
 
-    /// Boomerang from an encoding, row `i` seeded by `seeds[i]`: the same bytes as [`Engine::run`]
+    /// Boomerang from an encoding, row `i` seeded by `seeds[i]`: the same result as [`Engine::run`]
     /// on the images that were encoded, since every random draw comes from the row's own seed.
     pub fn run_encoded(
         &mut self,
@@ -173,14 +190,17 @@ impl Engine {
             .into());
         }
         let conditioning = self.conditioning(settings)?;
-        let (mut scheduler, plan) = self.plan(settings)?;
+        let (mut scheduler, plan) = self.schedulers.plan(settings)?;
         let mut noise = SeededNoise::new(seeds);
+        let request = EncodedRequest {
+            plan: &plan,
+            encoding,
+            conditioning: &conditioning,
+        };
         let output = boomerang_encoded(
             &mut self.model,
             scheduler.as_mut(),
-            &plan,
-            encoding,
-            &conditioning,
+            request,
             &mut noise,
             &mut self.timer,
             &mut |_, _| {},

@@ -28,7 +28,7 @@ use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::batchrun::{self, Counts, Manifest, ManifestRow, RowStatus, UsageError};
+use crate::batchrun::{self, Counts, Manifest, ManifestRow, Refused, RowStatus};
 use crate::dataset::{self, path_text, Action};
 use crate::engine::{Engine, EngineError, Settings};
 use crate::noise::image_seed;
@@ -74,15 +74,15 @@ pub struct Tiling {
 impl Tiling {
     /// Checks a tiling against a model: the tile must give latents the UNet can halve down to its
     /// bottom (a multiple of 8 latent cells), and the overlap must leave tiles room to advance.
-    pub fn new(tile: u32, overlap: u32, vae_scale_factor: usize) -> Result<Tiling, UsageError> {
+    pub fn new(tile: u32, overlap: u32, vae_scale_factor: usize) -> Result<Tiling, Refused> {
         let multiple = 8 * vae_scale_factor as u32;
         if tile == 0 || !tile.is_multiple_of(multiple) {
-            return Err(UsageError(format!(
+            return Err(Refused(format!(
                 "--tile {tile} must be a positive multiple of {multiple} (8 latent cells of {vae_scale_factor} pixels)"
             )));
         }
         if overlap >= tile {
-            return Err(UsageError(format!(
+            return Err(Refused(format!(
                 "--overlap {overlap} must be smaller than the tile ({tile})"
             )));
         }
@@ -368,8 +368,8 @@ pub fn output_name(relative: &Path) -> PathBuf {
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
     batchrun::check_input_output(&config.input, &config.output)?;
     let manifest_path = config.output.join(MANIFEST_NAME);
-    if !config.resume && !dataset::output_is_empty(&config.output).map_err(UsageError::from)? {
-        return Err(UsageError(format!(
+    if !config.resume && !dataset::output_is_empty(&config.output).map_err(Refused::from)? {
+        return Err(Refused(format!(
             "output {} is not empty: continue that run with --resume, or choose an empty folder",
             config.output.display()
         ))
@@ -407,7 +407,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
         .map(|row| (row.output.clone(), row))
         .collect();
     if let Some(stray) = kept.keys().find(|output| !outputs.contains(*output)) {
-        return Err(UsageError(format!(
+        return Err(Refused(format!(
             "the manifest lists {stray}, which this run would not write: resume with the input of that run, or start over in an empty folder"
         ))
         .into());
@@ -421,8 +421,8 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
         geometry.vae_scale_factor,
     )?;
     let model_sha256 = engine.model.model_hash();
-    let scheduler = engine.scheduler_kind(&config.settings).to_string();
-    let (_, start) = engine.plan(&config.settings)?;
+    let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
+    let (_, start) = engine.schedulers.plan(&config.settings)?;
     let start_timestep = start.start_timestep();
     if !config.quiet {
         println!(
@@ -533,7 +533,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
                 ..row.clone()
             };
             if previous != same {
-                return Err(UsageError(format!(
+                return Err(Refused(format!(
                     "{}: its manifest row was made from another input file or with other settings; resume with the arguments of that run, or start over in an empty folder",
                     row.output
                 ))
@@ -585,7 +585,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
 }
 
 /// The run seed: the one given, else the one the resumed rows were made with, else a fresh one.
-fn resolve_seed(given: Option<u64>, kept: &[EnhanceRow]) -> Result<u64, UsageError> {
+fn resolve_seed(given: Option<u64>, kept: &[EnhanceRow]) -> Result<u64, Refused> {
     batchrun::resolve_seed(given, kept.iter().map(|row| row.run_seed))
 }
 

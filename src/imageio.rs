@@ -118,19 +118,23 @@ pub fn from_working_tensor(image: ArrayView3<f32>, placement: &Placement) -> Dyn
     }
 }
 
+/// PNG bytes of an image: pixels only, no metadata chunks.
+pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
+    let mut bytes = Vec::new();
+    image.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    Ok(bytes)
+}
+
 /// Encodes PNG in memory, then writes it atomically.
 pub fn save_png(image: &DynamicImage, path: &Path) -> Result<(), ImageError> {
     let write_error = |message: String| ImageError::Write {
         path: path.display().to_string(),
         message,
     };
-    let mut bytes = Vec::new();
-    image
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| write_error(e.to_string()))?;
+    let bytes = encode_png(image).map_err(|e| write_error(e.to_string()))?;
     crate::atomic::write(path, &bytes).map_err(|e| write_error(e.to_string()))
 }
 

@@ -1,6 +1,7 @@
 //! boomerang: Boomerang local sampling (Luzi et al., TMLR 2024) on exported Stable Diffusion ONNX
 //! graphs, for anonymizing, augmenting and enhancing image datasets.
 
+pub mod anonymize;
 pub mod atomic;
 pub mod augment;
 pub mod batchrun;

@@ -2,7 +2,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use boomerang::batchrun::{UsageError, EXIT_RUN_ERROR, EXIT_USAGE};
 use boomerang::cli::{Command, Opts};
 use boomerang::manifest::Manifest;
 
@@ -12,34 +11,20 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<UsageError>().is_some() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::from(EXIT_RUN_ERROR)
-            }
+            ExitCode::FAILURE
         }
     }
 }
 
-/// A config error is the caller's mistake: exit code 2, like clap's own.
-fn usage<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
-    result.map_err(|error| UsageError(format!("{error:#}")).into())
-}
-
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
-        Command::Augment(args) => {
-            let counts = boomerang::augment::run(&usage(args.config())?)?;
-            Ok(ExitCode::from(counts.exit_code()))
-        }
-        Command::Enhance(args) => {
-            let counts = boomerang::enhance::run(&usage(args.config())?)?;
-            Ok(ExitCode::from(counts.exit_code()))
-        }
+        Command::Anonymize(args) => boomerang::anonymize::command(&args),
+        Command::Augment(args) => Ok(boomerang::augment::run(&args.config()?)?.exit_code()),
+        Command::Enhance(args) => Ok(boomerang::enhance::run(&args.config()?)?.exit_code()),
         Command::Sample(args) => {
-            boomerang::sample::run(&args.config()?)?;
-            Ok(ExitCode::SUCCESS)
+            boomerang::sample::run(&args.config()?).map(|()| ExitCode::SUCCESS)
         }
+        Command::Score(args) => boomerang::certify::score::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Manifest(args) => {
             let manifest = Manifest::compute(&args.dir)?;
             if args.write {

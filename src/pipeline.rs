@@ -242,6 +242,14 @@ pub struct BatchOutput {
 /// Receives the latents after every scheduler step (for fixtures and progress).
 pub type StepObserver<'a> = &'a mut dyn FnMut(usize, &Array4<f32>);
 
+/// What one batch runs: the images `[B, 3, H, W]` in `[-1, 1]`, where to start, and the prompt.
+#[derive(Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub plan: &'a StartPlan,
+    pub images: ArrayView4<'a, f32>,
+    pub conditioning: &'a Conditioning,
+}
+
 /// What the VAE encoder returned for a batch, before the posterior sample: the expensive part of
 /// encoding, which several samples of one image can share (each then draws its own posterior
 /// sample from its own seed stream, so sharing changes no result).
@@ -300,41 +308,46 @@ pub fn encode_images(
     Ok(Encoding { kind, values })
 }
 
-/// Boomerang on a batch of equally sized images `[B, 3, H, W]` in `[-1, 1]`.
+/// Boomerang on a batch of equally sized images.
 pub fn boomerang_batch(
     model: &mut SdModel,
     scheduler: &mut dyn Scheduler,
-    plan: &StartPlan,
-    images: ArrayView4<f32>,
-    conditioning: &Conditioning,
+    request: BatchRequest,
     noise: &mut dyn PipelineNoise,
     timer: &mut StageTimer,
     observer: StepObserver,
 ) -> Result<BatchOutput, PipelineError> {
-    let encoding = encode_images(model, images, timer)?;
-    boomerang_encoded(
-        model,
-        scheduler,
-        plan,
-        &encoding,
-        conditioning,
-        noise,
-        timer,
-        observer,
-    )
+    let encoding = encode_images(model, request.images, timer)?;
+    let request = EncodedRequest {
+        plan: request.plan,
+        encoding: &encoding,
+        conditioning: request.conditioning,
+    };
+    boomerang_encoded(model, scheduler, request, noise, timer, observer)
 }
 
-/// Boomerang from already encoded images: posterior sample, forward noise, denoise, decode.
+/// [`BatchRequest`] with the images already encoded ([`encode_images`]).
+#[derive(Clone, Copy)]
+pub struct EncodedRequest<'a> {
+    pub plan: &'a StartPlan,
+    pub encoding: &'a Encoding,
+    pub conditioning: &'a Conditioning,
+}
+
+/// Boomerang from encoded images: posterior sample, forward noise, denoise, decode.
 pub fn boomerang_encoded(
     model: &mut SdModel,
     scheduler: &mut dyn Scheduler,
-    plan: &StartPlan,
-    encoding: &Encoding,
-    conditioning: &Conditioning,
+    request: EncodedRequest,
     noise: &mut dyn PipelineNoise,
     timer: &mut StageTimer,
     observer: StepObserver,
 ) -> Result<BatchOutput, PipelineError> {
+    let EncodedRequest {
+        plan,
+        encoding,
+        conditioning,
+    } = request;
     let batch = encoding.len();
     let scaling = model.geometry.vae_scaling_factor;
 
@@ -374,9 +387,20 @@ pub fn boomerang_encoded(
         let scaled = timer.time(Stage::Scheduler, |_| {
             scheduler.scale_model_input(model_input.view().into_dyn(), t)
         });
+        let scaled_shape = scaled.shape().to_vec();
         let prediction = timer.time(Stage::Unet, |timer| {
             unet(model, as_4d(scaled)?, t, hidden.view(), timer)
         })?;
+        if prediction.shape() != scaled_shape.as_slice() {
+            return Err(output_error(
+                "unet",
+                format!(
+                    "out_sample has shape {:?}, expected {:?}",
+                    prediction.shape(),
+                    scaled_shape
+                ),
+            ));
+        }
         let prediction = if guided {
             let uncond = prediction.slice(s![..batch, .., .., ..]);
             let text = prediction.slice(s![batch.., .., .., ..]);
@@ -430,7 +454,7 @@ fn sample_posterior(
     noise: &mut dyn PipelineNoise,
 ) -> Result<Array4<f32>, PipelineError> {
     let channels = parameters.shape()[1];
-    if channels % 2 != 0 {
+    if !channels.is_multiple_of(2) {
         return Err(output_error(
             "vae_encoder",
             format!(

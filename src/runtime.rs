@@ -354,12 +354,10 @@ pub fn fetch_into_cache() -> Result<PathBuf, FetchError> {
     let wheel = download.path().join(ORT_WHEEL);
     check_digest(&wheel, ORT_WHEEL_SHA256)?;
     let staged = download.path().join("libonnxruntime.so.staged");
-    let extract = format!(
-        "import shutil, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)"
-    );
+    let extract = "import shutil, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)";
     run_python(&[
         "-c",
-        &extract,
+        extract,
         &wheel.to_string_lossy(),
         ORT_LIBRARY_MEMBER,
         &staged.to_string_lossy(),

@@ -46,8 +46,8 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let mut engine = Engine::open(&config.model, runtime, &config.session)?;
     let size = engine.model.geometry.image_size() as u32;
 
-    let (_, plan) = engine.plan(&config.settings)?;
-    let kind = engine.scheduler_kind(&config.settings);
+    let (_, plan) = engine.schedulers.plan(&config.settings)?;
+    let kind = engine.schedulers.kind(&config.settings)?;
     println!(
         "model {} (manifest sha256 {}), working size {size}x{size}",
         config.model.display(),

@@ -318,8 +318,10 @@ fn resume_after_a_crash_matches_an_uninterrupted_run_without_duplicate_rows() {
     std::fs::remove_file(crashed.join("dog/two_aug1.png")).unwrap();
     std::fs::write(crashed.join("cat/one_aug2.png"), b"torn").unwrap();
 
-    // Without --resume a non-empty OUT is refused (usage error).
-    augment(&input, &crashed, &[]).code(2);
+    // Without --resume a non-empty OUT is refused.
+    augment(&input, &crashed, &[])
+        .code(1)
+        .stderr(predicates::str::contains("--resume"));
     // Resumed without --seed: the manifest's run seed is used.
     boomerang()
         .args(["augment", "--model"])
@@ -332,7 +334,9 @@ fn resume_after_a_crash_matches_an_uninterrupted_run_without_duplicate_rows() {
     assert_same_outputs(&whole, &crashed);
 
     // Resuming with another seed is refused.
-    augment(&input, &crashed, &["--resume", "--seed", "12"]).code(2);
+    augment(&input, &crashed, &["--resume", "--seed", "12"])
+        .code(1)
+        .stderr(predicates::str::contains("--seed 11"));
 }
 
 #[test]
@@ -377,11 +381,19 @@ fn png_chunks(bytes: &[u8]) -> Vec<String> {
 }
 
 #[test]
-fn out_inside_in_is_refused_with_usage_exit_code() {
+fn unsafe_folders_and_bad_arguments_are_refused() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
     let before = tree(&input);
-    augment(&input, &input.join("aug"), &[]).code(2);
-    augment(&input, &input, &[]).code(2);
+    augment(&input, &input.join("aug"), &[])
+        .code(1)
+        .stderr(predicates::str::contains("inside"));
+    augment(&input, &input, &[]).code(1);
     assert_eq!(before, tree(&input));
+    // Usage errors (exit 2): no samples, a strength out of range, both strength options.
+    let out = temp.path().join("out");
+    augment(&input, &out, &["-n", "0"]).code(2);
+    augment(&input, &out, &["--strengths", "0.2,1.5"]).code(2);
+    augment(&input, &out, &["--strengths", "0.2", "--strength", "0.3"]).code(2);
+    assert!(!out.exists());
 }

@@ -297,10 +297,11 @@ fn single_file_input_resume_bad_inputs_and_exit_codes() {
     );
     let b = std::fs::read(out.join("b.png")).unwrap();
 
-    // Non-empty OUT without --resume, OUT inside IN, a bad scale: usage errors.
-    enhance(&input, &out, &["--scale", "2"]).code(2);
-    enhance(&input, &input.join("x"), &["--scale", "2"]).code(2);
+    // Refused: a non-empty OUT without --resume, OUT inside IN; usage error: a bad scale.
+    enhance(&input, &out, &["--scale", "2"]).code(1);
+    enhance(&input, &input.join("x"), &["--scale", "2"]).code(1);
     enhance(&input, &temp.path().join("y"), &["--scale", "0"]).code(2);
+    assert!(!input.join("x").exists() && !temp.path().join("y").exists());
 
     // Resume after losing one output and a torn last row: same bytes, no duplicate rows.
     std::fs::remove_file(out.join("b.png")).unwrap();

@@ -1,0 +1,514 @@
+//! `anonymize` end to end on the tiny model: layout, report, privacy of outputs, reproducibility,
+//! crash + resume, refusals, bad inputs and exit codes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use boomerang::report::{verify, Status};
+use predicates::prelude::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// policies/demo.toml with absolute model paths, 5 steps, and the given level overrides.
+fn write_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("policies/demo.toml"))
+        .unwrap()
+        .replace("\"../models/", &format!("\"{}/models/", root().display()))
+        .replace("steps = 10", "steps = 5");
+    for (from, to) in replacements {
+        assert!(text.contains(from), "policy has no `{from}`");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn faces() -> PathBuf {
+    root().join("tests/fixtures/faces")
+}
+
+/// Two class folders of faces, a photo with GPS EXIF and a non-image.
+fn dataset(dir: &Path) -> PathBuf {
+    let input = dir.join("in");
+    std::fs::create_dir_all(input.join("obama")).unwrap();
+    std::fs::create_dir_all(input.join("biden")).unwrap();
+    std::fs::copy(faces().join("obama.jpg"), input.join("obama/1.jpg")).unwrap();
+    std::fs::copy(faces().join("obama2.jpg"), input.join("obama/2.jpg")).unwrap();
+    std::fs::copy(faces().join("biden.jpg"), input.join("biden/1.jpg")).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/metadata/gps.jpg"),
+        input.join("gps.jpg"),
+    )
+    .unwrap();
+    std::fs::write(input.join("notes.txt"), "not an image").unwrap();
+    input
+}
+
+fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::cargo_bin("boomerang").unwrap();
+    command
+        .args(["anonymize", "--quiet", "--policy"])
+        .arg(policy)
+        .args(extra)
+        .arg(input)
+        .arg(output);
+    command
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    files
+}
+
+fn report_path(output: &Path) -> PathBuf {
+    output.with_file_name(format!(
+        "{}.report.csv",
+        output.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+/// PNG chunk types of a file.
+fn png_chunks(bytes: &[u8]) -> Vec<String> {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let mut chunks = Vec::new();
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        let length = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        chunks.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
+        at += 12 + length;
+    }
+    chunks
+}
+
+#[test]
+fn run_keeps_layout_writes_a_verifiable_report_and_strips_metadata() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let before = tree(&input);
+    let output = temp.path().join("out");
+    let policy = write_policy(temp.path(), &[]);
+    anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--seed", "7", "--level", "medium"],
+    )
+    .assert()
+    .code(predicate::in_iter([0, 3]))
+    .stdout(predicate::str::contains("top-1 re-identification rate"));
+    assert_eq!(before, tree(&input), "the input tree changed");
+
+    let rows = verify(&report_path(&output)).expect("report chain verifies");
+    let inputs: Vec<&str> = rows.iter().map(|r| r.input_path.as_str()).collect();
+    assert_eq!(
+        inputs,
+        [
+            "biden/1.jpg",
+            "gps.jpg",
+            "notes.txt",
+            "obama/1.jpg",
+            "obama/2.jpg"
+        ]
+    );
+    let skipped = &rows[2];
+    assert_eq!(skipped.status, Status::Skipped);
+    assert!(
+        skipped.reason.contains("not an image"),
+        "{}",
+        skipped.reason
+    );
+
+    let outputs = tree(&output);
+    assert_eq!(
+        outputs.len(),
+        4,
+        "one output per image (demo policy flags failures)"
+    );
+    for row in rows.iter().filter(|r| r.status != Status::Skipped) {
+        assert!(!row.seed.is_empty() && row.attempts.is_some() && row.distance.is_some());
+        // medium renames files: the folder (class label) stays, the stem is replaced.
+        let output_path = Path::new(&row.output_path);
+        let input_path = Path::new(&row.input_path);
+        assert_eq!(output_path.parent(), input_path.parent());
+        assert_ne!(output_path.file_stem(), input_path.file_stem());
+        let bytes = &outputs[output_path];
+        assert_eq!(
+            hex::encode(boomerang::hashing::sha256_bytes(bytes)),
+            row.output_sha256
+        );
+        let image = image::load_from_memory(bytes).unwrap();
+        assert_eq!(
+            (Some(image.width()), Some(image.height())),
+            (row.width, row.height)
+        );
+        let chunks = png_chunks(bytes);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| ["IHDR", "IDAT", "IEND"].contains(&c.as_str())),
+            "{chunks:?}"
+        );
+    }
+    let gps_output = &outputs[Path::new(&rows[1].output_path)];
+    for secret in [
+        &b"BoomerangTestCamera"[..],
+        b"GPS",
+        b"Exif",
+        b"secret location",
+    ] {
+        assert!(!gps_output.windows(secret.len()).any(|w| w == secret));
+    }
+    // Nothing private lands in the output folder.
+    assert!(!output.join("run.json").exists());
+    let record = std::fs::read_to_string(temp.path().join("out.run.json")).unwrap();
+    assert!(record.contains("\"seed\": 7"), "{record}");
+}
+
+#[test]
+fn same_seed_gives_same_bytes_whatever_threads_or_batch() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let policy = write_policy(temp.path(), &[]);
+    let first = temp.path().join("first");
+    let second = temp.path().join("second");
+    anonymize(&policy, &input, &first, &["--seed", "11", "--threads", "1"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    anonymize(
+        &policy,
+        &input,
+        &second,
+        &["--seed", "11", "--threads", "2", "--batch", "3"],
+    )
+    .assert()
+    .code(predicate::in_iter([0, 3]));
+    assert_eq!(tree(&first), tree(&second));
+    let strip = |rows: Vec<boomerang::report::ReportRow>| -> Vec<(String, String, String)> {
+        rows.into_iter()
+            .map(|r| (r.input_path, r.output_sha256, r.seed))
+            .collect()
+    };
+    assert_eq!(
+        strip(verify(&report_path(&first)).unwrap()),
+        strip(verify(&report_path(&second)).unwrap())
+    );
+}
+
+#[test]
+fn killed_run_resumes_to_the_uninterrupted_result() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for k in 0..8 {
+        let source = ["obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.jpg"][k % 4];
+        let mut bytes = std::fs::read(faces().join(source)).unwrap();
+        // Distinct contents, so each image has its own seed.
+        bytes.extend_from_slice(&[k as u8; 4]);
+        std::fs::write(input.join(format!("img{k}.jpg")), bytes).unwrap();
+    }
+    let policy = write_policy(temp.path(), &[]);
+    let reference = temp.path().join("reference");
+    anonymize(&policy, &input, &reference, &["--seed", "3"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+
+    let output = temp.path().join("out");
+    let report = report_path(&output);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boomerang"))
+        .args(["anonymize", "--quiet", "--seed", "3", "--policy"])
+        .arg(&policy)
+        .arg(&input)
+        .arg(&output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let lines = std::fs::read_to_string(&report)
+            .map(|text| text.lines().count())
+            .unwrap_or(0);
+        if lines >= 3 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it was killed");
+
+    // Resume without --seed: the seed comes from the private run record.
+    anonymize(&policy, &input, &output, &["--resume"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    assert_eq!(tree(&reference), tree(&output));
+    let rows = verify(&report).unwrap();
+    let mut inputs: Vec<&str> = rows.iter().map(|r| r.input_path.as_str()).collect();
+    inputs.dedup();
+    assert_eq!(inputs.len(), 8, "one row per input, no duplicates");
+    assert_eq!(rows.len(), 8);
+}
+
+#[test]
+fn unsafe_folders_and_tampered_models_are_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let policy = write_policy(temp.path(), &[]);
+    anonymize(&policy, &input, &input.join("out"), &["--seed", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("inside"));
+    anonymize(&policy, &input, &input, &["--seed", "1"])
+        .assert()
+        .code(1);
+    let occupied = temp.path().join("occupied");
+    std::fs::create_dir_all(&occupied).unwrap();
+    std::fs::write(occupied.join("keep.txt"), "mine").unwrap();
+    anonymize(&policy, &input, &occupied, &["--seed", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--resume"));
+    assert_eq!(
+        std::fs::read_to_string(occupied.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    let model = temp.path().join("model");
+    let source = root().join("models/tiny-sd");
+    for (relative, bytes) in tree(&source) {
+        std::fs::create_dir_all(model.join(&relative).parent().unwrap()).unwrap();
+        std::fs::write(model.join(&relative), bytes).unwrap();
+    }
+    let mut config = std::fs::read(model.join("unet/config.json")).unwrap();
+    config.push(b'\n');
+    std::fs::write(model.join("unet/config.json"), config).unwrap();
+    std::fs::remove_file(model.join("SHA256SUMS")).unwrap();
+    anonymize(
+        &policy,
+        &input,
+        &temp.path().join("out"),
+        &["--seed", "1", "--model"],
+    )
+    .arg(&model)
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("pins manifest-sha256"));
+    assert!(!temp.path().join("out").exists());
+}
+
+#[test]
+fn exit_codes_follow_the_verdicts() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(faces().join("obama.jpg"), input.join("a.jpg")).unwrap();
+    // A threshold nothing can pass, and one everything passes.
+    let text = std::fs::read_to_string(write_policy(temp.path(), &[])).unwrap();
+    let strict = temp.path().join("strict.toml");
+    let lenient = temp.path().join("lenient.toml");
+    std::fs::write(
+        &strict,
+        text.replace("operating-point = \"same-person\"", "threshold = 1000.0"),
+    )
+    .unwrap();
+    std::fs::write(
+        &lenient,
+        text.replace("operating-point = \"same-person\"", "threshold = 0.000001"),
+    )
+    .unwrap();
+    anonymize(&lenient, &input, &temp.path().join("a"), &["--seed", "1"])
+        .assert()
+        .code(0);
+    anonymize(&strict, &input, &temp.path().join("b"), &["--seed", "1"])
+        .assert()
+        .code(3);
+    let rows = verify(&report_path(&temp.path().join("b"))).unwrap();
+    assert_eq!(rows[0].status, Status::Failed);
+    assert_eq!(
+        rows[0].attempts,
+        Some(3),
+        "failure retried up to max-attempts"
+    );
+    assert!(rows[0].strength > Some(0.5), "retries raise the strength");
+    Command::cargo_bin("anonymize")
+        .unwrap()
+        .arg("--no-such-flag")
+        .assert()
+        .code(2);
+    Command::cargo_bin("anonymize")
+        .unwrap()
+        .args(["--policy"])
+        .arg(&lenient)
+        .arg(temp.path().join("missing"))
+        .arg(temp.path().join("c"))
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let policy = write_policy(temp.path(), &[]);
+    let output = temp.path().join("out");
+    Command::cargo_bin("anonymize")
+        .unwrap()
+        .args(["--dry-run", "--level", "high", "--policy"])
+        .arg(&policy)
+        .arg(&input)
+        .arg(&output)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("4 images to anonymize, 1 to skip"))
+        .stdout(predicate::str::contains("strength 0.7"))
+        .stdout(predicate::str::contains("nothing written"));
+    assert!(!output.exists());
+    assert!(!report_path(&output).exists());
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG that declares 100000 x 100000 pixels: decoding it must be refused, not attempted.
+fn png_bomb() -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    png
+}
+
+#[test]
+fn bad_inputs_get_rows_and_the_run_goes_on() {
+    use std::os::unix::ffi::OsStrExt;
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(input.join("folder.png")).unwrap();
+    let good = std::fs::read(faces().join("obama.jpg")).unwrap();
+    std::fs::write(input.join("folder.png/inside.jpg"), &good).unwrap();
+    std::fs::write(input.join("empty.png"), b"").unwrap();
+    let png = {
+        let image = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 100, 50]));
+        let mut bytes = Vec::new();
+        image::DynamicImage::ImageRgb8(image)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        bytes
+    };
+    std::fs::write(input.join("truncated.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(input.join("text.png"), b"hello, not a png").unwrap();
+    std::fs::write(input.join("jpeg-named.png"), &good).unwrap();
+    std::fs::write(input.join("bomb.png"), png_bomb()).unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([9, 9, 9]))
+        .save(input.join("one.png"))
+        .unwrap();
+    image::ImageBuffer::<image::Rgba<u16>, _>::from_pixel(
+        20,
+        20,
+        image::Rgba([60000, 0, 0, 30000]),
+    )
+    .save(input.join("deep-alpha.png"))
+    .unwrap();
+    image::GrayImage::from_pixel(24, 24, image::Luma([128]))
+        .save(input.join("gray.png"))
+        .unwrap();
+    std::fs::write(
+        input.join(std::ffi::OsStr::from_bytes(b"caf\xe9.png")),
+        &png,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("loop", input.join("loop")).unwrap();
+    let policy = write_policy(temp.path(), &[("max-attempts = 3", "max-attempts = 1")]);
+    let output = temp.path().join("out");
+    anonymize(&policy, &input, &output, &["--seed", "2", "--level", "low"])
+        .assert()
+        .code(3);
+    let rows = verify(&report_path(&output)).unwrap();
+    let by_input: BTreeMap<&str, &boomerang::report::ReportRow> =
+        rows.iter().map(|r| (r.input_path.as_str(), r)).collect();
+    for (name, status) in [
+        ("empty.png", Status::Error),
+        ("truncated.png", Status::Error),
+        ("text.png", Status::Error),
+        ("bomb.png", Status::Error),
+        ("loop", Status::Skipped),
+    ] {
+        let row = by_input
+            .get(name)
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"));
+        assert_eq!(row.status, status, "{name}: {}", row.reason);
+        assert!(!row.reason.is_empty(), "{name} has no reason");
+        assert!(row.output_path.is_empty());
+    }
+    for name in [
+        "folder.png/inside.jpg",
+        "jpeg-named.png",
+        "one.png",
+        "deep-alpha.png",
+        "gray.png",
+        "caf\\xe9.png",
+    ] {
+        let row = by_input
+            .get(name)
+            .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"));
+        assert!(
+            matches!(row.status, Status::Certified | Status::Failed),
+            "{name}: {:?} {}",
+            row.status,
+            row.reason
+        );
+        if name.contains('\\') {
+            continue; // escaped non-UTF-8 name: the row's path is display text
+        }
+        let written = image::open(output.join(&row.output_path)).unwrap();
+        assert_eq!(
+            (Some(written.width()), Some(written.height())),
+            (row.width, row.height)
+        );
+        if name == "gray.png" {
+            assert_eq!(
+                written.color(),
+                image::ColorType::L8,
+                "grayscale in, grayscale out"
+            );
+        }
+    }
+}
