@@ -342,7 +342,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
                         ..base_row(&job.relative)
                     })?;
                     counts.errors += 1;
-                    bar.inc(1);
+                    counts.tick(&bar, 1);
                     continue;
                 }
             };
@@ -351,10 +351,16 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
                 .map(|k| image_seed(run_seed, &input.sha256, k))
                 .collect();
             let is_kept = |output: &Path, check: &dyn Fn(&AugmentRow) -> bool| {
-                match kept.get(output) {
-                    Some(row) if row.source_sha256 == source_sha256 && check(row) => Ok(true),
+                match kept.get(&path_text(output)) {
+                    Some(row)
+                        if row.source_sha256 == source_sha256
+                            && row.model_sha256 == model_sha256
+                            && check(row) =>
+                    {
+                        Ok(true)
+                    }
                     Some(_) => Err(Refused(format!(
-                        "{}: its manifest row was made from another input file or with other settings; resume with the arguments of that run, or start over in an empty folder",
+                        "{}: its manifest row was made from another input file, model or settings; resume with the arguments of that run, or start over in an empty folder",
                         path_text(output)
                     ))),
                     None => Ok(false),
@@ -391,7 +397,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
                 }
             }
             if pending.is_empty() {
-                bar.inc(1);
+                counts.tick(&bar, 1);
                 continue;
             }
             let (tensor, placement) = imageio::to_working_tensor(&input.image, size);
@@ -455,8 +461,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<Counts> {
                 counts.written += 1;
             }
         }
-        bar.inc(loaded.len() as u64);
-        bar.set_message(format!("{} errors", counts.errors));
+        counts.tick(&bar, loaded.len() as u64);
     }
     bar.finish_and_clear();
     if !config.quiet {
@@ -476,7 +481,7 @@ fn resolve_seed(given: Option<u64>, kept: &[AugmentRow]) -> Result<u64, Refused>
 fn index_kept(
     planned: &[Planned],
     kept: Vec<AugmentRow>,
-) -> Result<HashMap<PathBuf, AugmentRow>, Refused> {
+) -> Result<HashMap<String, AugmentRow>, Refused> {
     let outputs: HashSet<String> = planned
         .iter()
         .filter_map(|p| match p {
@@ -494,7 +499,7 @@ fn index_kept(
                 row.output
             )));
         }
-        index.insert(PathBuf::from(&row.output), row);
+        index.insert(row.output.clone(), row);
     }
     Ok(index)
 }

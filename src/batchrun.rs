@@ -46,6 +46,12 @@ impl Counts {
         }
     }
 
+    /// Advances the progress bar by `images` and shows the running counts.
+    pub fn tick(&self, bar: &ProgressBar, images: u64) {
+        bar.inc(images);
+        bar.set_message(format!("{} written, {} errors", self.written, self.errors));
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{} written, {} already done, {} errors, {} skipped",
@@ -60,7 +66,8 @@ pub fn progress_bar(total: u64, unit: &str, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit} ({{msg}}) ETA {{eta}}");
+    // The layout of anonymize's bar.
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}, ETA {{eta}} · {{msg}}");
     let style =
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
     ProgressBar::new(total).with_style(style)

@@ -393,7 +393,8 @@ fn seed_option(seed: SeedArg) -> Option<u64> {
 
 #[derive(Debug, Args)]
 #[command(mut_arg("batch", |arg| arg.help(
-    "Images encoded together; all their samples of one strength share a UNet batch"
+    "Images encoded together; all their samples of one strength share a UNet batch, so UNet \
+     memory grows with B x N"
 )))]
 pub struct AugmentArgs {
     #[command(flatten)]

@@ -390,6 +390,13 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
     // Before anything is written, so a model or runtime problem leaves OUT untouched.
     let runtime = runtime::init(config.onnxruntime.as_deref())?;
     let mut engine = Engine::open(&config.model, runtime, &config.session)?;
+    let geometry = engine.model.geometry;
+    let tile = config.tile.unwrap_or(geometry.image_size() as u32);
+    let tiling = Tiling::new(
+        tile,
+        config.overlap.unwrap_or(tile / 4),
+        geometry.vae_scale_factor,
+    )?;
     std::fs::create_dir_all(&config.output)
         .with_context(|| format!("creating {}", config.output.display()))?;
     let (mut manifest, kept) = if config.resume {
@@ -413,13 +420,6 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
         .into());
     }
 
-    let geometry = engine.model.geometry;
-    let tile = config.tile.unwrap_or(geometry.image_size() as u32);
-    let tiling = Tiling::new(
-        tile,
-        config.overlap.unwrap_or(tile / 4),
-        geometry.vae_scale_factor,
-    )?;
     let model_sha256 = engine.model.model_hash();
     let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
     let (_, start) = engine.schedulers.plan(&config.settings)?;
@@ -501,7 +501,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
             Err(error) => {
                 manifest.append(&error_row(error.reason(), String::new()))?;
                 counts.errors += 1;
-                bar.inc(1);
+                counts.tick(&bar, 1);
                 continue;
             }
         };
@@ -539,7 +539,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
                 ))
                 .into());
             }
-            bar.inc(1);
+            counts.tick(&bar, 1);
             continue;
         }
         if width.max(height) > u64::from(MAX_OUTPUT_SIDE) {
@@ -550,7 +550,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
                 source_sha256,
             ))?;
             counts.errors += 1;
-            bar.inc(1);
+            counts.tick(&bar, 1);
             continue;
         }
         let (result, tiles) = enhance_image(
@@ -571,8 +571,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<Counts> {
             ..row
         })?;
         counts.written += 1;
-        bar.inc(1);
-        bar.set_message(format!("{} errors", counts.errors));
+        counts.tick(&bar, 1);
     }
     bar.finish_and_clear();
     if !config.quiet {

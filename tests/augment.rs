@@ -334,9 +334,15 @@ fn resume_after_a_crash_matches_an_uninterrupted_run_without_duplicate_rows() {
     assert_same_outputs(&whole, &crashed);
 
     // Resuming with another seed is refused.
-    augment(&input, &crashed, &["--resume", "--seed", "12"])
+    boomerang()
+        .args(["augment", "--model"])
+        .arg(model())
+        .args(["--steps", "4", "-n", "3", "--resume", "--seed", "12"])
+        .arg(&input)
+        .arg(&crashed)
+        .assert()
         .code(1)
-        .stderr(predicates::str::contains("--seed 11"));
+        .stderr(predicates::str::contains("resume with --seed 11"));
 }
 
 #[test]
