@@ -177,21 +177,7 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
     }
     let embedder_sha256 = sha256_file(&policy.embedder.spec)
         .with_context(|| format!("reading embedder spec {}", policy.embedder.spec.display()))?;
-    let scheduler = level
-        .scheduler
-        .as_deref()
-        .map(str::parse::<SchedulerKind>)
-        .transpose()
-        .with_context(|| format!("{}: level {}", policy.source.display(), level.name))?;
-    let settings = Settings {
-        strength: level.strength(),
-        steps: level.steps,
-        scheduler,
-        eta: level.eta,
-        prompt: level.prompt.clone(),
-        negative_prompt: level.negative_prompt.clone(),
-        guidance: level.guidance,
-    };
+    let settings = level_settings(&policy, &level)?;
     let schedulers = SchedulerSetup::load(&model_dir.join("scheduler/scheduler_config.json"))?;
     Ok(Prepared {
         policy,
@@ -201,6 +187,25 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         model_sha256,
         embedder_sha256,
         schedulers,
+    })
+}
+
+/// The Boomerang settings of a level's first attempt.
+pub fn level_settings(policy: &Policy, level: &Level) -> anyhow::Result<Settings> {
+    let scheduler = level
+        .scheduler
+        .as_deref()
+        .map(str::parse::<SchedulerKind>)
+        .transpose()
+        .with_context(|| format!("{}: level {}", policy.source.display(), level.name))?;
+    Ok(Settings {
+        strength: level.strength(),
+        steps: level.steps,
+        scheduler,
+        eta: level.eta,
+        prompt: level.prompt.clone(),
+        negative_prompt: level.negative_prompt.clone(),
+        guidance: level.guidance,
     })
 }
 

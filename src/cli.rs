@@ -85,6 +85,18 @@ pub enum Command {
     Manifest(ManifestArgs),
     /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache
     FetchOnnxruntime,
+    /// Check a run from its report: hash chain, output files, verdicts, policy, model and embedder
+    /// hashes; exit 0 clean, 3 findings, 1 could not run
+    Audit(crate::audit::AuditArgs),
+    /// Work with run reports
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Merge the reports of a run split into parts into one re-chained report
+    Merge(crate::audit::ReportMergeArgs),
 }
 
 /// Where and how ONNX Runtime runs.

@@ -3,6 +3,7 @@
 
 pub mod anonymize;
 pub mod atomic;
+pub mod audit;
 pub mod augment;
 pub mod batchrun;
 pub mod certify;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod noise;
 pub mod pipeline;
 pub mod policy;
+pub mod recompute;
 pub mod report;
 pub mod runtime;
 pub mod sample;

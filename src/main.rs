@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use boomerang::cli::{Command, Opts};
+use boomerang::cli::{Command, Opts, ReportCommand};
 use boomerang::manifest::Manifest;
 
 fn main() -> ExitCode {
@@ -25,6 +25,22 @@ fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             boomerang::sample::run(&args.config()?).map(|()| ExitCode::SUCCESS)
         }
         Command::Score(args) => boomerang::certify::score::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Audit(mut args) => {
+            // --recompute both re-scores and re-runs; --seed-sample can ask for more re-runs.
+            args.seed_sample = args.seed_sample.max(args.recompute);
+            let mut recomputer = if args.recompute > 0 || args.seed_sample > 0 {
+                Some(boomerang::recompute::RunRecomputer::open(&args)?)
+            } else {
+                None
+            };
+            let recomputer = recomputer
+                .as_mut()
+                .map(|r| r as &mut dyn boomerang::audit::Recomputer);
+            boomerang::audit::run(&args, recomputer).map(|outcome| ExitCode::from(outcome.code()))
+        }
+        Command::Report(ReportCommand::Merge(args)) => {
+            boomerang::audit::merge::run(&args).map(|_| ExitCode::SUCCESS)
+        }
         Command::Manifest(args) => {
             let manifest = Manifest::compute(&args.dir)?;
             if args.write {

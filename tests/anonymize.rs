@@ -302,13 +302,13 @@ fn unsafe_folders_and_tampered_models_are_refused() {
     config.push(b'\n');
     std::fs::write(model.join("unet/config.json"), config).unwrap();
     std::fs::remove_file(model.join("SHA256SUMS")).unwrap();
+    let model_arg = model.to_str().unwrap();
     anonymize(
         &policy,
         &input,
         &temp.path().join("out"),
-        &["--seed", "1", "--model"],
+        &["--seed", "1", "--model", model_arg],
     )
-    .arg(&model)
     .assert()
     .code(1)
     .stderr(predicate::str::contains("pins manifest-sha256"));
@@ -484,7 +484,7 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
         "one.png",
         "deep-alpha.png",
         "gray.png",
-        "caf\\xe9.png",
+        "caf\\xE9.png",
     ] {
         let row = by_input
             .get(name)

@@ -46,7 +46,7 @@ def main():
         tokenizer = make_tiny_sd.build_tokenizer(work, args.wheel)
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-            scheduler=PNDMScheduler(**{k: v for k, v in make_tiny_sd.SCHEDULER_CONFIG.items() if not k.startswith("_")}),
+            scheduler=PNDMScheduler.from_config(make_tiny_sd.SCHEDULER_CONFIG),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         folder = os.path.join(work, "sd15-shaped")
         pipe.save_pretrained(folder)

@@ -1,0 +1,93 @@
+//! Peak memory of `anonymize` must not grow with the dataset: runs 100 and 1000 small images
+//! through the tiny model and prints both peaks (VmHWM) and their ratio.
+//! Run: cargo bench --bench peak_memory   (about 5 minutes on 2 cores)
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `count` distinct 64x64 images.
+fn dataset(dir: &Path, count: u32) -> PathBuf {
+    let input = dir.join(format!("in{count}"));
+    std::fs::create_dir_all(&input).expect("create input");
+    for k in 0..count {
+        let image = image::RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, (k % 251) as u8])
+        });
+        image
+            .save(input.join(format!("{k:05}.png")))
+            .expect("write image");
+    }
+    input
+}
+
+fn policy(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("policies/demo.toml"))
+        .expect("demo policy")
+        .replace("\"../models/", &format!("\"{}/models/", root().display()))
+        .replace("steps = 10", "steps = 5")
+        .replace("max-attempts = 3", "max-attempts = 1");
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, text).expect("write policy");
+    path
+}
+
+/// Peak resident set (kB) of one anonymize run, sampled from /proc until it exits.
+fn peak_kb(policy: &Path, input: &Path, output: &Path) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boomerang"))
+        .args([
+            "anonymize",
+            "--quiet",
+            "--level",
+            "low",
+            "--seed",
+            "1",
+            "--policy",
+        ])
+        .arg(policy)
+        .arg(input)
+        .arg(output)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start boomerang");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    (peak, started.elapsed())
+}
+
+fn main() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let policy = policy(temp.path());
+    let mut peaks = Vec::new();
+    for count in [100, 1000] {
+        let input = dataset(temp.path(), count);
+        let (kb, elapsed) = peak_kb(&policy, &input, &temp.path().join(format!("out{count}")));
+        println!(
+            "{count:>5} images: peak RSS {:.1} MiB, {:.1} s",
+            kb as f64 / 1024.0,
+            elapsed.as_secs_f64()
+        );
+        peaks.push(kb as f64);
+    }
+    println!("peak ratio 1000/100: {:.3}", peaks[1] / peaks[0]);
+}

@@ -1,0 +1,729 @@
+//! The checks beyond the chain: run.json, output and input files, hashes, and each row's verdict
+//! against its distance, threshold and the policy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::{io_error, AuditError, Entry, Finding, FindingKind, GivenHashes, RunJson};
+use crate::anonymize::run_record_path;
+use crate::certify::spec::EmbedderSpec;
+use crate::dataset::{path_text, IMAGE_EXTENSIONS};
+use crate::hashing::sha256_file;
+use crate::policy::{OnFailure, Policy, Threshold};
+use crate::report::{ReportRow, RunRecord, Status, StatusCounts};
+
+/// Slack when comparing a row's threshold or strength with the policy's: both went through a
+/// decimal text round trip.
+const THRESHOLD_SLACK: f32 = 1e-6;
+const STRENGTH_SLACK: f64 = 1e-9;
+
+pub(super) fn load_run_json(path: &Path) -> Result<RunJson, AuditError> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let bad = |message: String| AuditError::RunJson {
+        path: path.to_path_buf(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let reidentification_rate = value
+        .get("reidentification_rate")
+        .and_then(serde_json::Value::as_f64);
+    let reidentification_chance = value
+        .get("reidentification_chance")
+        .and_then(serde_json::Value::as_f64);
+    let record: RunRecord = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    Ok(RunJson {
+        path: path.to_path_buf(),
+        record,
+        reidentification_rate,
+        reidentification_chance,
+    })
+}
+
+/// The run.json the run wrote beside the report ([`run_record_path`]), when it names this report.
+pub(super) fn find_run_json(
+    report: &Path,
+    not_checked: &mut Vec<String>,
+) -> Result<Option<RunJson>, AuditError> {
+    let Some(name) = report.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(None);
+    };
+    let candidate = run_record_path(report);
+    if !candidate.is_file() {
+        return Ok(None);
+    }
+    let run = load_run_json(&candidate)?;
+    if names_report(&run.record, &name) {
+        return Ok(Some(run));
+    }
+    not_checked.push(format!(
+        "{} was not used: it names the report `{}`, not this one",
+        candidate.display(),
+        super::shown(&run.record.report_path)
+    ));
+    Ok(None)
+}
+
+fn names_report(record: &RunRecord, report_name: &str) -> bool {
+    Path::new(&record.report_path)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy() == report_name)
+}
+
+/// The report against run.json: rows cut from the end, a rewritten tail, counts.
+pub(super) fn run_record(
+    report: &Path,
+    entries: &[Entry],
+    chain_head: &str,
+    run: &RunJson,
+) -> Vec<Finding> {
+    let record = &run.record;
+    let source = run.path.display();
+    let mut findings = Vec::new();
+    let mut add = |message: String| {
+        findings.push(Finding::new(FindingKind::RunRecord, None, message));
+    };
+    let report_name = report
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !names_report(record, &report_name) {
+        add(format!(
+            "{source} is the record of report `{}`, not of `{}`",
+            super::shown(&record.report_path),
+            super::shown(&report_name)
+        ));
+    }
+    let rows = entries.len() as u64;
+    if record.report_rows != rows {
+        let what = if record.report_rows > rows {
+            "rows were deleted (the chain alone cannot see rows cut from the end)"
+        } else {
+            "rows were added after the run ended"
+        };
+        add(format!(
+            "the report has {rows} rows, {source} says the run wrote {}: {what}",
+            record.report_rows
+        ));
+    }
+    if record.report_chain_head != chain_head {
+        add(format!(
+            "the report's last chain value is {chain_head}, {source} says {}: the report's end was cut, extended or rewritten",
+            record.report_chain_head
+        ));
+    }
+    if record.finished.is_empty() {
+        add(format!(
+            "{source} has no end time: the run did not finish (continue it with --resume), so its report is incomplete"
+        ));
+    }
+    for column in ["policy_sha256", "model_sha256", "embedder_sha256"] {
+        let Some(recorded) = record
+            .config
+            .get(column)
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        let differing: BTreeSet<&str> = entries
+            .iter()
+            .filter_map(|e| e.row.as_ref())
+            .map(|row| match column {
+                "policy_sha256" => row.policy_sha256.as_str(),
+                "model_sha256" => row.model_sha256.as_str(),
+                _ => row.embedder_sha256.as_str(),
+            })
+            .filter(|value| !value.is_empty() && !value.eq_ignore_ascii_case(recorded))
+            .collect();
+        for value in differing {
+            add(format!(
+                "rows have {column} {}, {source} records {}",
+                super::shown(value),
+                super::shown(recorded)
+            ));
+        }
+    }
+    let counts = StatusCounts::of(entries.iter().filter_map(|e| e.row.as_ref()));
+    if counts != record.counts {
+        add(format!(
+            "status counts differ: the report has {}, {source} says {}",
+            describe_counts(&counts),
+            describe_counts(&record.counts)
+        ));
+    }
+    findings
+}
+
+fn describe_counts(counts: &StatusCounts) -> String {
+    format!(
+        "certified {}, failed {}, error {}, skipped {}",
+        counts.certified, counts.failed, counts.error, counts.skipped
+    )
+}
+
+/// The listed outputs against the output folder, and anything there that no row lists. Report
+/// paths are never opened as written: the folder is walked and its files matched by their report
+/// text ([`path_text`]), so a row cannot point the audit outside the folder.
+pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
+    if !dir.is_dir() {
+        return Err(io_error(dir, "not a folder (--outputs)"));
+    }
+    let found: HashMap<String, (PathBuf, Kind)> = walk(dir)?
+        .into_iter()
+        .map(|(path, kind)| (path_text(&path), (path, kind)))
+        .collect();
+    let mut findings = Vec::new();
+    let mut listed: HashMap<&str, u64> = HashMap::new();
+    for entry in entries {
+        let Some(row) = &entry.row else { continue };
+        if row.output_path.is_empty() {
+            continue;
+        }
+        let finding = |kind, message: String| {
+            Finding::new(kind, Some(entry.line), message).output(&row.output_path)
+        };
+        if let Some(first) = listed.insert(&row.output_path, entry.line) {
+            findings.push(finding(
+                FindingKind::OutputPath,
+                format!("the same output is listed on line {first}"),
+            ));
+            continue;
+        }
+        match found.get(&row.output_path) {
+            None => findings.push(finding(
+                FindingKind::OutputMissing,
+                "the output file is not in the output folder".to_string(),
+            )),
+            Some((_, kind)) if *kind != Kind::File => findings.push(finding(
+                FindingKind::OutputMissing,
+                "the output is not a regular file (a symlink or a special file)".to_string(),
+            )),
+            Some((path, _)) => {
+                let full = dir.join(path);
+                let digest = sha256_file(&full).map_err(|e| io_error(&full, e))?;
+                if !digest.eq_ignore_ascii_case(&row.output_sha256) {
+                    findings.push(finding(
+                        FindingKind::OutputHash,
+                        format!(
+                            "the file's sha256 is {digest}, the report says {}: the output was replaced or changed",
+                            shown_hash(&row.output_sha256)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut unlisted: Vec<(&String, &(PathBuf, Kind))> = found
+        .iter()
+        .filter(|(text, _)| !listed.contains_key(text.as_str()))
+        .collect();
+    unlisted.sort();
+    for (text, (path, kind)) in unlisted {
+        let what = match kind {
+            Kind::File if is_temp(path) => {
+                "a temporary file of an interrupted write, listed by no row"
+            }
+            Kind::File if is_image(path) => "an image that no row lists",
+            Kind::File => "a file that no row lists",
+            Kind::Symlink => "a symbolic link, which a run never writes",
+            Kind::Other => {
+                "not a regular file (a socket, FIFO or device), which a run never writes"
+            }
+        };
+        findings.push(Finding::new(FindingKind::OutputUnlisted, None, what).output(text));
+    }
+    Ok(findings)
+}
+
+/// The listed inputs against the input folder, walked exactly as a run walks it
+/// ([`crate::dataset::walk`]): each row's input must match its sha256, and each walked entry must
+/// have a row.
+pub(super) fn inputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
+    let walked: HashMap<String, PathBuf> = crate::dataset::walk(dir)
+        .map_err(|e| io_error(dir, e))?
+        .into_iter()
+        .map(|entry| (path_text(&entry.relative), entry.relative))
+        .collect();
+    let mut findings = Vec::new();
+    let mut listed = BTreeSet::new();
+    for entry in entries {
+        let Some(row) = &entry.row else { continue };
+        listed.insert(row.input_path.as_str());
+        let finding = |kind, message: &str| {
+            Finding::new(kind, Some(entry.line), message).input(&row.input_path)
+        };
+        let Some(relative) = walked.get(&row.input_path) else {
+            findings.push(finding(
+                FindingKind::InputMissing,
+                "the input file is not in the input folder",
+            ));
+            continue;
+        };
+        if row.input_sha256.is_empty() {
+            continue;
+        }
+        let full = dir.join(relative);
+        // Followed: the run reads through symlinks inside its input folder.
+        if !std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let digest = sha256_file(&full).map_err(|e| io_error(&full, e))?;
+        if !digest.eq_ignore_ascii_case(&row.input_sha256) {
+            findings.push(finding(
+                FindingKind::InputHash,
+                "the input file's sha256 differs from the report's: the input changed since the run, or the row was forged",
+            ));
+        }
+    }
+    let mut unlisted: Vec<&String> = walked
+        .keys()
+        .filter(|text| !listed.contains(text.as_str()))
+        .collect();
+    unlisted.sort();
+    for text in unlisted {
+        findings.push(
+            Finding::new(
+                FindingKind::InputUnlisted,
+                None,
+                "an input with no row in the report: the run missed it, or its row was deleted",
+            )
+            .input(text),
+        );
+    }
+    Ok(findings)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    File,
+    Symlink,
+    Other,
+}
+
+/// Every non-folder entry under `dir`, relative, without following symlinks.
+fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let folder = dir.join(&relative);
+        let listing = std::fs::read_dir(&folder).map_err(|e| io_error(&folder, e))?;
+        for item in listing {
+            let item = item.map_err(|e| io_error(&folder, e))?;
+            let child = relative.join(item.file_name());
+            let kind = item
+                .file_type()
+                .map_err(|e| io_error(&dir.join(&child), e))?;
+            if kind.is_dir() {
+                pending.push(child);
+            } else if kind.is_file() {
+                found.push((child, Kind::File));
+            } else if kind.is_symlink() {
+                found.push((child, Kind::Symlink));
+            } else {
+                found.push((child, Kind::Other));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n.starts_with(".boomerang-") && n.ends_with(".tmp"))
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+fn shown_hash(hash: &str) -> String {
+    if hash.is_empty() {
+        "nothing".to_string()
+    } else {
+        super::shown(hash)
+    }
+}
+
+/// What the audit needs from the embedder spec: its hashes, its metric and its operating points
+/// as distance thresholds (`max-distance`, or for cosine `1 - min-similarity`).
+pub(super) struct EmbedderFacts {
+    /// sha256 of the spec file: what `anonymize` records as `embedder_sha256`.
+    pub spec_sha256: String,
+    /// sha256 of the spec's ONNX graph.
+    pub graph_sha256: String,
+    pub metric: String,
+    pub thresholds: HashMap<String, f32>,
+    /// The spec pins a graph sha256 that its graph file does not have.
+    pub pin_mismatch: Option<Finding>,
+}
+
+pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
+    let spec = EmbedderSpec::load(path).map_err(|e| io_error(path, e))?;
+    let spec_sha256 = sha256_file(path).map_err(|e| io_error(path, e))?;
+    let graph = spec.onnx_path();
+    let graph_sha256 = sha256_file(&graph).map_err(|e| io_error(&graph, e))?;
+    let pin_mismatch = spec
+        .sha256
+        .as_ref()
+        .filter(|pin| !pin.eq_ignore_ascii_case(&graph_sha256))
+        .map(|pin| {
+            Finding::new(
+                FindingKind::Hash,
+                None,
+                format!(
+                    "the embedder spec pins graph sha256 {}, but {} hashes to {graph_sha256}",
+                    super::shown(pin),
+                    graph.display()
+                ),
+            )
+        });
+    let thresholds = spec
+        .operating_points
+        .iter()
+        .filter_map(|point| {
+            let distance = match (point.max_distance, point.min_similarity) {
+                (Some(max), _) => max,
+                (None, Some(min)) => 1.0 - min,
+                (None, None) => return None,
+            };
+            Some((point.name.clone(), distance))
+        })
+        .collect();
+    Ok(EmbedderFacts {
+        graph_sha256,
+        spec_sha256,
+        metric: spec.metric.to_string(),
+        thresholds,
+        pin_mismatch,
+    })
+}
+
+/// Reads one column of a row.
+pub(super) type Column = fn(&ReportRow) -> &str;
+
+/// Policy, model and embedder hashes: one value across the report, equal to the files given.
+pub(super) fn hashes(
+    entries: &[Entry],
+    given: &GivenHashes,
+    policy: Option<&Policy>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let pinned = policy.and_then(|p| p.model.manifest_sha256.clone());
+    let embedder: Vec<&String> = given.embedder.iter().chain(&given.embedder_graph).collect();
+    let columns: [(&str, Column, Vec<&String>, &str); 3] = [
+        (
+            "policy_sha256",
+            |r| &r.policy_sha256,
+            given.policy.iter().collect(),
+            "--policy file",
+        ),
+        (
+            "model_sha256",
+            |r| &r.model_sha256,
+            given.model.iter().collect(),
+            "--model folder's manifest",
+        ),
+        (
+            "embedder_sha256",
+            |r| &r.embedder_sha256,
+            embedder,
+            "--embedder spec",
+        ),
+    ];
+    for (column, get, expected, source) in columns {
+        // Value → (rows, first line).
+        let mut values: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for entry in entries {
+            let Some(row) = &entry.row else { continue };
+            let value = get(row);
+            if value.is_empty() {
+                if matches!(row.status, Status::Certified | Status::Failed) {
+                    findings.push(Finding::new(
+                        FindingKind::Hash,
+                        Some(entry.line),
+                        format!("{} row with an empty {column}", row.status),
+                    ));
+                }
+                continue;
+            }
+            let slot = values.entry(value).or_insert((0, entry.line));
+            slot.0 += 1;
+        }
+        if values.len() > 1 {
+            let list: Vec<String> = values
+                .iter()
+                .map(|(v, (n, first))| {
+                    format!("{} ({n} rows, first line {first})", super::shown(v))
+                })
+                .collect();
+            findings.push(Finding::new(
+                FindingKind::Hash,
+                None,
+                format!(
+                    "the report mixes {} values of {column}: {}",
+                    values.len(),
+                    list.join(", ")
+                ),
+            ));
+        }
+        if let Some(first_expected) = expected.first() {
+            for (value, (n, first)) in &values {
+                if !expected.iter().any(|e| value.eq_ignore_ascii_case(e)) {
+                    findings.push(Finding::new(
+                        FindingKind::Hash,
+                        Some(*first),
+                        format!(
+                            "{n} row(s) have {column} {}, the {source} hashes to {first_expected}",
+                            super::shown(value)
+                        ),
+                    ));
+                }
+            }
+        }
+        if column == "model_sha256" {
+            if let Some(pin) = &pinned {
+                for (value, (n, first)) in &values {
+                    if !value.eq_ignore_ascii_case(pin) {
+                        findings.push(Finding::new(
+                            FindingKind::Hash,
+                            Some(*first),
+                            format!(
+                                "{n} row(s) have model_sha256 {}, the policy pins {pin}",
+                                super::shown(value)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    findings
+}
+
+/// Each row's status against its own distance and threshold, and against the policy's rules.
+pub(super) fn verdicts(
+    entries: &[Entry],
+    policy: Option<&Policy>,
+    embedder: Option<&EmbedderFacts>,
+    not_checked: &mut Vec<String>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut unresolved = BTreeSet::new();
+    for entry in entries {
+        let Some(row) = &entry.row else { continue };
+        let mut add = |kind, message: String| {
+            let mut finding = Finding::new(kind, Some(entry.line), message);
+            if !row.output_path.is_empty() {
+                finding = finding.output(&row.output_path);
+            }
+            findings.push(finding);
+        };
+        own_verdict(row, &mut add);
+        if let Some(embedder) = embedder {
+            if matches!(row.status, Status::Certified | Status::Failed)
+                && row.metric != embedder.metric
+            {
+                add(
+                    FindingKind::Rule,
+                    format!(
+                        "metric `{}`, but the embedder spec compares by {}",
+                        super::shown(&row.metric),
+                        embedder.metric
+                    ),
+                );
+            }
+        }
+        if let Some(policy) = policy {
+            let thresholds = embedder.map(|e| &e.thresholds);
+            policy_rules(row, policy, thresholds, &mut unresolved, &mut add);
+        }
+    }
+    for name in unresolved {
+        not_checked.push(format!(
+            "thresholds of operating point `{name}` (give the embedder spec that defines it with --embedder)"
+        ));
+    }
+    findings
+}
+
+fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
+    let known_metric = matches!(row.metric.as_str(), "euclidean" | "cosine");
+    match row.status {
+        Status::Certified => {
+            if row.output_path.is_empty() || row.output_sha256.is_empty() {
+                add(
+                    FindingKind::Verdict,
+                    "certified, but the row lists no output file or no output sha256".into(),
+                );
+            }
+            match (row.distance, row.threshold) {
+                (Some(d), Some(t)) if d.is_finite() && t.is_finite() => {
+                    if !known_metric {
+                        add(
+                            FindingKind::Verdict,
+                            format!(
+                                "certified under the unknown metric `{}`: cannot tell which side of the threshold is a different identity",
+                                super::shown(&row.metric)
+                            ),
+                        );
+                    } else if d < t {
+                        add(
+                            FindingKind::Verdict,
+                            format!(
+                                "certified, but distance {d} is below the threshold {t} ({}: a distance at or above the threshold is a different identity)",
+                                row.metric
+                            ),
+                        );
+                    }
+                }
+                _ => add(
+                    FindingKind::Verdict,
+                    "certified without a finite distance and threshold".into(),
+                ),
+            }
+        }
+        Status::Failed => match (row.distance, row.threshold) {
+            (Some(d), Some(t)) if known_metric && d.is_finite() && t.is_finite() && d > t => add(
+                FindingKind::Verdict,
+                format!(
+                    "failed, but distance {d} is beyond the threshold {t} ({}): the row would be certified",
+                    row.metric
+                ),
+            ),
+            (Some(_), Some(_)) => {}
+            _ if row.reason.trim().is_empty() => add(
+                FindingKind::Verdict,
+                "failed without a distance and threshold, and without a reason".into(),
+            ),
+            _ => {}
+        },
+        Status::Error | Status::Skipped => {
+            if row.reason.trim().is_empty() {
+                add(FindingKind::Verdict, format!("{} without a reason", row.status));
+            }
+            if !row.output_path.is_empty() {
+                add(
+                    FindingKind::Verdict,
+                    format!("{}, yet the row lists an output file", row.status),
+                );
+            }
+        }
+    }
+}
+
+fn policy_rules(
+    row: &ReportRow,
+    policy: &Policy,
+    operating_points: Option<&HashMap<String, f32>>,
+    unresolved: &mut BTreeSet<String>,
+    add: &mut impl FnMut(FindingKind, String),
+) {
+    if !matches!(row.status, Status::Certified | Status::Failed) {
+        return;
+    }
+    let Ok(level) = policy.level(&row.level) else {
+        add(
+            FindingKind::Rule,
+            format!(
+                "level `{}` is not in the policy (it has: {})",
+                super::shown(&row.level),
+                policy.level_names().join(", ")
+            ),
+        );
+        return;
+    };
+    if row.status == Status::Failed {
+        match (level.on_failure, row.output_path.is_empty()) {
+            (OnFailure::Drop, false) => add(
+                FindingKind::Rule,
+                format!(
+                    "failed and level `{}` says on-failure = \"drop\", yet an output was kept",
+                    level.name
+                ),
+            ),
+            (OnFailure::Flag, true) => add(
+                FindingKind::Rule,
+                format!(
+                    "failed and level `{}` says on-failure = \"flag\" (keep the output, marked), yet no output is listed",
+                    level.name
+                ),
+            ),
+            _ => {}
+        }
+    }
+    let expected_threshold = match &level.threshold {
+        Threshold::Value(value) => Some(*value),
+        Threshold::OperatingPoint(name) => {
+            let found = operating_points.and_then(|points| points.get(name).copied());
+            if found.is_none() {
+                unresolved.insert(name.clone());
+            }
+            found
+        }
+    };
+    if let (Some(expected), Some(found)) = (expected_threshold, row.threshold) {
+        if (expected - found).abs() > THRESHOLD_SLACK {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "threshold {found}, but level `{}` of the policy certifies at {expected}",
+                    level.name
+                ),
+            );
+        }
+    }
+    match row.attempts {
+        Some(attempts) if (1..=level.max_attempts).contains(&attempts) => {
+            let expected = level.strength_for_attempt(attempts - 1);
+            if let Some(strength) = row.strength {
+                if (strength - expected).abs() > STRENGTH_SLACK {
+                    add(
+                        FindingKind::Rule,
+                        format!(
+                            "strength {strength} at attempt {attempts}, but level `{}` escalates to {expected} there",
+                            level.name
+                        ),
+                    );
+                }
+            }
+        }
+        Some(attempts) => add(
+            FindingKind::Rule,
+            format!(
+                "{attempts} attempts, but level `{}` allows 1 to {}",
+                level.name, level.max_attempts
+            ),
+        ),
+        None => add(
+            FindingKind::Rule,
+            format!("{} row without an attempt count", row.status),
+        ),
+    }
+    if let Some(steps) = row.steps {
+        if steps as usize != level.steps {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "{steps} steps, but level `{}` runs {}",
+                    level.name, level.steps
+                ),
+            );
+        }
+    }
+    if let Some(scheduler) = &level.scheduler {
+        if &row.scheduler != scheduler {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "scheduler `{}`, but level `{}` uses `{scheduler}`",
+                    super::shown(&row.scheduler),
+                    level.name
+                ),
+            );
+        }
+    }
+}

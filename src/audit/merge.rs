@@ -1,0 +1,277 @@
+//! `boomerang report merge`: joins the reports of a run split into parts into one report with a
+//! fresh chain, after checking each part, and refuses parts that overlap or disagree on what ran.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::chain;
+use super::checks::{self, Column};
+use crate::report::{ReportError, ReportRow, ReportWriter};
+
+const MERGE_HELP: &str = "Each part is checked first: its header and hash chain, and, when a \
+run.json for it lies beside it, its row count and last chain value. The merged report lists the \
+parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
+keep the parts' run.json files with it.\n\n\
+Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
+parts made with different policy, model or embedder hashes. The output file must not exist.";
+
+/// `boomerang report merge`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = MERGE_HELP)]
+pub struct ReportMergeArgs {
+    /// The parts' reports, in the order their rows should appear
+    #[arg(required = true, num_args = 2.., value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    /// The merged report to write (must not exist)
+    #[arg(short = 'o', long = "output", value_name = "ALL.csv")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Audit(#[from] super::AuditError),
+    #[error("{path} does not verify, so it is not merged: {problem}")]
+    Part { path: PathBuf, problem: String },
+    #[error("{path} is given twice")]
+    Twice { path: PathBuf },
+    #[error("{output} already exists: merge never overwrites; choose another -o path")]
+    Exists { output: PathBuf },
+    #[error("{0}")]
+    Conflict(Box<Conflict>),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("cannot write the merged report: {0}")]
+    Write(#[from] ReportError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// The same input or output path in two rows.
+    Overlap,
+    /// Different policy, model or embedder hashes.
+    Mixed,
+}
+
+/// Two rows that cannot be in one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: ConflictKind,
+    /// The column, in words.
+    pub what: &'static str,
+    pub first_value: String,
+    pub first: PathBuf,
+    pub first_line: u64,
+    pub second_value: String,
+    pub second: PathBuf,
+    pub second_line: u64,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (first, second) = (self.first.display(), self.second.display());
+        match self.kind {
+            ConflictKind::Overlap => write!(
+                f,
+                "the parts overlap: {} `{}` is on {first}:{} and on {second}:{}; merge only disjoint parts of a run",
+                self.what, self.first_value, self.first_line, self.second_line
+            ),
+            ConflictKind::Mixed => write!(
+                f,
+                "the parts were made with different {}: {} ({first}:{}) and {} ({second}:{}); a merged report must describe one policy, model and embedder",
+                self.what, self.first_value, self.first_line, self.second_value, self.second_line
+            ),
+        }
+    }
+}
+
+/// What a merge wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeSummary {
+    pub output: PathBuf,
+    pub rows: u64,
+    pub parts: usize,
+    /// The merged report's last chain value.
+    pub chain_head: String,
+    /// Parts without a run.json beside them: rows cut from their end could not be detected.
+    pub unrecorded: Vec<PathBuf>,
+}
+
+/// Where a value was first seen: part and line.
+type Seen<'a> = HashMap<String, (&'a Path, u64)>;
+
+/// Checks `parts` and writes their rows, re-chained, to `output` (atomically; never replacing a
+/// file).
+pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeError> {
+    for (index, part) in parts.iter().enumerate() {
+        if parts[..index].contains(part) {
+            return Err(MergeError::Twice { path: part.clone() });
+        }
+    }
+    if output.exists() {
+        return Err(MergeError::Exists {
+            output: output.to_path_buf(),
+        });
+    }
+
+    let mut all: Vec<(&Path, u64, ReportRow)> = Vec::new();
+    let mut unrecorded = Vec::new();
+    for part in parts {
+        let read = chain::read(part)?;
+        if let Some(finding) = read.findings.first() {
+            return Err(MergeError::Part {
+                path: part.clone(),
+                problem: finding.to_string(),
+            });
+        }
+        let mut notes = Vec::new();
+        match checks::find_run_json(part, &mut notes)? {
+            Some(run) => {
+                let head = read
+                    .entries
+                    .last()
+                    .map_or_else(crate::report::genesis, |e| e.chain.clone());
+                let problems = checks::run_record(part, &read.entries, &head, &run);
+                if let Some(problem) = problems.first() {
+                    return Err(MergeError::Part {
+                        path: part.clone(),
+                        problem: problem.to_string(),
+                    });
+                }
+            }
+            None => unrecorded.push(part.clone()),
+        }
+        for entry in read.entries {
+            // A report without findings has every row parsed.
+            if let Some(row) = entry.row {
+                all.push((part.as_path(), entry.line, row));
+            }
+        }
+    }
+
+    let mut inputs: Seen = HashMap::new();
+    let mut outputs: Seen = HashMap::new();
+    for (part, line, row) in &all {
+        overlap("input path", &row.input_path, part, *line, &mut inputs)?;
+        if !row.output_path.is_empty() {
+            overlap("output path", &row.output_path, part, *line, &mut outputs)?;
+        }
+    }
+    let columns: [(&str, Column); 3] = [
+        ("policy hashes (policy_sha256)", |r| &r.policy_sha256),
+        ("model hashes (model_sha256)", |r| &r.model_sha256),
+        ("embedder hashes (embedder_sha256)", |r| &r.embedder_sha256),
+    ];
+    for (what, get) in columns {
+        let mut first: Option<(&str, &Path, u64)> = None;
+        for (part, line, row) in &all {
+            let value = get(row);
+            if value.is_empty() {
+                continue;
+            }
+            match first {
+                None => first = Some((value, part, *line)),
+                Some((seen, seen_part, seen_line)) if seen != value => {
+                    return Err(MergeError::Conflict(Box::new(Conflict {
+                        kind: ConflictKind::Mixed,
+                        what,
+                        first_value: super::shown(seen),
+                        first: seen_part.to_path_buf(),
+                        first_line: seen_line,
+                        second_value: super::shown(value),
+                        second: part.to_path_buf(),
+                        second_line: *line,
+                    })))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    let folder = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let io = |path: &Path, e: &dyn std::fmt::Display| MergeError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".boomerang-merge-")
+        .suffix(".tmp")
+        .tempfile_in(folder)
+        .map_err(|e| io(folder, &e))?
+        .into_temp_path();
+    let mut writer = ReportWriter::create(&temp, true)?;
+    for (_, _, row) in &all {
+        writer.append(row)?;
+    }
+    let summary = MergeSummary {
+        output: output.to_path_buf(),
+        rows: writer.rows(),
+        parts: parts.len(),
+        chain_head: writer.chain_head().to_string(),
+        unrecorded,
+    };
+    drop(writer);
+    temp.persist_noclobber(output).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            MergeError::Exists {
+                output: output.to_path_buf(),
+            }
+        } else {
+            io(output, &e.error)
+        }
+    })?;
+    // The new name must survive a crash too.
+    std::fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| io(folder, &e))?;
+    Ok(summary)
+}
+
+fn overlap<'a>(
+    what: &'static str,
+    value: &str,
+    part: &'a Path,
+    line: u64,
+    seen: &mut Seen<'a>,
+) -> Result<(), MergeError> {
+    match seen.get(value) {
+        Some((first, first_line)) => Err(MergeError::Conflict(Box::new(Conflict {
+            kind: ConflictKind::Overlap,
+            what,
+            first_value: super::shown(value),
+            first: first.to_path_buf(),
+            first_line: *first_line,
+            second_value: super::shown(value),
+            second: part.to_path_buf(),
+            second_line: line,
+        }))),
+        None => {
+            seen.insert(value.to_string(), (part, line));
+            Ok(())
+        }
+    }
+}
+
+/// `boomerang report merge`: merges and prints what it wrote.
+pub fn run(args: &ReportMergeArgs) -> anyhow::Result<MergeSummary> {
+    let summary = merge(&args.reports, &args.output)?;
+    for part in &summary.unrecorded {
+        println!(
+            "note: no run.json beside {}: rows cut from its end could not be detected",
+            part.display()
+        );
+    }
+    println!(
+        "merged {} rows from {} reports into {} (chain head {})",
+        summary.rows,
+        summary.parts,
+        summary.output.display(),
+        summary.chain_head
+    );
+    Ok(summary)
+}

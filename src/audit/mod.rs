@@ -1,0 +1,546 @@
+//! `boomerang audit`: lets someone who did not run an anonymization check it from what they were
+//! handed (the private report, `run.json`, the output folder, the policy, model and embedder),
+//! without trusting the operator; and `boomerang report merge` for runs split into parts.
+//!
+//! Every check that fails is a [`Finding`] (one line each); checks that could not be made for lack
+//! of a file are listed as not checked, never skipped silently. Exit status: 0 clean, 3 findings,
+//! 1 the audit itself could not run.
+
+mod chain;
+mod checks;
+pub mod html;
+pub mod merge;
+mod sample;
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::manifest::ManifestError;
+use crate::policy::{Policy, PolicyError};
+use crate::report::{ReportRow, RunRecord};
+
+pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary, ReportMergeArgs};
+pub use sample::{sample, Recomputer, RERUN_STREAM, RESCORE_STREAM};
+
+const EXIT_HELP: &str = "Exit status:\n  \
+0  clean: every check that was made passed\n  \
+3  findings: at least one check failed (each printed as a `finding:` line)\n  \
+1  the audit could not run (unreadable report, not a boomerang report, bad policy or run.json...)\n\n\
+Checks not made for lack of a file (no --outputs, --policy, --model, --embedder...) are printed \
+as `not checked:` lines and do not make the audit fail.";
+
+/// Default `--distance-tolerance`: re-scoring on another machine or execution provider moves
+/// distances in the last float digits, not by 1e-4.
+pub const DEFAULT_DISTANCE_TOLERANCE: f32 = 1e-4;
+
+/// `boomerang audit`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_HELP)]
+pub struct AuditArgs {
+    /// The run's private CSV report
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+    /// The run's output folder: every listed output must be there with its sha256, and nothing
+    /// else may be
+    #[arg(long, value_name = "DIR")]
+    pub outputs: Option<PathBuf>,
+    /// The run's input folder: every input must match its sha256 and have a row (also what
+    /// --recompute and --seed-sample read)
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+    /// The run's run.json (default: OUT.run.json or run.json beside the report, when it names
+    /// this report)
+    #[arg(long, value_name = "FILE")]
+    pub run_json: Option<PathBuf>,
+    /// The policy file the run claims: its sha256 must match every row, and each row's verdict,
+    /// threshold, attempts and strength must follow its rules
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The model folder: its manifest hash (`boomerang manifest`) must match every row
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// The embedder spec file: its sha256 (or its ONNX graph's) must match every row, its metric
+    /// each row's, and its operating points give the thresholds a policy names
+    #[arg(long, value_name = "SPEC")]
+    pub embedder: Option<PathBuf>,
+    /// Re-score N rows (drawn by a sample seeded from the report's chain head) with the embedder
+    /// and compare their distances, and re-run Boomerang for N rows (as --seed-sample N). Needs
+    /// --inputs, --outputs and --policy
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub recompute: usize,
+    /// Re-run Boomerang for N rows, drawn by a sample seeded from the chain head, from their seeds
+    /// and check the outputs are byte-identical
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed_sample: usize,
+    /// Largest difference between a re-scored and a reported distance that is not a finding
+    #[arg(long, default_value_t = DEFAULT_DISTANCE_TOLERANCE, value_name = "D")]
+    pub distance_tolerance: f32,
+    /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Print the result as JSON on stdout instead of lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Default for AuditArgs {
+    /// No report, every option at its command-line default.
+    fn default() -> Self {
+        AuditArgs {
+            report: PathBuf::new(),
+            outputs: None,
+            inputs: None,
+            run_json: None,
+            policy: None,
+            model: None,
+            embedder: None,
+            recompute: 0,
+            seed_sample: 0,
+            distance_tolerance: DEFAULT_DISTANCE_TOLERANCE,
+            html: None,
+            json: false,
+        }
+    }
+}
+
+/// Why an audit could not run (exit 1), as opposed to what it found (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}:1: not a boomerang report: the header is `{found}`, expected `{expected}`", expected = crate::report::header_line())]
+    Header { path: PathBuf, found: String },
+    #[error("{path}: not a boomerang run.json: {message}")]
+    RunJson { path: PathBuf, message: String },
+    #[error("cannot audit against the policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("cannot hash the model folder: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("--recompute and --seed-sample need the anonymize engine, which this caller did not provide")]
+    NoRecomputer,
+    #[error("--distance-tolerance {0} must be a finite number >= 0")]
+    Tolerance(f32),
+}
+
+pub(crate) fn io_error(path: &Path, error: impl std::fmt::Display) -> AuditError {
+    AuditError::Io {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    }
+}
+
+/// What a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// A row was edited, inserted, deleted or moved.
+    Chain,
+    /// The last row has no line break (a run died while writing it).
+    Torn,
+    /// A row that cannot be read as a report row.
+    RowFormat,
+    /// The report disagrees with run.json (rows cut from the end, counts).
+    RunRecord,
+    OutputMissing,
+    OutputHash,
+    /// A file in the output folder that no row lists.
+    OutputUnlisted,
+    /// An output path that is absolute, leaves the folder, or is listed twice.
+    OutputPath,
+    InputMissing,
+    InputHash,
+    /// A file in the input folder that has no row.
+    InputUnlisted,
+    /// A status that contradicts the row's own distance and threshold.
+    Verdict,
+    /// A row that does not follow the policy (level, threshold, attempts, strength, on-failure).
+    Rule,
+    /// A policy, model or embedder hash that differs from the files given, or between rows.
+    Hash,
+    /// A re-scored distance or a re-run output that does not match the report.
+    Recompute,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Chain => "chain",
+            FindingKind::Torn => "torn",
+            FindingKind::RowFormat => "row-format",
+            FindingKind::RunRecord => "run-record",
+            FindingKind::OutputMissing => "output-missing",
+            FindingKind::OutputHash => "output-hash",
+            FindingKind::OutputUnlisted => "output-unlisted",
+            FindingKind::OutputPath => "output-path",
+            FindingKind::InputMissing => "input-missing",
+            FindingKind::InputHash => "input-hash",
+            FindingKind::InputUnlisted => "input-unlisted",
+            FindingKind::Verdict => "verdict",
+            FindingKind::Rule => "rule",
+            FindingKind::Hash => "hash",
+            FindingKind::Recompute => "recompute",
+        }
+    }
+}
+
+/// One failed check. `message` never holds an input path (those identify people and the HTML page
+/// travels); the input path, when relevant, is in `input`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The report line (1-based; the header is line 1) the finding is about.
+    pub line: Option<u64>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub message: String,
+}
+
+impl Finding {
+    pub(crate) fn new(kind: FindingKind, line: Option<u64>, message: impl Into<String>) -> Self {
+        Finding {
+            kind,
+            line,
+            input: None,
+            output: None,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn input(mut self, path: &str) -> Self {
+        self.input = Some(path.to_string());
+        self
+    }
+
+    pub(crate) fn output(mut self, path: &str) -> Self {
+        self.output = Some(path.to_string());
+        self
+    }
+}
+
+impl std::fmt::Display for Finding {
+    /// `finding: [kind] line N (input X, output Y): message`, with control characters in paths
+    /// escaped so a file name cannot rewrite the terminal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "finding: [{}]", self.kind.as_str())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        let places: Vec<String> = [("input", &self.input), ("output", &self.output)]
+            .into_iter()
+            .filter_map(|(what, path)| path.as_ref().map(|p| format!("{what} {}", shown(p))))
+            .collect();
+        if !places.is_empty() {
+            write!(f, " ({})", places.join(", "))?;
+        }
+        write!(f, ": {}", shown(&self.message))
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`...).
+pub(crate) fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// One report row as read back: where it is, and its fields when they parse.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// 1-based line where the row starts (the header is line 1).
+    pub line: u64,
+    /// `None` when the row does not parse (a `row-format` finding says why).
+    pub row: Option<ReportRow>,
+    /// The chain field as written.
+    pub chain: String,
+}
+
+/// run.json as found, with the extra dataset-level figures the page shows.
+#[derive(Debug, Clone)]
+pub struct RunJson {
+    pub path: PathBuf,
+    pub record: RunRecord,
+    /// Top-1 re-identification rate (inputs as gallery, outputs as probes), 0..=1, and the rate
+    /// of guessing, from the top-level `reidentification_rate` and `reidentification_chance` keys
+    /// when the run wrote them.
+    pub reidentification_rate: Option<f64>,
+    pub reidentification_chance: Option<f64>,
+}
+
+/// The hashes of the files the auditor gave, for the record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GivenHashes {
+    pub policy: Option<String>,
+    pub model: Option<String>,
+    /// sha256 of the embedder spec file (what `embedder_sha256` records).
+    pub embedder: Option<String>,
+    /// sha256 of the spec's ONNX graph (also accepted as `embedder_sha256`: it identifies the
+    /// same embedder).
+    pub embedder_graph: Option<String>,
+}
+
+/// Everything an audit found out.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub report: PathBuf,
+    pub entries: Vec<Entry>,
+    /// The chain field of the last row (the genesis value when there are no rows).
+    pub chain_head: String,
+    pub run: Option<RunJson>,
+    pub given: GivenHashes,
+    pub findings: Vec<Finding>,
+    /// Checks not made, each with what to give to make it.
+    pub not_checked: Vec<String>,
+    /// Report lines re-scored and re-run.
+    pub rescored: Vec<u64>,
+    pub rerun: Vec<u64>,
+}
+
+/// How an audit ended, when it could run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Clean,
+    Findings,
+}
+
+impl Outcome {
+    /// The process exit status: 0 clean, 3 findings (1, could not run, is the caller's `Err`).
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Clean => 0,
+            Outcome::Findings => 3,
+        }
+    }
+}
+
+impl Audit {
+    pub fn outcome(&self) -> Outcome {
+        if self.findings.is_empty() {
+            Outcome::Clean
+        } else {
+            Outcome::Findings
+        }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &ReportRow> {
+        self.entries.iter().filter_map(|e| e.row.as_ref())
+    }
+
+    /// The text verdict line.
+    pub fn verdict(&self) -> String {
+        match self.findings.len() {
+            0 => format!(
+                "verdict: clean ({} rows, chain head {})",
+                self.entries.len(),
+                self.chain_head
+            ),
+            n => format!(
+                "verdict: {n} finding{} in {} rows (chain head {})",
+                if n == 1 { "" } else { "s" },
+                self.entries.len(),
+                self.chain_head
+            ),
+        }
+    }
+}
+
+/// Runs every check the arguments allow. `recomputer` is required when `--recompute` or
+/// `--seed-sample` asks for recomputation.
+pub fn audit(
+    args: &AuditArgs,
+    recomputer: Option<&mut dyn Recomputer>,
+) -> Result<Audit, AuditError> {
+    if !(args.distance_tolerance.is_finite() && args.distance_tolerance >= 0.0) {
+        return Err(AuditError::Tolerance(args.distance_tolerance));
+    }
+    if (args.recompute > 0 || args.seed_sample > 0) && recomputer.is_none() {
+        return Err(AuditError::NoRecomputer);
+    }
+    let read = chain::read(&args.report)?;
+    let mut findings = read.findings;
+    let entries = read.entries;
+    let chain_head = entries
+        .last()
+        .map_or_else(crate::report::genesis, |e| e.chain.clone());
+    let mut not_checked = Vec::new();
+
+    let run = match &args.run_json {
+        Some(path) => Some(checks::load_run_json(path)?),
+        None => checks::find_run_json(&args.report, &mut not_checked)?,
+    };
+    match &run {
+        Some(run) => findings.extend(checks::run_record(&args.report, &entries, &chain_head, run)),
+        None => not_checked.push(
+            "rows cut from the end of the report (no run.json found: give --run-json FILE)".into(),
+        ),
+    }
+
+    match &args.outputs {
+        Some(dir) => findings.extend(checks::outputs(&entries, dir)?),
+        None => {
+            not_checked.push("output files and unlisted files (give --outputs DIR)".to_string())
+        }
+    }
+    match &args.inputs {
+        Some(dir) => findings.extend(checks::inputs(&entries, dir)?),
+        None => not_checked.push("input files (give --inputs DIR)".to_string()),
+    }
+
+    let mut given = GivenHashes::default();
+    let policy = match &args.policy {
+        Some(path) => {
+            let policy = Policy::load(path)?;
+            given.policy = Some(policy.sha256.clone());
+            Some(policy)
+        }
+        None => {
+            not_checked.push(
+                "the policy hash and the policy's rules (on-failure, attempts, strength, thresholds; give --policy FILE)"
+                    .to_string(),
+            );
+            None
+        }
+    };
+    if let Some(dir) = &args.model {
+        given.model = Some(crate::manifest::Manifest::compute(dir)?.model_hash());
+    } else {
+        not_checked.push("the model hash (give --model DIR)".to_string());
+    }
+    let embedder = match &args.embedder {
+        Some(path) => {
+            let facts = checks::embedder_facts(path)?;
+            given.embedder = Some(facts.spec_sha256.clone());
+            given.embedder_graph = Some(facts.graph_sha256.clone());
+            findings.extend(facts.pin_mismatch.clone());
+            Some(facts)
+        }
+        None => {
+            not_checked.push("the embedder hash and metric (give --embedder SPEC)".to_string());
+            None
+        }
+    };
+    findings.extend(checks::hashes(&entries, &given, policy.as_ref()));
+    findings.extend(checks::verdicts(
+        &entries,
+        policy.as_ref(),
+        embedder.as_ref(),
+        &mut not_checked,
+    ));
+
+    let mut rescored = Vec::new();
+    let mut rerun = Vec::new();
+    if let Some(recomputer) = recomputer {
+        let done = sample::recompute(
+            &entries,
+            &chain_head,
+            args.recompute,
+            args.seed_sample,
+            args.distance_tolerance,
+            recomputer,
+        );
+        findings.extend(done.findings);
+        rescored = done.rescored;
+        rerun = done.rerun;
+    }
+    if args.recompute == 0 {
+        not_checked
+            .push("re-scored distances (give --recompute N and the anonymize engine)".to_string());
+    }
+    if args.seed_sample == 0 {
+        not_checked.push(
+            "reproducibility of outputs (give --seed-sample N and the anonymize engine)"
+                .to_string(),
+        );
+    }
+
+    findings.sort_by_key(|f| f.line.unwrap_or(u64::MAX));
+    Ok(Audit {
+        report: args.report.clone(),
+        entries,
+        chain_head,
+        run,
+        given,
+        findings,
+        not_checked,
+        rescored,
+        rerun,
+    })
+}
+
+/// The JSON printed by `--json`.
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    report: String,
+    rows: usize,
+    chain_head: &'a str,
+    run_json: Option<String>,
+    verdict: &'static str,
+    exit_code: u8,
+    findings: &'a [Finding],
+    not_checked: &'a [String],
+    given_hashes: &'a GivenHashes,
+    rescored_lines: &'a [u64],
+    rerun_lines: &'a [u64],
+}
+
+/// `boomerang audit`: audits, prints, writes the page; returns the outcome (`Err`: exit 1).
+pub fn run(args: &AuditArgs, recomputer: Option<&mut dyn Recomputer>) -> anyhow::Result<Outcome> {
+    let audit = audit(args, recomputer)?;
+    if let Some(path) = &args.html {
+        let page = html::render(&audit);
+        crate::atomic::write(path, page.as_bytes()).map_err(|e| io_error(path, e))?;
+    }
+    let outcome = audit.outcome();
+    if args.json {
+        let summary = JsonSummary {
+            report: audit.report.display().to_string(),
+            rows: audit.entries.len(),
+            chain_head: &audit.chain_head,
+            run_json: audit.run.as_ref().map(|r| r.path.display().to_string()),
+            verdict: match outcome {
+                Outcome::Clean => "clean",
+                Outcome::Findings => "findings",
+            },
+            exit_code: outcome.code(),
+            findings: &audit.findings,
+            not_checked: &audit.not_checked,
+            given_hashes: &audit.given,
+            rescored_lines: &audit.rescored,
+            rerun_lines: &audit.rerun,
+        };
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for finding in &audit.findings {
+            println!("{finding}");
+        }
+        for what in &audit.not_checked {
+            println!("not checked: {what}");
+        }
+        if !audit.rescored.is_empty() {
+            println!("re-scored lines: {}", join_lines(&audit.rescored));
+        }
+        if !audit.rerun.is_empty() {
+            println!("re-ran lines: {}", join_lines(&audit.rerun));
+        }
+        if let Some(path) = &args.html {
+            println!("wrote {}", path.display());
+        }
+        println!("{}", audit.verdict());
+    }
+    Ok(outcome)
+}
+
+fn join_lines(lines: &[u64]) -> String {
+    lines
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,137 @@
+//! Recomputation of a sample of rows: re-scoring distances with the embedder and re-running
+//! Boomerang from the rows' seeds. The work itself needs the anonymize engine, behind
+//! [`Recomputer`]; which rows are rechecked is decided here, reproducibly from the report alone.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use super::{Entry, Finding, FindingKind};
+use crate::hashing::sha256_bytes;
+use crate::report::{ReportRow, Status};
+
+/// ChaCha20 stream of the rows drawn for re-scoring.
+pub const RESCORE_STREAM: u64 = 1;
+/// ChaCha20 stream of the rows drawn for re-running.
+pub const RERUN_STREAM: u64 = 2;
+
+/// Redoes a row's expensive work with the run's engine. The implementation knows the input and
+/// output folders, the model, the policy and the embedder; the audit hands it rows from the report.
+pub trait Recomputer {
+    /// The distance between the row's input and its output file under the run's embedder and
+    /// metric, computed afresh from the files.
+    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<f32>;
+    /// The bytes the run would write for the row's output: Boomerang on the row's input with its
+    /// seed, level, strength, steps and scheduler, encoded exactly as the run encodes outputs.
+    fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>>;
+}
+
+/// `n` of the report lines in `eligible` (all of them when there are no more), drawn without
+/// replacement by a partial Fisher-Yates shuffle with ChaCha20 keyed by sha256 of the chain head's
+/// text, on stream `stream`. Anyone holding the report draws the same rows; nobody can choose
+/// them without changing the chain head, which run.json records. Returned in report order.
+pub fn sample(chain_head: &str, stream: u64, eligible: &[u64], n: usize) -> Vec<u64> {
+    let mut rng = ChaCha20Rng::from_seed(sha256_bytes(chain_head.as_bytes()));
+    rng.set_stream(stream);
+    let mut pool = eligible.to_vec();
+    let n = n.min(pool.len());
+    for i in 0..n {
+        let j = rng.random_range(i..pool.len());
+        pool.swap(i, j);
+    }
+    pool.truncate(n);
+    pool.sort_unstable();
+    pool
+}
+
+pub(super) struct Recomputed {
+    pub findings: Vec<Finding>,
+    pub rescored: Vec<u64>,
+    pub rerun: Vec<u64>,
+}
+
+pub(super) fn recompute(
+    entries: &[Entry],
+    chain_head: &str,
+    rescore_count: usize,
+    rerun_count: usize,
+    tolerance: f32,
+    recomputer: &mut dyn Recomputer,
+) -> Recomputed {
+    let rows = |eligible: fn(&ReportRow) -> bool| -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|e| e.row.as_ref().is_some_and(eligible))
+            .map(|e| e.line)
+            .collect()
+    };
+    let rescorable = rows(|r| {
+        matches!(r.status, Status::Certified | Status::Failed)
+            && r.distance.is_some()
+            && !r.output_path.is_empty()
+    });
+    let rerunnable = rows(|r| !r.output_path.is_empty() && !r.output_sha256.is_empty());
+    let rescored = sample(chain_head, RESCORE_STREAM, &rescorable, rescore_count);
+    let rerun = sample(chain_head, RERUN_STREAM, &rerunnable, rerun_count);
+    let row_at = |line: u64| {
+        entries
+            .iter()
+            .find(|e| e.line == line)
+            .and_then(|e| e.row.as_ref())
+    };
+
+    let mut findings = Vec::new();
+    let mut add = |row: &ReportRow, line: u64, message: String| {
+        findings.push(
+            Finding::new(FindingKind::Recompute, Some(line), message)
+                .input(&row.input_path)
+                .output(&row.output_path),
+        );
+    };
+    for &line in &rescored {
+        let Some(row) = row_at(line) else { continue };
+        let Some(reported) = row.distance else {
+            continue;
+        };
+        match recomputer.rescore(row) {
+            Err(e) => add(row, line, format!("re-scoring failed: {e:#}")),
+            Ok(found) if !found.is_finite() || (found - reported).abs() > tolerance => {
+                let flips = row
+                    .threshold
+                    .is_some_and(|t| (found >= t) != (reported >= t));
+                add(
+                    row,
+                    line,
+                    format!(
+                        "re-scored distance {found}, the report says {reported} (tolerance {tolerance}){}",
+                        if flips { "; the verdict would change" } else { "" }
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    for &line in &rerun {
+        let Some(row) = row_at(line) else { continue };
+        match recomputer.rerun(row) {
+            Err(e) => add(row, line, format!("re-running failed: {e:#}")),
+            Ok(bytes) => {
+                let digest = hex::encode(sha256_bytes(&bytes));
+                if !digest.eq_ignore_ascii_case(&row.output_sha256) {
+                    add(
+                        row,
+                        line,
+                        format!(
+                            "re-running from the row's seed gives sha256 {digest}, the report says {}: the output does not reproduce byte for byte",
+                            super::shown(&row.output_sha256)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Recomputed {
+        findings,
+        rescored,
+        rerun,
+    }
+}

@@ -1,0 +1,1270 @@
+//! `boomerang audit` on a synthetic run (a report written by `ReportWriter`, fake input and output
+//! files, run.json, the bundled demo policy, tiny model and dlib embedder spec): a clean run passes,
+//! and each way of tampering with it is caught and named.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use boomerang::audit::{
+    self, html, AuditArgs, AuditError, Finding, FindingKind, Outcome, Recomputer,
+};
+use boomerang::manifest::Manifest;
+use boomerang::report::{ReportRow, ReportWriter, RunRecord, Status, StatusCounts};
+use sha2::{Digest, Sha256};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The demo policy with its model and embedder paths made absolute, so it can live in a tempdir.
+fn policy_text() -> String {
+    std::fs::read_to_string(root().join("policies/demo.toml"))
+        .unwrap()
+        .replace(
+            "\"../models/tiny-sd\"",
+            &format!("\"{}\"", root().join("models/tiny-sd").display()),
+        )
+        .replace(
+            "\"../models/dlib-face/embedder.toml\"",
+            &format!(
+                "\"{}\"",
+                root().join("models/dlib-face/embedder.toml").display()
+            ),
+        )
+}
+
+fn embedder_spec() -> PathBuf {
+    root().join("models/dlib-face/embedder.toml")
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    report: PathBuf,
+    outputs: PathBuf,
+    inputs: PathBuf,
+    policy: PathBuf,
+    rows: Vec<ReportRow>,
+}
+
+impl World {
+    /// A run of the demo policy (with `policy` replacing its text when given) over 7 inputs.
+    fn new() -> World {
+        World::with_policy(&policy_text())
+    }
+
+    fn with_policy(policy: &str) -> World {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let policy_path = dir.join("policy.toml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let hashes = Hashes {
+            policy: sha(policy.as_bytes()),
+            model: Manifest::compute(&root().join("models/tiny-sd"))
+                .unwrap()
+                .model_hash(),
+            // What anonymize records: the spec file's sha256.
+            embedder: sha(&std::fs::read(embedder_spec()).unwrap()),
+        };
+        let rows = vec![
+            certified(
+                "people/alice_01.jpg",
+                "people/3f9a.png",
+                "medium",
+                0.5,
+                1,
+                0.83,
+                &hashes,
+            ),
+            certified(
+                "people/bob_01.jpg",
+                "people/77c1.png",
+                "medium",
+                0.6,
+                2,
+                0.71,
+                &hashes,
+            ),
+            failed(
+                "people/carol_01.jpg",
+                "people/a0b2.png",
+                "medium",
+                0.7,
+                3,
+                0.41,
+                &hashes,
+            ),
+            certified(
+                "people/dave_01.jpg",
+                "people/e5d4.png",
+                "high",
+                0.7,
+                1,
+                0.95,
+                &hashes,
+            ),
+            other(
+                "notes.txt",
+                Status::Skipped,
+                "not an image extension (.txt)",
+                &hashes,
+            ),
+            other(
+                "people/broken.png",
+                Status::Error,
+                "cannot decode: unexpected end of file",
+                &hashes,
+            ),
+            certified(
+                "people/erin_01.jpg",
+                "people/erin_01.png",
+                "low",
+                0.2,
+                1,
+                0.66,
+                &hashes,
+            ),
+        ];
+        let outputs = dir.join("out");
+        let inputs = dir.join("in");
+        for row in &rows {
+            let input = inputs.join(&row.input_path);
+            std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+            std::fs::write(&input, input_bytes(&row.input_path)).unwrap();
+            if !row.output_path.is_empty() {
+                let output = outputs.join(&row.output_path);
+                std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+                std::fs::write(&output, output_bytes(&row.output_path)).unwrap();
+            }
+        }
+        let world = World {
+            _dir: temp,
+            report: dir.join("out.report.csv"),
+            dir,
+            outputs,
+            inputs,
+            policy: policy_path,
+            rows,
+        };
+        world.write_report(&world.report, &world.rows);
+        world
+    }
+
+    /// Writes `rows` as a report with its run.json beside it (`X.run.json` for `X.report.csv`).
+    fn write_report(&self, path: &Path, rows: &[ReportRow]) {
+        let mut writer = ReportWriter::create(path, false).unwrap();
+        for row in rows {
+            writer.append(row).unwrap();
+        }
+        let record = RunRecord {
+            tool_version: "0.1.0".into(),
+            config: serde_json::json!({
+                "level": "medium",
+                "seed": 7,
+                "policy_sha256": rows[0].policy_sha256,
+                "model_sha256": rows[0].model_sha256,
+                "embedder_sha256": rows[0].embedder_sha256,
+            }),
+            onnxruntime_version: "1.31.1".into(),
+            onnxruntime_library: "/opt/ort/libonnxruntime.so".into(),
+            execution_provider: "cpu".into(),
+            counts: StatusCounts::of(rows),
+            started: "2024-05-01T10:00:00Z".into(),
+            finished: "2024-05-01T10:02:05Z".into(),
+            report_path: path.display().to_string(),
+            report_rows: writer.rows(),
+            report_chain_head: writer.chain_head().to_string(),
+        };
+        let mut json = serde_json::to_value(&record).unwrap();
+        json["reidentification_rate"] = serde_json::json!(0.25);
+        let name = path.file_name().unwrap().to_string_lossy();
+        let stem = name.strip_suffix(".report.csv").unwrap();
+        std::fs::write(
+            path.with_file_name(format!("{stem}.run.json")),
+            serde_json::to_vec_pretty(&json).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn args(&self) -> AuditArgs {
+        AuditArgs {
+            report: self.report.clone(),
+            outputs: Some(self.outputs.clone()),
+            inputs: Some(self.inputs.clone()),
+            policy: Some(self.policy.clone()),
+            model: Some(root().join("models/tiny-sd")),
+            embedder: Some(embedder_spec()),
+            ..AuditArgs::default()
+        }
+    }
+
+    fn audit(&self) -> audit::Audit {
+        audit::audit(&self.args(), None).unwrap()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.report)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn write_lines(&self, lines: &[String]) {
+        std::fs::write(&self.report, format!("{}\n", lines.join("\n"))).unwrap();
+    }
+}
+
+struct Hashes {
+    policy: String,
+    model: String,
+    embedder: String,
+}
+
+fn input_bytes(path: &str) -> Vec<u8> {
+    format!("input image {path}").into_bytes()
+}
+
+fn output_bytes(path: &str) -> Vec<u8> {
+    format!("anonymized image {path}").into_bytes()
+}
+
+fn base(input: &str, hashes: &Hashes) -> ReportRow {
+    ReportRow {
+        input_path: input.into(),
+        input_sha256: sha(&input_bytes(input)),
+        output_path: String::new(),
+        output_sha256: String::new(),
+        status: Status::Skipped,
+        reason: String::new(),
+        level: String::new(),
+        strength: None,
+        start_timestep: None,
+        steps: None,
+        scheduler: String::new(),
+        seed: String::new(),
+        attempts: None,
+        distance: None,
+        threshold: None,
+        metric: String::new(),
+        faces_in: None,
+        faces_out: None,
+        model_sha256: hashes.model.clone(),
+        embedder_sha256: hashes.embedder.clone(),
+        policy_sha256: hashes.policy.clone(),
+        width: None,
+        height: None,
+        milliseconds: None,
+        tool_version: "0.1.0".into(),
+        chain: String::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn processed(
+    input: &str,
+    output: &str,
+    status: Status,
+    level: &str,
+    strength: f64,
+    attempts: u32,
+    distance: f32,
+    hashes: &Hashes,
+) -> ReportRow {
+    ReportRow {
+        output_path: output.into(),
+        output_sha256: sha(&output_bytes(output)),
+        status,
+        level: level.into(),
+        strength: Some(strength),
+        start_timestep: Some(strength * 1000.0),
+        steps: Some(10),
+        scheduler: "ddim".into(),
+        seed: format!("{:064x}", input.len() * 7919),
+        attempts: Some(attempts),
+        distance: Some(distance),
+        threshold: Some(0.6),
+        metric: "euclidean".into(),
+        faces_in: Some(1),
+        faces_out: Some(1),
+        width: Some(250),
+        height: Some(250),
+        milliseconds: Some(1200 + u64::from(attempts) * 900),
+        ..base(input, hashes)
+    }
+}
+
+fn certified(
+    input: &str,
+    output: &str,
+    level: &str,
+    strength: f64,
+    attempts: u32,
+    distance: f32,
+    hashes: &Hashes,
+) -> ReportRow {
+    processed(
+        input,
+        output,
+        Status::Certified,
+        level,
+        strength,
+        attempts,
+        distance,
+        hashes,
+    )
+}
+
+fn failed(
+    input: &str,
+    output: &str,
+    level: &str,
+    strength: f64,
+    attempts: u32,
+    distance: f32,
+    hashes: &Hashes,
+) -> ReportRow {
+    ReportRow {
+        reason: "still the same person after 3 attempts".into(),
+        ..processed(
+            input,
+            output,
+            Status::Failed,
+            level,
+            strength,
+            attempts,
+            distance,
+            hashes,
+        )
+    }
+}
+
+fn other(input: &str, status: Status, reason: &str, hashes: &Hashes) -> ReportRow {
+    ReportRow {
+        status,
+        reason: reason.into(),
+        ..base(input, hashes)
+    }
+}
+
+/// The findings of `kind`, as `(line, message)`.
+fn of_kind(findings: &[Finding], kind: FindingKind) -> Vec<(Option<u64>, String)> {
+    findings
+        .iter()
+        .filter(|f| f.kind == kind)
+        .map(|f| (f.line, f.message.clone()))
+        .collect()
+}
+
+fn kinds(findings: &[Finding]) -> Vec<FindingKind> {
+    findings.iter().map(|f| f.kind).collect()
+}
+
+#[test]
+fn a_clean_run_has_no_findings_and_every_check_is_made() {
+    let world = World::new();
+    let audit = world.audit();
+    assert_eq!(audit.findings, Vec::<Finding>::new());
+    assert_eq!(audit.outcome(), Outcome::Clean);
+    assert_eq!(audit.entries.len(), 7);
+    assert!(audit.run.is_some(), "run.json beside the report is found");
+    // Only recomputation, which needs the engine, is left.
+    assert_eq!(audit.not_checked.len(), 2, "{:?}", audit.not_checked);
+    assert!(audit
+        .not_checked
+        .iter()
+        .all(|n| n.contains("--recompute") || n.contains("--seed-sample")));
+}
+
+#[test]
+fn an_edited_distance_is_found_at_its_line() {
+    let world = World::new();
+    let mut lines = world.lines();
+    // Line 3: bob, certified at 0.71.
+    assert!(lines[2].contains(",0.71,"));
+    lines[2] = lines[2].replace(",0.71,", ",0.91,");
+    world.write_lines(&lines);
+    let audit = world.audit();
+    assert_eq!(audit.outcome(), Outcome::Findings);
+    let chain = of_kind(&audit.findings, FindingKind::Chain);
+    assert_eq!(chain.len(), 1, "{chain:?}");
+    assert_eq!(chain[0].0, Some(3));
+    assert!(chain[0].1.contains("this row was edited"), "{}", chain[0].1);
+}
+
+#[test]
+fn a_flipped_verdict_breaks_the_chain_and_contradicts_the_distance() {
+    let world = World::new();
+    let mut lines = world.lines();
+    // Line 4: carol, failed at 0.41 < 0.6.
+    assert!(lines[3].contains(",failed,"));
+    lines[3] = lines[3].replace(",failed,", ",certified,");
+    world.write_lines(&lines);
+    let audit = world.audit();
+    let chain = of_kind(&audit.findings, FindingKind::Chain);
+    assert_eq!(chain.iter().map(|c| c.0).collect::<Vec<_>>(), [Some(4)]);
+    let verdict = of_kind(&audit.findings, FindingKind::Verdict);
+    assert_eq!(verdict.len(), 1, "{verdict:?}");
+    assert_eq!(verdict[0].0, Some(4));
+    assert!(
+        verdict[0]
+            .1
+            .contains("certified, but distance 0.41 is below the threshold 0.6"),
+        "{}",
+        verdict[0].1
+    );
+    // The counts no longer match run.json either.
+    assert!(of_kind(&audit.findings, FindingKind::RunRecord)
+        .iter()
+        .any(|(_, m)| m.contains("status counts differ")));
+}
+
+#[test]
+fn a_deleted_row_is_found_with_its_orphaned_output() {
+    let world = World::new();
+    let mut lines = world.lines();
+    let removed = lines.remove(2); // bob
+    assert!(removed.contains("people/bob_01.jpg"));
+    world.write_lines(&lines);
+    let audit = world.audit();
+    let chain = of_kind(&audit.findings, FindingKind::Chain);
+    assert_eq!(chain.len(), 1, "{chain:?}");
+    assert_eq!(chain[0].0, Some(3));
+    assert!(
+        chain[0].1.contains("between line 2 and this row") && chain[0].1.contains("deleted"),
+        "{}",
+        chain[0].1
+    );
+    assert!(of_kind(&audit.findings, FindingKind::RunRecord)
+        .iter()
+        .any(|(_, m)| m.contains("the report has 6 rows") && m.contains("says the run wrote 7")));
+    let unlisted: Vec<_> = audit
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::OutputUnlisted)
+        .map(|f| f.output.clone())
+        .collect();
+    assert_eq!(unlisted, [Some("people/77c1.png".to_string())]);
+    let unlisted_inputs: Vec<_> = audit
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::InputUnlisted)
+        .map(|f| f.input.clone())
+        .collect();
+    assert_eq!(unlisted_inputs, [Some("people/bob_01.jpg".to_string())]);
+}
+
+#[test]
+fn swapped_rows_are_both_named_with_where_they_came_from() {
+    let world = World::new();
+    let mut lines = world.lines();
+    lines.swap(2, 3);
+    world.write_lines(&lines);
+    let audit = world.audit();
+    // Rows 3 and 4 traded places, so each of them, and the row after them, no longer follows
+    // the row above it; each finding says where the row really belongs.
+    let chain = of_kind(&audit.findings, FindingKind::Chain);
+    let expected = [
+        (
+            Some(3),
+            "originally came right after line 4, not after line 2",
+        ),
+        (
+            Some(4),
+            "originally came right after line 2, not after line 3",
+        ),
+        (
+            Some(5),
+            "originally came right after line 3, not after line 4",
+        ),
+    ];
+    assert_eq!(chain.len(), expected.len(), "{chain:?}");
+    for ((line, message), (expected_line, expected_text)) in chain.iter().zip(expected) {
+        assert_eq!(*line, expected_line);
+        assert!(message.contains(expected_text), "{message}");
+    }
+    // Nothing else is wrong: same rows, same files, same last row.
+    assert_eq!(kinds(&audit.findings), [FindingKind::Chain; 3]);
+}
+
+#[test]
+fn a_replaced_output_file_is_found() {
+    let world = World::new();
+    std::fs::write(world.outputs.join("people/3f9a.png"), b"the original face").unwrap();
+    let audit = world.audit();
+    assert_eq!(kinds(&audit.findings), [FindingKind::OutputHash]);
+    let finding = &audit.findings[0];
+    assert_eq!(finding.line, Some(2));
+    assert_eq!(finding.output.as_deref(), Some("people/3f9a.png"));
+    assert!(finding.message.contains(&sha(b"the original face")));
+}
+
+#[test]
+fn a_missing_output_is_found() {
+    let world = World::new();
+    std::fs::remove_file(world.outputs.join("people/e5d4.png")).unwrap();
+    let audit = world.audit();
+    assert_eq!(kinds(&audit.findings), [FindingKind::OutputMissing]);
+    assert_eq!(audit.findings[0].line, Some(5));
+}
+
+#[test]
+fn stray_images_and_temp_files_in_the_output_folder_are_found() {
+    let world = World::new();
+    std::fs::write(world.outputs.join("people/extra.png"), b"x").unwrap();
+    std::fs::write(world.outputs.join(".boomerang-a1B2c3.tmp"), b"x").unwrap();
+    std::fs::write(world.outputs.join("people/readme.txt"), b"x").unwrap();
+    let audit = world.audit();
+    let unlisted: Vec<(Option<String>, String)> = audit
+        .findings
+        .iter()
+        .map(|f| {
+            assert_eq!(f.kind, FindingKind::OutputUnlisted);
+            (f.output.clone(), f.message.clone())
+        })
+        .collect();
+    assert_eq!(
+        unlisted,
+        [
+            (
+                Some(".boomerang-a1B2c3.tmp".to_string()),
+                "a temporary file of an interrupted write, listed by no row".to_string()
+            ),
+            (
+                Some("people/extra.png".to_string()),
+                "an image that no row lists".to_string()
+            ),
+            (
+                Some("people/readme.txt".to_string()),
+                "a file that no row lists".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn rows_cut_from_the_end_are_found_through_run_json() {
+    let world = World::new();
+    let mut lines = world.lines();
+    lines.pop();
+    world.write_lines(&lines);
+    let audit = world.audit();
+    // The chain of what is left is intact: only run.json can tell.
+    assert!(of_kind(&audit.findings, FindingKind::Chain).is_empty());
+    let record = of_kind(&audit.findings, FindingKind::RunRecord);
+    assert!(
+        record
+            .iter()
+            .any(|(_, m)| m.contains("the report has 6 rows")),
+        "{record:?}"
+    );
+    assert!(
+        record.iter().any(|(_, m)| m.contains("last chain value")),
+        "{record:?}"
+    );
+}
+
+#[test]
+fn a_torn_last_row_is_found() {
+    let world = World::new();
+    let text = std::fs::read_to_string(&world.report).unwrap();
+    std::fs::write(&world.report, &text[..text.len() - 10]).unwrap();
+    let audit = world.audit();
+    let torn = of_kind(&audit.findings, FindingKind::Torn);
+    assert_eq!(torn.len(), 1);
+    assert_eq!(torn[0].0, Some(8));
+}
+
+#[test]
+fn a_forged_row_inserted_with_a_valid_chain_is_found_after_it() {
+    let world = World::new();
+    let original = world.lines();
+    // A forger who knows the chain formula inserts a row properly chained after line 2; the rows
+    // after it keep their original chain values, so the old line 3, now line 4, no longer follows.
+    let mut rows = world.rows.clone();
+    let mut forged = rows[0].clone();
+    forged.input_path = "people/zed_01.jpg".into();
+    rows.insert(1, forged);
+    std::fs::remove_file(&world.report).unwrap();
+    let mut writer = ReportWriter::create(&world.report, false).unwrap();
+    for row in &rows {
+        writer.append(row).unwrap();
+    }
+    drop(writer);
+    let mut lines = world.lines();
+    for (index, line) in lines.iter_mut().enumerate().skip(3) {
+        *line = original[index - 1].clone();
+    }
+    world.write_lines(&lines);
+    let audit = world.audit();
+    let chain = of_kind(&audit.findings, FindingKind::Chain);
+    assert_eq!(chain.len(), 1, "{chain:?}");
+    assert_eq!(chain[0].0, Some(4));
+    assert!(
+        chain[0]
+            .1
+            .contains("originally came right after line 2, not after line 3"),
+        "{}",
+        chain[0].1
+    );
+}
+
+#[test]
+fn a_different_policy_model_or_embedder_is_found() {
+    let world = World::new();
+    let other_policy = world.dir.join("other.toml");
+    std::fs::write(
+        &other_policy,
+        policy_text().replace("max-attempts = 3", "max-attempts = 4"),
+    )
+    .unwrap();
+    let audit = audit::audit(
+        &AuditArgs {
+            policy: Some(other_policy),
+            model: Some(root().join("models/tiny-sd-vpred")),
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
+    let hash = of_kind(&audit.findings, FindingKind::Hash);
+    assert!(
+        hash.iter()
+            .any(|(_, m)| m.contains("7 row(s) have policy_sha256")),
+        "{hash:?}"
+    );
+    assert!(
+        hash.iter()
+            .any(|(_, m)| m.contains("7 row(s) have model_sha256") && m.contains("--model")),
+        "{hash:?}"
+    );
+    // The rows' model is the one the policy pins: no pin finding.
+    assert!(
+        !hash.iter().any(|(_, m)| m.contains("the policy pins")),
+        "{hash:?}"
+    );
+}
+
+#[test]
+fn a_kept_output_under_on_failure_drop_breaks_the_rule() {
+    let text = policy_text();
+    let medium = text.find("[levels.medium]").unwrap();
+    let policy = format!(
+        "{}{}",
+        &text[..medium],
+        text[medium..].replacen("on-failure = \"flag\"", "on-failure = \"drop\"", 1)
+    );
+    let world = World::with_policy(&policy);
+    let audit = world.audit();
+    let rule = of_kind(&audit.findings, FindingKind::Rule);
+    assert_eq!(rule.len(), 1, "{rule:?}");
+    assert_eq!(rule[0].0, Some(4));
+    assert!(
+        rule[0]
+            .1
+            .contains("on-failure = \"drop\", yet an output was kept"),
+        "{}",
+        rule[0].1
+    );
+}
+
+#[test]
+fn rows_that_do_not_follow_the_policy_are_found() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    rows[1].strength = Some(0.5); // attempt 2 of medium escalates to 0.6
+    rows[3].threshold = Some(0.5); // the spec's same-person point is 0.6
+    rows[6].attempts = Some(4); // max-attempts = 3
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = world.audit();
+    let rule = of_kind(&audit.findings, FindingKind::Rule);
+    let lines: Vec<_> = rule.iter().map(|r| r.0).collect();
+    assert_eq!(lines, [Some(3), Some(5), Some(8)], "{rule:?}");
+    assert!(rule[0].1.contains("escalates to 0.6"), "{}", rule[0].1);
+    assert!(rule[1].1.contains("certifies at 0.6"), "{}", rule[1].1);
+    assert!(rule[2].1.contains("4 attempts"), "{}", rule[2].1);
+}
+
+#[test]
+fn rows_without_reasons_or_with_impossible_outputs_are_found() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    rows[4].reason.clear();
+    rows[5].output_path = "people/broken.png".into();
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = audit::audit(
+        &AuditArgs {
+            outputs: None,
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
+    let verdict = of_kind(&audit.findings, FindingKind::Verdict);
+    assert_eq!(
+        verdict,
+        [
+            (Some(6), "skipped without a reason".to_string()),
+            (
+                Some(7),
+                "error, yet the row lists an output file".to_string()
+            )
+        ]
+    );
+}
+
+#[test]
+fn a_changed_input_is_found() {
+    let world = World::new();
+    std::fs::write(world.inputs.join("people/dave_01.jpg"), b"someone else").unwrap();
+    let audit = world.audit();
+    assert_eq!(kinds(&audit.findings), [FindingKind::InputHash]);
+    assert_eq!(audit.findings[0].line, Some(5));
+    // The input path is kept out of the message (it travels in the HTML page).
+    assert!(!audit.findings[0].message.contains("dave"));
+}
+
+#[test]
+fn without_the_files_the_checks_are_listed_as_not_checked() {
+    let world = World::new();
+    let audit = audit::audit(
+        &AuditArgs {
+            report: world.report.clone(),
+            ..AuditArgs::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(audit.outcome(), Outcome::Clean);
+    let joined = audit.not_checked.join("\n");
+    for flag in [
+        "--outputs",
+        "--inputs",
+        "--policy",
+        "--model",
+        "--embedder",
+        "--recompute",
+        "--seed-sample",
+    ] {
+        assert!(joined.contains(flag), "{flag} missing from {joined}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_report_cannot_be_audited() {
+    let world = World::new();
+    std::fs::write(&world.report, "name,size\nx.png,3\n").unwrap();
+    let error = audit::audit(&world.args(), None).unwrap_err();
+    assert!(matches!(error, AuditError::Header { .. }), "{error}");
+    assert!(error.to_string().contains("not a boomerang report"));
+}
+
+/// A recomputer that answers from tables and records what it was asked.
+#[derive(Default)]
+struct Mock {
+    distances: HashMap<String, f32>,
+    outputs: HashMap<String, Vec<u8>>,
+    rescored: Vec<String>,
+    rerun: Vec<String>,
+}
+
+impl Mock {
+    fn faithful(world: &World) -> Mock {
+        let mut mock = Mock::default();
+        for row in &world.rows {
+            if let Some(d) = row.distance {
+                mock.distances.insert(row.input_path.clone(), d);
+            }
+            if !row.output_path.is_empty() {
+                mock.outputs
+                    .insert(row.input_path.clone(), output_bytes(&row.output_path));
+            }
+        }
+        mock
+    }
+}
+
+impl Recomputer for Mock {
+    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<f32> {
+        self.rescored.push(row.input_path.clone());
+        self.distances
+            .get(&row.input_path)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("no face found in the output"))
+    }
+
+    fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {
+        self.rerun.push(row.input_path.clone());
+        Ok(self
+            .outputs
+            .get(&row.input_path)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[test]
+fn recomputation_of_a_faithful_run_is_clean_and_drawn_from_the_chain_head() {
+    let world = World::new();
+    let mut mock = Mock::faithful(&world);
+    let args = AuditArgs {
+        recompute: 3,
+        seed_sample: 2,
+        ..world.args()
+    };
+    let audit = audit::audit(&args, Some(&mut mock)).unwrap();
+    assert_eq!(audit.findings, Vec::<Finding>::new());
+    assert!(audit.not_checked.is_empty(), "{:?}", audit.not_checked);
+    // Rows with a distance and an output: lines 2, 3, 4, 5, 8; with an output: the same.
+    let eligible = [2, 3, 4, 5, 8];
+    assert_eq!(
+        audit.rescored,
+        audit::sample(&audit.chain_head, audit::RESCORE_STREAM, &eligible, 3)
+    );
+    assert_eq!(
+        audit.rerun,
+        audit::sample(&audit.chain_head, audit::RERUN_STREAM, &eligible, 2)
+    );
+    assert_eq!(mock.rescored.len(), 3);
+    assert_eq!(mock.rerun.len(), 2);
+    // The same report draws the same rows.
+    let mut again = Mock::faithful(&world);
+    let second = audit::audit(&args, Some(&mut again)).unwrap();
+    assert_eq!(
+        (second.rescored, second.rerun),
+        (audit.rescored, audit.rerun)
+    );
+    assert_eq!(again.rescored, mock.rescored);
+}
+
+#[test]
+fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
+    let world = World::new();
+    let mut mock = Mock::faithful(&world);
+    for value in mock.distances.values_mut() {
+        *value -= 0.3;
+    }
+    for bytes in mock.outputs.values_mut() {
+        bytes.push(b'!');
+    }
+    let audit = audit::audit(
+        &AuditArgs {
+            recompute: 5,
+            seed_sample: 5,
+            ..world.args()
+        },
+        Some(&mut mock),
+    )
+    .unwrap();
+    let recompute = of_kind(&audit.findings, FindingKind::Recompute);
+    assert_eq!(recompute.len(), 10, "{recompute:?}");
+    // bob: 0.71 re-scores to 0.41, below 0.6.
+    assert!(recompute.iter().any(|(line, m)| *line == Some(3)
+        && m.contains("re-scored distance 0.4")
+        && m.contains("the verdict would change")));
+    assert!(recompute
+        .iter()
+        .any(|(line, m)| *line == Some(2) && m.contains("does not reproduce byte for byte")));
+}
+
+#[test]
+fn recomputation_needs_a_recomputer() {
+    let world = World::new();
+    let error = audit::audit(
+        &AuditArgs {
+            seed_sample: 1,
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(error, AuditError::NoRecomputer), "{error}");
+}
+
+#[test]
+fn the_sample_is_reproducible_distinct_per_stream_and_bounded() {
+    let eligible: Vec<u64> = (2..202).collect();
+    let head = "a".repeat(64);
+    let first = audit::sample(&head, 1, &eligible, 10);
+    assert_eq!(first, audit::sample(&head, 1, &eligible, 10));
+    assert_eq!(first.len(), 10);
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no repeats: {first:?}"
+    );
+    assert_ne!(first, audit::sample(&head, 2, &eligible, 10));
+    assert_ne!(first, audit::sample(&"b".repeat(64), 1, &eligible, 10));
+    assert_eq!(audit::sample(&head, 1, &eligible[..3], 10), [2, 3, 4]);
+}
+
+#[test]
+fn the_html_page_is_self_contained_escaped_and_free_of_input_names() {
+    let world = World::new();
+    std::fs::write(world.outputs.join("people/<b>&.png"), b"x").unwrap();
+    std::fs::write(world.inputs.join("people/alice_01.jpg"), b"changed").unwrap();
+    let audit = world.audit();
+    assert_eq!(audit.findings.len(), 2, "{:?}", audit.findings);
+    let page = html::render(&audit);
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(
+        page.contains("people/&lt;b&gt;&amp;.png"),
+        "the stray name is escaped"
+    );
+    assert!(!page.contains("<b>&"));
+    let lower = page.to_lowercase();
+    assert!(!lower.contains("<script"));
+    assert!(!lower.contains("http://") && !lower.contains("https://"));
+    assert!(!lower.contains("<img") && !lower.contains("url("));
+    for name in ["alice", "bob", "carol", "dave", "erin", "broken", "notes"] {
+        assert!(!lower.contains(name), "input name {name} is in the page");
+    }
+    // Histogram with the threshold, attempts chart, counts, rate, hashes.
+    assert!(page.matches("<svg").count() >= 2);
+    assert!(page.contains("threshold 0.6"));
+    assert!(
+        page.contains("25.00 %"),
+        "re-identification rate from run.json"
+    );
+    assert!(page.contains("2 min 5 s"), "wall time from run.json");
+    assert!(page.contains(&audit.chain_head));
+    assert!(page.contains("2 findings"));
+}
+
+fn boomerang() -> Command {
+    Command::cargo_bin("boomerang").unwrap()
+}
+
+#[test]
+fn the_command_exits_0_clean_3_with_findings_1_when_it_cannot_run() {
+    let world = World::new();
+    let with_files = |cmd: &mut Command| {
+        cmd.arg("audit")
+            .arg(&world.report)
+            .arg("--outputs")
+            .arg(&world.outputs)
+            .arg("--policy")
+            .arg(&world.policy)
+            .arg("--embedder")
+            .arg(embedder_spec());
+    };
+    let mut clean = boomerang();
+    with_files(&mut clean);
+    let output = clean.assert().code(0).get_output().stdout.clone();
+    let stdout = String::from_utf8(output).unwrap();
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("verdict: clean (7 rows"),
+        "{stdout}"
+    );
+
+    let mut lines = world.lines();
+    lines.swap(5, 6);
+    world.write_lines(&lines);
+    let html = world.dir.join("audit.html");
+    let mut dirty = boomerang();
+    with_files(&mut dirty);
+    let output = dirty
+        .arg("--html")
+        .arg(&html)
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let stdout = String::from_utf8(output).unwrap();
+    assert!(
+        stdout.contains("finding: [chain] line 6: this row originally came right after line 7"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("verdict: 3 findings in 7 rows"),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("3 findings"));
+
+    let mut json = boomerang();
+    with_files(&mut json);
+    let output = json
+        .arg("--json")
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let value: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    assert_eq!(value["verdict"], "findings");
+    assert_eq!(value["exit_code"], 3);
+    assert_eq!(value["findings"][0]["kind"], "chain");
+    assert_eq!(value["findings"][0]["line"], 6);
+
+    boomerang()
+        .arg("audit")
+        .arg(world.dir.join("missing.csv"))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("missing.csv"));
+}
+
+/// Writes `rows` as `NAME.report.csv` (with its run.json) in the world's folder.
+fn part(world: &World, name: &str, rows: &[ReportRow]) -> PathBuf {
+    let path = world.dir.join(format!("{name}.report.csv"));
+    world.write_report(&path, rows);
+    path
+}
+
+#[test]
+fn merging_parts_gives_the_report_of_the_whole_run() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+    let summary = audit::merge(&[a, b], &merged).unwrap();
+    assert_eq!((summary.rows, summary.parts), (7, 2));
+    assert!(summary.unrecorded.is_empty());
+    // Same rows in the same order, chained from the header: the single run's report, byte for byte.
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&world.report).unwrap()
+    );
+    let rows = boomerang::report::verify(&merged).unwrap();
+    assert_eq!(rows.len(), 7);
+    assert_eq!(summary.chain_head, rows[6].chain);
+    let audit = audit::audit(
+        &AuditArgs {
+            report: merged,
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(audit.findings, Vec::<Finding>::new());
+    assert!(audit.not_checked.iter().any(|n| n.contains("no run.json")));
+}
+
+#[test]
+fn merging_refuses_overlapping_parts() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..4]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+    let error = audit::merge(&[a.clone(), b.clone()], &merged).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, audit::MergeError::Conflict(c) if c.kind == audit::ConflictKind::Overlap),
+        "{text}"
+    );
+    assert!(
+        text.contains("input path `people/dave_01.jpg`")
+            && text.contains(&format!("{}:5", a.display()))
+            && text.contains(&format!("{}:2", b.display())),
+        "{text}"
+    );
+    assert!(!merged.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&world.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The same output path from two inputs is an overlap too.
+    let mut other = world.rows[4..].to_vec();
+    other[2].input_path = "people/frank_01.jpg".into();
+    other[2].output_path = world.rows[0].output_path.clone();
+    let c = part(&world, "c", &other);
+    let a = part(&world, "a2", &world.rows[..3]);
+    let error = audit::merge(&[a, c], &merged).unwrap_err();
+    assert!(
+        error.to_string().contains("output path `people/3f9a.png`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn merging_refuses_parts_of_different_policies() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let mut rows = world.rows[3..].to_vec();
+    for row in &mut rows {
+        row.policy_sha256 = "0".repeat(64);
+    }
+    let b = part(&world, "b", &rows);
+    let error = audit::merge(&[a, b.clone()], &world.dir.join("all.csv")).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, audit::MergeError::Conflict(c) if c.kind == audit::ConflictKind::Mixed),
+        "{text}"
+    );
+    assert!(
+        text.contains("different policy hashes") && text.contains(&format!("{}:2", b.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn merging_refuses_a_part_that_does_not_verify_and_never_overwrites() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+
+    let error = audit::merge(&[a.clone(), a.clone()], &merged).unwrap_err();
+    assert!(matches!(error, audit::MergeError::Twice { .. }), "{error}");
+
+    std::fs::write(&merged, "keep me").unwrap();
+    let error = audit::merge(&[a.clone(), b.clone()], &merged).unwrap_err();
+    assert!(matches!(error, audit::MergeError::Exists { .. }), "{error}");
+    assert_eq!(std::fs::read_to_string(&merged).unwrap(), "keep me");
+    std::fs::remove_file(&merged).unwrap();
+
+    let text = std::fs::read_to_string(&b).unwrap();
+    std::fs::write(&b, text.replacen(",0.95,", ",0.99,", 1)).unwrap();
+    let error = audit::merge(&[a.clone(), b.clone()], &merged).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("does not verify") && message.contains("[chain] line 2"),
+        "{message}"
+    );
+    assert!(!merged.exists());
+
+    // A part cut short is caught through its run.json.
+    let b = part(&world, "b2", &world.rows[3..]);
+    let text = std::fs::read_to_string(&b).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&b, format!("{}\n", kept[..kept.len() - 1].join("\n"))).unwrap();
+    let error = audit::merge(&[a, b], &merged).unwrap_err();
+    assert!(error.to_string().contains("rows were deleted"), "{error}");
+}
+
+#[test]
+fn the_merge_command_reports_what_it_wrote_or_why_not() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows[..3]);
+    let b = part(&world, "b", &world.rows[3..]);
+    let merged = world.dir.join("all.csv");
+    boomerang()
+        .args(["report", "merge"])
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&merged)
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("merged 7 rows from 2 reports"));
+    boomerang()
+        .args(["report", "merge"])
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&merged)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("already exists"));
+}
+
+#[test]
+fn an_empty_report_audits_clean_and_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("empty.report.csv");
+    drop(ReportWriter::create(&report, false).unwrap());
+    let audit = audit::audit(
+        &AuditArgs {
+            report,
+            ..AuditArgs::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(audit.outcome(), Outcome::Clean);
+    assert_eq!(audit.chain_head, boomerang::report::genesis());
+    let page = html::render(&audit);
+    assert!(page.contains("No row has a distance."));
+    assert!(page.contains("No row has an attempt count."));
+}
+
+#[test]
+fn the_embedder_graph_hash_is_accepted_for_the_spec() {
+    let world = World::new();
+    let graph =
+        sha(&std::fs::read(root().join("models/dlib-face/dlib-face-resnet29.onnx")).unwrap());
+    let mut rows = world.rows.clone();
+    for row in &mut rows {
+        row.embedder_sha256 = graph.clone();
+    }
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    assert_eq!(world.audit().findings, Vec::<Finding>::new());
+}
+
+#[test]
+fn another_embedder_spec_is_found() {
+    let world = World::new();
+    let spec = world.dir.join("embedder.toml");
+    let text = std::fs::read_to_string(embedder_spec()).unwrap().replace(
+        "onnx = \"dlib-face-resnet29.onnx\"",
+        &format!(
+            "onnx = \"{}\"",
+            root()
+                .join("models/dlib-face/dlib-face-resnet29.onnx")
+                .display()
+        ),
+    );
+    std::fs::write(
+        &spec,
+        text.replace("max-distance = 0.6", "max-distance = 0.5"),
+    )
+    .unwrap();
+    let audit = audit::audit(
+        &AuditArgs {
+            embedder: Some(spec),
+            ..world.args()
+        },
+        None,
+    )
+    .unwrap();
+    let hash = of_kind(&audit.findings, FindingKind::Hash);
+    assert_eq!(hash.len(), 1, "{hash:?}");
+    assert!(
+        hash[0].1.contains("7 row(s) have embedder_sha256"),
+        "{}",
+        hash[0].1
+    );
+    // Its operating point moved: every certified or failed row's threshold breaks the policy.
+    assert_eq!(of_kind(&audit.findings, FindingKind::Rule).len(), 5);
+}
+
+#[test]
+fn run_json_of_an_unfinished_run_or_other_hashes_is_found() {
+    let world = World::new();
+    let path = world.dir.join("out.run.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["finished"] = serde_json::json!("");
+    json["config"]["policy_sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let audit = world.audit();
+    let record = of_kind(&audit.findings, FindingKind::RunRecord);
+    assert_eq!(record.len(), 2, "{record:?}");
+    assert!(record
+        .iter()
+        .any(|(_, m)| m.contains("the run did not finish")));
+    assert!(record
+        .iter()
+        .any(|(_, m)| m.contains("rows have policy_sha256") && m.contains(&"0".repeat(64))));
+}
