@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::augment::AugmentConfig;
 use crate::engine::Settings;
+use crate::enhance::EnhanceConfig;
 use crate::runtime::{Device, SessionOptions};
 use crate::sample::SampleConfig;
 use crate::scheduler::SchedulerKind;
@@ -35,6 +37,48 @@ pub enum Command {
     Anonymize(AnonymizeArgs),
     /// Write COUNT Boomerang samples of each IMAGE into OUTDIR (as <stem>_<k>.png)
     Sample(SampleArgs),
+    /// Write N Boomerang samples of every image of a class-folder dataset (data augmentation)
+    ///
+    /// IN is an ImageFolder-style dataset (class folders of images); OUT gets the same folders.
+    /// For IN/<class>/<stem>.<ext> it writes OUT/<class>/<stem>_aug<k>.png for k = 0..N-1 and,
+    /// unless --no-originals, OUT/<class>/<stem>.png: the original's pixels re-encoded as PNG (bit
+    /// depth and alpha kept; EXIF, XMP and every other metadata dropped). Samples are 8-bit RGB
+    /// (grayscale stays grayscale, alpha dropped) at the input's exact size.
+    ///
+    /// Sample k is seeded by sha256(run seed, sha256 of the input file, k), exactly like sample k
+    /// of `boomerang sample`, and gets the strength S[k mod len] of --strengths S0,S1,.. (or
+    /// --strength). Each image is VAE-encoded once for all its samples; each sample still draws its
+    /// own posterior, start and step noise from its own seed, so it is byte-identical to running
+    /// it alone. With --batch B, B images are encoded together and all their samples of one
+    /// strength go through the UNet as one batch.
+    ///
+    /// OUT/augment.csv lists every output (source, source_sha256, output, output_sha256, status,
+    /// reason, sample, strength, start_timestep, steps, scheduler, seed, run_seed, model_sha256),
+    /// one row fsync'd per output, plus error rows for unusable images and skipped rows for other
+    /// files. Outputs are written to a temp file and renamed. A non-empty OUT is refused unless
+    /// --resume, which keeps outputs whose row and sha256 match and redoes the rest.
+    ///
+    /// Exit codes: 0 every image augmented (skipped non-images do not count); 1 the run could not
+    /// proceed (refused folders included); 2 usage error; 3 some images could not be read (error
+    /// rows in the manifest).
+    Augment(AugmentArgs),
+    /// Upsample images by K (Lanczos3), then Boomerang at low strength in blended tiles
+    ///
+    /// IN is an image file or a folder (walked recursively, layout kept); OUT is a folder. Each
+    /// image becomes OUT/<folders>/<stem>.png, exactly K times its width and height: upsampled with
+    /// a Lanczos3 filter, then Boomerang at --strength (default 0.2) adds plausible detail.
+    ///
+    /// The upsampled image is processed in square tiles of --tile pixels (default: the model's
+    /// working size), spread evenly so neighbours overlap by at least --overlap pixels (default a
+    /// quarter tile); a side shorter than a tile is padded by repeating its edge and cut back.
+    /// Tiles are blended with linear ramps across each overlap whose weights sum to 1, so no seam
+    /// shows. Tile i is seeded from the image seed sha256(run seed, sha256 of the input, 0) and i.
+    /// Output is 8-bit RGB (grayscale stays grayscale, alpha dropped), PNG without metadata.
+    ///
+    /// OUT/enhance.csv gets one row per input (fsync'd as written), with resume, error and skipped
+    /// rows as for `augment`. Exit codes: 0 all enhanced; 1 the run could not proceed; 2 usage
+    /// error; 3 some images could not be read or were too large.
+    Enhance(EnhanceArgs),
     /// Compare the faces in two images: distance and same/different identity verdict
     Score(crate::certify::score::ScoreArgs),
     /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
@@ -326,4 +370,148 @@ impl AnonymizeArgs {
 pub struct AnonymizeOpts {
     #[command(flatten)]
     pub args: AnonymizeArgs,
+}
+
+/// Options of the dataset commands (augment, enhance) beyond the Boomerang knobs.
+#[derive(Debug, Args, Clone)]
+pub struct DatasetArgs {
+    /// Continue an interrupted run in the same OUT: outputs whose manifest row and sha256 match are
+    /// kept, the rest redone (byte-identical to an uninterrupted run). Without --seed, the seed of
+    /// the resumed run is used
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar and no plan or summary on stdout (errors still go to stderr). The bar is
+    /// also hidden when stderr is not a terminal
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print time per stage and the share spent outside ONNX Runtime
+    #[arg(long)]
+    pub timings: bool,
+    /// Input: a dataset folder (augment), or an image or folder (enhance)
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output folder, created if missing; must be empty unless --resume, and outside IN
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+/// `SeedArg` for commands that can resume: `random` defers to the resumed run's seed.
+fn seed_option(seed: SeedArg) -> Option<u64> {
+    match seed {
+        SeedArg::Fixed(seed) => Some(seed),
+        SeedArg::Random => None,
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("batch", |arg| arg.help(
+    "Images encoded together; all their samples of one strength share a UNet batch, so UNet \
+     memory grows with B x N"
+)))]
+pub struct AugmentArgs {
+    #[command(flatten)]
+    pub boomerang: BoomerangArgs,
+    /// Samples per image, written as <stem>_aug<k>.png for k = 0..N-1
+    #[arg(
+        short = 'n',
+        long = "count",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub count: u32,
+    /// Several strengths: sample k uses S[k mod len] (so -n 4 --strengths 0.2,0.5 gives samples
+    /// 0 and 2 at 0.2, 1 and 3 at 0.5). Replaces --strength
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "S1,S2,..",
+        value_parser = parse_strength,
+        conflicts_with = "strength"
+    )]
+    pub strengths: Option<Vec<f64>>,
+    /// Do not write the re-encoded original beside its samples
+    #[arg(long)]
+    pub no_originals: bool,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+}
+
+/// One strength of `--strengths`, 0..=1.
+fn parse_strength(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(strength) if (0.0..=1.0).contains(&strength) => Ok(strength),
+        Ok(strength) => Err(format!("{strength} is outside 0..=1")),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
+}
+
+impl AugmentArgs {
+    pub fn config(&self) -> anyhow::Result<AugmentConfig> {
+        let settings = self.boomerang.settings()?;
+        let strengths = match &self.strengths {
+            // clap gives at least one value for a present option.
+            Some(strengths) => strengths.clone(),
+            None => vec![settings.strength],
+        };
+        Ok(AugmentConfig {
+            model: self.boomerang.model.clone(),
+            settings,
+            strengths,
+            seed: seed_option(self.boomerang.seed),
+            count: self.count,
+            batch: self.boomerang.batch,
+            originals: !self.no_originals,
+            input: self.dataset.input.clone(),
+            output: self.dataset.output.clone(),
+            resume: self.dataset.resume,
+            quiet: self.dataset.quiet,
+            timings: self.dataset.timings,
+            session: self.boomerang.runtime.session_options(),
+            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+// Enhancement wants little change: the paper's low setting, not BoomerangArgs' 0.5.
+#[command(
+    mut_arg("strength", |arg| arg.default_value("0.2")),
+    mut_arg("batch", |arg| arg.help("Tiles per UNet batch"))
+)]
+pub struct EnhanceArgs {
+    #[command(flatten)]
+    pub boomerang: BoomerangArgs,
+    /// Upsampling factor K (1..=8): the output is exactly K times the input's width and height
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub scale: u32,
+    /// Tile side in pixels of the upsampled image (default: the model's working size); a multiple
+    /// of 8 latent cells (64 px for Stable Diffusion)
+    #[arg(long, value_name = "T")]
+    pub tile: Option<u32>,
+    /// Least overlap between neighbouring tiles in pixels (default: a quarter of the tile)
+    #[arg(long, value_name = "O")]
+    pub overlap: Option<u32>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+}
+
+impl EnhanceArgs {
+    pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
+        Ok(EnhanceConfig {
+            model: self.boomerang.model.clone(),
+            settings: self.boomerang.settings()?,
+            seed: seed_option(self.boomerang.seed),
+            scale: self.scale,
+            tile: self.tile,
+            overlap: self.overlap,
+            batch: self.boomerang.batch,
+            input: self.dataset.input.clone(),
+            output: self.dataset.output.clone(),
+            resume: self.dataset.resume,
+            quiet: self.dataset.quiet,
+            timings: self.dataset.timings,
+            session: self.boomerang.runtime.session_options(),
+            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+        })
+    }
 }

@@ -8,8 +8,8 @@ use ndarray::{Array3, ArrayView4};
 
 use crate::model::{ModelError, SdModel};
 use crate::pipeline::{
-    boomerang_batch, encode_text, BatchOutput, BatchRequest, Conditioning, PipelineError,
-    SeededNoise, StartPlan,
+    boomerang_encoded, encode_images, encode_text, BatchOutput, Conditioning, EncodedRequest,
+    Encoding, PipelineError, SeededNoise, StartPlan,
 };
 use crate::runtime::{Runtime, SessionOptions};
 use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind};
@@ -163,15 +163,41 @@ impl Engine {
             ))
             .into());
         }
+        let encoding = self.encode(images)?;
+        self.run_encoded(settings, &encoding, seeds)
+    }
+
+    /// The VAE encoder's output for `[B, 3, H, W]` images in `[-1, 1]`, to share between runs
+    /// ([`Encoding::select`] repeats an image for several samples).
+    pub fn encode(&mut self, images: ArrayView4<f32>) -> Result<Encoding, EngineError> {
+        Ok(encode_images(&mut self.model, images, &mut self.timer)?)
+    }
+
+    /// Boomerang from an encoding, row `i` seeded by `seeds[i]`: the same result as [`Engine::run`]
+    /// on the images that were encoded, since every random draw comes from the row's own seed.
+    pub fn run_encoded(
+        &mut self,
+        settings: &Settings,
+        encoding: &Encoding,
+        seeds: &[[u8; 32]],
+    ) -> Result<(BatchOutput, StartPlan), EngineError> {
+        if seeds.len() != encoding.len() {
+            return Err(PipelineError::Input(format!(
+                "{} encodings but {} seeds",
+                encoding.len(),
+                seeds.len()
+            ))
+            .into());
+        }
         let conditioning = self.conditioning(settings)?;
         let (mut scheduler, plan) = self.schedulers.plan(settings)?;
         let mut noise = SeededNoise::new(seeds);
-        let request = BatchRequest {
+        let request = EncodedRequest {
             plan: &plan,
-            images,
+            encoding,
             conditioning: &conditioning,
         };
-        let output = boomerang_batch(
+        let output = boomerang_encoded(
             &mut self.model,
             scheduler.as_mut(),
             request,

@@ -4,10 +4,13 @@
 pub mod anonymize;
 pub mod atomic;
 pub mod audit;
+pub mod augment;
+pub mod batchrun;
 pub mod certify;
 pub mod cli;
 pub mod dataset;
 pub mod engine;
+pub mod enhance;
 pub mod hashing;
 pub mod imageio;
 pub mod manifest;

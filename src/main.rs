@@ -19,6 +19,8 @@ fn main() -> ExitCode {
 fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     match opts.command {
         Command::Anonymize(args) => boomerang::anonymize::command(&args),
+        Command::Augment(args) => Ok(boomerang::augment::run(&args.config()?)?.exit_code()),
+        Command::Enhance(args) => Ok(boomerang::enhance::run(&args.config()?)?.exit_code()),
         Command::Sample(args) => {
             boomerang::sample::run(&args.config()?).map(|()| ExitCode::SUCCESS)
         }

@@ -250,6 +250,64 @@ pub struct BatchRequest<'a> {
     pub conditioning: &'a Conditioning,
 }
 
+/// What the VAE encoder returned for a batch, before the posterior sample: the expensive part of
+/// encoding, which several samples of one image can share (each then draws its own posterior
+/// sample from its own seed stream, so sharing changes no result).
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    kind: VaeEncoderOutput,
+    /// `[B, 2 * latent_channels, h, w]` (parameters) or `[B, latent_channels, h, w]` (sample).
+    values: Array4<f32>,
+}
+
+impl Encoding {
+    pub fn len(&self) -> usize {
+        self.values.shape()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encodings of `rows`, in that order; a row may repeat (N samples of one image).
+    pub fn select(&self, rows: &[usize]) -> Result<Encoding, PipelineError> {
+        if let Some(&bad) = rows.iter().find(|&&row| row >= self.len()) {
+            return Err(PipelineError::Input(format!(
+                "encoding row {bad} requested from a batch of {}",
+                self.len()
+            )));
+        }
+        Ok(Encoding {
+            kind: self.kind,
+            values: self.values.select(Axis(0), rows),
+        })
+    }
+}
+
+/// Runs the VAE encoder on `[B, 3, H, W]` images in `[-1, 1]`.
+pub fn encode_images(
+    model: &mut SdModel,
+    images: ArrayView4<f32>,
+    timer: &mut StageTimer,
+) -> Result<Encoding, PipelineError> {
+    let kind = model.vae_encoder_output;
+    let output = match kind {
+        VaeEncoderOutput::LatentParameters => "latent_parameters",
+        VaeEncoderOutput::LatentSample => "latent_sample",
+    };
+    let values = timer.time(Stage::VaeEncode, |timer| {
+        run_image_graph(
+            &mut model.vae_encoder,
+            ("sample", images),
+            output,
+            "vae_encoder",
+            Stage::VaeEncode,
+            timer,
+        )
+    })?;
+    Ok(Encoding { kind, values })
+}
+
 /// Boomerang on a batch of equally sized images.
 pub fn boomerang_batch(
     model: &mut SdModel,
@@ -259,37 +317,47 @@ pub fn boomerang_batch(
     timer: &mut StageTimer,
     observer: StepObserver,
 ) -> Result<BatchOutput, PipelineError> {
-    let BatchRequest {
+    let encoding = encode_images(model, request.images, timer)?;
+    let request = EncodedRequest {
+        plan: request.plan,
+        encoding: &encoding,
+        conditioning: request.conditioning,
+    };
+    boomerang_encoded(model, scheduler, request, noise, timer, observer)
+}
+
+/// [`BatchRequest`] with the images already encoded ([`encode_images`]).
+#[derive(Clone, Copy)]
+pub struct EncodedRequest<'a> {
+    pub plan: &'a StartPlan,
+    pub encoding: &'a Encoding,
+    pub conditioning: &'a Conditioning,
+}
+
+/// Boomerang from encoded images: posterior sample, forward noise, denoise, decode.
+pub fn boomerang_encoded(
+    model: &mut SdModel,
+    scheduler: &mut dyn Scheduler,
+    request: EncodedRequest,
+    noise: &mut dyn PipelineNoise,
+    timer: &mut StageTimer,
+    observer: StepObserver,
+) -> Result<BatchOutput, PipelineError> {
+    let EncodedRequest {
         plan,
-        images,
+        encoding,
         conditioning,
     } = request;
-    let batch = images.shape()[0];
+    let batch = encoding.len();
     let scaling = model.geometry.vae_scaling_factor;
 
+    // Elementwise noise arithmetic like add_noise, hence timed with the scheduler.
     let init_latents = timer.time(
-        Stage::VaeEncode,
-        |timer| -> Result<Array4<f32>, PipelineError> {
-            let latents = match model.vae_encoder_output {
-                VaeEncoderOutput::LatentParameters => {
-                    let parameters = run_image_graph(
-                        &mut model.vae_encoder,
-                        ("sample", images),
-                        "latent_parameters",
-                        "vae_encoder",
-                        Stage::VaeEncode,
-                        timer,
-                    )?;
-                    sample_posterior(&parameters, noise)?
-                }
-                VaeEncoderOutput::LatentSample => run_image_graph(
-                    &mut model.vae_encoder,
-                    ("sample", images),
-                    "latent_sample",
-                    "vae_encoder",
-                    Stage::VaeEncode,
-                    timer,
-                )?,
+        Stage::Scheduler,
+        |_| -> Result<Array4<f32>, PipelineError> {
+            let latents = match encoding.kind {
+                VaeEncoderOutput::LatentParameters => sample_posterior(&encoding.values, noise)?,
+                VaeEncoderOutput::LatentSample => encoding.values.clone(),
             };
             Ok(latents * scaling)
         },
