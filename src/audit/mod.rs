@@ -450,12 +450,14 @@ pub fn audit(
         rerun = done.rerun;
     }
     if args.recompute == 0 {
-        not_checked
-            .push("re-scored distances (give --recompute N and the anonymize engine)".to_string());
+        not_checked.push(
+            "re-scored distances (give --recompute N with --inputs, --outputs and --policy)"
+                .to_string(),
+        );
     }
     if args.seed_sample == 0 {
         not_checked.push(
-            "reproducibility of outputs (give --seed-sample N and the anonymize engine)"
+            "reproducibility of outputs (give --recompute N or --seed-sample N with --inputs, --outputs and --policy)"
                 .to_string(),
         );
     }
