@@ -6,6 +6,12 @@ use boomerang::cli::{Command, Opts, ReportCommand};
 use boomerang::manifest::Manifest;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`)
+    // instead of panicking on the failed write.
+    // SAFETY: called first thing, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let opts = Opts::parse();
     match run(opts) {
         Ok(code) => code,
