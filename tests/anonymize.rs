@@ -544,3 +544,26 @@ fn audit_recompute_reproduces_a_run_byte_for_byte() {
         .stdout(predicate::str::contains("re-ran lines"))
         .stdout(predicate::str::contains("verdict: clean"));
 }
+
+#[test]
+fn default_policy_without_its_model_prints_the_export_commands() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let missing = temp.path().join("sd15-onnx");
+    let mut command = Command::cargo_bin("anonymize").unwrap();
+    command
+        .arg("--policy")
+        .arg(root().join("policies/default.toml"))
+        .arg("--model")
+        .arg(&missing)
+        .arg(&input)
+        .arg(temp.path().join("out"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not found"))
+        .stderr(predicate::str::contains(
+            "optimum-cli export onnx --model stable-diffusion-v1-5/stable-diffusion-v1-5 --task image-to-image",
+        ))
+        .stderr(predicate::str::contains("boomerang manifest --write"));
+    assert!(!temp.path().join("out").exists());
+}
