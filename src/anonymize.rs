@@ -848,8 +848,9 @@ fn reidentification(
         let Some((input, output)) = paths.get(&row.input_path) else {
             continue;
         };
-        let source = certify::load_image(input)?;
-        let result = certify::load_image(output)?;
+        // Decoded as the run decoded them, so the embeddings are the ones certification saw.
+        let source = dataset::load_image(input)?.image;
+        let result = dataset::load_image(output)?.image;
         let (Some(a), Some(b)) = (
             representative(certifier.analyze(&source)?),
             representative(certifier.analyze(&result)?),

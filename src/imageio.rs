@@ -14,8 +14,6 @@ use ndarray::{Array4, ArrayView3};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: cannot read image: {message}")]
-    Read { path: String, message: String },
     #[error("{path}: cannot write image: {message}")]
     Write { path: String, message: String },
 }
@@ -30,20 +28,6 @@ pub struct Placement {
     pub width: u32,
     pub height: u32,
     pub grayscale: bool,
-}
-
-/// Decodes by content, not by extension (the first frame of an animated GIF).
-pub fn load(path: &Path) -> Result<DynamicImage, ImageError> {
-    let read_error = |message: String| ImageError::Read {
-        path: path.display().to_string(),
-        message,
-    };
-    ImageReader::open(path)
-        .map_err(|e| read_error(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| read_error(e.to_string()))?
-        .decode()
-        .map_err(|e| read_error(e.to_string()))
 }
 
 /// `[1, 3, size, size]` in `[-1, 1]` plus how to map the result back.

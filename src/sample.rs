@@ -7,7 +7,6 @@ use anyhow::{bail, Context};
 use ndarray::{concatenate, Array4, Axis};
 
 use crate::engine::{Engine, Settings};
-use crate::hashing::sha256_bytes;
 use crate::imageio::{self, Placement};
 use crate::noise::image_seed;
 use crate::runtime::{self, SessionOptions};
@@ -111,12 +110,12 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One read of the file serves both the content hash (the seed) and decoding, under the same
+/// size limits as `anonymize`.
 fn load_input(path: &Path, size: u32) -> anyhow::Result<(LoadedImage, [u8; 32])> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let content_hash = sha256_bytes(&bytes);
-    let image = imageio::load(path)?;
-    let (tensor, placement) = imageio::to_working_tensor(&image, size);
-    Ok((LoadedImage { tensor, placement }, content_hash))
+    let loaded = crate::dataset::load_image(path)?;
+    let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
+    Ok((LoadedImage { tensor, placement }, loaded.sha256))
 }
 
 /// `OUT/<stem>_<k>.png` per input; two inputs with the same stem would overwrite each other.
