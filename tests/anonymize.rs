@@ -1,6 +1,10 @@
 //! `anonymize` end to end on the tiny model: layout, report, privacy of outputs, reproducibility,
 //! crash + resume, refusals, bad inputs and exit codes.
 
+mod common;
+
+use common::{png_chunks, tree};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -61,42 +65,11 @@ fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Comm
     command
 }
 
-/// Every file under `dir`, relative path → bytes.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    files
-}
-
 fn report_path(output: &Path) -> PathBuf {
     output.with_file_name(format!(
         "{}.report.csv",
         output.file_name().unwrap().to_string_lossy()
     ))
-}
-
-/// PNG chunk types of a file.
-fn png_chunks(bytes: &[u8]) -> Vec<String> {
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    let mut chunks = Vec::new();
-    let mut at = 8;
-    while at + 8 <= bytes.len() {
-        let length = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        chunks.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
-        at += 12 + length;
-    }
-    chunks
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! folders, byte-identical reruns, shared encoding equal to running each sample alone, strengths
 //! assigned by sample index, resume after a crash, metadata stripped, exit codes.
 
-use std::collections::BTreeMap;
+mod common;
+
+use common::{png_chunks, tree};
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -60,24 +63,6 @@ fn augment(input: &Path, output: &Path, extra: &[&str]) -> assert_cmd::assert::A
         .arg(input)
         .arg(output)
         .assert()
-}
-
-/// Every file under `dir` (relative path → bytes).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    files
 }
 
 fn manifest_rows(output: &Path) -> Vec<csv::StringRecord> {
@@ -373,17 +358,6 @@ fn metadata_is_stripped_and_bad_inputs_get_rows_and_exit_code_3() {
     let source = image::open(input.join("cat/one.png")).unwrap();
     let copy = image::open(out.join("cat/one.png")).unwrap();
     assert_eq!(source.to_rgb8(), copy.to_rgb8());
-}
-
-fn png_chunks(bytes: &[u8]) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut at = 8;
-    while at + 8 <= bytes.len() {
-        let length = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        chunks.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
-        at += 12 + length;
-    }
-    chunks
 }
 
 #[test]
