@@ -5,13 +5,11 @@
 //! final verdict. Every finished image appends one hash-chained row to the private report.
 
 use std::collections::{HashMap, HashSet};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use image::DynamicImage;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{concatenate, Array4, Axis};
 use serde::Serialize;
 
@@ -338,7 +336,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     )?;
     let point = operating_point(&prepared.level, &certifier)?;
 
-    let progress = progress_bar(planned.len() as u64, config.quiet);
+    let progress = crate::batchrun::progress_bar(planned.len() as u64, "images", config.quiet);
     let context = RowContext {
         level: &prepared.level,
         model_sha256: &prepared.model_sha256,
@@ -539,32 +537,16 @@ fn remove_stale_temp_files(output: &Path) -> anyhow::Result<()> {
         for entry in entries {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
             let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 pending.push(path);
-            } else if kind.is_file() && name.starts_with(".boomerang-") && name.ends_with(".tmp") {
+            } else if kind.is_file() && crate::atomic::is_temp_file(&path) {
                 std::fs::remove_file(&path)
                     .with_context(|| format!("removing {}", path.display()))?;
             }
         }
     }
     Ok(())
-}
-
-fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
-    let target = if quiet || !std::io::stderr().is_terminal() {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    };
-    let bar = ProgressBar::with_draw_target(Some(length), target);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:30} {pos}/{len} images, ETA {eta} · {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// The columns every row of a run shares.

@@ -66,7 +66,7 @@ pub fn progress_bar(total: u64, unit: &str, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    // The layout of anonymize's bar.
+    // One layout for anonymize, augment and enhance.
     let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}, ETA {{eta}} · {{msg}}");
     let style =
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());

@@ -221,7 +221,7 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
     unlisted.sort();
     for (text, (path, kind)) in unlisted {
         let what = match kind {
-            Kind::File if is_temp(path) => {
+            Kind::File if crate::atomic::is_temp_file(path) => {
                 "a temporary file of an interrupted write, listed by no row"
             }
             Kind::File if is_image(path) => "an image that no row lists",
@@ -326,12 +326,6 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
         }
     }
     Ok(found)
-}
-
-fn is_temp(path: &Path) -> bool {
-    path.file_name()
-        .map(|n| n.to_string_lossy())
-        .is_some_and(|n| n.starts_with(".boomerang-") && n.ends_with(".tmp"))
 }
 
 fn is_image(path: &Path) -> bool {
