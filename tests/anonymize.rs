@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use boomerang::report::{verify, Status};
+use boomerang::records::report::{verify, Status};
 use predicates::prelude::*;
 
 fn root() -> PathBuf {
@@ -125,7 +125,7 @@ fn run_keeps_layout_writes_a_verifiable_report_and_strips_metadata() {
         assert_ne!(output_path.file_stem(), input_path.file_stem());
         let bytes = &outputs[output_path];
         assert_eq!(
-            hex::encode(boomerang::hashing::sha256_bytes(bytes)),
+            hex::encode(boomerang::io::hashing::sha256_bytes(bytes)),
             row.output_sha256
         );
         let image = image::load_from_memory(bytes).unwrap();
@@ -175,11 +175,12 @@ fn same_seed_gives_same_bytes_whatever_threads_or_batch() {
     .assert()
     .code(predicate::in_iter([0, 3]));
     assert_eq!(tree(&first), tree(&second));
-    let strip = |rows: Vec<boomerang::report::ReportRow>| -> Vec<(String, String, String)> {
-        rows.into_iter()
-            .map(|r| (r.input_path, r.output_sha256, r.seed))
-            .collect()
-    };
+    let strip =
+        |rows: Vec<boomerang::records::report::ReportRow>| -> Vec<(String, String, String)> {
+            rows.into_iter()
+                .map(|r| (r.input_path, r.output_sha256, r.seed))
+                .collect()
+        };
     assert_eq!(
         strip(verify(&report_path(&first)).unwrap()),
         strip(verify(&report_path(&second)).unwrap())
@@ -435,7 +436,7 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
         .assert()
         .code(3);
     let rows = verify(&report_path(&output)).unwrap();
-    let by_input: BTreeMap<&str, &boomerang::report::ReportRow> =
+    let by_input: BTreeMap<&str, &boomerang::records::report::ReportRow> =
         rows.iter().map(|r| (r.input_path.as_str(), r)).collect();
     for (name, status) in [
         ("empty.png", Status::Error),

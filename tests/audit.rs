@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use boomerang::audit::{
-    self, html, AuditArgs, AuditError, Finding, FindingKind, Outcome, Recomputer,
+    self, html, AuditConfig, AuditError, Finding, FindingKind, Outcome, Recomputer,
 };
-use boomerang::manifest::Manifest;
-use boomerang::report::{ReportRow, ReportWriter, RunRecord, Status, StatusCounts};
+use boomerang::diffusion::model_manifest::ModelManifest;
+use boomerang::records::report::{ReportRow, ReportWriter, RunRecord, Status, StatusCounts};
 use sha2::{Digest, Sha256};
 
 fn root() -> PathBuf {
@@ -65,7 +65,7 @@ impl World {
         std::fs::write(&policy_path, policy).unwrap();
         let hashes = Hashes {
             policy: sha(policy.as_bytes()),
-            model: Manifest::compute(&root().join("models/tiny-sd"))
+            model: ModelManifest::compute(&root().join("models/tiny-sd"))
                 .unwrap()
                 .model_hash(),
             // What anonymize records: the spec file's sha256.
@@ -193,15 +193,15 @@ impl World {
         .unwrap();
     }
 
-    fn args(&self) -> AuditArgs {
-        AuditArgs {
+    fn args(&self) -> AuditConfig {
+        AuditConfig {
             report: self.report.clone(),
             outputs: Some(self.outputs.clone()),
             inputs: Some(self.inputs.clone()),
             policy: Some(self.policy.clone()),
             model: Some(root().join("models/tiny-sd")),
             embedder: Some(embedder_spec()),
-            ..AuditArgs::default()
+            ..AuditConfig::default()
         }
     }
 
@@ -626,7 +626,7 @@ fn a_different_policy_model_or_embedder_is_found() {
     )
     .unwrap();
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             policy: Some(other_policy),
             model: Some(root().join("models/tiny-sd-vpred")),
             ..world.args()
@@ -702,7 +702,7 @@ fn rows_without_reasons_or_with_impossible_outputs_are_found() {
     std::fs::remove_file(&world.report).unwrap();
     world.write_report(&world.report, &rows);
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             outputs: None,
             ..world.args()
         },
@@ -737,9 +737,9 @@ fn a_changed_input_is_found() {
 fn without_the_files_the_checks_are_listed_as_not_checked() {
     let world = World::new();
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             report: world.report.clone(),
-            ..AuditArgs::default()
+            ..AuditConfig::default()
         },
         None,
     )
@@ -816,7 +816,7 @@ impl Recomputer for Mock {
 fn recomputation_of_a_faithful_run_is_clean_and_drawn_from_the_chain_head() {
     let world = World::new();
     let mut mock = Mock::faithful(&world);
-    let args = AuditArgs {
+    let args = AuditConfig {
         recompute: 3,
         seed_sample: 2,
         ..world.args()
@@ -857,7 +857,7 @@ fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
         bytes.push(b'!');
     }
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             recompute: 5,
             seed_sample: 5,
             ..world.args()
@@ -880,7 +880,7 @@ fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
 fn recomputation_needs_a_recomputer() {
     let world = World::new();
     let error = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             seed_sample: 1,
             ..world.args()
         },
@@ -1044,11 +1044,11 @@ fn merging_parts_gives_the_report_of_the_whole_run() {
         std::fs::read(&merged).unwrap(),
         std::fs::read(&world.report).unwrap()
     );
-    let rows = boomerang::report::verify(&merged).unwrap();
+    let rows = boomerang::records::report::verify(&merged).unwrap();
     assert_eq!(rows.len(), 7);
     assert_eq!(summary.chain_head, rows[6].chain);
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             report: merged,
             ..world.args()
         },
@@ -1186,15 +1186,15 @@ fn an_empty_report_audits_clean_and_renders() {
     let report = dir.path().join("empty.report.csv");
     drop(ReportWriter::create(&report, false).unwrap());
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             report,
-            ..AuditArgs::default()
+            ..AuditConfig::default()
         },
         None,
     )
     .unwrap();
     assert_eq!(audit.outcome(), Outcome::Clean);
-    assert_eq!(audit.chain_head, boomerang::report::genesis());
+    assert_eq!(audit.chain_head, boomerang::records::report::genesis());
     let page = html::render(&audit);
     assert!(page.contains("No row has a distance."));
     assert!(page.contains("No row has an attempt count."));
@@ -1233,7 +1233,7 @@ fn another_embedder_spec_is_found() {
     )
     .unwrap();
     let audit = audit::audit(
-        &AuditArgs {
+        &AuditConfig {
             embedder: Some(spec),
             ..world.args()
         },

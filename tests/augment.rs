@@ -9,8 +9,8 @@ use common::{png_chunks, tree};
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use boomerang::engine::{Engine, Settings};
-use boomerang::runtime::{self, SessionOptions};
+use boomerang::diffusion::engine::{Engine, Settings};
+use boomerang::io::runtime::{self, SessionOptions};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -165,7 +165,7 @@ fn assert_same_outputs(a: &Path, b: &Path) {
 }
 
 fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
-    boomerang::hashing::sha256_bytes(bytes)
+    boomerang::io::hashing::sha256_bytes(bytes)
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn engine_shared_encoding_matches_separate_runs_exactly() {
     let runtime = runtime::init(None).unwrap();
     let mut engine = Engine::open(&model(), runtime, &SessionOptions::default()).unwrap();
     let image = image::open(root().join("examples/coffee.png")).unwrap();
-    let (tensor, _) = boomerang::imageio::to_working_tensor(&image, 128);
+    let (tensor, _) = boomerang::io::imageio::to_working_tensor(&image, 128);
     let settings = Settings {
         strength: 0.6,
         steps: 5,

@@ -9,11 +9,10 @@ use std::sync::OnceLock;
 use boomerang::certify::detector::{DetectorConfig, FaceDetector};
 use boomerang::certify::embedder::Embedder;
 use boomerang::certify::metric::{Embedding, Metric};
-use boomerang::certify::score::{render, run, score, ScoreArgs};
 use boomerang::certify::spec::EmbedderSpec;
 use boomerang::certify::{load_image, reid, Certifier, FaceAnalysis, Subject};
-use boomerang::cli::RuntimeArgs;
-use boomerang::runtime::{self, Device, Runtime, SessionOptions};
+use boomerang::commands::score::{render, run, score, ScoreConfig};
+use boomerang::io::runtime::{self, Device, Runtime, SessionOptions};
 use image::imageops::{self, FilterType};
 use serde_json::Value;
 
@@ -343,18 +342,18 @@ fn reid_rate_is_one_for_identical_probes_and_about_chance_for_unrelated_ones() {
 
 #[test]
 fn score_command_reports_same_and_different_identity() {
-    let args = |a: &str, b: &str| ScoreArgs {
+    let args = |a: &str, b: &str| ScoreConfig {
         image_a: fixture(a),
         image_b: fixture(b),
         embedder: "dlib-face".to_string(),
         operating_point: None,
         detector: None,
         json: false,
-        runtime: RuntimeArgs {
-            onnxruntime: None,
+        session: SessionOptions {
             device: Device::Cpu,
             threads: 1,
         },
+        onnxruntime: None,
     };
     let same = score(&args("obama.jpg", "obama2.jpg")).unwrap();
     let text = render(&same);
@@ -376,12 +375,12 @@ fn score_command_reports_same_and_different_identity() {
 
     let faceless = score(&args("coffee.jpg", "obama.jpg")).unwrap();
     assert!(render(&faceless).contains("no face found"));
-    assert!(run(&ScoreArgs {
+    assert!(run(&ScoreConfig {
         json: true,
         ..args("obama.jpg", "obama3.jpg")
     })
     .is_ok());
-    let unknown = ScoreArgs {
+    let unknown = ScoreConfig {
         operating_point: Some("nope".to_string()),
         ..args("obama.jpg", "obama2.jpg")
     };

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use boomerang::dataset::{
+use boomerang::io::dataset::{
     check_folders, load_image, load_image_with_limits, output_is_empty, output_relative, path_text,
     plan_outputs, walk, Action, DatasetError, DecodeLimits, Entry, EntryKind, InputErrorKind,
     NameKey, SkipReason,

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use boomerang::engine::{Engine, Settings};
-use boomerang::enhance::{self, Tiling};
-use boomerang::runtime::{self, SessionOptions};
-use boomerang::scheduler::SchedulerKind;
+use boomerang::commands::enhance::{self, Tiling};
+use boomerang::diffusion::engine::{Engine, Settings};
+use boomerang::diffusion::scheduler::SchedulerKind;
+use boomerang::io::runtime::{self, SessionOptions};
 use image::{DynamicImage, Rgb, RgbImage};
 
 fn root() -> PathBuf {

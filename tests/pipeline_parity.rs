@@ -5,15 +5,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use boomerang::model::SdModel;
-use boomerang::noise::NoiseSource;
-use boomerang::pipeline::{
+use boomerang::diffusion::model::SdModel;
+use boomerang::diffusion::noise::NoiseSource;
+use boomerang::diffusion::pipeline::{
     boomerang_batch, encode_text, BatchRequest, Conditioning, PipelineNoise, StartPlan,
 };
-use boomerang::runtime::{self, SessionOptions};
-use boomerang::scheduler::{self, SchedulerConfig, SchedulerKind};
-use boomerang::timing::StageTimer;
-use boomerang::tokenizer::ClipTokenizer;
+use boomerang::diffusion::scheduler::{self, SchedulerConfig, SchedulerKind};
+use boomerang::diffusion::timing::StageTimer;
+use boomerang::diffusion::tokenizer::ClipTokenizer;
+use boomerang::io::runtime::{self, SessionOptions};
 use ndarray::{s, Array2, Array3, Array4, ArrayD};
 use ndarray_npy::read_npy;
 use serde::Deserialize;

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use boomerang::manifest::Manifest;
+use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::policy::{OnFailure, OnNoFace, Policy, PolicyError, Problem, Start, Threshold};
 
 fn repo() -> PathBuf {
@@ -117,7 +117,7 @@ fn demo_policy_pins_the_bundled_tiny_model() {
     let demo = Policy::load(&repo().join("policies/demo.toml")).unwrap();
     let tiny = repo().canonicalize().unwrap().join("models/tiny-sd");
     assert_eq!(demo.model.path, tiny);
-    let hash = Manifest::compute(&tiny).unwrap().model_hash();
+    let hash = ModelManifest::compute(&tiny).unwrap().model_hash();
     assert_eq!(demo.model.manifest_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(demo.level("low").unwrap().steps, 10);
 }
@@ -175,7 +175,8 @@ fn sha256_is_the_hash_of_the_file_bytes_and_stable() {
     let first = first.unwrap();
     let again = Policy::load(&dir.path().join("policies/p.toml")).unwrap();
     assert_eq!(first.sha256, again.sha256);
-    let expected = boomerang::hashing::sha256_file(&dir.path().join("policies/p.toml")).unwrap();
+    let expected =
+        boomerang::io::hashing::sha256_file(&dir.path().join("policies/p.toml")).unwrap();
     assert_eq!(first.sha256, expected);
     // A comment changes the bytes, so the report's policy hash changes too.
     let (_dir, commented) = load_text(&format!("# reviewed\n{BASE}"));

@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use boomerang::report::{
+use boomerang::records::report::{
     genesis, rfc3339_utc, verify, ChainError, ReportError, ReportRow, ReportWriter, RowProblem,
     RunRecord, Status, StatusCounts,
 };

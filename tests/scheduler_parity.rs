@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use boomerang::noise::NoiseSource;
-use boomerang::scheduler::{
+use boomerang::diffusion::noise::NoiseSource;
+use boomerang::diffusion::scheduler::{
     alphas_cumprod, build, PredictionType, SchedulerConfig, SchedulerError, SchedulerKind,
     TimestepSpacing, VarianceType,
 };

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use boomerang::tokenizer::{clean_text, ClipTokenizer, TokenizerError};
+use boomerang::diffusion::tokenizer::{clean_text, ClipTokenizer, TokenizerError};
 use serde_json::Value;
 
 fn vocab_dir() -> PathBuf {

@@ -1,5 +1,5 @@
 //! Reads a report leniently (every row, whatever is wrong with it) and checks its hash chain,
-//! computed here from the formula in [`crate::report`]'s documentation rather than by the writer's
+//! computed here from the formula in [`crate::records::report`]'s documentation rather than by the writer's
 //! code, so the audit is an independent second implementation.
 //!
 //! Each row is judged locally: its chain must follow from the chain written on the row above.
@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::{io_error, AuditError, Entry, Finding, FindingKind};
-use crate::hashing::sha256_bytes;
-use crate::report::{genesis, ReportRow, COLUMNS};
+use crate::io::hashing::sha256_bytes;
+use crate::records::report::{genesis, ReportRow, COLUMNS};
 
 /// Chain breaks for which the real predecessor is searched (each search hashes every row once).
 const SEARCHED_BREAKS: usize = 64;

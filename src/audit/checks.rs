@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::{io_error, AuditError, Entry, Finding, FindingKind, GivenHashes, RunJson};
-use crate::anonymize::run_record_path;
 use crate::certify::spec::EmbedderSpec;
-use crate::dataset::{path_text, IMAGE_EXTENSIONS};
-use crate::hashing::sha256_file;
+use crate::io::dataset::{path_text, IMAGE_EXTENSIONS};
+use crate::io::hashing::sha256_file;
 use crate::policy::{OnFailure, Policy, Threshold};
-use crate::report::{ReportRow, RunRecord, Status, StatusCounts};
+use crate::records::report::run_record_path;
+use crate::records::report::{ReportRow, RunRecord, Status, StatusCounts};
 
 /// Slack when comparing a row's threshold or strength with the policy's: both went through a
 /// decimal text round trip.
@@ -221,7 +221,7 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
     unlisted.sort();
     for (text, (path, kind)) in unlisted {
         let what = match kind {
-            Kind::File if crate::atomic::is_temp_file(path) => {
+            Kind::File if crate::io::atomic::is_temp_file(path) => {
                 "a temporary file of an interrupted write, listed by no row"
             }
             Kind::File if is_image(path) => "an image that no row lists",
@@ -237,10 +237,10 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
 }
 
 /// The listed inputs against the input folder, walked exactly as a run walks it
-/// ([`crate::dataset::walk`]): each row's input must match its sha256, and each walked entry must
+/// ([`crate::io::dataset::walk`]): each row's input must match its sha256, and each walked entry must
 /// have a row.
 pub(super) fn inputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
-    let walked: HashMap<String, PathBuf> = crate::dataset::walk(dir)
+    let walked: HashMap<String, PathBuf> = crate::io::dataset::walk(dir)
         .map_err(|e| io_error(dir, e))?
         .into_iter()
         .map(|entry| (path_text(&entry.relative), entry.relative))

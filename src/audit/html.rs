@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write};
 
 use super::{Audit, Finding};
-use crate::report::{ReportRow, Status, StatusCounts};
+use crate::records::report::{ReportRow, Status, StatusCounts};
 
 /// Findings listed on the page; the rest are counted.
 const LISTED_FINDINGS: usize = 200;

@@ -4,30 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-
 use super::chain;
 use super::checks::{self, Column};
-use crate::report::{ReportError, ReportRow, ReportWriter};
-
-const MERGE_HELP: &str = "Each part is checked first: its header and hash chain, and, when a \
-run.json for it lies beside it, its row count and last chain value. The merged report lists the \
-parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
-keep the parts' run.json files with it.\n\n\
-Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
-parts made with different policy, model or embedder hashes. The output file must not exist.";
-
-/// `boomerang report merge`.
-#[derive(Debug, Clone, Args)]
-#[command(after_help = MERGE_HELP)]
-pub struct ReportMergeArgs {
-    /// The parts' reports, in the order their rows should appear
-    #[arg(required = true, num_args = 2.., value_name = "REPORT")]
-    pub reports: Vec<PathBuf>,
-    /// The merged report to write (must not exist)
-    #[arg(short = 'o', long = "output", value_name = "ALL.csv")]
-    pub output: PathBuf,
-}
+use crate::records::report::{ReportError, ReportRow, ReportWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -132,7 +111,7 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
                 let head = read
                     .entries
                     .last()
-                    .map_or_else(crate::report::genesis, |e| e.chain.clone());
+                    .map_or_else(crate::records::report::genesis, |e| e.chain.clone());
                 let problems = checks::run_record(part, &read.entries, &head, &run);
                 if let Some(problem) = problems.first() {
                     return Err(MergeError::Part {
@@ -255,23 +234,4 @@ fn overlap<'a>(
             Ok(())
         }
     }
-}
-
-/// `boomerang report merge`: merges and prints what it wrote.
-pub fn run(args: &ReportMergeArgs) -> anyhow::Result<MergeSummary> {
-    let summary = merge(&args.reports, &args.output)?;
-    for part in &summary.unrecorded {
-        println!(
-            "note: no run.json beside {}: rows cut from its end could not be detected",
-            part.display()
-        );
-    }
-    println!(
-        "merged {} rows from {} reports into {} (chain head {})",
-        summary.rows,
-        summary.parts,
-        summary.output.display(),
-        summary.chain_head
-    );
-    Ok(summary)
 }

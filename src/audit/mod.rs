@@ -14,81 +14,60 @@ mod sample;
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::Serialize;
 
-use crate::manifest::ManifestError;
+use crate::diffusion::model_manifest::ModelManifestError;
 use crate::policy::{Policy, PolicyError};
-use crate::report::{ReportRow, RunRecord};
+use crate::records::report::{ReportRow, RunRecord};
 
-pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary, ReportMergeArgs};
+pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary};
 pub use sample::{sample, Recomputer, RERUN_STREAM, RESCORE_STREAM};
-
-const EXIT_HELP: &str = "Exit status:\n  \
-0  clean: every check that was made passed\n  \
-3  findings: at least one check failed (each printed as a `finding:` line)\n  \
-1  the audit could not run (unreadable report, not a boomerang report, bad policy or run.json...)\n\n\
-Checks not made for lack of a file (no --outputs, --policy, --model, --embedder...) are printed \
-as `not checked:` lines and do not make the audit fail.";
 
 /// Default `--distance-tolerance`: re-scoring on another machine or execution provider moves
 /// distances in the last float digits, not by 1e-4.
 pub const DEFAULT_DISTANCE_TOLERANCE: f32 = 1e-4;
 
-/// `boomerang audit`.
-#[derive(Debug, Clone, Args)]
-#[command(after_help = EXIT_HELP)]
-pub struct AuditArgs {
+/// What to audit and against what (`boomerang audit`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
     /// The run's private CSV report
-    #[arg(value_name = "REPORT")]
     pub report: PathBuf,
     /// The run's output folder: every listed output must be there with its sha256, and nothing
     /// else may be
-    #[arg(long, value_name = "DIR")]
     pub outputs: Option<PathBuf>,
     /// The run's input folder: every input must match its sha256 and have a row (also what
     /// --recompute and --seed-sample read)
-    #[arg(long, value_name = "DIR")]
     pub inputs: Option<PathBuf>,
     /// The run's run.json (default: OUT.run.json or run.json beside the report, when it names
     /// this report)
-    #[arg(long, value_name = "FILE")]
     pub run_json: Option<PathBuf>,
     /// The policy file the run claims: its sha256 must match every row, and each row's verdict,
     /// threshold, attempts and strength must follow its rules
-    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// The model folder: its manifest hash (`boomerang manifest`) must match every row
-    #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// The embedder spec file: its sha256 (or its ONNX graph's) must match every row, its metric
     /// each row's, and its operating points give the thresholds a policy names
-    #[arg(long, value_name = "SPEC")]
     pub embedder: Option<PathBuf>,
     /// Re-score N rows (drawn by a sample seeded from the report's chain head) with the embedder
     /// and compare their distances, and re-run Boomerang for N rows (as --seed-sample N). Needs
     /// --inputs, --outputs and --policy
-    #[arg(long, default_value_t = 0, value_name = "N")]
     pub recompute: usize,
     /// Re-run Boomerang for N rows, drawn by a sample seeded from the chain head, from their seeds
     /// and check the outputs are byte-identical
-    #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed_sample: usize,
     /// Largest difference between a re-scored and a reported distance that is not a finding
-    #[arg(long, default_value_t = DEFAULT_DISTANCE_TOLERANCE, value_name = "D")]
     pub distance_tolerance: f32,
     /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
-    #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,
     /// Print the result as JSON on stdout instead of lines
-    #[arg(long)]
     pub json: bool,
 }
 
-impl Default for AuditArgs {
+impl Default for AuditConfig {
     /// No report, every option at its command-line default.
     fn default() -> Self {
-        AuditArgs {
+        AuditConfig {
             report: PathBuf::new(),
             outputs: None,
             inputs: None,
@@ -110,14 +89,14 @@ impl Default for AuditArgs {
 pub enum AuditError {
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
-    #[error("{path}:1: not a boomerang report: the header is `{found}`, expected `{expected}`", expected = crate::report::header_line())]
+    #[error("{path}:1: not a boomerang report: the header is `{found}`, expected `{expected}`", expected = crate::records::report::header_line())]
     Header { path: PathBuf, found: String },
     #[error("{path}: not a boomerang run.json: {message}")]
     RunJson { path: PathBuf, message: String },
     #[error("cannot audit against the policy: {0}")]
     Policy(#[from] PolicyError),
     #[error("cannot hash the model folder: {0}")]
-    Manifest(#[from] ManifestError),
+    ModelManifest(#[from] ModelManifestError),
     #[error("--recompute and --seed-sample need the anonymize engine, which this caller did not provide")]
     NoRecomputer,
     #[error("--distance-tolerance {0} must be a finite number >= 0")]
@@ -310,16 +289,6 @@ pub enum Outcome {
     Findings,
 }
 
-impl Outcome {
-    /// The process exit status: 0 clean, 3 findings (1, could not run, is the caller's `Err`).
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Clean => 0,
-            Outcome::Findings => 3,
-        }
-    }
-}
-
 impl Audit {
     pub fn outcome(&self) -> Outcome {
         if self.findings.is_empty() {
@@ -354,7 +323,7 @@ impl Audit {
 /// Runs every check the arguments allow. `recomputer` is required when `--recompute` or
 /// `--seed-sample` asks for recomputation.
 pub fn audit(
-    args: &AuditArgs,
+    args: &AuditConfig,
     recomputer: Option<&mut dyn Recomputer>,
 ) -> Result<Audit, AuditError> {
     if !(args.distance_tolerance.is_finite() && args.distance_tolerance >= 0.0) {
@@ -368,7 +337,7 @@ pub fn audit(
     let entries = read.entries;
     let chain_head = entries
         .last()
-        .map_or_else(crate::report::genesis, |e| e.chain.clone());
+        .map_or_else(crate::records::report::genesis, |e| e.chain.clone());
     let mut not_checked = Vec::new();
 
     let run = match &args.run_json {
@@ -409,7 +378,8 @@ pub fn audit(
         }
     };
     if let Some(dir) = &args.model {
-        given.model = Some(crate::manifest::Manifest::compute(dir)?.model_hash());
+        given.model =
+            Some(crate::diffusion::model_manifest::ModelManifest::compute(dir)?.model_hash());
     } else {
         not_checked.push("the model hash (give --model DIR)".to_string());
     }
@@ -474,75 +444,4 @@ pub fn audit(
         rescored,
         rerun,
     })
-}
-
-/// The JSON printed by `--json`.
-#[derive(Serialize)]
-struct JsonSummary<'a> {
-    report: String,
-    rows: usize,
-    chain_head: &'a str,
-    run_json: Option<String>,
-    verdict: &'static str,
-    exit_code: u8,
-    findings: &'a [Finding],
-    not_checked: &'a [String],
-    given_hashes: &'a GivenHashes,
-    rescored_lines: &'a [u64],
-    rerun_lines: &'a [u64],
-}
-
-/// `boomerang audit`: audits, prints, writes the page; returns the outcome (`Err`: exit 1).
-pub fn run(args: &AuditArgs, recomputer: Option<&mut dyn Recomputer>) -> anyhow::Result<Outcome> {
-    let audit = audit(args, recomputer)?;
-    if let Some(path) = &args.html {
-        let page = html::render(&audit);
-        crate::atomic::write(path, page.as_bytes()).map_err(|e| io_error(path, e))?;
-    }
-    let outcome = audit.outcome();
-    if args.json {
-        let summary = JsonSummary {
-            report: audit.report.display().to_string(),
-            rows: audit.entries.len(),
-            chain_head: &audit.chain_head,
-            run_json: audit.run.as_ref().map(|r| r.path.display().to_string()),
-            verdict: match outcome {
-                Outcome::Clean => "clean",
-                Outcome::Findings => "findings",
-            },
-            exit_code: outcome.code(),
-            findings: &audit.findings,
-            not_checked: &audit.not_checked,
-            given_hashes: &audit.given,
-            rescored_lines: &audit.rescored,
-            rerun_lines: &audit.rerun,
-        };
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        for finding in &audit.findings {
-            println!("{finding}");
-        }
-        for what in &audit.not_checked {
-            println!("not checked: {what}");
-        }
-        if !audit.rescored.is_empty() {
-            println!("re-scored lines: {}", join_lines(&audit.rescored));
-        }
-        if !audit.rerun.is_empty() {
-            println!("re-ran lines: {}", join_lines(&audit.rerun));
-        }
-        if let Some(path) = &args.html {
-            println!("wrote {}", path.display());
-        }
-        println!("{}", audit.verdict());
-    }
-    Ok(outcome)
-}
-
-fn join_lines(lines: &[u64]) -> String {
-    lines
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

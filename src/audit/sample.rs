@@ -6,8 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::{Entry, Finding, FindingKind};
-use crate::hashing::sha256_bytes;
-use crate::report::{ReportRow, Status};
+use crate::io::hashing::sha256_bytes;
+use crate::records::report::{ReportRow, Status};
 
 /// ChaCha20 stream of the rows drawn for re-scoring.
 pub const RESCORE_STREAM: u64 = 1;

@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use serde::Serialize;
 
-use crate::runtime::{Runtime, RuntimeError, SessionOptions};
+use crate::io::runtime::{Runtime, RuntimeError, SessionOptions};
 
 /// Side of the square the network sees.
 pub const INPUT_SIZE: u32 = 128;

@@ -9,7 +9,7 @@ use ort::value::TensorRef;
 
 use super::metric::{Embedding, MetricError};
 use super::spec::{ChannelOrder, EmbedderSpec, Layout};
-use crate::runtime::{Runtime, RuntimeError, SessionOptions};
+use crate::io::runtime::{Runtime, RuntimeError, SessionOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedderError {
@@ -101,11 +101,12 @@ impl Embedder {
             return Err(EmbedderError::MissingModel { name, path });
         }
         if let Some(expected) = &spec.sha256 {
-            let found = crate::hashing::sha256_file(&path).map_err(|e| EmbedderError::Read {
-                name: name.clone(),
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let found =
+                crate::io::hashing::sha256_file(&path).map_err(|e| EmbedderError::Read {
+                    name: name.clone(),
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
             if !found.eq_ignore_ascii_case(expected) {
                 return Err(EmbedderError::Digest {
                     name,

@@ -11,7 +11,6 @@ pub mod detector;
 pub mod embedder;
 pub mod metric;
 pub mod reid;
-pub mod score;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde::Serialize;
 
-use crate::runtime::{Runtime, SessionOptions};
+use crate::io::runtime::{Runtime, SessionOptions};
 use align::AlignError;
 use detector::{BoundingBox, DetectorConfig, DetectorError, FaceDetector, Point};
 use embedder::{Embedder, EmbedderError};

@@ -1,0 +1,67 @@
+//! The command line: parses with clap (`options`), hands each command its plain config, and turns
+//! the result into the process exit status. The only module that knows clap.
+
+mod options;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use options::*;
+
+use crate::commands::{self, Exit};
+
+/// `boomerang`'s `main`.
+pub fn main() -> ExitCode {
+    ignore_sigpipe();
+    finish(run(Opts::parse()))
+}
+
+/// The standalone `anonymize` binary's `main`: the same command as `boomerang anonymize`.
+pub fn anonymize_main() -> ExitCode {
+    ignore_sigpipe();
+    let opts = AnonymizeOpts::parse();
+    finish(
+        opts.args
+            .config()
+            .and_then(|c| commands::anonymize::command(&c)),
+    )
+}
+
+fn run(opts: Opts) -> anyhow::Result<Exit> {
+    match opts.command {
+        Command::Anonymize(args) => commands::anonymize::command(&args.config()?),
+        Command::Augment(args) => Ok(commands::augment::run(&args.config()?)?.exit()),
+        Command::Enhance(args) => Ok(commands::enhance::run(&args.config()?)?.exit()),
+        Command::Sample(args) => commands::sample::run(&args.config()?).map(|()| Exit::Success),
+        Command::Score(args) => commands::score::run(&args.config()).map(|()| Exit::Success),
+        Command::Audit(args) => commands::audit::run_with_engine(&args.config()).map(Exit::from),
+        Command::Report(ReportCommand::Merge(args)) => {
+            commands::report_merge::run(&args.config()).map(|_| Exit::Success)
+        }
+        Command::Manifest(args) => {
+            commands::manifest::run(&args.dir, args.write).map(|()| Exit::Success)
+        }
+        Command::FetchOnnxruntime => commands::fetch_onnxruntime::run().map(|()| Exit::Success),
+    }
+}
+
+/// Errors end the process with status 1 and the whole cause chain on stderr.
+fn finish(result: anyhow::Result<Exit>) -> ExitCode {
+    match result {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            Exit::Failure.into()
+        }
+    }
+}
+
+/// Like other Unix tools, end quietly when the reader of stdout goes away (`| head`) instead of
+/// panicking on the failed write.
+fn ignore_sigpipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -1,0 +1,663 @@
+//! Every clap type of boomerang, and its conversion into the plain config its command takes.
+//! Nothing outside `cli/` sees clap.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+use crate::audit::{AuditConfig, DEFAULT_DISTANCE_TOLERANCE};
+use crate::certify::DEFAULT_EMBEDDER;
+use crate::commands::anonymize::AnonymizeConfig;
+use crate::commands::augment::AugmentConfig;
+use crate::commands::enhance::EnhanceConfig;
+use crate::commands::report_merge::MergeConfig;
+use crate::commands::sample::SampleConfig;
+use crate::commands::score::ScoreConfig;
+use crate::diffusion::engine::Settings;
+use crate::diffusion::scheduler::SchedulerKind;
+use crate::io::runtime::{Device, SessionOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "boomerang",
+    version,
+    about = "Boomerang local sampling on Stable Diffusion ONNX graphs",
+    long_about = "Boomerang (Luzi et al., TMLR 2024): encode an image, add forward-diffusion noise up to an \
+intermediate timestep t = strength x T, then run the ordinary reverse diffusion back to 0. The result \
+stays on the image manifold, close to the input but never identical; a larger strength moves it farther.\n\n\
+Models are Stable Diffusion folders exported with `optimum-cli export onnx --task image-to-image`. \
+ONNX Runtime is loaded at run time; `boomerang fetch-onnxruntime` installs the pinned CPU build."
+)]
+pub struct Opts {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Anonymize a dataset: certified Boomerang on every image of IN, written to OUT with the same
+    /// folder layout, plus a private hash-chained CSV report beside OUT
+    Anonymize(AnonymizeArgs),
+    /// Write COUNT Boomerang samples of each IMAGE into OUTDIR (as <stem>_<k>.png)
+    Sample(SampleArgs),
+    /// Write N Boomerang samples of every image of a class-folder dataset (data augmentation)
+    ///
+    /// IN is an ImageFolder-style dataset (class folders of images); OUT gets the same folders.
+    /// For IN/<class>/<stem>.<ext> it writes OUT/<class>/<stem>_aug<k>.png for k = 0..N-1 and,
+    /// unless --no-originals, OUT/<class>/<stem>.png: the original's pixels re-encoded as PNG (bit
+    /// depth and alpha kept; EXIF, XMP and every other metadata dropped). Samples are 8-bit RGB
+    /// (grayscale stays grayscale, alpha dropped) at the input's exact size.
+    ///
+    /// Sample k is seeded by sha256(run seed, sha256 of the input file, k), exactly like sample k
+    /// of `boomerang sample`, and gets the strength S[k mod len] of --strengths S0,S1,.. (or
+    /// --strength). Each image is VAE-encoded once for all its samples; each sample still draws its
+    /// own posterior, start and step noise from its own seed, so it is byte-identical to running
+    /// it alone. With --batch B, B images are encoded together and all their samples of one
+    /// strength go through the UNet as one batch.
+    ///
+    /// OUT/augment.csv lists every output (source, source_sha256, output, output_sha256, status,
+    /// reason, sample, strength, start_timestep, steps, scheduler, seed, run_seed, model_sha256),
+    /// one row fsync'd per output, plus error rows for unusable images and skipped rows for other
+    /// files. Outputs are written to a temp file and renamed. A non-empty OUT is refused unless
+    /// --resume, which keeps outputs whose row and sha256 match and redoes the rest.
+    ///
+    /// Exit codes: 0 every image augmented (skipped non-images do not count); 1 the run could not
+    /// proceed (refused folders included); 2 usage error; 3 some images could not be read (error
+    /// rows in the manifest).
+    Augment(AugmentArgs),
+    /// Upsample images by K (Lanczos3), then Boomerang at low strength in blended tiles
+    ///
+    /// IN is an image file or a folder (walked recursively, layout kept); OUT is a folder. Each
+    /// image becomes OUT/<folders>/<stem>.png, exactly K times its width and height: upsampled with
+    /// a Lanczos3 filter, then Boomerang at --strength (default 0.2) adds plausible detail.
+    ///
+    /// The upsampled image is processed in square tiles of --tile pixels (default: the model's
+    /// working size), spread evenly so neighbours overlap by at least --overlap pixels (default a
+    /// quarter tile); a side shorter than a tile is padded by repeating its edge and cut back.
+    /// Tiles are blended with linear ramps across each overlap whose weights sum to 1, so no seam
+    /// shows. Tile i is seeded from the image seed sha256(run seed, sha256 of the input, 0) and i.
+    /// Output is 8-bit RGB (grayscale stays grayscale, alpha dropped), PNG without metadata.
+    ///
+    /// OUT/enhance.csv gets one row per input (fsync'd as written), with resume, error and skipped
+    /// rows as for `augment`. Exit codes: 0 all enhanced; 1 the run could not proceed; 2 usage
+    /// error; 3 some images could not be read or were too large.
+    Enhance(EnhanceArgs),
+    /// Compare the faces in two images: distance and same/different identity verdict
+    Score(ScoreArgs),
+    /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
+    Manifest(ManifestArgs),
+    /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache
+    FetchOnnxruntime,
+    /// Check a run from its report: hash chain, output files, verdicts, policy, model and embedder
+    /// hashes; exit 0 clean, 3 findings, 1 could not run
+    Audit(AuditArgs),
+    /// Work with run reports
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Merge the reports of a run split into parts into one re-chained report
+    Merge(ReportMergeArgs),
+}
+
+/// Where and how ONNX Runtime runs.
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime library to load (default: ORT_DYLIB_PATH, then boomerang's cache, then python3's
+    /// onnxruntime package, then the system library path)
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution provider: cpu, cuda[:ID] or tensorrt[:ID]. A GPU provider that fails to load is an
+    /// error, never a silent fall back to the CPU
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default, one per core). Results do not
+    /// depend on it
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+}
+
+impl RuntimeArgs {
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            device: self.device,
+            threads: self.threads,
+        }
+    }
+}
+
+/// The Boomerang knobs shared by every command that samples.
+#[derive(Debug, Args, Clone)]
+pub struct BoomerangArgs {
+    /// Model folder (optimum ONNX export of Stable Diffusion 1.x/2.x)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// How far to travel: the fraction of the diffusion schedule re-run, 0..=1. 0 returns the VAE
+    /// round trip, 1 a new image; the paper used 0.2, 0.5, 0.7 and 0.8
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub strength: f64,
+    /// Inference steps of the full schedule; about strength x steps of them are run
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub steps: usize,
+    /// ddim, ddpm, euler-ancestral or pndm (default: the model's scheduler_config.json)
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<SchedulerKind>,
+    /// DDIM's eta: 0 is deterministic after the start noise, 1 is DDPM-like
+    #[arg(long, value_name = "E")]
+    pub eta: Option<f32>,
+    /// Text prompt (the paper used "person" for faces)
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub prompt: String,
+    /// Negative prompt, used only with --guidance > 1
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub negative_prompt: String,
+    /// Classifier-free guidance scale; 1 (default) disables it and halves the UNet work
+    #[arg(long, default_value_t = 1.0, value_name = "G")]
+    pub guidance: f32,
+    /// Run seed: a number reproduces a run byte for byte; `random` (default) draws one from the OS
+    #[arg(long, default_value = "random", value_name = "N|random")]
+    pub seed: SeedArg,
+    /// Images per UNet batch
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SeedArg {
+    Fixed(u64),
+    Random,
+}
+
+impl std::str::FromStr for SeedArg {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "random" {
+            return Ok(SeedArg::Random);
+        }
+        text.parse::<u64>().map(SeedArg::Fixed).map_err(|_| {
+            format!("`{text}` is not a seed: give an integer 0..=18446744073709551615 or `random`")
+        })
+    }
+}
+
+impl SeedArg {
+    pub fn resolve(self) -> u64 {
+        match self {
+            SeedArg::Fixed(seed) => seed,
+            SeedArg::Random => crate::diffusion::noise::random_run_seed(),
+        }
+    }
+}
+
+impl BoomerangArgs {
+    /// Range checks that clap cannot express.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        if !(0.0..=1.0).contains(&self.strength) {
+            bail!("--strength {} is outside 0..=1", self.strength);
+        }
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
+            bail!("--guidance {} must be a finite number >= 0", self.guidance);
+        }
+        let eta = match (self.eta, self.scheduler) {
+            (Some(eta), _) if !(eta.is_finite() && eta >= 0.0) => {
+                bail!("--eta {eta} must be >= 0")
+            }
+            (Some(eta), Some(SchedulerKind::Ddim) | None) => eta,
+            (Some(_), Some(other)) => bail!("--eta applies to ddim only, not {other}"),
+            (None, _) => 0.0,
+        };
+        Ok(Settings {
+            strength: self.strength,
+            steps: self.steps,
+            scheduler: self.scheduler,
+            eta,
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            guidance: self.guidance,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub boomerang: BoomerangArgs,
+    /// Samples per input image; each has its own seed stream, so they all differ
+    #[arg(short = 'n', long = "count", default_value_t = 1, value_name = "COUNT")]
+    pub count: u32,
+    /// Output folder (created if missing; existing samples of the same name are replaced)
+    #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
+    pub output: PathBuf,
+    /// Print time per stage and the share spent outside ONNX Runtime
+    #[arg(long)]
+    pub timings: bool,
+    /// Input images (PNG, JPEG, WebP, BMP, TIFF, GIF)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+impl SampleArgs {
+    pub fn config(&self) -> anyhow::Result<SampleConfig> {
+        if self.count == 0 {
+            bail!("-n/--count must be at least 1");
+        }
+        Ok(SampleConfig {
+            model: self.boomerang.model.clone(),
+            settings: self.boomerang.settings()?,
+            seed: self.boomerang.seed.resolve(),
+            count: self.count,
+            batch: self.boomerang.batch,
+            output_dir: self.output.clone(),
+            images: self.images.clone(),
+            session: self.boomerang.runtime.session_options(),
+            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+            timings: self.timings,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Write DIR/SHA256SUMS (atomically) instead of only checking and printing
+    #[arg(long)]
+    pub write: bool,
+    /// Model folder
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `anonymize` options; the standalone `anonymize` binary takes exactly these.
+#[derive(Debug, Args)]
+#[command(after_long_help = ANONYMIZE_HELP)]
+pub struct AnonymizeArgs {
+    /// Level of the policy: how far outputs move (the shipped policies: low, medium, high, max).
+    /// Default: the policy's default-level
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Policy file (TOML) mapping levels to strength, steps, scheduler, prompt and the
+    /// certification rule
+    #[arg(long, default_value = "policies/default.toml", value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Model folder, instead of the policy's (the policy's manifest pin still applies)
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Run seed. It is a secret key (knowing it, the model and an output allows inverting the
+    /// diffusion): default `random`, drawn from the OS and stored only in the private report and
+    /// run.json. `--seed N` reproduces a run exactly
+    #[arg(long, default_value = "random", value_name = "N|random")]
+    pub seed: SeedArg,
+    /// Images per UNet batch
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Report path (default: OUT.report.csv beside OUT; never inside IN or OUT). run.json is
+    /// written next to it
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// Continue an interrupted run: keep the report rows whose outputs are intact, redo the rest
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the plan (files, level, strength, start timestep, hashes) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Input dataset folder (only read, never written)
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output folder: empty or missing (or the folder of an interrupted run, with --resume)
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+const ANONYMIZE_HELP: &str = "\
+Exit codes: 0 every image certified (skipped non-images do not count), 1 the run could not \
+proceed, 2 usage error, 3 some images failed certification or had errors.
+
+Example (bundled tiny model; random weights, so most images fail certification and are flagged):
+  boomerang anonymize --policy policies/demo.toml --level medium examples/ out/anonymized";
+
+impl AnonymizeArgs {
+    pub fn config(&self) -> anyhow::Result<AnonymizeConfig> {
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let report = self
+            .report
+            .clone()
+            .unwrap_or_else(|| crate::records::report::default_report_path(&self.output));
+        Ok(AnonymizeConfig {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            policy: self.policy.clone(),
+            level: self.level.clone(),
+            model: self.model.clone(),
+            seed: match self.seed {
+                SeedArg::Fixed(seed) => Some(seed),
+                SeedArg::Random => None,
+            },
+            batch: self.batch,
+            session: self.runtime.session_options(),
+            onnxruntime: self.runtime.onnxruntime.clone(),
+            report,
+            resume: self.resume,
+            dry_run: self.dry_run,
+            quiet: self.quiet,
+            json: self.json,
+        })
+    }
+}
+
+/// The standalone `anonymize` binary: the same options as `boomerang anonymize`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "anonymize",
+    version,
+    about = "Anonymize a dataset with certified Boomerang (same as `boomerang anonymize`)"
+)]
+pub struct AnonymizeOpts {
+    #[command(flatten)]
+    pub args: AnonymizeArgs,
+}
+
+/// Options of the dataset commands (augment, enhance) beyond the Boomerang knobs.
+#[derive(Debug, Args, Clone)]
+pub struct DatasetArgs {
+    /// Continue an interrupted run in the same OUT: outputs whose manifest row and sha256 match are
+    /// kept, the rest redone (byte-identical to an uninterrupted run). Without --seed, the seed of
+    /// the resumed run is used
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar and no plan or summary on stdout (errors still go to stderr). The bar is
+    /// also hidden when stderr is not a terminal
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print time per stage and the share spent outside ONNX Runtime
+    #[arg(long)]
+    pub timings: bool,
+    /// Input: a dataset folder (augment), or an image or folder (enhance)
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output folder, created if missing; must be empty unless --resume, and outside IN
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+/// `SeedArg` for commands that can resume: `random` defers to the resumed run's seed.
+fn seed_option(seed: SeedArg) -> Option<u64> {
+    match seed {
+        SeedArg::Fixed(seed) => Some(seed),
+        SeedArg::Random => None,
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("batch", |arg| arg.help(
+    "Images encoded together; all their samples of one strength share a UNet batch, so UNet \
+     memory grows with B x N"
+)))]
+pub struct AugmentArgs {
+    #[command(flatten)]
+    pub boomerang: BoomerangArgs,
+    /// Samples per image, written as <stem>_aug<k>.png for k = 0..N-1
+    #[arg(
+        short = 'n',
+        long = "count",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub count: u32,
+    /// Several strengths: sample k uses S[k mod len] (so -n 4 --strengths 0.2,0.5 gives samples
+    /// 0 and 2 at 0.2, 1 and 3 at 0.5). Replaces --strength
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "S1,S2,..",
+        value_parser = parse_strength,
+        conflicts_with = "strength"
+    )]
+    pub strengths: Option<Vec<f64>>,
+    /// Do not write the re-encoded original beside its samples
+    #[arg(long)]
+    pub no_originals: bool,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+}
+
+/// One strength of `--strengths`, 0..=1.
+fn parse_strength(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(strength) if (0.0..=1.0).contains(&strength) => Ok(strength),
+        Ok(strength) => Err(format!("{strength} is outside 0..=1")),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
+}
+
+impl AugmentArgs {
+    pub fn config(&self) -> anyhow::Result<AugmentConfig> {
+        let settings = self.boomerang.settings()?;
+        let strengths = match &self.strengths {
+            // clap gives at least one value for a present option.
+            Some(strengths) => strengths.clone(),
+            None => vec![settings.strength],
+        };
+        Ok(AugmentConfig {
+            model: self.boomerang.model.clone(),
+            settings,
+            strengths,
+            seed: seed_option(self.boomerang.seed),
+            count: self.count,
+            batch: self.boomerang.batch,
+            originals: !self.no_originals,
+            input: self.dataset.input.clone(),
+            output: self.dataset.output.clone(),
+            resume: self.dataset.resume,
+            quiet: self.dataset.quiet,
+            timings: self.dataset.timings,
+            session: self.boomerang.runtime.session_options(),
+            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+// Enhancement wants little change: the paper's low setting, not BoomerangArgs' 0.5.
+#[command(
+    mut_arg("strength", |arg| arg.default_value("0.2")),
+    mut_arg("batch", |arg| arg.help("Tiles per UNet batch"))
+)]
+pub struct EnhanceArgs {
+    #[command(flatten)]
+    pub boomerang: BoomerangArgs,
+    /// Upsampling factor K (1..=8): the output is exactly K times the input's width and height
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub scale: u32,
+    /// Tile side in pixels of the upsampled image (default: the model's working size); a multiple
+    /// of 8 latent cells (64 px for Stable Diffusion)
+    #[arg(long, value_name = "T")]
+    pub tile: Option<u32>,
+    /// Least overlap between neighbouring tiles in pixels (default: a quarter of the tile)
+    #[arg(long, value_name = "O")]
+    pub overlap: Option<u32>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+}
+
+impl EnhanceArgs {
+    pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
+        Ok(EnhanceConfig {
+            model: self.boomerang.model.clone(),
+            settings: self.boomerang.settings()?,
+            seed: seed_option(self.boomerang.seed),
+            scale: self.scale,
+            tile: self.tile,
+            overlap: self.overlap,
+            batch: self.boomerang.batch,
+            input: self.dataset.input.clone(),
+            output: self.dataset.output.clone(),
+            resume: self.dataset.resume,
+            quiet: self.dataset.quiet,
+            timings: self.dataset.timings,
+            session: self.boomerang.runtime.session_options(),
+            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScoreArgs {
+    /// First image (treated as the input).
+    pub image_a: PathBuf,
+    /// Second image (treated as the output).
+    pub image_b: PathBuf,
+    /// Embedder: a name under a models folder, a folder holding embedder.toml, or a spec file.
+    #[arg(long, default_value = DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Operating point of the embedder's spec to judge by (default: the spec's default).
+    #[arg(long)]
+    pub operating_point: Option<String>,
+    /// Face detector ONNX model (default: models/face-detector/blazeface-short-range.onnx).
+    #[arg(long)]
+    pub detector: Option<PathBuf>,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl ScoreArgs {
+    pub fn config(&self) -> ScoreConfig {
+        ScoreConfig {
+            image_a: self.image_a.clone(),
+            image_b: self.image_b.clone(),
+            embedder: self.embedder.clone(),
+            operating_point: self.operating_point.clone(),
+            detector: self.detector.clone(),
+            json: self.json,
+            session: self.runtime.session_options(),
+            onnxruntime: self.runtime.onnxruntime.clone(),
+        }
+    }
+}
+
+const EXIT_HELP: &str = "Exit status:\n  \
+0  clean: every check that was made passed\n  \
+3  findings: at least one check failed (each printed as a `finding:` line)\n  \
+1  the audit could not run (unreadable report, not a boomerang report, bad policy or run.json...)\n\n\
+Checks not made for lack of a file (no --outputs, --policy, --model, --embedder...) are printed \
+as `not checked:` lines and do not make the audit fail.";
+
+/// `boomerang audit`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_HELP)]
+pub struct AuditArgs {
+    /// The run's private CSV report
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+    /// The run's output folder: every listed output must be there with its sha256, and nothing
+    /// else may be
+    #[arg(long, value_name = "DIR")]
+    pub outputs: Option<PathBuf>,
+    /// The run's input folder: every input must match its sha256 and have a row (also what
+    /// --recompute and --seed-sample read)
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+    /// The run's run.json (default: OUT.run.json or run.json beside the report, when it names
+    /// this report)
+    #[arg(long, value_name = "FILE")]
+    pub run_json: Option<PathBuf>,
+    /// The policy file the run claims: its sha256 must match every row, and each row's verdict,
+    /// threshold, attempts and strength must follow its rules
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The model folder: its manifest hash (`boomerang manifest`) must match every row
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// The embedder spec file: its sha256 (or its ONNX graph's) must match every row, its metric
+    /// each row's, and its operating points give the thresholds a policy names
+    #[arg(long, value_name = "SPEC")]
+    pub embedder: Option<PathBuf>,
+    /// Re-score N rows (drawn by a sample seeded from the report's chain head) with the embedder
+    /// and compare their distances, and re-run Boomerang for N rows (as --seed-sample N). Needs
+    /// --inputs, --outputs and --policy
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub recompute: usize,
+    /// Re-run Boomerang for N rows, drawn by a sample seeded from the chain head, from their seeds
+    /// and check the outputs are byte-identical
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed_sample: usize,
+    /// Largest difference between a re-scored and a reported distance that is not a finding
+    #[arg(long, default_value_t = DEFAULT_DISTANCE_TOLERANCE, value_name = "D")]
+    pub distance_tolerance: f32,
+    /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Print the result as JSON on stdout instead of lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl AuditArgs {
+    pub fn config(&self) -> AuditConfig {
+        AuditConfig {
+            report: self.report.clone(),
+            outputs: self.outputs.clone(),
+            inputs: self.inputs.clone(),
+            run_json: self.run_json.clone(),
+            policy: self.policy.clone(),
+            model: self.model.clone(),
+            embedder: self.embedder.clone(),
+            recompute: self.recompute,
+            // --recompute both re-scores and re-runs; --seed-sample can ask for more re-runs.
+            seed_sample: self.seed_sample.max(self.recompute),
+            distance_tolerance: self.distance_tolerance,
+            html: self.html.clone(),
+            json: self.json,
+        }
+    }
+}
+
+const MERGE_HELP: &str = "Each part is checked first: its header and hash chain, and, when a \
+run.json for it lies beside it, its row count and last chain value. The merged report lists the \
+parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
+keep the parts' run.json files with it.\n\n\
+Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
+parts made with different policy, model or embedder hashes. The output file must not exist.";
+
+/// `boomerang report merge`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = MERGE_HELP)]
+pub struct ReportMergeArgs {
+    /// The parts' reports, in the order their rows should appear
+    #[arg(required = true, num_args = 2.., value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    /// The merged report to write (must not exist)
+    #[arg(short = 'o', long = "output", value_name = "ALL.csv")]
+    pub output: PathBuf,
+}
+
+impl ReportMergeArgs {
+    pub fn config(&self) -> MergeConfig {
+        MergeConfig {
+            reports: self.reports.clone(),
+            output: self.output.clone(),
+        }
+    }
+}

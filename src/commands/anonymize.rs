@@ -1,0 +1,883 @@
+//! `anonymize`: certified Boomerang over a whole dataset.
+//!
+//! Per image: Boomerang → detect and embed the faces of input and output → distance against the
+//! policy's operating point → certified, or retry with more strength and a new seed, then the
+//! final verdict. Every finished image appends one hash-chained row to the private report.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use image::DynamicImage;
+use ndarray::{concatenate, Array4, Axis};
+use serde::Serialize;
+
+use super::Exit;
+use crate::certify::metric::Embedding;
+use crate::certify::reid::{self, Probe};
+use crate::certify::spec::OperatingPoint;
+use crate::certify::{self, Certifier, FaceAnalysis};
+use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
+use crate::diffusion::model_manifest::ModelManifest;
+use crate::diffusion::noise::image_seed;
+use crate::diffusion::scheduler::SchedulerKind;
+use crate::io::dataset::{self, Action, LoadedInput, NameKey};
+use crate::io::hashing::sha256_file;
+use crate::io::imageio::{self, Placement};
+use crate::io::runtime::{self, SessionOptions};
+use crate::policy::{Level, OnFailure, OnNoFace, Policy, Threshold};
+use crate::records::report::{
+    rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunRecord, Status, StatusCounts,
+};
+
+pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
+
+/// Validated `anonymize` configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnonymizeConfig {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub policy: PathBuf,
+    pub level: Option<String>,
+    pub model: Option<PathBuf>,
+    /// `None`: a fresh random seed, or the recorded one when resuming.
+    #[serde(skip)]
+    pub seed: Option<u64>,
+    pub batch: usize,
+    #[serde(skip)]
+    pub session: SessionOptions,
+    pub onnxruntime: Option<PathBuf>,
+    pub report: PathBuf,
+    pub resume: bool,
+    pub dry_run: bool,
+    pub quiet: bool,
+    pub json: bool,
+}
+
+/// What the command prints at the end (and as JSON with `--json`). Holds no seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub level: String,
+    pub counts: StatusCounts,
+    /// Top-1 re-identification rate of outputs (probes) against inputs (gallery).
+    pub reidentification_rate: Option<f64>,
+    pub reidentification_chance: Option<f64>,
+    pub seconds: f64,
+    pub report: PathBuf,
+    pub run_record: PathBuf,
+    pub model_sha256: String,
+    pub policy_sha256: String,
+    pub embedder_sha256: String,
+}
+
+impl Summary {
+    /// Everything certified (skipped non-images do not count against a run).
+    pub fn all_certified(&self) -> bool {
+        self.counts.failed == 0 && self.counts.error == 0
+    }
+}
+
+/// The plan `--dry-run` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub images: usize,
+    pub skipped: usize,
+    pub level: String,
+    pub strength: f64,
+    pub steps: usize,
+    pub scheduler: String,
+    pub start_timestep: Option<f64>,
+    pub model: PathBuf,
+    pub model_sha256: String,
+    pub policy_sha256: String,
+    pub report: PathBuf,
+}
+
+pub enum Outcome {
+    Planned(DryRun),
+    Ran(Summary),
+}
+
+struct Prepared {
+    policy: Policy,
+    level: Level,
+    settings: Settings,
+    model_dir: PathBuf,
+    model_sha256: String,
+    embedder_sha256: String,
+    schedulers: SchedulerSetup,
+}
+
+fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
+    let policy = Policy::load(&config.policy)?;
+    let level = policy
+        .level(config.level.as_deref().unwrap_or(&policy.default_level))?
+        .clone();
+    let model_dir = config
+        .model
+        .clone()
+        .unwrap_or_else(|| policy.model.path.clone());
+    if !model_dir.join("model_index.json").exists() {
+        let source = policy
+            .model
+            .export_from
+            .as_deref()
+            .unwrap_or("stable-diffusion-v1-5/stable-diffusion-v1-5");
+        bail!(
+            "model folder {} not found (policy {}).\n  export it where the Hugging Face hub is reachable:\n    pip install \"optimum-onnx[onnxruntime]==0.1.0\" diffusers\n    optimum-cli export onnx --model {source} --task image-to-image {}\n    boomerang manifest --write {}\n  then pin the printed model hash as manifest-sha256 in the policy, or pass --model DIR",
+            model_dir.display(),
+            policy.source.display(),
+            model_dir.display(),
+            model_dir.display()
+        );
+    }
+    let model_sha256 = ModelManifest::compute(&model_dir)?.model_hash();
+    if let Some(pin) = &policy.model.manifest_sha256 {
+        if *pin != model_sha256 {
+            bail!(
+                "{}: model files hash to {model_sha256}, but policy {} pins manifest-sha256 = {pin}; refusing to run a model the policy does not name (`boomerang manifest {}` lists its files)",
+                model_dir.display(),
+                policy.source.display(),
+                model_dir.display()
+            );
+        }
+    }
+    let embedder_sha256 = sha256_file(&policy.embedder.spec)
+        .with_context(|| format!("reading embedder spec {}", policy.embedder.spec.display()))?;
+    let settings = level_settings(&policy, &level)?;
+    let schedulers = SchedulerSetup::load(&model_dir.join("scheduler/scheduler_config.json"))?;
+    Ok(Prepared {
+        policy,
+        level,
+        settings,
+        model_dir,
+        model_sha256,
+        embedder_sha256,
+        schedulers,
+    })
+}
+
+/// The Boomerang settings of a level's first attempt.
+pub fn level_settings(policy: &Policy, level: &Level) -> anyhow::Result<Settings> {
+    let scheduler = level
+        .scheduler
+        .as_deref()
+        .map(str::parse::<SchedulerKind>)
+        .transpose()
+        .with_context(|| format!("{}: level {}", policy.source.display(), level.name))?;
+    Ok(Settings {
+        strength: level.strength(),
+        steps: level.steps,
+        scheduler,
+        eta: level.eta,
+        prompt: level.prompt.clone(),
+        negative_prompt: level.negative_prompt.clone(),
+        guidance: level.guidance,
+    })
+}
+
+/// The operating point a level certifies against.
+fn operating_point(level: &Level, certifier: &Certifier) -> anyhow::Result<OperatingPoint> {
+    Ok(match &level.threshold {
+        Threshold::OperatingPoint(name) => certifier.spec().operating_point(Some(name))?.clone(),
+        Threshold::Value(max_distance) => OperatingPoint {
+            name: "policy threshold".into(),
+            max_distance: Some(*max_distance),
+            min_similarity: None,
+            provenance: "the policy's threshold value".into(),
+        },
+    })
+}
+
+/// The threshold expressed as a distance in the embedder's metric, for the report.
+fn threshold_distance(point: &OperatingPoint) -> Option<f32> {
+    point
+        .max_distance
+        .or(point.min_similarity.map(|similarity| 1.0 - similarity))
+}
+
+pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    dataset::check_folders(&config.input, &config.output)?;
+    check_outside(&config.report, &config.input, &config.output)?;
+    let prepared = prepare(config)?;
+    let record_path = run_record_path(&config.report);
+
+    let previous = if config.resume {
+        read_previous_run(&record_path)?
+    } else {
+        if !dataset::output_is_empty(&config.output)? {
+            bail!(
+                "{} is not empty; choose an empty output folder, or pass --resume to finish the run that wrote it",
+                config.output.display()
+            );
+        }
+        None
+    };
+    let seed = match (config.seed, &previous) {
+        (Some(seed), Some(previous)) if seed != previous.seed => bail!(
+            "--seed differs from the seed of the run being resumed ({}); resume without --seed",
+            record_path.display()
+        ),
+        (_, Some(previous)) => previous.seed,
+        (Some(seed), None) => seed,
+        (None, None) => crate::diffusion::noise::random_run_seed(),
+    };
+    if let Some(previous) = &previous {
+        let same = previous.policy_sha256 == prepared.policy.sha256
+            && previous.level == prepared.level.name
+            && previous.model_sha256 == prepared.model_sha256;
+        if !same {
+            bail!(
+                "{}: the run being resumed used another policy, level or model; start a new run in an empty folder instead",
+                record_path.display()
+            );
+        }
+    }
+
+    let entries = dataset::walk(&config.input)?;
+    let key = prepared
+        .level
+        .rename_files
+        .then(|| NameKey::from_run_seed(seed));
+    let planned = dataset::plan_outputs(entries, key.as_ref());
+
+    if config.dry_run {
+        let (_, plan) = prepared.schedulers.plan(&prepared.settings)?;
+        let images = planned
+            .iter()
+            .filter(|p| matches!(p.action, Action::Process { .. }))
+            .count();
+        return Ok(Outcome::Planned(DryRun {
+            images,
+            skipped: planned.len() - images,
+            level: prepared.level.name.clone(),
+            strength: prepared.settings.strength,
+            steps: prepared.settings.steps,
+            scheduler: prepared.schedulers.kind(&prepared.settings)?.to_string(),
+            start_timestep: plan.start_timestep(),
+            model: prepared.model_dir.clone(),
+            model_sha256: prepared.model_sha256.clone(),
+            policy_sha256: prepared.policy.sha256.clone(),
+            report: config.report.clone(),
+        }));
+    }
+
+    std::fs::create_dir_all(&config.output)
+        .with_context(|| format!("creating {}", config.output.display()))?;
+    let (mut writer, done) = if config.resume && config.report.exists() {
+        remove_stale_temp_files(&config.output)?;
+        let output_root = config.output.clone();
+        ReportWriter::resume_keeping(&config.report, |row| row_output_intact(&output_root, row))?
+    } else {
+        (ReportWriter::create(&config.report, false)?, Vec::new())
+    };
+    let done_inputs: HashSet<String> = done.iter().map(|r| r.input_path.clone()).collect();
+    let mut counts = StatusCounts::of(&done);
+
+    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let record =
+        |counts: &StatusCounts, writer: &ReportWriter, finished: Option<SystemTime>| RunRecord {
+            tool_version: TOOL_VERSION.into(),
+            config: run_config_json(config, &prepared, seed),
+            onnxruntime_version: runtime.info().version.clone(),
+            onnxruntime_library: runtime.info().library.display().to_string(),
+            execution_provider: config.session.device.to_string(),
+            counts: *counts,
+            started: rfc3339_utc(started_at),
+            finished: finished.map(rfc3339_utc).unwrap_or_default(),
+            report_path: config.report.display().to_string(),
+            report_rows: writer.rows(),
+            report_chain_head: writer.chain_head().to_string(),
+            reidentification_rate: None,
+            reidentification_chance: None,
+        };
+    record(&counts, &writer, None).write(&record_path)?;
+
+    let mut engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
+    let detector = certify::resolve_detector(None)?;
+    let mut certifier = Certifier::load(
+        runtime,
+        &prepared.policy.embedder.spec,
+        &detector,
+        &config.session,
+    )?;
+    let point = operating_point(&prepared.level, &certifier)?;
+
+    let progress =
+        crate::commands::dataset_run::progress_bar(planned.len() as u64, "images", config.quiet);
+    let context = RowContext {
+        level: &prepared.level,
+        model_sha256: &prepared.model_sha256,
+        embedder_sha256: &prepared.embedder_sha256,
+        policy_sha256: &prepared.policy.sha256,
+        metric: certifier.spec().metric.to_string(),
+        threshold: threshold_distance(&point),
+    };
+    let size = engine.model.geometry.image_size() as u32;
+    let mut batch: Vec<Job> = Vec::new();
+    let finish = |row: ReportRow, writer: &mut ReportWriter, counts: &mut StatusCounts| {
+        counts.add(row.status);
+        progress.inc(1);
+        progress.set_message(format!(
+            "certified {} failed {} errors {}",
+            counts.certified, counts.failed, counts.error
+        ));
+        writer.append(&row)
+    };
+    // Rows go out in walk order: an immediate row (skip, error) first flushes the pending batch.
+    let mut run_batch = |jobs: Vec<Job>,
+                         certifier: &mut Certifier,
+                         writer: &mut ReportWriter,
+                         counts: &mut StatusCounts|
+     -> anyhow::Result<()> {
+        let batch_context = BatchContext {
+            point: &point,
+            prepared: &prepared,
+            run_seed: seed,
+            output_root: &config.output,
+        };
+        for row in certify_batch(&mut engine, certifier, &batch_context, jobs)? {
+            finish(row, writer, counts)?;
+        }
+        Ok(())
+    };
+    for item in &planned {
+        let input_text = dataset::path_text(&item.relative);
+        if done_inputs.contains(&input_text) {
+            progress.inc(1);
+            continue;
+        }
+        match prepare_job(item, &input_text, &context, config, &mut certifier, size) {
+            Ok(job) => {
+                batch.push(job);
+                if batch.len() == config.batch {
+                    run_batch(
+                        std::mem::take(&mut batch),
+                        &mut certifier,
+                        &mut writer,
+                        &mut counts,
+                    )?;
+                }
+            }
+            Err(row) => {
+                run_batch(
+                    std::mem::take(&mut batch),
+                    &mut certifier,
+                    &mut writer,
+                    &mut counts,
+                )?;
+                finish(*row, &mut writer, &mut counts)?;
+            }
+        }
+    }
+    run_batch(batch, &mut certifier, &mut writer, &mut counts)?;
+    progress.finish_and_clear();
+
+    let rows = crate::records::report::verify(&config.report)?;
+    // Report paths are display text (non-UTF-8 names escaped): map them back to real paths.
+    let paths: HashMap<String, (PathBuf, PathBuf)> = planned
+        .iter()
+        .filter_map(|item| match &item.action {
+            Action::Process { output } => Some((
+                dataset::path_text(&item.relative),
+                (
+                    config.input.join(&item.relative),
+                    config.output.join(output),
+                ),
+            )),
+            Action::Skip(_) => None,
+        })
+        .collect();
+    let reid = reidentification(&rows, &paths, &mut certifier)?;
+    RunRecord {
+        reidentification_rate: reid.as_ref().map(|r| r.top1_rate),
+        reidentification_chance: reid.as_ref().map(|r| r.chance),
+        ..record(&counts, &writer, Some(SystemTime::now()))
+    }
+    .write(&record_path)?;
+    Ok(Outcome::Ran(Summary {
+        level: prepared.level.name.clone(),
+        counts,
+        reidentification_rate: reid.as_ref().map(|r| r.top1_rate),
+        reidentification_chance: reid.as_ref().map(|r| r.chance),
+        seconds: started.elapsed().as_secs_f64(),
+        report: config.report.clone(),
+        run_record: record_path,
+        model_sha256: prepared.model_sha256,
+        policy_sha256: prepared.policy.sha256,
+        embedder_sha256: prepared.embedder_sha256,
+    }))
+}
+
+/// The report and run record hold the secret seed and the input↔output links: never inside IN
+/// (read only) or OUT (shared).
+fn check_outside(report: &Path, input: &Path, output: &Path) -> anyhow::Result<()> {
+    let report_resolved = dataset::resolve_planned(report)?;
+    for (folder, name) in [(input, "input"), (output, "output")] {
+        let resolved = dataset::resolve_planned(folder)?;
+        if report_resolved.starts_with(&resolved) {
+            bail!(
+                "the report {} would be inside the {name} folder {}; it is private (it links outputs to inputs and holds the seeds): put it elsewhere with --report",
+                report.display(),
+                folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What the run being resumed recorded in run.json.
+struct PreviousRun {
+    seed: u64,
+    policy_sha256: String,
+    level: String,
+    model_sha256: String,
+}
+
+fn read_previous_run(path: &Path) -> anyhow::Result<Option<PreviousRun>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let record: RunRecord = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a run record", path.display()))?;
+    let field = |name: &str| {
+        record
+            .config
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let missing = || {
+        anyhow::anyhow!(
+            "{}: run record lacks its config; cannot resume",
+            path.display()
+        )
+    };
+    Ok(Some(PreviousRun {
+        seed: record
+            .config
+            .get("seed")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(missing)?,
+        policy_sha256: field("policy_sha256").ok_or_else(missing)?,
+        level: field("level").ok_or_else(missing)?,
+        model_sha256: field("model_sha256").ok_or_else(missing)?,
+    }))
+}
+
+fn run_config_json(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> serde_json::Value {
+    serde_json::json!({
+        "input": config.input,
+        "output": config.output,
+        "policy": prepared.policy.source,
+        "policy_sha256": prepared.policy.sha256,
+        "level": prepared.level.name,
+        "level_settings": prepared.level,
+        "model": prepared.model_dir,
+        "model_sha256": prepared.model_sha256,
+        "embedder": prepared.policy.embedder.spec,
+        "embedder_sha256": prepared.embedder_sha256,
+        "seed": seed,
+        "batch": config.batch,
+        "threads": config.session.threads,
+        "device": config.session.device.to_string(),
+        "report": config.report,
+    })
+}
+
+/// A resumed row stands when it wrote no output, or its output is still there, unchanged.
+fn row_output_intact(output_root: &Path, row: &ReportRow) -> bool {
+    if row.output_path.is_empty() {
+        return true;
+    }
+    let path = output_root.join(&row.output_path);
+    sha256_file(&path).is_ok_and(|digest| digest == row.output_sha256)
+}
+
+/// A kill -9 can leave `.boomerang-*.tmp` files from interrupted atomic writes.
+fn remove_stale_temp_files(output: &Path) -> anyhow::Result<()> {
+    let mut pending = vec![output.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() && crate::io::atomic::is_temp_file(&path) {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The columns every row of a run shares.
+struct RowContext<'a> {
+    level: &'a Level,
+    model_sha256: &'a str,
+    embedder_sha256: &'a str,
+    policy_sha256: &'a str,
+    metric: String,
+    threshold: Option<f32>,
+}
+
+impl RowContext<'_> {
+    fn row(&self, input: &str, status: Status, reason: String) -> ReportRow {
+        ReportRow {
+            input_path: input.to_string(),
+            input_sha256: String::new(),
+            output_path: String::new(),
+            output_sha256: String::new(),
+            status,
+            reason,
+            level: self.level.name.clone(),
+            strength: None,
+            start_timestep: None,
+            steps: Some(self.level.steps as u32),
+            scheduler: self.level.scheduler.clone().unwrap_or_default(),
+            seed: String::new(),
+            attempts: None,
+            distance: None,
+            threshold: self.threshold,
+            metric: self.metric.clone(),
+            faces_in: None,
+            faces_out: None,
+            model_sha256: self.model_sha256.to_string(),
+            embedder_sha256: self.embedder_sha256.to_string(),
+            policy_sha256: self.policy_sha256.to_string(),
+            width: None,
+            height: None,
+            milliseconds: None,
+            tool_version: TOOL_VERSION.into(),
+            chain: String::new(),
+        }
+    }
+}
+
+/// Loads and analyzes one planned input; `Err` is its finished row (skipped or error).
+fn prepare_job(
+    item: &dataset::Planned,
+    input_text: &str,
+    context: &RowContext,
+    config: &AnonymizeConfig,
+    certifier: &mut Certifier,
+    size: u32,
+) -> Result<Job, Box<ReportRow>> {
+    let output = match &item.action {
+        Action::Skip(reason) => {
+            return Err(Box::new(context.row(
+                input_text,
+                Status::Skipped,
+                reason.to_string(),
+            )));
+        }
+        Action::Process { output } => output.clone(),
+    };
+    let started = Instant::now();
+    let loaded = dataset::load_image(&config.input.join(&item.relative))
+        .map_err(|error| Box::new(context.row(input_text, Status::Error, error.reason())))?;
+    let mut row = context.row(input_text, Status::Error, String::new());
+    row.input_sha256 = loaded.sha256_hex();
+    row.width = Some(loaded.image.width());
+    row.height = Some(loaded.image.height());
+    let faces_in = match certifier.analyze(&loaded.image) {
+        Ok(analysis) => analysis,
+        Err(error) => {
+            row.reason = format!("face analysis of the input failed: {error}");
+            return Err(Box::new(row));
+        }
+    };
+    row.faces_in = Some(faces_in.faces.len() as u32);
+    if faces_in.faces.is_empty() && context.level.on_no_face == OnNoFace::Skip {
+        row.status = Status::Skipped;
+        row.reason = "no face found in the input (policy: on-no-face = skip)".into();
+        return Err(Box::new(row));
+    }
+    let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
+    Ok(Job {
+        row,
+        output,
+        loaded,
+        tensor,
+        placement,
+        faces_in,
+        started,
+    })
+}
+
+/// What every batch of a run shares.
+struct BatchContext<'a> {
+    point: &'a OperatingPoint,
+    prepared: &'a Prepared,
+    run_seed: u64,
+    output_root: &'a Path,
+}
+
+/// One image on its way through the certification loop.
+struct Job {
+    row: ReportRow,
+    output: PathBuf,
+    loaded: LoadedInput,
+    tensor: Array4<f32>,
+    placement: Placement,
+    faces_in: FaceAnalysis,
+    started: Instant,
+}
+
+/// The best attempt so far of one job.
+struct Attempt {
+    image: DynamicImage,
+    distance: f32,
+    whole_image: bool,
+    faces_out: usize,
+    certified: bool,
+}
+
+/// Runs attempt after attempt; each round sends every still-uncertified image of the batch
+/// through the UNet together, at that attempt's strength, each with its own new seed.
+fn certify_batch(
+    engine: &mut Engine,
+    certifier: &mut Certifier,
+    context: &BatchContext,
+    jobs: Vec<Job>,
+) -> anyhow::Result<Vec<ReportRow>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let BatchContext {
+        point,
+        prepared,
+        run_seed,
+        output_root,
+    } = *context;
+    let level = &prepared.level;
+    let mut results: Vec<Option<Attempt>> = jobs.iter().map(|_| None).collect();
+    let mut attempts = vec![0u32; jobs.len()];
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let mut plans = vec![None; jobs.len()];
+    for attempt in 0..level.max_attempts {
+        if pending.is_empty() {
+            break;
+        }
+        let settings = Settings {
+            strength: level.strength_for_attempt(attempt),
+            ..prepared.settings.clone()
+        };
+        let views: Vec<_> = pending.iter().map(|&i| jobs[i].tensor.view()).collect();
+        let images = concatenate(Axis(0), &views).context("stacking a batch")?;
+        let seeds: Vec<[u8; 32]> = pending
+            .iter()
+            .map(|&i| image_seed(run_seed, &jobs[i].loaded.sha256, attempt))
+            .collect();
+        let (output, plan) = engine.run(&settings, images.view(), &seeds)?;
+        let mut still = Vec::new();
+        for (slot, &i) in pending.iter().enumerate() {
+            let job = &jobs[i];
+            let image = imageio::from_working_tensor(
+                output.images.index_axis(Axis(0), slot),
+                &job.placement,
+            );
+            let faces_out = certifier.analyze(&image)?;
+            let comparison = certifier.compare(&job.faces_in, &faces_out)?;
+            let certified = !point.same_identity(comparison.distance);
+            attempts[i] = attempt + 1;
+            plans[i] = Some((settings.strength, plan.start_timestep(), seeds[slot]));
+            results[i] = Some(Attempt {
+                image,
+                distance: comparison.distance,
+                whole_image: comparison.fallback_used,
+                faces_out: faces_out.faces.len(),
+                certified,
+            });
+            // Without a face there is nothing a retry could improve when the policy flags.
+            let flag_no_face = job.faces_in.faces.is_empty() && level.on_no_face == OnNoFace::Flag;
+            if !certified && !flag_no_face {
+                still.push(i);
+            }
+        }
+        pending = still;
+    }
+
+    let mut rows = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.into_iter().enumerate() {
+        let mut row = job.row;
+        let (Some(result), Some((strength, start, seed))) = (results[i].take(), plans[i]) else {
+            row.reason = "no attempt ran (max-attempts is 0)".into();
+            rows.push(row);
+            continue;
+        };
+        row.strength = Some(strength);
+        row.start_timestep = start;
+        row.seed = hex::encode(seed);
+        row.attempts = Some(attempts[i]);
+        row.distance = Some(result.distance);
+        row.faces_out = Some(result.faces_out as u32);
+        let no_face = job.faces_in.faces.is_empty();
+        let keep = if no_face && level.on_no_face == OnNoFace::Flag {
+            row.status = Status::Failed;
+            row.reason = "no face found in the input (policy: on-no-face = flag); output kept, not certified".into();
+            true
+        } else if result.certified {
+            row.status = Status::Certified;
+            row.reason = if result.whole_image {
+                format!(
+                    "whole-image embeddings (no face on one side) {}",
+                    beyond(point)
+                )
+            } else {
+                format!("closest face pair {}", beyond(point))
+            };
+            true
+        } else {
+            row.status = Status::Failed;
+            let flagged = level.on_failure == OnFailure::Flag;
+            row.reason = format!(
+                "still the same identity ({}) after {} attempts; {}",
+                point.rule(),
+                attempts[i],
+                if flagged {
+                    "output kept and flagged (policy: on-failure = flag)"
+                } else {
+                    "output dropped (policy: on-failure = drop)"
+                }
+            );
+            flagged
+        };
+        if keep {
+            row.output_sha256 = imageio::write_png(&result.image, &output_root.join(&job.output))?;
+            row.output_path = dataset::path_text(&job.output);
+        }
+        row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn beyond(point: &OperatingPoint) -> String {
+    format!(
+        "is not the same identity at operating point `{}` ({})",
+        point.name,
+        point.rule()
+    )
+}
+
+/// The representative embedding of an image: its most confident face, else the whole image.
+fn representative(analysis: FaceAnalysis) -> Option<Embedding> {
+    let best = analysis
+        .faces
+        .into_iter()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .map(|face| face.embedding);
+    best.or(analysis.whole_image_fallback)
+}
+
+/// Dataset-level top-1 re-identification: every input is the gallery, every written output a
+/// probe. Recomputed from the files, so resumed runs count every row.
+fn reidentification(
+    rows: &[ReportRow],
+    paths: &HashMap<String, (PathBuf, PathBuf)>,
+    certifier: &mut Certifier,
+) -> anyhow::Result<Option<reid::Reidentification>> {
+    let mut gallery = Vec::new();
+    let mut probe_embeddings = Vec::new();
+    for row in rows.iter().filter(|r| !r.output_path.is_empty()) {
+        let Some((input, output)) = paths.get(&row.input_path) else {
+            continue;
+        };
+        // Decoded as the run decoded them, so the embeddings are the ones certification saw.
+        let source = dataset::load_image(input)?.image;
+        let result = dataset::load_image(output)?.image;
+        let (Some(a), Some(b)) = (
+            representative(certifier.analyze(&source)?),
+            representative(certifier.analyze(&result)?),
+        ) else {
+            continue;
+        };
+        probe_embeddings.push((gallery.len(), b));
+        gallery.push(a);
+    }
+    if gallery.is_empty() {
+        return Ok(None);
+    }
+    let probes: Vec<Probe> = probe_embeddings
+        .iter()
+        .map(|(source, embedding)| Probe {
+            source: *source,
+            embedding,
+        })
+        .collect();
+    Ok(Some(reid::reidentify(
+        certifier.spec().metric,
+        &gallery,
+        &probes,
+    )?))
+}
+
+/// The CLI entry shared by `boomerang anonymize` and the `anonymize` binary: runs, prints the
+/// plan or the summary, and maps the outcome to the documented exit code.
+pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
+    match run(config)? {
+        Outcome::Planned(plan) => {
+            if config.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                let start = plan
+                    .start_timestep
+                    .map_or("none (VAE round trip)".to_string(), |t| t.to_string());
+                println!(
+                    "dry run: {} images to anonymize, {} to skip\nlevel {}: strength {}, {} {} steps, start timestep {start}\nmodel {} (sha256 {})\npolicy sha256 {}\nreport would go to {}\nnothing written",
+                    plan.images,
+                    plan.skipped,
+                    plan.level,
+                    plan.strength,
+                    plan.steps,
+                    plan.scheduler,
+                    plan.model.display(),
+                    plan.model_sha256,
+                    plan.policy_sha256,
+                    plan.report.display()
+                );
+            }
+            Ok(Exit::Success)
+        }
+        Outcome::Ran(summary) => {
+            if config.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                let counts = &summary.counts;
+                let reid = match (
+                    summary.reidentification_rate,
+                    summary.reidentification_chance,
+                ) {
+                    (Some(rate), Some(chance)) => format!("{rate:.3} (chance {chance:.3})"),
+                    _ => "n/a (no outputs)".to_string(),
+                };
+                println!(
+                    "level {}: {} certified, {} failed, {} errors, {} skipped in {:.1} s\ntop-1 re-identification rate of outputs against inputs: {reid}\nreport {} and run record {} are private: they link outputs to inputs and hold the seed",
+                    summary.level,
+                    counts.certified,
+                    counts.failed,
+                    counts.error,
+                    counts.skipped,
+                    summary.seconds,
+                    summary.report.display(),
+                    summary.run_record.display()
+                );
+            }
+            Ok(if summary.all_certified() {
+                Exit::Success
+            } else {
+                Exit::Incomplete
+            })
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! One module per command: each takes a validated config, drives the layers below, and is the
+//! only place that prints or draws progress.
+
+pub mod anonymize;
+pub mod audit;
+pub mod augment;
+pub mod dataset_run;
+pub mod enhance;
+pub mod exit;
+pub mod fetch_onnxruntime;
+pub mod manifest;
+pub mod recompute;
+pub mod report_merge;
+pub mod sample;
+pub mod score;
+pub use exit::Exit;

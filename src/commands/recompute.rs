@@ -1,0 +1,124 @@
+//! The auditor's recomputer: re-scores a report row from its files and re-runs Boomerang from its
+//! seed, with the same decoding, model and encoding `anonymize` used, so a faithful run gives the
+//! same distance and byte-identical PNGs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::audit::AuditConfig;
+use crate::audit::Recomputer;
+use crate::certify::{self, Certifier};
+use crate::commands::anonymize::level_settings;
+use crate::diffusion::engine::{Engine, Settings};
+use crate::io::dataset::{self, EntryKind};
+use crate::io::imageio;
+use crate::io::runtime::{self, SessionOptions};
+use crate::policy::Policy;
+use crate::records::report::ReportRow;
+
+pub struct RunRecomputer {
+    engine: Engine,
+    certifier: Certifier,
+    policy: Policy,
+    inputs: HashMap<String, PathBuf>,
+    outputs: HashMap<String, PathBuf>,
+}
+
+/// Report path text → file, for every file under `root`.
+fn index(root: &Path) -> anyhow::Result<HashMap<String, PathBuf>> {
+    Ok(dataset::walk(root)?
+        .into_iter()
+        .filter(|entry| matches!(entry.kind, EntryKind::Image))
+        .map(|entry| {
+            (
+                dataset::path_text(&entry.relative),
+                root.join(&entry.relative),
+            )
+        })
+        .collect())
+}
+
+impl RunRecomputer {
+    /// Needs the run's inputs, outputs and policy; the model and embedder default to the policy's.
+    pub fn open(args: &AuditConfig) -> anyhow::Result<RunRecomputer> {
+        let (Some(inputs), Some(outputs), Some(policy)) =
+            (&args.inputs, &args.outputs, &args.policy)
+        else {
+            bail!("--recompute and --seed-sample need --inputs, --outputs and --policy");
+        };
+        let policy = Policy::load(policy)?;
+        let model = args
+            .model
+            .clone()
+            .unwrap_or_else(|| policy.model.path.clone());
+        let embedder = args
+            .embedder
+            .clone()
+            .unwrap_or_else(|| policy.embedder.spec.clone());
+        let runtime = runtime::init(None)?;
+        let options = SessionOptions::default();
+        let engine = Engine::open(&model, runtime, &options)?;
+        let certifier = Certifier::load(
+            runtime,
+            &embedder,
+            &certify::resolve_detector(None)?,
+            &options,
+        )?;
+        Ok(RunRecomputer {
+            engine,
+            certifier,
+            policy,
+            inputs: index(inputs)?,
+            outputs: index(outputs)?,
+        })
+    }
+
+    fn input(&self, row: &ReportRow) -> anyhow::Result<&PathBuf> {
+        self.inputs
+            .get(&row.input_path)
+            .with_context(|| format!("input {} not found in --inputs", row.input_path))
+    }
+}
+
+impl Recomputer for RunRecomputer {
+    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<f32> {
+        let input = dataset::load_image(self.input(row)?)?;
+        let output_path = self
+            .outputs
+            .get(&row.output_path)
+            .with_context(|| format!("output {} not found in --outputs", row.output_path))?;
+        let output = dataset::load_image(output_path)?;
+        let faces_in = self.certifier.analyze(&input.image)?;
+        let faces_out = self.certifier.analyze(&output.image)?;
+        Ok(self.certifier.compare(&faces_in, &faces_out)?.distance)
+    }
+
+    fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {
+        let level = self.policy.level(&row.level)?.clone();
+        let strength = row
+            .strength
+            .with_context(|| format!("{}: the row has no strength", row.input_path))?;
+        let seed: [u8; 32] = hex::decode(&row.seed)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .with_context(|| {
+                format!(
+                    "{}: seed `{}` is not 32 hex bytes",
+                    row.input_path, row.seed
+                )
+            })?;
+        let settings = Settings {
+            strength,
+            ..level_settings(&self.policy, &level)?
+        };
+        let input = dataset::load_image(self.input(row)?)?;
+        let size = self.engine.model.geometry.image_size() as u32;
+        let (tensor, placement) = imageio::to_working_tensor(&input.image, size);
+        let (output, _) = self.engine.run(&settings, tensor.view(), &[seed])?;
+        let image =
+            imageio::from_working_tensor(output.images.index_axis(ndarray::Axis(0), 0), &placement);
+        Ok(imageio::encode_png(&image)?)
+    }
+}

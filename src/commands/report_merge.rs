@@ -1,0 +1,31 @@
+//! `boomerang report merge`: merges the parts of a split run and says what it wrote.
+
+use std::path::PathBuf;
+
+use crate::audit::{merge, MergeSummary};
+
+/// The parts' reports in row order, and the merged report to write (it must not exist).
+#[derive(Debug, Clone)]
+pub struct MergeConfig {
+    pub reports: Vec<PathBuf>,
+    pub output: PathBuf,
+}
+
+/// `boomerang report merge`: merges and prints what it wrote.
+pub fn run(config: &MergeConfig) -> anyhow::Result<MergeSummary> {
+    let summary = merge(&config.reports, &config.output)?;
+    for part in &summary.unrecorded {
+        println!(
+            "note: no run.json beside {}: rows cut from its end could not be detected",
+            part.display()
+        );
+    }
+    println!(
+        "merged {} rows from {} reports into {} (chain head {})",
+        summary.rows,
+        summary.parts,
+        summary.output.display(),
+        summary.chain_head
+    );
+    Ok(summary)
+}

@@ -1,0 +1,148 @@
+//! `boomerang sample`: COUNT Boomerang samples of each input image.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ndarray::{concatenate, Array4, Axis};
+
+use crate::diffusion::engine::{Engine, Settings};
+use crate::diffusion::noise::image_seed;
+use crate::io::imageio::{self, Placement};
+use crate::io::runtime::{self, SessionOptions};
+
+/// Validated `sample` configuration.
+#[derive(Debug, Clone)]
+pub struct SampleConfig {
+    pub model: PathBuf,
+    pub settings: Settings,
+    pub seed: u64,
+    pub count: u32,
+    pub batch: usize,
+    pub output_dir: PathBuf,
+    pub images: Vec<PathBuf>,
+    pub session: SessionOptions,
+    pub onnxruntime: Option<PathBuf>,
+    pub timings: bool,
+}
+
+/// One output to produce: an input image and which of its samples.
+struct Job {
+    input: usize,
+    sample_index: u32,
+    seed: [u8; 32],
+    output: PathBuf,
+}
+
+struct LoadedImage {
+    tensor: Array4<f32>,
+    placement: Placement,
+}
+
+pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
+    let outputs = output_paths(config)?;
+    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let mut engine = Engine::open(&config.model, runtime, &config.session)?;
+    let size = engine.model.geometry.image_size() as u32;
+
+    let (_, plan) = engine.schedulers.plan(&config.settings)?;
+    let kind = engine.schedulers.kind(&config.settings)?;
+    println!(
+        "model {} (manifest sha256 {}), working size {size}x{size}",
+        config.model.display(),
+        engine.model.model_hash()
+    );
+    match plan.start_timestep() {
+        Some(t) => println!(
+            "strength {} with {} {kind} steps: {} denoising steps from start timestep {t}",
+            config.settings.strength,
+            config.settings.steps,
+            plan.timesteps.len()
+        ),
+        None => println!(
+            "strength {}: no noise added (start timestep none), output is the VAE round trip",
+            config.settings.strength
+        ),
+    }
+    println!("seed {}", config.seed);
+
+    let mut images = Vec::with_capacity(config.images.len());
+    let mut jobs = Vec::new();
+    for (input, path) in config.images.iter().enumerate() {
+        let (loaded, content_hash) = engine
+            .timer
+            .time(crate::diffusion::timing::Stage::ImageIo, |_| {
+                load_input(path, size)
+            })?;
+        images.push(loaded);
+        for sample_index in 0..config.count {
+            jobs.push(Job {
+                input,
+                sample_index,
+                seed: image_seed(config.seed, &content_hash, sample_index),
+                output: outputs[input][sample_index as usize].clone(),
+            });
+        }
+    }
+
+    std::fs::create_dir_all(&config.output_dir)
+        .with_context(|| format!("creating {}", config.output_dir.display()))?;
+    for chunk in jobs.chunks(config.batch) {
+        let views: Vec<_> = chunk
+            .iter()
+            .map(|job| images[job.input].tensor.view())
+            .collect();
+        let batch = concatenate(Axis(0), &views).context("stacking a batch")?;
+        let seeds: Vec<[u8; 32]> = chunk.iter().map(|job| job.seed).collect();
+        let (output, _) = engine.run(&config.settings, batch.view(), &seeds)?;
+        for (job, result) in chunk.iter().zip(output.images.outer_iter()) {
+            let placement = &images[job.input].placement;
+            engine
+                .timer
+                .time(crate::diffusion::timing::Stage::ImageIo, |_| {
+                    imageio::write_png(
+                        &imageio::from_working_tensor(result, placement),
+                        &job.output,
+                    )
+                })?;
+            println!("{} (sample {})", job.output.display(), job.sample_index);
+        }
+    }
+    if config.timings {
+        println!("{}", engine.timer.report());
+    }
+    Ok(())
+}
+
+/// One read of the file serves both the content hash (the seed) and decoding, under the same
+/// size limits as `anonymize`.
+fn load_input(path: &Path, size: u32) -> anyhow::Result<(LoadedImage, [u8; 32])> {
+    let loaded = crate::io::dataset::load_image(path)?;
+    let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
+    Ok((LoadedImage { tensor, placement }, loaded.sha256))
+}
+
+/// `OUT/<stem>_<k>.png` per input; two inputs with the same stem would overwrite each other.
+fn output_paths(config: &SampleConfig) -> anyhow::Result<Vec<Vec<PathBuf>>> {
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    for image in &config.images {
+        let stem = image
+            .file_stem()
+            .with_context(|| format!("{}: not a file name", image.display()))?
+            .to_string_lossy()
+            .into_owned();
+        if !seen.insert(stem.clone()) {
+            bail!(
+                "two inputs are named `{stem}`: their samples would overwrite each other in {}; rename one or run them separately",
+                config.output_dir.display()
+            );
+        }
+        all.push(
+            (0..config.count)
+                .map(|k| config.output_dir.join(format!("{stem}_{k}.png")))
+                .collect(),
+        );
+    }
+    Ok(all)
+}

@@ -1,0 +1,212 @@
+//! The Boomerang engine every application shares (sample, anonymize, augment, enhance): one opened
+//! model, its tokenizer and scheduler config, and prompt embeddings cached per prompt.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{Array3, ArrayView4};
+
+use crate::diffusion::model::{ModelError, SdModel};
+use crate::diffusion::pipeline::{
+    boomerang_encoded, encode_images, encode_text, BatchOutput, Conditioning, EncodedRequest,
+    Encoding, PipelineError, SeededNoise, StartPlan,
+};
+use crate::diffusion::scheduler::{
+    self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
+};
+use crate::diffusion::timing::StageTimer;
+use crate::diffusion::tokenizer::{ClipTokenizer, TokenizerError};
+use crate::io::runtime::{Runtime, SessionOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// What to run: the knobs of one Boomerang pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Fraction of the schedule re-run, in `[0, 1]`; the start timestep follows from it.
+    pub strength: f64,
+    pub steps: usize,
+    /// `None`: the model's own scheduler (its `scheduler_config.json`).
+    pub scheduler: Option<SchedulerKind>,
+    pub eta: f32,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub guidance: f32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            strength: 0.5,
+            // diffusers' img2img default.
+            steps: 50,
+            scheduler: None,
+            eta: 0.0,
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            // 1 disables classifier-free guidance: one UNet call per step.
+            guidance: 1.0,
+        }
+    }
+}
+
+/// A model's scheduler config, as diffusers' SD pipelines use it; enough to plan a run without
+/// opening any graph (`--dry-run`).
+pub struct SchedulerSetup {
+    config: SchedulerConfig,
+}
+
+impl SchedulerSetup {
+    pub fn load(scheduler_config: &Path) -> Result<SchedulerSetup, EngineError> {
+        // diffusers' SD pipelines force these two on whatever scheduler config they are given.
+        let config =
+            SchedulerConfig::from_file(scheduler_config)?.with_stable_diffusion_pipeline_fixes();
+        Ok(SchedulerSetup { config })
+    }
+
+    /// The `--scheduler` override, else the class the model's config names (resolved only then,
+    /// so an unsupported class in the config does not block an explicit choice).
+    pub fn kind(&self, settings: &Settings) -> Result<SchedulerKind, EngineError> {
+        match settings.scheduler {
+            Some(kind) => Ok(kind),
+            None => Ok(self.config.class_kind()?),
+        }
+    }
+
+    /// A fresh scheduler for `settings` and where its reverse process starts.
+    pub fn plan(
+        &self,
+        settings: &Settings,
+    ) -> Result<(Box<dyn Scheduler>, StartPlan), EngineError> {
+        let scheduler = scheduler::build(
+            self.kind(settings)?,
+            &self.config,
+            settings.steps,
+            settings.eta,
+        )?;
+        let plan = StartPlan::new(scheduler.as_ref(), settings.steps, settings.strength);
+        Ok((scheduler, plan))
+    }
+}
+
+pub struct Engine {
+    pub model: SdModel,
+    tokenizer: ClipTokenizer,
+    pub schedulers: SchedulerSetup,
+    embeddings: HashMap<String, Array3<f32>>,
+    pub timer: StageTimer,
+}
+
+impl Engine {
+    pub fn open(
+        model_dir: &Path,
+        runtime: &Runtime,
+        options: &SessionOptions,
+    ) -> Result<Engine, EngineError> {
+        let model = SdModel::load(model_dir, runtime, options)?;
+        let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir)?;
+        let schedulers = SchedulerSetup::load(&model.layout.scheduler_config)?;
+        Ok(Engine {
+            model,
+            tokenizer,
+            schedulers,
+            embeddings: HashMap::new(),
+            timer: StageTimer::default(),
+        })
+    }
+
+    fn embedding(&mut self, prompt: &str) -> Result<Array3<f32>, EngineError> {
+        if let Some(cached) = self.embeddings.get(prompt) {
+            return Ok(cached.clone());
+        }
+        let ids = self.tokenizer.encode(prompt);
+        let embedding = encode_text(&mut self.model, &ids, &mut self.timer)?;
+        self.embeddings
+            .insert(prompt.to_string(), embedding.clone());
+        Ok(embedding)
+    }
+
+    pub fn conditioning(&mut self, settings: &Settings) -> Result<Conditioning, EngineError> {
+        let cond = self.embedding(&settings.prompt)?;
+        let uncond = if settings.guidance > 1.0 {
+            Some(self.embedding(&settings.negative_prompt)?)
+        } else {
+            None
+        };
+        Ok(Conditioning {
+            cond,
+            uncond,
+            guidance: settings.guidance,
+        })
+    }
+
+    /// Boomerang on `[B, 3, H, W]` images in `[-1, 1]`, image `i` seeded by `seeds[i]`.
+    pub fn run(
+        &mut self,
+        settings: &Settings,
+        images: ArrayView4<f32>,
+        seeds: &[[u8; 32]],
+    ) -> Result<(BatchOutput, StartPlan), EngineError> {
+        if seeds.len() != images.shape()[0] {
+            return Err(PipelineError::Input(format!(
+                "{} images but {} seeds",
+                images.shape()[0],
+                seeds.len()
+            ))
+            .into());
+        }
+        let encoding = self.encode(images)?;
+        self.run_encoded(settings, &encoding, seeds)
+    }
+
+    /// The VAE encoder's output for `[B, 3, H, W]` images in `[-1, 1]`, to share between runs
+    /// ([`Encoding::select`] repeats an image for several samples).
+    pub fn encode(&mut self, images: ArrayView4<f32>) -> Result<Encoding, EngineError> {
+        Ok(encode_images(&mut self.model, images, &mut self.timer)?)
+    }
+
+    /// Boomerang from an encoding, row `i` seeded by `seeds[i]`: the same result as [`Engine::run`]
+    /// on the images that were encoded, since every random draw comes from the row's own seed.
+    pub fn run_encoded(
+        &mut self,
+        settings: &Settings,
+        encoding: &Encoding,
+        seeds: &[[u8; 32]],
+    ) -> Result<(BatchOutput, StartPlan), EngineError> {
+        if seeds.len() != encoding.len() {
+            return Err(PipelineError::Input(format!(
+                "{} encodings but {} seeds",
+                encoding.len(),
+                seeds.len()
+            ))
+            .into());
+        }
+        let conditioning = self.conditioning(settings)?;
+        let (mut scheduler, plan) = self.schedulers.plan(settings)?;
+        let mut noise = SeededNoise::new(seeds);
+        let request = EncodedRequest {
+            plan: &plan,
+            encoding,
+            conditioning: &conditioning,
+        };
+        let output = boomerang_encoded(
+            &mut self.model,
+            scheduler.as_mut(),
+            request,
+            &mut noise,
+            &mut self.timer,
+            &mut |_, _| {},
+        )?;
+        Ok((output, plan))
+    }
+}

@@ -1,0 +1,363 @@
+//! A Stable Diffusion model folder in the layout `optimum-cli export onnx` writes, opened with
+//! ONNX Runtime and checked graph by graph before any image is touched.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorElementType;
+use serde::Deserialize;
+
+use crate::diffusion::model_manifest::{ModelManifest, ModelManifestError};
+use crate::io::runtime::{Runtime, RuntimeError, SessionOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: missing {what}; is {folder} an `optimum-cli export onnx` Stable Diffusion folder? (see README: exporting a model)")]
+    MissingFile {
+        path: PathBuf,
+        what: &'static str,
+        folder: PathBuf,
+    },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Signature { path: PathBuf, message: String },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    ModelManifest(#[from] ModelManifestError),
+}
+
+/// The graph files and config files of one model folder.
+#[derive(Debug, Clone)]
+pub struct ModelLayout {
+    pub root: PathBuf,
+    pub text_encoder: PathBuf,
+    pub unet: PathBuf,
+    pub vae_encoder: PathBuf,
+    pub vae_decoder: PathBuf,
+    pub tokenizer_dir: PathBuf,
+    pub scheduler_config: PathBuf,
+    pub unet_config: PathBuf,
+    pub vae_config: PathBuf,
+}
+
+impl ModelLayout {
+    /// Checks that every required file exists; the first missing one is the error.
+    pub fn locate(root: &Path) -> Result<ModelLayout, ModelError> {
+        let need = |relative: &str, what: &'static str| -> Result<PathBuf, ModelError> {
+            let path = root.join(relative);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(ModelError::MissingFile {
+                    path,
+                    what,
+                    folder: root.to_path_buf(),
+                })
+            }
+        };
+        need("model_index.json", "the pipeline index")?;
+        let layout = ModelLayout {
+            root: root.to_path_buf(),
+            text_encoder: need("text_encoder/model.onnx", "the text encoder graph")?,
+            unet: need("unet/model.onnx", "the UNet graph")?,
+            vae_encoder: need("vae_encoder/model.onnx", "the VAE encoder graph")?,
+            vae_decoder: need("vae_decoder/model.onnx", "the VAE decoder graph")?,
+            tokenizer_dir: need("tokenizer", "the tokenizer folder")?,
+            scheduler_config: need("scheduler/scheduler_config.json", "the scheduler config")?,
+            unet_config: need("unet/config.json", "the UNet config")?,
+            vae_config: need("vae_decoder/config.json", "the VAE config")?,
+        };
+        need("tokenizer/vocab.json", "the tokenizer vocabulary")?;
+        need("tokenizer/merges.txt", "the tokenizer merges")?;
+        Ok(layout)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UnetConfigFile {
+    sample_size: Option<usize>,
+    in_channels: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct VaeConfigFile {
+    block_out_channels: Vec<usize>,
+    latent_channels: usize,
+    scaling_factor: Option<f32>,
+}
+
+/// What the pipeline needs to know about a model's geometry, read from its configs.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ModelGeometry {
+    pub latent_channels: usize,
+    /// Pixels per latent cell: 2^(number of VAE blocks - 1), 8 for every SD release.
+    pub vae_scale_factor: usize,
+    /// Latent side the UNet was trained at (64 for SD 1.x).
+    pub latent_size: usize,
+    pub vae_scaling_factor: f32,
+}
+
+impl ModelGeometry {
+    /// Pixel side of the model's working resolution (512 for SD 1.x).
+    pub fn image_size(&self) -> usize {
+        self.latent_size * self.vae_scale_factor
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        message: format!("not a diffusers config: {e}"),
+    })
+}
+
+impl ModelGeometry {
+    pub fn read(layout: &ModelLayout) -> Result<ModelGeometry, ModelError> {
+        let unet: UnetConfigFile = read_json(&layout.unet_config)?;
+        let vae: VaeConfigFile = read_json(&layout.vae_config)?;
+        if vae.block_out_channels.is_empty() {
+            return Err(ModelError::Config {
+                path: layout.vae_config.clone(),
+                message: "block_out_channels is empty".into(),
+            });
+        }
+        if unet.in_channels != vae.latent_channels {
+            return Err(ModelError::Config {
+                path: layout.unet_config.clone(),
+                message: format!(
+                    "in_channels {} does not match the VAE's latent_channels {} (inpainting and other variants are not supported)",
+                    unet.in_channels, vae.latent_channels
+                ),
+            });
+        }
+        Ok(ModelGeometry {
+            latent_channels: vae.latent_channels,
+            vae_scale_factor: 1 << (vae.block_out_channels.len() - 1),
+            latent_size: unet.sample_size.unwrap_or(64),
+            // diffusers' AutoencoderKL default, used when an older config omits it.
+            vae_scaling_factor: vae.scaling_factor.unwrap_or(0.18215),
+        })
+    }
+}
+
+/// How the VAE encoder hands back the latent distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaeEncoderOutput {
+    /// Mean and log-variance: boomerang draws the sample with its own seeded noise.
+    LatentParameters,
+    /// Older exports sample inside the graph, so that randomness is not under our seed.
+    LatentSample,
+}
+
+/// The four opened graphs plus what was learned about them while checking.
+pub struct SdModel {
+    pub layout: ModelLayout,
+    pub geometry: ModelGeometry,
+    pub manifest: ModelManifest,
+    pub text_encoder: Session,
+    pub unet: Session,
+    pub vae_encoder: Session,
+    pub vae_decoder: Session,
+    pub input_ids_type: TensorElementType,
+    pub vae_encoder_output: VaeEncoderOutput,
+    /// Whether the UNet's `timestep` input is a scalar (rank 0) rather than a vector.
+    pub scalar_timestep: bool,
+}
+
+/// One expected input or output: a name and the ranks accepted.
+struct Port {
+    name: &'static str,
+    ranks: &'static [usize],
+}
+
+const fn port(name: &'static str, ranks: &'static [usize]) -> Port {
+    Port { name, ranks }
+}
+
+impl SdModel {
+    pub fn load(
+        root: &Path,
+        runtime: &Runtime,
+        options: &SessionOptions,
+    ) -> Result<SdModel, ModelError> {
+        let layout = ModelLayout::locate(root)?;
+        let geometry = ModelGeometry::read(&layout)?;
+        let manifest = ModelManifest::compute(root)?;
+        manifest.check_against_file(root)?;
+
+        let text_encoder = runtime.session(&layout.text_encoder, options)?;
+        check_ports(
+            &layout.text_encoder,
+            &text_encoder,
+            &[port("input_ids", &[2])],
+            &[port("last_hidden_state", &[3])],
+        )?;
+        let input_ids_type = input_type(&text_encoder, "input_ids");
+        if !matches!(
+            input_ids_type,
+            TensorElementType::Int32 | TensorElementType::Int64
+        ) {
+            return Err(ModelError::Signature {
+                path: layout.text_encoder.clone(),
+                message: format!(
+                    "input `input_ids` must be int32 or int64, found {input_ids_type:?}"
+                ),
+            });
+        }
+
+        let unet = runtime.session(&layout.unet, options)?;
+        check_ports(
+            &layout.unet,
+            &unet,
+            &[
+                port("sample", &[4]),
+                port("timestep", &[0, 1]),
+                port("encoder_hidden_states", &[3]),
+            ],
+            &[port("out_sample", &[4])],
+        )?;
+        let scalar_timestep = input_rank(&unet, "timestep") == Some(0);
+
+        let vae_encoder = runtime.session(&layout.vae_encoder, options)?;
+        let vae_encoder_output = if has_output(&vae_encoder, "latent_parameters") {
+            check_ports(
+                &layout.vae_encoder,
+                &vae_encoder,
+                &[port("sample", &[4])],
+                &[port("latent_parameters", &[4])],
+            )?;
+            VaeEncoderOutput::LatentParameters
+        } else {
+            check_ports(
+                &layout.vae_encoder,
+                &vae_encoder,
+                &[port("sample", &[4])],
+                &[port("latent_sample", &[4])],
+            )
+            .map_err(|_| ModelError::Signature {
+                path: layout.vae_encoder.clone(),
+                message: format!(
+                    "expected output `latent_parameters` (or `latent_sample` from older exports), found {}",
+                    names(vae_encoder.outputs().iter().map(|o| o.name()))
+                ),
+            })?;
+            VaeEncoderOutput::LatentSample
+        };
+
+        let vae_decoder = runtime.session(&layout.vae_decoder, options)?;
+        check_ports(
+            &layout.vae_decoder,
+            &vae_decoder,
+            &[port("latent_sample", &[4])],
+            &[port("sample", &[4])],
+        )?;
+
+        Ok(SdModel {
+            layout,
+            geometry,
+            manifest,
+            text_encoder,
+            unet,
+            vae_encoder,
+            vae_decoder,
+            input_ids_type,
+            vae_encoder_output,
+            scalar_timestep,
+        })
+    }
+
+    /// sha256 of the model's manifest: one value that pins every file of the folder.
+    pub fn model_hash(&self) -> String {
+        self.manifest.model_hash()
+    }
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let list: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn input_rank(session: &Session, name: &str) -> Option<usize> {
+    session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == name)
+        .and_then(|i| i.dtype().tensor_shape().map(|s| s.len()))
+}
+
+fn input_type(session: &Session, name: &str) -> TensorElementType {
+    session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == name)
+        .and_then(|i| i.dtype().tensor_type())
+        .unwrap_or(TensorElementType::Undefined)
+}
+
+fn has_output(session: &Session, name: &str) -> bool {
+    session.outputs().iter().any(|o| o.name() == name)
+}
+
+/// Every expected port must exist with an accepted rank, and the graph may not require inputs
+/// we would not feed (SDXL's `text_embeds`, an inpainting mask...).
+fn check_ports(
+    path: &Path,
+    session: &Session,
+    inputs: &[Port],
+    outputs: &[Port],
+) -> Result<(), ModelError> {
+    let fail = |message: String| ModelError::Signature {
+        path: path.to_path_buf(),
+        message,
+    };
+    for (kind, expected, found) in [
+        ("input", inputs, session.inputs()),
+        ("output", outputs, session.outputs()),
+    ] {
+        for want in expected {
+            let Some(outlet) = found.iter().find(|o| o.name() == want.name) else {
+                return Err(fail(format!(
+                    "expected {kind} `{}`, found {}",
+                    want.name,
+                    names(found.iter().map(|o| o.name()))
+                )));
+            };
+            let rank = outlet.dtype().tensor_shape().map(|s| s.len());
+            if !rank.is_some_and(|r| want.ranks.contains(&r)) {
+                return Err(fail(format!(
+                    "{kind} `{}` should have rank {}, found {}",
+                    want.name,
+                    want.ranks
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    rank.map_or("a non-tensor".into(), |r| r.to_string())
+                )));
+            }
+        }
+    }
+    if let Some(extra) = session
+        .inputs()
+        .iter()
+        .find(|i| !inputs.iter().any(|want| want.name == i.name()))
+    {
+        return Err(fail(format!(
+            "unexpected input `{}` (expected only {}): not a Stable Diffusion 1.x/2.x graph",
+            extra.name(),
+            names(inputs.iter().map(|p| p.name))
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,516 @@
+//! The Boomerang core: encode, noise to an intermediate timestep, denoise back, decode.
+//!
+//! The order of operations and every formula follows diffusers' PyTorch
+//! `StableDiffusionImg2ImgPipeline` (not its ONNX twin, which starts one step off because of
+//! `steps_offset`): `init_timestep = min(int(N*s), N)`, `t_start = N - init_timestep`, the noise is
+//! added at the first kept timestep, and classifier-free guidance runs only when guidance > 1.
+
+use ndarray::{
+    concatenate, s, Array0, Array1, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis,
+    IxDyn,
+};
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef};
+
+use crate::diffusion::model::{SdModel, VaeEncoderOutput};
+use crate::diffusion::noise::{GaussianRng, NoiseSource, Stream};
+use crate::diffusion::scheduler::Scheduler;
+use crate::diffusion::timing::{Stage, StageTimer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{graph}: ONNX Runtime failed: {message}")]
+    Runtime {
+        graph: &'static str,
+        message: String,
+    },
+    #[error("{graph}: unexpected output: {message}")]
+    Output {
+        graph: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Input(String),
+}
+
+fn runtime_error(graph: &'static str) -> impl Fn(ort::Error) -> PipelineError {
+    move |error| PipelineError::Runtime {
+        graph,
+        message: error.to_string(),
+    }
+}
+
+/// Where the reverse process starts for a strength, exactly as diffusers' `get_timesteps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartPlan {
+    /// Index into the scheduler's full timestep list where denoising begins.
+    pub begin_index: usize,
+    /// The timesteps that will actually be run, in order.
+    pub timesteps: Vec<f64>,
+}
+
+impl StartPlan {
+    /// `strength` is f64 on purpose: `int(N*s)` must see the same product Python computes.
+    pub fn new(scheduler: &dyn Scheduler, steps: usize, strength: f64) -> StartPlan {
+        let init_timestep = ((steps as f64 * strength) as usize).min(steps);
+        let t_start = steps - init_timestep;
+        let all = scheduler.timesteps();
+        let begin_index = (t_start * scheduler.order()).min(all.len());
+        StartPlan {
+            begin_index,
+            timesteps: all[begin_index..].to_vec(),
+        }
+    }
+
+    /// The timestep the forward noise reaches; `None` at strength 0 (a plain VAE round trip).
+    pub fn start_timestep(&self) -> Option<f64> {
+        self.timesteps.first().copied()
+    }
+}
+
+/// The noise one batch consumes, by purpose.
+pub trait PipelineNoise {
+    fn vae_sample(&mut self, shape: &[usize]) -> ArrayD<f32>;
+    fn start(&mut self, shape: &[usize]) -> ArrayD<f32>;
+    fn step(&mut self) -> &mut dyn NoiseSource;
+}
+
+/// One ChaCha stream per image of a batch; a batch-shaped draw is the images' own draws stacked,
+/// so an image's noise is the same whatever batch it lands in.
+pub struct PerImage(Vec<GaussianRng>);
+
+impl NoiseSource for PerImage {
+    fn randn(&mut self, shape: &[usize]) -> ArrayD<f32> {
+        let mut out = ArrayD::zeros(IxDyn(shape));
+        let per_image = shape.get(1..).unwrap_or(&[]);
+        for (mut row, rng) in out.axis_iter_mut(Axis(0)).zip(self.0.iter_mut()) {
+            row.assign(&rng.randn(per_image));
+        }
+        out
+    }
+}
+
+/// Seeded noise for a batch: per image, independent streams for the VAE sample, the start noise
+/// and the scheduler's step noise.
+pub struct SeededNoise {
+    vae: PerImage,
+    start: PerImage,
+    step: PerImage,
+}
+
+impl SeededNoise {
+    pub fn new(image_seeds: &[[u8; 32]]) -> Self {
+        let streams = |stream| {
+            PerImage(
+                image_seeds
+                    .iter()
+                    .map(|&seed| GaussianRng::new(seed, stream))
+                    .collect(),
+            )
+        };
+        SeededNoise {
+            vae: streams(Stream::VaeSample),
+            start: streams(Stream::StartNoise),
+            step: streams(Stream::StepNoise),
+        }
+    }
+}
+
+impl PipelineNoise for SeededNoise {
+    fn vae_sample(&mut self, shape: &[usize]) -> ArrayD<f32> {
+        self.vae.randn(shape)
+    }
+    fn start(&mut self, shape: &[usize]) -> ArrayD<f32> {
+        self.start.randn(shape)
+    }
+    fn step(&mut self) -> &mut dyn NoiseSource {
+        &mut self.step
+    }
+}
+
+/// Prompt embeddings for the UNet, computed once per prompt.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// `[1, tokens, hidden]`
+    pub cond: Array3<f32>,
+    /// Present only when guidance > 1.
+    pub uncond: Option<Array3<f32>>,
+    pub guidance: f32,
+}
+
+impl Conditioning {
+    /// The UNet's `encoder_hidden_states` for a batch: diffusers' order, unconditional half first.
+    fn for_batch(&self, batch: usize) -> Result<Array3<f32>, PipelineError> {
+        let repeat = |e: &Array3<f32>| -> Result<Array3<f32>, PipelineError> {
+            let views = vec![e.view(); batch];
+            concatenate(Axis(0), &views).map_err(|e| PipelineError::Input(e.to_string()))
+        };
+        let cond = repeat(&self.cond)?;
+        match &self.uncond {
+            Some(uncond) => concatenate(Axis(0), &[repeat(uncond)?.view(), cond.view()])
+                .map_err(|e| PipelineError::Input(e.to_string())),
+            None => Ok(cond),
+        }
+    }
+}
+
+/// Runs the text encoder on one padded token sequence.
+pub fn encode_text(
+    model: &mut SdModel,
+    ids: &[i64],
+    timer: &mut StageTimer,
+) -> Result<Array3<f32>, PipelineError> {
+    timer.time(Stage::TextEncoder, |timer| {
+        let session = &mut model.text_encoder;
+        let outputs = match model.input_ids_type {
+            TensorElementType::Int32 => {
+                let ids =
+                    Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i32).collect())
+                        .map_err(|e| PipelineError::Input(e.to_string()))?;
+                let tensor = TensorRef::from_array_view(ids.view())
+                    .map_err(runtime_error("text_encoder"))?;
+                timer.runtime_call(Stage::TextEncoder, || {
+                    session.run(ort::inputs!["input_ids" => tensor])
+                })
+            }
+            _ => {
+                let ids = Array2::from_shape_vec((1, ids.len()), ids.to_vec())
+                    .map_err(|e| PipelineError::Input(e.to_string()))?;
+                let tensor = TensorRef::from_array_view(ids.view())
+                    .map_err(runtime_error("text_encoder"))?;
+                timer.runtime_call(Stage::TextEncoder, || {
+                    session.run(ort::inputs!["input_ids" => tensor])
+                })
+            }
+        }
+        .map_err(runtime_error("text_encoder"))?;
+        extract(&outputs["last_hidden_state"], "text_encoder")?
+            .into_dimensionality()
+            .map_err(|e| output_error("text_encoder", e))
+    })
+}
+
+fn extract(
+    value: &ort::value::DynValue,
+    graph: &'static str,
+) -> Result<ArrayD<f32>, PipelineError> {
+    value
+        .try_extract_array::<f32>()
+        .map(|view| view.to_owned())
+        .map_err(|e| PipelineError::Output {
+            graph,
+            message: e.to_string(),
+        })
+}
+
+fn output_error(graph: &'static str, error: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Output {
+        graph,
+        message: error.to_string(),
+    }
+}
+
+/// Runs a single-input, single-output graph on a 4-d f32 tensor.
+fn run_image_graph(
+    session: &mut Session,
+    input: (&'static str, ArrayView4<f32>),
+    output: &'static str,
+    graph: &'static str,
+    stage: Stage,
+    timer: &mut StageTimer,
+) -> Result<Array4<f32>, PipelineError> {
+    let contiguous = input.1.as_standard_layout();
+    let tensor = TensorRef::from_array_view(contiguous.view()).map_err(runtime_error(graph))?;
+    let outputs = timer
+        .runtime_call(stage, || session.run(ort::inputs![input.0 => tensor]))
+        .map_err(runtime_error(graph))?;
+    let value = outputs
+        .get(output)
+        .ok_or_else(|| output_error(graph, format!("no `{output}`")))?;
+    extract(value, graph)?
+        .into_dimensionality()
+        .map_err(|e| output_error(graph, e))
+}
+
+/// What a batch produced.
+pub struct BatchOutput {
+    /// `[B, 3, H, W]` in `[0, 1]`, as diffusers' `(x / 2 + 0.5).clamp(0, 1)`.
+    pub images: Array4<f32>,
+    pub latents: Array4<f32>,
+}
+
+/// Receives the latents after every scheduler step (for fixtures and progress).
+pub type StepObserver<'a> = &'a mut dyn FnMut(usize, &Array4<f32>);
+
+/// What one batch runs: the images `[B, 3, H, W]` in `[-1, 1]`, where to start, and the prompt.
+#[derive(Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub plan: &'a StartPlan,
+    pub images: ArrayView4<'a, f32>,
+    pub conditioning: &'a Conditioning,
+}
+
+/// What the VAE encoder returned for a batch, before the posterior sample: the expensive part of
+/// encoding, which several samples of one image can share (each then draws its own posterior
+/// sample from its own seed stream, so sharing changes no result).
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    kind: VaeEncoderOutput,
+    /// `[B, 2 * latent_channels, h, w]` (parameters) or `[B, latent_channels, h, w]` (sample).
+    values: Array4<f32>,
+}
+
+impl Encoding {
+    pub fn len(&self) -> usize {
+        self.values.shape()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encodings of `rows`, in that order; a row may repeat (N samples of one image).
+    pub fn select(&self, rows: &[usize]) -> Result<Encoding, PipelineError> {
+        if let Some(&bad) = rows.iter().find(|&&row| row >= self.len()) {
+            return Err(PipelineError::Input(format!(
+                "encoding row {bad} requested from a batch of {}",
+                self.len()
+            )));
+        }
+        Ok(Encoding {
+            kind: self.kind,
+            values: self.values.select(Axis(0), rows),
+        })
+    }
+}
+
+/// Runs the VAE encoder on `[B, 3, H, W]` images in `[-1, 1]`.
+pub fn encode_images(
+    model: &mut SdModel,
+    images: ArrayView4<f32>,
+    timer: &mut StageTimer,
+) -> Result<Encoding, PipelineError> {
+    let kind = model.vae_encoder_output;
+    let output = match kind {
+        VaeEncoderOutput::LatentParameters => "latent_parameters",
+        VaeEncoderOutput::LatentSample => "latent_sample",
+    };
+    let values = timer.time(Stage::VaeEncode, |timer| {
+        run_image_graph(
+            &mut model.vae_encoder,
+            ("sample", images),
+            output,
+            "vae_encoder",
+            Stage::VaeEncode,
+            timer,
+        )
+    })?;
+    Ok(Encoding { kind, values })
+}
+
+/// Boomerang on a batch of equally sized images.
+pub fn boomerang_batch(
+    model: &mut SdModel,
+    scheduler: &mut dyn Scheduler,
+    request: BatchRequest,
+    noise: &mut dyn PipelineNoise,
+    timer: &mut StageTimer,
+    observer: StepObserver,
+) -> Result<BatchOutput, PipelineError> {
+    let encoding = encode_images(model, request.images, timer)?;
+    let request = EncodedRequest {
+        plan: request.plan,
+        encoding: &encoding,
+        conditioning: request.conditioning,
+    };
+    boomerang_encoded(model, scheduler, request, noise, timer, observer)
+}
+
+/// [`BatchRequest`] with the images already encoded ([`encode_images`]).
+#[derive(Clone, Copy)]
+pub struct EncodedRequest<'a> {
+    pub plan: &'a StartPlan,
+    pub encoding: &'a Encoding,
+    pub conditioning: &'a Conditioning,
+}
+
+/// Boomerang from encoded images: posterior sample, forward noise, denoise, decode.
+pub fn boomerang_encoded(
+    model: &mut SdModel,
+    scheduler: &mut dyn Scheduler,
+    request: EncodedRequest,
+    noise: &mut dyn PipelineNoise,
+    timer: &mut StageTimer,
+    observer: StepObserver,
+) -> Result<BatchOutput, PipelineError> {
+    let EncodedRequest {
+        plan,
+        encoding,
+        conditioning,
+    } = request;
+    let batch = encoding.len();
+    let scaling = model.geometry.vae_scaling_factor;
+
+    // Elementwise noise arithmetic like add_noise, hence timed with the scheduler.
+    let init_latents = timer.time(
+        Stage::Scheduler,
+        |_| -> Result<Array4<f32>, PipelineError> {
+            let latents = match encoding.kind {
+                VaeEncoderOutput::LatentParameters => sample_posterior(&encoding.values, noise)?,
+                VaeEncoderOutput::LatentSample => encoding.values.clone(),
+            };
+            Ok(latents * scaling)
+        },
+    )?;
+
+    let mut latents = match plan.start_timestep() {
+        Some(start) => {
+            scheduler.set_begin_index(plan.begin_index);
+            let start_noise = noise.start(init_latents.shape());
+            let noisy = timer.time(Stage::Scheduler, |_| {
+                scheduler.add_noise(init_latents.view().into_dyn(), start_noise.view(), start)
+            });
+            as_4d(noisy)?
+        }
+        None => init_latents,
+    };
+
+    let hidden = conditioning.for_batch(batch)?;
+    let guided = conditioning.uncond.is_some();
+    for (index, &t) in plan.timesteps.iter().enumerate() {
+        let model_input = if guided {
+            concatenate(Axis(0), &[latents.view(), latents.view()])
+                .map_err(|e| PipelineError::Input(e.to_string()))?
+        } else {
+            latents.clone()
+        };
+        let scaled = timer.time(Stage::Scheduler, |_| {
+            scheduler.scale_model_input(model_input.view().into_dyn(), t)
+        });
+        let scaled_shape = scaled.shape().to_vec();
+        let prediction = timer.time(Stage::Unet, |timer| {
+            unet(model, as_4d(scaled)?, t, hidden.view(), timer)
+        })?;
+        if prediction.shape() != scaled_shape.as_slice() {
+            return Err(output_error(
+                "unet",
+                format!(
+                    "out_sample has shape {:?}, expected {:?}",
+                    prediction.shape(),
+                    scaled_shape
+                ),
+            ));
+        }
+        let prediction = if guided {
+            let uncond = prediction.slice(s![..batch, .., .., ..]);
+            let text = prediction.slice(s![batch.., .., .., ..]);
+            let g = conditioning.guidance;
+            // diffusers: uncond + g * (text - uncond), in this order.
+            &uncond + &((&text - &uncond) * g)
+        } else {
+            prediction
+        };
+        let stepped = timer.time(Stage::Scheduler, |_| {
+            scheduler.step(
+                prediction.view().into_dyn(),
+                t,
+                latents.view().into_dyn(),
+                noise.step(),
+            )
+        });
+        latents = as_4d(stepped)?;
+        observer(index, &latents);
+    }
+
+    let images = timer.time(
+        Stage::VaeDecode,
+        |timer| -> Result<Array4<f32>, PipelineError> {
+            let scaled = &latents / scaling;
+            let decoded = run_image_graph(
+                &mut model.vae_decoder,
+                ("latent_sample", scaled.view()),
+                "sample",
+                "vae_decoder",
+                Stage::VaeDecode,
+                timer,
+            )?;
+            Ok(decoded.mapv(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0)))
+        },
+    )?;
+    Ok(BatchOutput { images, latents })
+}
+
+fn as_4d(array: ArrayD<f32>) -> Result<Array4<f32>, PipelineError> {
+    array.into_dimensionality().map_err(|e| {
+        PipelineError::Input(format!(
+            "scheduler returned a tensor of the wrong rank: {e}"
+        ))
+    })
+}
+
+/// diffusers' `DiagonalGaussianDistribution.sample`: mean + exp(0.5 * clamp(logvar, -30, 20)) * noise.
+fn sample_posterior(
+    parameters: &Array4<f32>,
+    noise: &mut dyn PipelineNoise,
+) -> Result<Array4<f32>, PipelineError> {
+    let channels = parameters.shape()[1];
+    if !channels.is_multiple_of(2) {
+        return Err(output_error(
+            "vae_encoder",
+            format!(
+                "latent_parameters has {channels} channels; expected mean and log-variance halves"
+            ),
+        ));
+    }
+    let half = channels / 2;
+    let mean = parameters.slice(s![.., ..half, .., ..]);
+    let logvar = parameters.slice(s![.., half.., .., ..]);
+    let epsilon = as_4d(noise.vae_sample(mean.shape()))?;
+    let std = logvar.mapv(|v| (0.5 * v.clamp(-30.0, 20.0)).exp());
+    Ok(&mean + &(&std * &epsilon))
+}
+
+fn unet(
+    model: &mut SdModel,
+    sample: Array4<f32>,
+    t: f64,
+    hidden: ArrayView3<f32>,
+    timer: &mut StageTimer,
+) -> Result<Array4<f32>, PipelineError> {
+    let sample = sample.as_standard_layout().into_owned();
+    let hidden = hidden.as_standard_layout();
+    let sample_tensor = TensorRef::from_array_view(sample.view()).map_err(runtime_error("unet"))?;
+    let hidden_tensor = TensorRef::from_array_view(hidden.view()).map_err(runtime_error("unet"))?;
+    let t = t as f32;
+    let session = &mut model.unet;
+    let outputs = if model.scalar_timestep {
+        let timestep = Array0::from_elem((), t);
+        let timestep =
+            TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
+        timer.runtime_call(Stage::Unet, || {
+            session.run(ort::inputs![
+                "sample" => sample_tensor,
+                "timestep" => timestep,
+                "encoder_hidden_states" => hidden_tensor
+            ])
+        })
+    } else {
+        let timestep = Array1::from_elem(sample.shape()[0], t);
+        let timestep =
+            TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
+        timer.runtime_call(Stage::Unet, || {
+            session.run(ort::inputs![
+                "sample" => sample_tensor,
+                "timestep" => timestep,
+                "encoder_hidden_states" => hidden_tensor
+            ])
+        })
+    }
+    .map_err(runtime_error("unet"))?;
+    let value = outputs
+        .get("out_sample")
+        .ok_or_else(|| output_error("unet", "no `out_sample`"))?;
+    extract(value, "unet")?
+        .into_dimensionality()
+        .map_err(|e| output_error("unet", e))
+}

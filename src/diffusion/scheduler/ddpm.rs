@@ -1,0 +1,128 @@
+//! diffusers' `DDPMScheduler` (Ho et al. 2020): ancestral sampling over the chosen timesteps.
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+
+use super::config::{PredictionType, ResolvedConfig, VarianceType};
+use super::{
+    add_noise_vp, alpha_at, alphas_cumprod, check_range, clamp_symmetric, discrete, spacing,
+    Scheduler, SchedulerError,
+};
+use crate::diffusion::noise::NoiseSource;
+
+pub struct Ddpm {
+    alphas_cumprod: Vec<f32>,
+    prediction_type: PredictionType,
+    clip_range: Option<f32>,
+    variance_type: VarianceType,
+    schedule: Vec<i64>,
+    timesteps: Vec<f64>,
+}
+
+impl Ddpm {
+    pub fn new(config: &ResolvedConfig, steps: usize) -> Result<Self, SchedulerError> {
+        let schedule = spacing::integer_descending(
+            config.timestep_spacing,
+            config.num_train_timesteps,
+            steps,
+            config.steps_offset,
+        );
+        check_range(config, steps, &schedule)?;
+        Ok(Self {
+            alphas_cumprod: alphas_cumprod(config),
+            prediction_type: config.prediction_type,
+            clip_range: config
+                .clip_sample
+                .then_some(config.clip_sample_range as f32),
+            variance_type: config.variance_type,
+            timesteps: schedule.iter().map(|&t| t as f64).collect(),
+            schedule,
+        })
+    }
+
+    /// diffusers' `previous_timestep`: the next entry of the schedule after the first match,
+    /// -1 after the last.
+    fn previous_timestep(&self, t: i64) -> i64 {
+        match self.schedule.iter().position(|&s| s == t) {
+            Some(i) => self.schedule.get(i + 1).copied().unwrap_or(-1),
+            None => panic!("timestep {t} is not in this DDPM schedule"),
+        }
+    }
+}
+
+impl Scheduler for Ddpm {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn order(&self) -> usize {
+        1
+    }
+
+    /// DDPM finds its position from `t`: diffusers' class has no `set_begin_index`.
+    fn set_begin_index(&mut self, _index: usize) {}
+
+    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
+        add_noise_vp(&self.alphas_cumprod, original, noise, t)
+    }
+
+    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, _t: f64) -> ArrayD<f32> {
+        sample.to_owned()
+    }
+
+    fn step(
+        &mut self,
+        model_output: ArrayViewD<f32>,
+        t: f64,
+        sample: ArrayViewD<f32>,
+        noise: &mut dyn NoiseSource,
+    ) -> ArrayD<f32> {
+        let t = discrete(t);
+        let prev_t = self.previous_timestep(t);
+        let alpha_t = alpha_at(&self.alphas_cumprod, t, 1.0);
+        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, 1.0);
+        let beta_t = 1.0 - alpha_t;
+        let beta_prev = 1.0 - alpha_prev;
+        let current_alpha = alpha_t / alpha_prev;
+        let current_beta = 1.0 - current_alpha;
+        let (sqrt_alpha, sqrt_beta) = (alpha_t.sqrt(), beta_t.sqrt());
+
+        let mut pred_original = match self.prediction_type {
+            PredictionType::Epsilon => Zip::from(&sample)
+                .and(&model_output)
+                .map_collect(|&x, &e| (x - sqrt_beta * e) / sqrt_alpha),
+            PredictionType::Sample => model_output.to_owned(),
+            PredictionType::VPrediction => Zip::from(&sample)
+                .and(&model_output)
+                .map_collect(|&x, &v| sqrt_alpha * x - sqrt_beta * v),
+        };
+        if let Some(range) = self.clip_range {
+            clamp_symmetric(&mut pred_original, range);
+        }
+
+        let original_coeff = (alpha_prev.sqrt() * current_beta) / beta_t;
+        let sample_coeff = current_alpha.sqrt() * beta_prev / beta_t;
+        let mut prev = Zip::from(&pred_original)
+            .and(&sample)
+            .map_collect(|&x0, &x| original_coeff * x0 + sample_coeff * x);
+
+        if t > 0 {
+            let z = noise.randn(model_output.shape());
+            // diffusers' `_get_variance`, recomputed from the same float32 scalars.
+            let variance = ((1.0 - alpha_prev) / (1.0 - alpha_t) * current_beta).max(1e-20);
+            let scale = match self.variance_type {
+                VarianceType::FixedSmallLog => (0.5 * variance.ln()).exp(),
+                VarianceType::FixedLarge => current_beta.sqrt(),
+                // resolve() admits only the three implemented types.
+                _ => variance.sqrt(),
+            };
+            Zip::from(&mut prev)
+                .and(&z)
+                .for_each(|p, &z| *p += scale * z);
+        }
+        prev
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+}

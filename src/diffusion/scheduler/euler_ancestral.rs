@@ -1,0 +1,156 @@
+//! diffusers' `EulerAncestralDiscreteScheduler` (Karras et al. 2022 / k-diffusion's
+//! `sample_euler_ancestral`): Euler steps in sigma space with ancestral noise.
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+
+use super::config::{PredictionType, ResolvedConfig, TimestepSpacing};
+use super::{alphas_cumprod, spacing, Scheduler};
+use crate::diffusion::noise::NoiseSource;
+
+pub struct EulerAncestral {
+    prediction_type: PredictionType,
+    /// One sigma per timestep, then a final 0.
+    sigmas: Vec<f32>,
+    timesteps: Vec<f64>,
+    init_noise_sigma: f32,
+    step_index: Option<usize>,
+    begin_index: Option<usize>,
+}
+
+impl EulerAncestral {
+    pub fn new(config: &ResolvedConfig, steps: usize) -> Self {
+        let mut alphas_cumprod = alphas_cumprod(config);
+        if config.rescale_betas_zero_snr {
+            // diffusers keeps the last sigma finite instead of infinite.
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        // Sigmas on the training grid in float32, interpolated in float64 like np.interp.
+        let train_sigmas: Vec<f64> = alphas_cumprod
+            .iter()
+            .map(|&a| f64::from(((1.0 - a) / a).sqrt()))
+            .collect();
+        let timesteps = spacing::float_descending(
+            config.timestep_spacing,
+            config.num_train_timesteps,
+            steps,
+            config.steps_offset,
+        );
+        let mut sigmas: Vec<f32> = timesteps
+            .iter()
+            .map(|&t| spacing::interp_unit_grid(f64::from(t), &train_sigmas) as f32)
+            .collect();
+        sigmas.push(0.0);
+        let max = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let init_noise_sigma = match config.timestep_spacing {
+            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
+            TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
+        };
+        Self {
+            prediction_type: config.prediction_type,
+            sigmas,
+            timesteps: timesteps.into_iter().map(f64::from).collect(),
+            init_noise_sigma,
+            step_index: None,
+            begin_index: None,
+        }
+    }
+
+    /// diffusers' `index_for_timestep`. diffusers takes the second match when `t` repeats, but
+    /// Euler schedules never repeat a timestep (all spacings are strictly decreasing for
+    /// `num_inference_steps <= num_train_timesteps`), so the only match is the one.
+    fn index_for_timestep(&self, t: f64) -> usize {
+        match self.timesteps.iter().position(|&s| s == t) {
+            Some(i) => i,
+            None => panic!("timestep {t} is not in this Euler ancestral schedule"),
+        }
+    }
+
+    fn current_index(&mut self, t: f64) -> usize {
+        let index = match (self.step_index, self.begin_index) {
+            (Some(i), _) => i,
+            (None, Some(begin)) => begin,
+            (None, None) => self.index_for_timestep(t),
+        };
+        self.step_index = Some(index);
+        index
+    }
+}
+
+impl Scheduler for EulerAncestral {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn order(&self) -> usize {
+        1
+    }
+
+    fn set_begin_index(&mut self, index: usize) {
+        self.begin_index = Some(index);
+    }
+
+    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
+        let index = match (self.begin_index, self.step_index) {
+            (None, _) => self.index_for_timestep(t),
+            (Some(_), Some(step)) => step,
+            (Some(begin), None) => begin,
+        };
+        let sigma = self.sigmas[index];
+        Zip::from(&original)
+            .and(&noise)
+            .map_collect(|&x, &n| x + n * sigma)
+    }
+
+    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
+        let index = self.current_index(t);
+        let sigma = self.sigmas[index];
+        let denom = (sigma * sigma + 1.0).sqrt();
+        sample.mapv(|x| x / denom)
+    }
+
+    fn step(
+        &mut self,
+        model_output: ArrayViewD<f32>,
+        t: f64,
+        sample: ArrayViewD<f32>,
+        noise: &mut dyn NoiseSource,
+    ) -> ArrayD<f32> {
+        let index = self.current_index(t);
+        let sigma = self.sigmas[index];
+        let pred_original = match self.prediction_type {
+            PredictionType::VPrediction => {
+                let c_out = -sigma / (sigma * sigma + 1.0).sqrt();
+                let c_in = sigma * sigma + 1.0;
+                Zip::from(&model_output)
+                    .and(&sample)
+                    .map_collect(|&v, &x| v * c_out + x / c_in)
+            }
+            // resolve() rejects `sample` for this kind, so anything else is epsilon.
+            PredictionType::Epsilon | PredictionType::Sample => Zip::from(&sample)
+                .and(&model_output)
+                .map_collect(|&x, &e| x - sigma * e),
+        };
+        let sigma_from = sigma;
+        let sigma_to = self.sigmas[index + 1];
+        let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
+            / (sigma_from * sigma_from))
+            .sqrt();
+        let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).sqrt();
+        let dt = sigma_down - sigma;
+        let mut prev = Zip::from(&sample)
+            .and(&pred_original)
+            .map_collect(|&x, &x0| x + (x - x0) / sigma * dt);
+        let z = noise.randn(model_output.shape());
+        Zip::from(&mut prev)
+            .and(&z)
+            .for_each(|p, &z| *p += z * sigma_up);
+        self.step_index = Some(index + 1);
+        prev
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        self.init_noise_sigma
+    }
+}

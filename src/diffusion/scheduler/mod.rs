@@ -1,0 +1,234 @@
+//! Diffusion schedulers over ndarray, matching diffusers' implementations of the same name.
+//!
+//! The contract mirrors diffusers: `set_timesteps` is implied by construction (the scheduler is
+//! built for a number of inference steps), `timesteps()` is the full descending schedule, and the
+//! img2img pipeline starts part-way through it via `set_begin_index`.
+//!
+//! The arithmetic follows diffusers 0.39.0 operation by operation in float32 (coefficients are
+//! float32 scalars as in torch), so results agree with diffusers to float32 rounding.
+
+mod betas;
+mod config;
+mod ddim;
+mod ddpm;
+mod euler_ancestral;
+mod pndm;
+mod spacing;
+
+use std::path::PathBuf;
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+
+use crate::diffusion::noise::NoiseSource;
+
+pub use betas::alphas_cumprod;
+pub use config::{
+    BetaSchedule, PredictionType, ResolvedConfig, SchedulerConfig, SchedulerKind, TimestepSpacing,
+    VarianceType,
+};
+
+/// One diffusion sampler, prepared for a fixed number of inference steps.
+///
+/// Callers pass `t` values taken from `timesteps()` and tensors of one shape; anything else is a
+/// programming error and panics (as diffusers raises), so check model output shapes first.
+pub trait Scheduler {
+    /// The descending timesteps of the full schedule (diffusers' `scheduler.timesteps`).
+    /// Values are timesteps in `[0, num_train_timesteps)`, fractional for some spacings.
+    /// Euler ancestral keeps diffusers' edge cases: `leading` + `steps_offset` can reach
+    /// `num_train_timesteps`, and `trailing` with some step counts (61, 103, ...) ends at -1.
+    /// Its length is not always the number of inference steps (PNDM repeats timesteps).
+    fn timesteps(&self) -> &[f64];
+    /// diffusers' `scheduler.order`: how many entries of `timesteps()` one inference step uses.
+    fn order(&self) -> usize;
+    /// Where the img2img loop starts in `timesteps()` (diffusers' `set_begin_index`).
+    fn set_begin_index(&mut self, index: usize);
+    /// Forward diffusion: noise `original` to timestep `t`.
+    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32>;
+    /// Scale the denoising model input (identity except for sigma-based samplers).
+    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, t: f64) -> ArrayD<f32>;
+    /// One reverse step from `t`; ancestral samplers draw their noise from `noise`.
+    fn step(
+        &mut self,
+        model_output: ArrayViewD<f32>,
+        t: f64,
+        sample: ArrayViewD<f32>,
+        noise: &mut dyn NoiseSource,
+    ) -> ArrayD<f32>;
+    /// diffusers' `init_noise_sigma`: the scale of pure-noise start latents (text-to-image only;
+    /// img2img starts from `add_noise` instead).
+    fn init_noise_sigma(&self) -> f32;
+}
+
+/// Problems reading a scheduler configuration or building a scheduler from it.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("cannot read scheduler config {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("in scheduler config {path}: {source}")]
+    InFile {
+        path: PathBuf,
+        source: Box<SchedulerError>,
+    },
+    #[error("scheduler config is not valid: {0}")]
+    Json(serde_json::Error),
+    #[error("scheduler config must be a JSON object")]
+    NotAnObject,
+    #[error("scheduler config key `_use_default_values` must be a list of key names")]
+    BadUseDefaultValues,
+    #[error("scheduler config key `{key}` is null; give it a value or remove the key")]
+    Null { key: &'static str },
+    #[error("scheduler config key `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error(
+        "scheduler config has no `_class_name`; choose a scheduler explicitly ({})",
+        config::supported_cli_names()
+    )]
+    NoClass,
+    #[error(
+        "scheduler class `{name}` is not supported; supported classes: {} \
+         (or choose one of {} explicitly)",
+        config::supported_class_names(),
+        config::supported_cli_names()
+    )]
+    UnsupportedClass { name: String },
+    #[error(
+        "unknown scheduler `{name}`; choose one of: {}",
+        config::supported_cli_names()
+    )]
+    UnknownKind { name: String },
+    #[error("{kind} scheduler: `{key}: {value}` is not supported: {why}")]
+    Unsupported {
+        kind: SchedulerKind,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("number of inference steps must be between 1 and num_train_timesteps ({train}), got {steps}")]
+    Steps { steps: usize, train: usize },
+    #[error("ddim eta must be a number from 0 to 1, got {0}")]
+    Eta(f32),
+    #[error("eta ({eta}) only applies to the ddim scheduler, not {kind}; leave it at 0")]
+    EtaNotDdim { eta: f32, kind: SchedulerKind },
+    #[error(
+        "{kind} with {steps} steps gives timestep {timestep}, outside the trained range 0..{train} \
+         (diffusers would fail, or for -1 silently use the noisiest alpha); lower steps_offset, \
+         or pick another number of steps or timestep_spacing"
+    )]
+    TimestepOutOfRange {
+        kind: SchedulerKind,
+        steps: usize,
+        timestep: i64,
+        train: usize,
+    },
+    #[error(
+        "pndm with skip_prk_steps=false (Runge-Kutta warm-up) needs at least 4 inference steps, \
+         got {0}"
+    )]
+    PrkTooFewSteps(usize),
+}
+
+/// Builds `kind` from a config file's settings, ready for `num_inference_steps` steps
+/// (diffusers' `Class.from_config(config)` then `set_timesteps(num_inference_steps)`).
+///
+/// `eta` is DDIM's noise weight (0 deterministic, 1 DDPM-like); other kinds require 0.
+pub fn build(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+    num_inference_steps: usize,
+    eta: f32,
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    let config = config.resolve(kind)?;
+    let train = config.num_train_timesteps;
+    if num_inference_steps == 0 || num_inference_steps > train {
+        return Err(SchedulerError::Steps {
+            steps: num_inference_steps,
+            train,
+        });
+    }
+    if kind == SchedulerKind::Ddim {
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(SchedulerError::Eta(eta));
+        }
+    } else if eta != 0.0 {
+        return Err(SchedulerError::EtaNotDdim { eta, kind });
+    }
+    Ok(match kind {
+        SchedulerKind::Ddim => Box::new(ddim::Ddim::new(&config, num_inference_steps, eta)?),
+        SchedulerKind::Ddpm => Box::new(ddpm::Ddpm::new(&config, num_inference_steps)?),
+        SchedulerKind::EulerAncestral => Box::new(euler_ancestral::EulerAncestral::new(
+            &config,
+            num_inference_steps,
+        )),
+        SchedulerKind::Pndm => Box::new(pndm::Pndm::new(&config, num_inference_steps)?),
+    })
+}
+
+/// Rejects integer schedules diffusers would index `alphas_cumprod` out of range with.
+fn check_range(
+    config: &ResolvedConfig,
+    steps: usize,
+    timesteps: &[i64],
+) -> Result<(), SchedulerError> {
+    let train = config.num_train_timesteps;
+    match timesteps.iter().find(|&&t| t < 0 || t >= train as i64) {
+        Some(&timestep) => Err(SchedulerError::TimestepOutOfRange {
+            kind: config.kind,
+            steps,
+            timestep,
+            train,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `t` as the integer timestep diffusers indexes with.
+fn discrete(t: f64) -> i64 {
+    assert!(
+        t.fract() == 0.0,
+        "timestep {t} is not an integer; pass values from Scheduler::timesteps()"
+    );
+    t as i64
+}
+
+/// `alphas_cumprod[t]`, or the value diffusers uses before the first timestep when `t < 0`.
+fn alpha_at(alphas_cumprod: &[f32], t: i64, before_start: f32) -> f32 {
+    if t < 0 {
+        return before_start;
+    }
+    match alphas_cumprod.get(t as usize) {
+        Some(&a) => a,
+        None => panic!(
+            "timestep {t} is outside 0..{}; pass values from Scheduler::timesteps()",
+            alphas_cumprod.len()
+        ),
+    }
+}
+
+/// DDPM-style forward noising shared by DDIM, DDPM and PNDM:
+/// `sqrt(a) * original + sqrt(1 - a) * noise`.
+fn add_noise_vp(
+    alphas_cumprod: &[f32],
+    original: ArrayViewD<f32>,
+    noise: ArrayViewD<f32>,
+    t: f64,
+) -> ArrayD<f32> {
+    let a = alpha_at(alphas_cumprod, discrete(t), 1.0);
+    let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+    Zip::from(&original)
+        .and(&noise)
+        .map_collect(|&x, &n| sa * x + sb * n)
+}
+
+/// `torch.clamp(x, -range, range)`: NaN passes through, as in torch.
+fn clamp_symmetric(x: &mut ArrayD<f32>, range: f32) {
+    x.mapv_inplace(|v| {
+        if v.is_nan() {
+            v
+        } else {
+            v.max(-range).min(range)
+        }
+    });
+}

@@ -1,0 +1,232 @@
+//! Image files in and out of the model's working resolution.
+//!
+//! An image is fitted inside the model's square working size with its aspect kept, padded by
+//! repeating its edge pixels (a flat border would itself be "content" the model reacts to), and
+//! after generation the same window is cut out and resized back to the input's exact dimensions.
+//! Outputs are plain PNG: the encoder writes no EXIF/XMP/text chunks, so no metadata survives.
+//! Alpha is dropped (composited on nothing: the colour channels are kept as stored).
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader, RgbImage};
+use ndarray::{Array4, ArrayView3};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: cannot encode PNG")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("{path}: cannot write image")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How an image was placed in the working square, to undo it afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub original_width: u32,
+    pub original_height: u32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub grayscale: bool,
+}
+
+/// `[1, 3, size, size]` in `[-1, 1]` plus how to map the result back.
+pub fn to_working_tensor(image: &DynamicImage, size: u32) -> (Array4<f32>, Placement) {
+    let grayscale = !image.color().has_color();
+    let rgb = image.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let scale = f64::from(size) / f64::from(w.max(h));
+    let width = ((f64::from(w) * scale).round() as u32).clamp(1, size);
+    let height = ((f64::from(h) * scale).round() as u32).clamp(1, size);
+    let fitted = if (width, height) == (w, h) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, width, height, FilterType::Lanczos3)
+    };
+    let x = (size - width) / 2;
+    let y = (size - height) / 2;
+    let mut tensor = Array4::<f32>::zeros((1, 3, size as usize, size as usize));
+    for row in 0..size {
+        let source_y = row.saturating_sub(y).min(height - 1);
+        for column in 0..size {
+            let source_x = column.saturating_sub(x).min(width - 1);
+            let pixel = fitted.get_pixel(source_x, source_y);
+            for channel in 0..3 {
+                tensor[[0, channel, row as usize, column as usize]] =
+                    f32::from(pixel[channel]) / 255.0 * 2.0 - 1.0;
+            }
+        }
+    }
+    let placement = Placement {
+        original_width: w,
+        original_height: h,
+        x,
+        y,
+        width,
+        height,
+        grayscale,
+    };
+    (tensor, placement)
+}
+
+/// A `[3, size, size]` result in `[0, 1]` back to the input's size and colour type.
+pub fn from_working_tensor(image: ArrayView3<f32>, placement: &Placement) -> DynamicImage {
+    let mut window = RgbImage::new(placement.width, placement.height);
+    for (column, row, pixel) in window.enumerate_pixels_mut() {
+        for channel in 0..3 {
+            let value = image[[
+                channel,
+                (row + placement.y) as usize,
+                (column + placement.x) as usize,
+            ]];
+            // diffusers' numpy_to_pil: (x * 255).round()
+            pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    let restored = if (placement.width, placement.height)
+        == (placement.original_width, placement.original_height)
+    {
+        window
+    } else {
+        image::imageops::resize(
+            &window,
+            placement.original_width,
+            placement.original_height,
+            FilterType::Lanczos3,
+        )
+    };
+    if placement.grayscale {
+        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(restored).to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(restored)
+    }
+}
+
+/// PNG bytes of an image: pixels only, no metadata chunks.
+pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
+    let mut bytes = Vec::new();
+    image.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    Ok(bytes)
+}
+
+/// The one PNG writer: encodes in memory (no metadata chunks), creates the parent folders, writes
+/// atomically, and returns the hex sha256 of the bytes written.
+pub fn write_png(image: &DynamicImage, path: &Path) -> Result<String, ImageError> {
+    let bytes = encode_png(image).map_err(|source| ImageError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let write_error = |source| ImageError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+    }
+    crate::io::atomic::write(path, &bytes).map_err(write_error)?;
+    Ok(hex::encode(crate::io::hashing::sha256_bytes(&bytes)))
+}
+
+/// Pixels plus what decoding learned about the file, for the report and for mapping back.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub format: image::ImageFormat,
+    /// Colour type as stored in the file (a 16-bit PNG says `Rgb16`; a CMYK JPEG says `Cmyk8`
+    /// although its pixels arrive converted to RGB).
+    pub original_color: image::ExtendedColorType,
+    /// EXIF orientation, not applied to `image`: the pixels stay in stored order.
+    pub orientation: image::metadata::Orientation,
+}
+
+/// Decodes in-memory bytes by content (never by file name) under `limits`, so a file declaring a
+/// huge size is refused from its header before any pixel buffer is allocated. Animated GIF and
+/// WebP give their first frame.
+pub fn decode_with_limits(bytes: &[u8], limits: image::Limits) -> image::ImageResult<Decoded> {
+    use image::ImageDecoder;
+
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let format = reader.format().ok_or_else(|| {
+        image::ImageError::Unsupported(image::error::UnsupportedError::from_format_and_kind(
+            image::error::ImageFormatHint::Unknown,
+            image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Unknown),
+        ))
+    })?;
+    // The JPEG decoder fills a cut-off file with grey instead of failing.
+    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
+        return Err(image::ImageError::IoError(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "JPEG ends before its end-of-image marker",
+        )));
+    }
+    let mut allocation = limits.clone();
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder()?;
+    // `ImageReader::decode` makes the same reservation; `into_decoder` only checks dimensions.
+    allocation.reserve(decoder.total_bytes())?;
+    let mut original_color = decoder.original_color_type();
+    if format == image::ImageFormat::Jpeg && jpeg_component_count(bytes) == Some(4) {
+        original_color = image::ExtendedColorType::Cmyk8;
+    }
+    // A damaged EXIF block is no reason to refuse the pixels.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder)?;
+    Ok(Decoded {
+        image,
+        format,
+        original_color,
+        orientation,
+    })
+}
+
+/// Whether an end-of-image marker (FF D9) follows the first scan. Inside entropy-coded data FF
+/// is always followed by 00 or a restart marker, so FF D9 there is the real end; an EXIF
+/// thumbnail's own end marker comes before the first scan and does not count. Bytes after the
+/// marker are allowed (some cameras append data).
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|pair| pair == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|pair| pair == [0xFF, 0xD9])
+}
+
+/// Number of colour components in a JPEG's frame header (4 = CMYK or YCCK), which the decoder
+/// hides by converting to RGB.
+fn jpeg_component_count(bytes: &[u8]) -> Option<u8> {
+    let mut at = 2; // after SOI
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return None;
+        }
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width, Nf
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return bytes.get(at + 9).copied();
+        }
+        if marker == 0xDA {
+            return None; // scan data reached without a frame header
+        }
+        at += 2 + length;
+    }
+    None
+}

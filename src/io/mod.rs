@@ -1,0 +1,8 @@
+//! Files and the outside world: ONNX Runtime loading, the dataset walk, the one image loader and
+//! PNG writer, atomic writes and hashing.
+
+pub mod atomic;
+pub mod dataset;
+pub mod hashing;
+pub mod imageio;
+pub mod runtime;

@@ -1,0 +1,401 @@
+//! ONNX Runtime discovery, loading and session creation.
+//!
+//! ort is built with `load-dynamic`: nothing is linked at build time and nothing is downloaded by
+//! the build. At run time the C library is looked for, in order, at `--onnxruntime PATH`,
+//! `ORT_DYLIB_PATH`, boomerang's cache (filled by `boomerang fetch-onnxruntime`), the
+//! `onnxruntime` package of `python3`, and finally the system library path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+
+/// The ONNX Runtime release boomerang is built and tested against (ort's `api-31`).
+pub const ORT_VERSION: &str = "1.31.1";
+/// The PyPI wheel that carries the CPU build of that release, and its pinned digests.
+pub const ORT_WHEEL: &str = "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl";
+pub const ORT_WHEEL_SHA256: &str =
+    "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f";
+pub const ORT_LIBRARY_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
+pub const ORT_LIBRARY_SHA256: &str =
+    "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
+/// The command that fixes a missing runtime; printed in every "not found" error.
+pub const FIX_COMMAND: &str = "boomerang fetch-onnxruntime";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime not found (looked at: {looked}).\n  fix: run `{FIX_COMMAND}` (downloads onnxruntime=={ORT_VERSION} from PyPI with pip and checks its sha256),\n       or pass --onnxruntime /path/to/libonnxruntime.so, or set ORT_DYLIB_PATH"
+    )]
+    NotFound { looked: String },
+    #[error("{origin} points at {path}, which does not exist; fix the path or unset it")]
+    MissingExplicit { origin: &'static str, path: PathBuf },
+    #[error("could not load ONNX Runtime from {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("could not create the ONNX Runtime environment: {0}")]
+    Environment(String),
+    #[error("{model}: could not open the ONNX graph on {device}: {message}")]
+    Session {
+        model: PathBuf,
+        device: Device,
+        message: String,
+    },
+}
+
+/// Where inference runs. Non-CPU providers are registered with `error_on_failure`, so asking for a
+/// GPU never quietly runs on the CPU instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda {
+        device_id: i32,
+    },
+    TensorRt {
+        device_id: i32,
+    },
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda { device_id } => write!(f, "cuda:{device_id}"),
+            Device::TensorRt { device_id } => write!(f, "tensorrt:{device_id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, id) = match text.split_once(':') {
+            Some((name, id)) => {
+                let id = id
+                    .parse::<i32>()
+                    .map_err(|_| format!("bad device id in `{text}`: expected e.g. cuda:0"))?;
+                (name, id)
+            }
+            None => (text, 0),
+        };
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda { device_id: id }),
+            "tensorrt" => Ok(Device::TensorRt { device_id: id }),
+            _ => Err(format!(
+                "unknown device `{text}`: expected cpu, cuda[:ID] or tensorrt[:ID]"
+            )),
+        }
+    }
+}
+
+/// How a graph's session is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    pub threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            threads: 0,
+        }
+    }
+}
+
+/// Which rule of the discovery order found the library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LibrarySource {
+    CommandLine,
+    Environment,
+    Cache,
+    Python,
+    System,
+}
+
+/// The loaded runtime: which library, found how, and its version.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeInfo {
+    pub library: PathBuf,
+    pub source: LibrarySource,
+    pub version: String,
+}
+
+pub struct Runtime {
+    environment: Environment,
+    info: RuntimeInfo,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Finds, loads and initializes ONNX Runtime once per process. Later calls return the same
+/// runtime whatever they pass: ONNX Runtime cannot be swapped after loading.
+pub fn init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let (library, source) = discover(explicit)?;
+    let builder = ort::init_from(&library).map_err(|error| RuntimeError::Load {
+        path: library.clone(),
+        message: error.to_string(),
+    })?;
+    let environment = builder
+        .with_name("boomerang")
+        .with_telemetry(false)
+        .build()
+        .map_err(|error| RuntimeError::Environment(error.to_string()))?;
+    let version = ort::info()
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
+        .unwrap_or("unknown")
+        .to_string();
+    let runtime = Runtime {
+        environment,
+        info: RuntimeInfo {
+            library,
+            source,
+            version,
+        },
+    };
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+impl Runtime {
+    pub fn info(&self) -> &RuntimeInfo {
+        &self.info
+    }
+
+    /// Opens one ONNX graph with the requested device and threading.
+    pub fn session(&self, model: &Path, options: &SessionOptions) -> Result<Session, RuntimeError> {
+        let fail = |message: String| RuntimeError::Session {
+            model: model.to_path_buf(),
+            device: options.device,
+            message,
+        };
+        let mut builder = Session::builder(&self.environment).map_err(|e| fail(e.to_string()))?;
+        if options.threads > 0 {
+            builder = builder
+                .with_intra_threads(options.threads)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let providers = match options.device {
+            Device::Cpu => Vec::new(),
+            Device::Cuda { device_id } => vec![ort::ep::CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure()],
+            // Nodes TensorRT cannot take run on CUDA, still never on the CPU by surprise.
+            Device::TensorRt { device_id } => vec![
+                ort::ep::TensorRT::default()
+                    .with_device_id(device_id)
+                    .build()
+                    .error_on_failure(),
+                ort::ep::CUDA::default()
+                    .with_device_id(device_id)
+                    .build()
+                    .error_on_failure(),
+            ],
+        };
+        if !providers.is_empty() {
+            builder = builder
+                .with_execution_providers(providers)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        builder
+            .commit_from_file(model)
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// Boomerang's own cache folder for the runtime library.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("BOOMERANG_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("boomerang")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/boomerang")))?;
+    Some(base.join("onnxruntime").join(ORT_VERSION))
+}
+
+/// The path `fetch-onnxruntime` installs to and discovery looks at.
+pub fn cached_library() -> Option<PathBuf> {
+    cache_dir().map(|dir| dir.join("libonnxruntime.so.1.31.1"))
+}
+
+fn discover(explicit: Option<&Path>) -> Result<(PathBuf, LibrarySource), RuntimeError> {
+    if let Some(path) = explicit {
+        return existing(path, "--onnxruntime").map(|p| (p, LibrarySource::CommandLine));
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return existing(Path::new(&path), "ORT_DYLIB_PATH")
+            .map(|p| (p, LibrarySource::Environment));
+    }
+    let mut looked = vec![
+        "--onnxruntime (not given)".to_string(),
+        "ORT_DYLIB_PATH (unset)".to_string(),
+    ];
+    if let Some(cached) = cached_library() {
+        if cached.is_file() {
+            return Ok((cached, LibrarySource::Cache));
+        }
+        looked.push(cached.display().to_string());
+    }
+    match python_package_library() {
+        Some(path) => return Ok((path, LibrarySource::Python)),
+        None => looked.push("python3's onnxruntime package".to_string()),
+    }
+    // A bare name makes the loader search LD_LIBRARY_PATH and the system library folders.
+    let system = PathBuf::from("libonnxruntime.so");
+    if ort::init_from(&system).is_ok() {
+        return Ok((system, LibrarySource::System));
+    }
+    looked.push("libonnxruntime.so on the system library path".to_string());
+    Err(RuntimeError::NotFound {
+        looked: looked.join(", "),
+    })
+}
+
+fn existing(path: &Path, origin: &'static str) -> Result<PathBuf, RuntimeError> {
+    if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(RuntimeError::MissingExplicit {
+            origin,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// The core library inside an installed `onnxruntime` (or `onnxruntime-gpu`) Python package.
+fn python_package_library() -> Option<PathBuf> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import os, onnxruntime; print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let package = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(package.join("capi"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libonnxruntime.so.1."))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot tell where to cache ONNX Runtime: set BOOMERANG_CACHE_DIR or HOME")]
+    NoCacheDir,
+    #[error("{0}")]
+    Io(String),
+    #[error("`{command}` failed ({status}); is pip able to reach PyPI?\n{stderr}")]
+    Pip {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{path}: sha256 {found}, expected {expected}; refusing to use it")]
+    Digest {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Downloads the pinned onnxruntime wheel with pip, checks both pinned digests and installs the
+/// core library into the cache with an atomic rename. Returns the installed path.
+pub fn fetch_into_cache() -> Result<PathBuf, FetchError> {
+    let target = cached_library().ok_or(FetchError::NoCacheDir)?;
+    let dir = target.parent().ok_or(FetchError::NoCacheDir)?;
+    if target.is_file() && sha256_file(&target)? == ORT_LIBRARY_SHA256 {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| FetchError::Io(format!("creating {}: {e}", dir.display())))?;
+    let download = tempfile::tempdir_in(dir)
+        .map_err(|e| FetchError::Io(format!("temp folder in {}: {e}", dir.display())))?;
+    let download_dir = download.path().to_string_lossy().into_owned();
+    let requirement = format!("onnxruntime=={ORT_VERSION}");
+    // The platform flags pick the same wheel whatever Python runs pip.
+    let args = [
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        &requirement,
+        "-d",
+        &download_dir,
+    ];
+    run_python(&args)?;
+    let wheel = download.path().join(ORT_WHEEL);
+    check_digest(&wheel, ORT_WHEEL_SHA256)?;
+    let staged = download.path().join("libonnxruntime.so.staged");
+    let extract = "import shutil, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)";
+    run_python(&[
+        "-c",
+        extract,
+        &wheel.to_string_lossy(),
+        ORT_LIBRARY_MEMBER,
+        &staged.to_string_lossy(),
+    ])?;
+    check_digest(&staged, ORT_LIBRARY_SHA256)?;
+    std::fs::rename(&staged, &target)
+        .map_err(|e| FetchError::Io(format!("installing {}: {e}", target.display())))?;
+    Ok(target)
+}
+
+fn run_python(args: &[&str]) -> Result<(), FetchError> {
+    let output = Command::new("python3").args(args).output().map_err(|e| {
+        FetchError::Io(format!("running python3: {e} (python3 with pip is needed)"))
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(FetchError::Pip {
+        command: format!("python3 {}", args.join(" ")),
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+fn check_digest(path: &Path, expected: &str) -> Result<(), FetchError> {
+    let found = sha256_file(path)?;
+    if found == expected {
+        Ok(())
+    } else {
+        Err(FetchError::Digest {
+            path: path.to_path_buf(),
+            found,
+            expected: expected.to_string(),
+        })
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, FetchError> {
+    crate::io::hashing::sha256_file(path)
+        .map_err(|e| FetchError::Io(format!("reading {}: {e}", path.display())))
+}

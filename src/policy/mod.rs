@@ -1,0 +1,894 @@
+//! Anonymization policies: TOML files (`policies/*.toml`) that name the model, the certification
+//! embedder and, per level, every knob of the Boomerang pass and of the certification loop.
+//!
+//! A policy is parsed strictly (kebab-case keys, unknown keys rejected with file and line), then
+//! every value is range-checked; all problems are reported at once, each with its file, line,
+//! table and key, so an auditor can read a policy and know exactly what a run will do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::io::hashing::sha256_bytes;
+
+/// The policy format versions this build reads.
+pub const SUPPORTED_VERSIONS: &[i64] = &[1];
+
+/// Scheduler names a level may use (the `--scheduler` names of `boomerang sample`).
+pub const SCHEDULERS: &[&str] = &["ddim", "ddpm", "euler-ancestral", "pndm"];
+
+/// Training timesteps of Stable Diffusion 1.x/2.x (`num_train_timesteps`): a `start-timestep` t
+/// stands for strength t / 1000, the paper's convention.
+pub const TRAIN_TIMESTEPS: u32 = 1000;
+
+/// Strengths are decimal numbers with at most this many places, so escalation (`strength +
+/// attempt x strength-step`) is exact: 0.7 + 0.1 must be 0.8, not 0.7999999999999999, because
+/// diffusers' `int(steps x strength)` would then run one step fewer.
+const MICROS: f64 = 1e6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}:{line}:{column}: policy version {found} is not supported; this build reads version {supported}", supported = supported_versions())]
+    Version {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        found: String,
+    },
+    #[error("{path}: {} problem(s):\n{}", problems.len(), list_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("{path}: no level `{name}`; the policy defines: {available}")]
+    UnknownLevel {
+        path: PathBuf,
+        name: String,
+        available: String,
+    },
+}
+
+/// One value that failed validation: where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    /// The TOML table: `model`, `embedder`, `levels.medium`, or empty for the top level.
+    pub table: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// The level this problem is in, when it is in one.
+    pub fn level(&self) -> Option<&str> {
+        self.table.strip_prefix("levels.")
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = if self.table.is_empty() {
+            format!("`{}`", self.key)
+        } else {
+            format!("[{}] `{}`", self.table, self.key)
+        };
+        write!(
+            f,
+            "{}:{}: {place}: {}",
+            self.line, self.column, self.message
+        )
+    }
+}
+
+fn list_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {}:{p}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn supported_versions() -> String {
+    SUPPORTED_VERSIONS
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What happens to an image whose output still matches its input after the last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Keep the last output, marked `failed` in the report.
+    Flag,
+    /// Write no output; the report row says `failed`.
+    Drop,
+}
+
+/// What happens when the face detector finds no face in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNoFace {
+    /// Certify on embeddings of the whole (resized) image instead of a face crop.
+    WholeImage,
+    /// Write no output; the report row says `skipped`.
+    Skip,
+    /// Anonymize without certification and mark the row for review.
+    Flag,
+}
+
+/// The certification threshold: a named operating point of the embedder spec, or a distance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Threshold {
+    OperatingPoint(String),
+    /// A distance in the embedder's metric: pairs closer than this are the same person.
+    Value(f32),
+}
+
+/// Where the reverse process starts, as the policy file wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    Strength(f64),
+    /// Out of [`TRAIN_TIMESTEPS`]; strength = t / 1000.
+    Timestep(u32),
+}
+
+impl Start {
+    pub fn strength(self) -> f64 {
+        match self {
+            Start::Strength(s) => s,
+            Start::Timestep(t) => f64::from(t) / f64::from(TRAIN_TIMESTEPS),
+        }
+    }
+}
+
+/// One anonymization level, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Level {
+    pub name: String,
+    pub start: Start,
+    pub steps: usize,
+    /// One of [`SCHEDULERS`]; `None`: the model folder's own `scheduler_config.json`.
+    pub scheduler: Option<String>,
+    /// DDIM's eta (0 when absent; only allowed with `ddim`).
+    pub eta: f32,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub guidance: f32,
+    pub threshold: Threshold,
+    pub max_attempts: u32,
+    pub strength_step: f64,
+    pub max_strength: f64,
+    pub on_failure: OnFailure,
+    pub on_no_face: OnNoFace,
+    pub rename_files: bool,
+}
+
+impl Level {
+    /// The strength of the first attempt.
+    pub fn strength(&self) -> f64 {
+        self.start.strength()
+    }
+
+    /// The strength of attempt `attempt` (0 = the first try): raised by `strength-step` per
+    /// retry, capped at `max-strength`, in exact decimal arithmetic (see [`MICROS`]).
+    pub fn strength_for_attempt(&self, attempt: u32) -> f64 {
+        let base = micros(self.strength());
+        let step = micros(self.strength_step);
+        let cap = micros(self.max_strength);
+        let raised = base.saturating_add(step.saturating_mul(i64::from(attempt)));
+        raised.min(cap).max(base) as f64 / MICROS
+    }
+}
+
+fn micros(value: f64) -> i64 {
+    (value * MICROS).round() as i64
+}
+
+/// The model folder a policy runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ModelRef {
+    /// Absolute (resolved against the policy file's folder).
+    pub path: PathBuf,
+    /// Lowercase hex model hash (`boomerang manifest`); a run refuses a model that differs.
+    pub manifest_sha256: Option<String>,
+    /// The Hugging Face model id the folder is exported from, for the "model missing" message.
+    pub export_from: Option<String>,
+}
+
+/// The certification embedder a policy uses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EmbedderRef {
+    /// Absolute path of the embedder spec (TOML).
+    pub spec: PathBuf,
+}
+
+/// A loaded, validated policy file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Policy {
+    /// The policy file, absolute.
+    pub source: PathBuf,
+    /// Hex sha256 of the policy file's bytes (the report's `policy_sha256`).
+    pub sha256: String,
+    pub version: u32,
+    pub default_level: String,
+    pub model: ModelRef,
+    pub embedder: EmbedderRef,
+    /// In file order.
+    pub levels: Vec<Level>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let io = |e: std::io::Error| PolicyError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let bytes = std::fs::read(path).map_err(io)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| PolicyError::Io {
+            path: path.to_path_buf(),
+            message: format!("not UTF-8 text ({e})"),
+        })?;
+        // Relative paths resolve against the canonical folder of the file, so a policy means the
+        // same model wherever the command is run from.
+        let absolute = std::fs::canonicalize(path).map_err(io)?;
+        let folder = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut policy = parse(text, path, &folder)?;
+        policy.source = absolute;
+        policy.sha256 = hex::encode(sha256_bytes(&bytes));
+        Ok(policy)
+    }
+
+    pub fn level(&self, name: &str) -> Result<&Level, PolicyError> {
+        self.levels
+            .iter()
+            .find(|level| level.name == name)
+            .ok_or_else(|| PolicyError::UnknownLevel {
+                path: self.source.clone(),
+                name: name.to_string(),
+                available: self.level_names().join(", "),
+            })
+    }
+
+    pub fn level_names(&self) -> Vec<&str> {
+        self.levels
+            .iter()
+            .map(|level| level.name.as_str())
+            .collect()
+    }
+}
+
+/// Parses and validates policy text; `path` names the file in errors and `folder` is where
+/// relative paths resolve. `source` and `sha256` are left for [`Policy::load`] to fill.
+fn parse(text: &str, path: &Path, folder: &Path) -> Result<Policy, PolicyError> {
+    check_version(text, path)?;
+    let raw: RawPolicy = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+    let mut problems = Problems {
+        text,
+        list: Vec::new(),
+    };
+    let policy = validate(raw, folder, &mut problems);
+    match policy {
+        Some(policy) if problems.list.is_empty() => Ok(policy),
+        _ => Err(PolicyError::Invalid {
+            path: path.to_path_buf(),
+            problems: problems.list,
+        }),
+    }
+}
+
+/// The version is read first, on its own, so a file of another version fails with a version
+/// message rather than with whatever keys that version renamed.
+fn check_version(text: &str, path: &Path) -> Result<(), PolicyError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: Option<Spanned<toml::Value>>,
+    }
+    let only: VersionOnly = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+    let Some(version) = only.version else {
+        return Err(PolicyError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "missing top-level `version` (this build reads version {})",
+                supported_versions()
+            ),
+        });
+    };
+    let (line, column) = line_column(text, version.span().start);
+    match version.get_ref() {
+        toml::Value::Integer(v) if SUPPORTED_VERSIONS.contains(v) => Ok(()),
+        other => Err(PolicyError::Version {
+            path: path.to_path_buf(),
+            line,
+            column,
+            found: other.to_string(),
+        }),
+    }
+}
+
+fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> PolicyError {
+    let (line, column) = error
+        .span()
+        .map(|span| line_column(text, span.start))
+        .unwrap_or((1, 1));
+    PolicyError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: error.message().trim_end().to_string(),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawPolicy {
+    /// Already checked by `check_version`.
+    version: i64,
+    default_level: Spanned<String>,
+    model: RawModel,
+    embedder: RawEmbedder,
+    levels: BTreeMap<String, RawLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawModel {
+    path: Spanned<String>,
+    manifest_sha256: Option<Spanned<String>>,
+    export_from: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawEmbedder {
+    spec: Spanned<String>,
+}
+
+/// Integers are read as i64 so a negative or huge value is a range problem with its key, not a
+/// type error.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawLevel {
+    strength: Option<Spanned<f64>>,
+    start_timestep: Option<Spanned<i64>>,
+    steps: Spanned<i64>,
+    scheduler: Option<Spanned<String>>,
+    eta: Option<Spanned<f64>>,
+    prompt: Spanned<String>,
+    negative_prompt: Spanned<String>,
+    guidance: Spanned<f64>,
+    operating_point: Option<Spanned<String>>,
+    threshold: Option<Spanned<f64>>,
+    max_attempts: Spanned<i64>,
+    strength_step: Spanned<f64>,
+    max_strength: Spanned<f64>,
+    on_failure: Spanned<String>,
+    on_no_face: Spanned<String>,
+    rename_files: Spanned<bool>,
+}
+
+impl RawLevel {
+    /// Byte offset of the level's first key, to keep levels in file order (serde gives maps
+    /// sorted) and to locate problems about a level as a whole.
+    fn start_offset(&self) -> usize {
+        let optional = [
+            self.strength.as_ref().map(|v| v.span().start),
+            self.start_timestep.as_ref().map(|v| v.span().start),
+            self.scheduler.as_ref().map(|v| v.span().start),
+            self.eta.as_ref().map(|v| v.span().start),
+            self.operating_point.as_ref().map(|v| v.span().start),
+            self.threshold.as_ref().map(|v| v.span().start),
+        ];
+        let required = [
+            self.steps.span().start,
+            self.prompt.span().start,
+            self.negative_prompt.span().start,
+            self.guidance.span().start,
+            self.max_attempts.span().start,
+            self.strength_step.span().start,
+            self.max_strength.span().start,
+            self.on_failure.span().start,
+            self.on_no_face.span().start,
+            self.rename_files.span().start,
+        ];
+        optional
+            .into_iter()
+            .flatten()
+            .chain(required)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+struct Problems<'a> {
+    text: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn add<T>(&mut self, table: &str, key: &str, at: &Spanned<T>, message: impl Into<String>) {
+        self.add_at(table, key, at.span().start, message);
+    }
+
+    fn add_at(&mut self, table: &str, key: &str, offset: usize, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, offset);
+        self.list.push(Problem {
+            line,
+            column,
+            table: table.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// `value` when `ok`, else records the problem and returns `None`.
+    fn check<T: Copy>(
+        &mut self,
+        table: &str,
+        key: &str,
+        at: &Spanned<T>,
+        ok: bool,
+        message: impl Into<String>,
+    ) -> Option<T> {
+        if ok {
+            Some(*at.get_ref())
+        } else {
+            self.add(table, key, at, message);
+            None
+        }
+    }
+}
+
+fn validate(raw: RawPolicy, folder: &Path, problems: &mut Problems) -> Option<Policy> {
+    let model = validate_model(&raw.model, folder, problems);
+    let spec = non_empty_path("embedder", "spec", &raw.embedder.spec, folder, problems);
+
+    let mut raw_levels: Vec<(&String, &RawLevel)> = raw.levels.iter().collect();
+    raw_levels.sort_by_key(|(_, level)| level.start_offset());
+    if raw_levels.is_empty() {
+        // An empty `[levels]` table has no span of its own; point at the level it should hold.
+        problems.add(
+            "",
+            "levels",
+            &raw.default_level,
+            "the policy defines no level: add a [levels.NAME] table",
+        );
+    }
+    let mut levels = Vec::new();
+    let mut all_levels_valid = true;
+    for (name, level) in raw_levels {
+        match validate_level(name, level, problems) {
+            Some(level) => levels.push(level),
+            None => all_levels_valid = false,
+        }
+    }
+
+    let default_level = raw.default_level.get_ref().clone();
+    if !raw.levels.contains_key(&default_level) {
+        let names: Vec<&str> = raw.levels.keys().map(String::as_str).collect();
+        problems.add(
+            "",
+            "default-level",
+            &raw.default_level,
+            format!(
+                "`{default_level}` is not a level of this policy (defined: {})",
+                names.join(", ")
+            ),
+        );
+    }
+
+    let (model, spec) = (model?, spec?);
+    if !all_levels_valid {
+        return None;
+    }
+    Some(Policy {
+        source: PathBuf::new(),
+        sha256: String::new(),
+        version: u32::try_from(raw.version).ok()?,
+        default_level,
+        model,
+        embedder: EmbedderRef { spec },
+        levels,
+    })
+}
+
+fn validate_model(raw: &RawModel, folder: &Path, problems: &mut Problems) -> Option<ModelRef> {
+    let before = problems.list.len();
+    let path = non_empty_path("model", "path", &raw.path, folder, problems);
+    let manifest_sha256 = raw.manifest_sha256.as_ref().and_then(|pin| {
+        let hex = pin.get_ref();
+        let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok {
+            problems.add(
+                "model",
+                "manifest-sha256",
+                pin,
+                format!("`{hex}` is not a sha256 (64 hex digits); `boomerang manifest DIR` prints the model hash"),
+            );
+        }
+        ok.then(|| hex.to_ascii_lowercase())
+    });
+    let export_from = raw.export_from.as_ref().and_then(|id| {
+        let ok = !id.get_ref().trim().is_empty();
+        if !ok {
+            problems.add(
+                "model",
+                "export-from",
+                id,
+                "must name a model id, or be left out",
+            );
+        }
+        ok.then(|| id.get_ref().clone())
+    });
+    if problems.list.len() != before {
+        return None;
+    }
+    Some(ModelRef {
+        path: path?,
+        manifest_sha256,
+        export_from,
+    })
+}
+
+fn non_empty_path(
+    table: &str,
+    key: &str,
+    raw: &Spanned<String>,
+    folder: &Path,
+    problems: &mut Problems,
+) -> Option<PathBuf> {
+    if raw.get_ref().trim().is_empty() {
+        problems.add(
+            table,
+            key,
+            raw,
+            "must be a path (relative to the policy file's folder)",
+        );
+        return None;
+    }
+    Some(resolve(folder, Path::new(raw.get_ref())))
+}
+
+/// `relative` against `folder` (canonical). Leading `..` are folded lexically: that is exact
+/// because `folder` has no symlinks; later components are kept as written.
+fn resolve(folder: &Path, relative: &Path) -> PathBuf {
+    if relative.is_absolute() {
+        return relative.to_path_buf();
+    }
+    let mut base = folder.to_path_buf();
+    let mut components = relative.components().peekable();
+    while let Some(component) = components.peek() {
+        match component {
+            Component::ParentDir => {
+                base.pop();
+            }
+            Component::CurDir => {}
+            _ => break,
+        }
+        components.next();
+    }
+    base.extend(components);
+    base
+}
+
+fn validate_level(name: &str, level: &RawLevel, problems: &mut Problems) -> Option<Level> {
+    let table = format!("levels.{name}");
+    let t = table.as_str();
+    let before = problems.list.len();
+    // Problems about the level as a whole (its name, a missing key) point at its first key.
+    let first = level.start_offset();
+
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problems.add_at(
+            t,
+            "(level name)",
+            first,
+            "level names use letters, digits, `-` and `_` only (they are typed after --level and written in reports)",
+        );
+    }
+
+    let start = match (&level.strength, &level.start_timestep) {
+        (Some(s), None) => problems
+            .check(
+                t,
+                "strength",
+                s,
+                s.get_ref().is_finite() && (0.0..=1.0).contains(s.get_ref()),
+                format!("{} is outside 0..=1", s.get_ref()),
+            )
+            .and_then(|v| decimal(t, "strength", s, problems).map(|_| Start::Strength(v))),
+        (None, Some(ts)) => {
+            let v = *ts.get_ref();
+            problems
+                .check(
+                    t,
+                    "start-timestep",
+                    ts,
+                    (1..=i64::from(TRAIN_TIMESTEPS)).contains(&v),
+                    format!("{v} is outside 1..={TRAIN_TIMESTEPS}"),
+                )
+                .map(|v| Start::Timestep(v as u32))
+        }
+        (Some(s), Some(_)) => {
+            problems.add(
+                t,
+                "strength",
+                s,
+                "give `strength` or `start-timestep`, not both (t = strength x 1000)",
+            );
+            None
+        }
+        (None, None) => {
+            problems.add_at(
+                t,
+                "strength",
+                first,
+                "missing: give `strength` (0..=1) or `start-timestep` (1..=1000)",
+            );
+            None
+        }
+    };
+
+    let steps = problems
+        .check(
+            t,
+            "steps",
+            &level.steps,
+            (1..=i64::from(TRAIN_TIMESTEPS)).contains(level.steps.get_ref()),
+            format!("{} is outside 1..={TRAIN_TIMESTEPS}", level.steps.get_ref()),
+        )
+        .map(|v| v as usize);
+
+    // diffusers runs int(steps x strength) denoising steps; zero would ship the input's VAE
+    // round trip, which is no anonymization at all.
+    if let (Some(start), Some(steps)) = (start, steps) {
+        let strength = start.strength();
+        if (steps as f64 * strength) as usize == 0 {
+            let message = format!(
+                "strength {strength} with {steps} steps runs int({steps} x {strength}) = 0 denoising steps: the output would be the input's VAE round trip; raise the strength or the steps"
+            );
+            match (&level.strength, &level.start_timestep) {
+                (Some(s), _) => problems.add(t, "strength", s, message),
+                (None, Some(ts)) => problems.add(t, "start-timestep", ts, message),
+                (None, None) => {}
+            }
+        }
+    }
+
+    let scheduler = match &level.scheduler {
+        None => None,
+        Some(s) if SCHEDULERS.contains(&s.get_ref().as_str()) => Some(s.get_ref().clone()),
+        Some(s) => {
+            problems.add(
+                t,
+                "scheduler",
+                s,
+                format!(
+                    "unknown scheduler `{}`; use one of {} (or leave it out for the model's own)",
+                    s.get_ref(),
+                    SCHEDULERS.join(", ")
+                ),
+            );
+            None
+        }
+    };
+
+    let mut eta = 0.0f32;
+    if let Some(e) = &level.eta {
+        let value = *e.get_ref();
+        match level.scheduler.as_ref().map(|s| s.get_ref().as_str()) {
+            Some("ddim") if value.is_finite() && value >= 0.0 => eta = value as f32,
+            Some("ddim") => {
+                problems.add(t, "eta", e, format!("{value} must be a finite number >= 0"))
+            }
+            // An unknown scheduler is reported on its own key; eta is judged once that is fixed.
+            Some(other) if !SCHEDULERS.contains(&other) => {}
+            _ => problems.add(
+                t,
+                "eta",
+                e,
+                "eta is DDIM's parameter: only allowed with scheduler = \"ddim\"",
+            ),
+        }
+    }
+
+    let guidance = problems
+        .check(
+            t,
+            "guidance",
+            &level.guidance,
+            level.guidance.get_ref().is_finite() && *level.guidance.get_ref() >= 0.0,
+            format!("{} must be a finite number >= 0", level.guidance.get_ref()),
+        )
+        .map(|g| g as f32);
+
+    let threshold = match (&level.operating_point, &level.threshold) {
+        (Some(op), None) if !op.get_ref().trim().is_empty() => {
+            Some(Threshold::OperatingPoint(op.get_ref().clone()))
+        }
+        (Some(op), None) => {
+            problems.add(
+                t,
+                "operating-point",
+                op,
+                "must name an operating point of the embedder spec",
+            );
+            None
+        }
+        (None, Some(v)) => problems
+            .check(
+                t,
+                "threshold",
+                v,
+                v.get_ref().is_finite()
+                    && *v.get_ref() > 0.0
+                    && *v.get_ref() <= f64::from(f32::MAX),
+                format!("{} must be a finite distance > 0", v.get_ref()),
+            )
+            .map(|v| Threshold::Value(v as f32)),
+        (Some(op), Some(_)) => {
+            problems.add(
+                t,
+                "operating-point",
+                op,
+                "give `operating-point` or `threshold`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            problems.add_at(
+                t,
+                "operating-point",
+                first,
+                "missing: give `operating-point` (a name in the embedder spec) or `threshold` (a distance)",
+            );
+            None
+        }
+    };
+
+    let max_attempts = problems
+        .check(
+            t,
+            "max-attempts",
+            &level.max_attempts,
+            (1..=10).contains(level.max_attempts.get_ref()),
+            format!("{} is outside 1..=10", level.max_attempts.get_ref()),
+        )
+        .map(|v| v as u32);
+
+    let step = *level.strength_step.get_ref();
+    let strength_step = problems
+        .check(
+            t,
+            "strength-step",
+            &level.strength_step,
+            step.is_finite() && step > 0.0 && step <= 1.0,
+            format!("{step} is outside (0, 1]"),
+        )
+        .and_then(|v| decimal(t, "strength-step", &level.strength_step, problems).map(|_| v));
+
+    let cap = *level.max_strength.get_ref();
+    let floor = start.map_or(0.0, Start::strength);
+    let max_strength = problems
+        .check(
+            t,
+            "max-strength",
+            &level.max_strength,
+            cap.is_finite() && cap >= floor && cap <= 1.0,
+            format!("{cap} is outside {floor}..=1 (from the level's strength to 1)"),
+        )
+        .and_then(|v| decimal(t, "max-strength", &level.max_strength, problems).map(|_| v));
+
+    let on_failure = match level.on_failure.get_ref().as_str() {
+        "flag" => Some(OnFailure::Flag),
+        "drop" => Some(OnFailure::Drop),
+        "keep-original" => {
+            problems.add(
+                t,
+                "on-failure",
+                &level.on_failure,
+                "`keep-original` is not allowed: it would ship the identifiable input image as if it were anonymized; use \"drop\" (no output) or \"flag\" (keep the failed output, marked in the report)",
+            );
+            None
+        }
+        other => {
+            problems.add(
+                t,
+                "on-failure",
+                &level.on_failure,
+                format!("unknown value `{other}`; use \"drop\" or \"flag\""),
+            );
+            None
+        }
+    };
+
+    let on_no_face = match level.on_no_face.get_ref().as_str() {
+        "whole-image" => Some(OnNoFace::WholeImage),
+        "skip" => Some(OnNoFace::Skip),
+        "flag" => Some(OnNoFace::Flag),
+        other => {
+            problems.add(
+                t,
+                "on-no-face",
+                &level.on_no_face,
+                format!("unknown value `{other}`; use \"whole-image\", \"skip\" or \"flag\""),
+            );
+            None
+        }
+    };
+
+    if problems.list.len() != before {
+        return None;
+    }
+    Some(Level {
+        name: name.to_string(),
+        start: start?,
+        steps: steps?,
+        scheduler,
+        eta,
+        prompt: level.prompt.get_ref().clone(),
+        negative_prompt: level.negative_prompt.get_ref().clone(),
+        guidance: guidance?,
+        threshold: threshold?,
+        max_attempts: max_attempts?,
+        strength_step: strength_step?,
+        max_strength: max_strength?,
+        on_failure: on_failure?,
+        on_no_face: on_no_face?,
+        rename_files: *level.rename_files.get_ref(),
+    })
+}
+
+/// Records a problem unless `at` has at most six decimal places (see [`MICROS`]).
+fn decimal(table: &str, key: &str, at: &Spanned<f64>, problems: &mut Problems) -> Option<()> {
+    let value = *at.get_ref();
+    if micros(value) as f64 / MICROS == value {
+        Some(())
+    } else {
+        problems.add(
+            table,
+            key,
+            at,
+            format!("{value} has more than 6 decimal places; escalation needs exact decimals"),
+        );
+        None
+    }
+}

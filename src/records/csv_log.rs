@@ -1,0 +1,245 @@
+//! A CSV file appended one row at a time, each row fsync'd before `append` returns, rolled back
+//! when a write fails, and resumable after a crash (a torn last row is cut off).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A row type of a log: its serde field order must match `COLUMNS`.
+pub trait LogRow: Serialize + DeserializeOwned {
+    const COLUMNS: &'static [&'static str];
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsvLogError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}; it is not a log this command can resume (move it away to start over)")]
+    Damaged {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error("{path}: an earlier row could not be written nor rolled back; rerun with --resume, which repairs the log")]
+    Broken { path: PathBuf },
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> CsvLogError {
+    CsvLogError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A CSV log appended one row at a time; each row is on disk (fsync'd) when `append`
+/// returns, so a crash loses at most the row being written, which `resume` cuts off.
+pub struct CsvLog<R> {
+    path: PathBuf,
+    file: File,
+    /// Bytes known good, to roll back a partly written row.
+    len: u64,
+    broken: bool,
+    row: PhantomData<R>,
+}
+
+impl<R: LogRow> CsvLog<R> {
+    /// Starts a log with its header (replacing any file there, atomically).
+    pub fn create(path: &Path) -> Result<CsvLog<R>, CsvLogError> {
+        let header = encode_record(path, R::COLUMNS.iter().map(|c| c.as_bytes()))?;
+        crate::io::atomic::write(path, &header).map_err(|e| io_error(path, e))?;
+        CsvLog::open(path)
+    }
+
+    /// Continues a log after a stop or a crash: a torn last row is cut off, damage elsewhere
+    /// is an error naming its line. Rows for which `keep` is false are removed (the log is
+    /// rewritten atomically) so redone outputs get no duplicate rows. A missing or empty file
+    /// starts a new log.
+    pub fn resume(
+        path: &Path,
+        mut keep: impl FnMut(&R) -> bool,
+    ) -> Result<(CsvLog<R>, Vec<R>), CsvLogError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((CsvLog::create(path)?, Vec::new()))
+            }
+            Err(e) => return Err(io_error(path, e)),
+        };
+        // Everything after the last line break is a row the run died writing.
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(end) => &bytes[..=end],
+            None => return Ok((CsvLog::create(path)?, Vec::new())),
+        };
+        let damaged = |line: u64, message: String| CsvLogError::Damaged {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(complete);
+        let header = reader
+            .headers()
+            .map_err(|e| damaged(1, e.to_string()))?
+            .clone();
+        if !header.iter().eq(R::COLUMNS.iter().copied()) {
+            return Err(damaged(
+                1,
+                format!(
+                    "header is `{}`, expected `{}`",
+                    header.iter().collect::<Vec<_>>().join(","),
+                    R::COLUMNS.join(",")
+                ),
+            ));
+        }
+        let mut rows = Vec::new();
+        let mut dropped = complete.len() != bytes.len();
+        for (index, record) in reader.deserialize::<R>().enumerate() {
+            let row = record.map_err(|e| damaged(index as u64 + 2, e.to_string()))?;
+            if keep(&row) {
+                rows.push(row);
+            } else {
+                dropped = true;
+            }
+        }
+        if dropped {
+            let mut text = encode_record(path, R::COLUMNS.iter().map(|c| c.as_bytes()))?;
+            for row in &rows {
+                text.extend(encode_row(path, row)?);
+            }
+            crate::io::atomic::write(path, &text).map_err(|e| io_error(path, e))?;
+        }
+        Ok((CsvLog::open(path)?, rows))
+    }
+
+    fn open(path: &Path) -> Result<CsvLog<R>, CsvLogError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io_error(path, e))?;
+        let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+        Ok(CsvLog {
+            path: path.to_path_buf(),
+            file,
+            len,
+            broken: false,
+            row: PhantomData,
+        })
+    }
+
+    /// Writes `row` and fsyncs it.
+    pub fn append(&mut self, row: &R) -> Result<(), CsvLogError> {
+        if self.broken {
+            return Err(CsvLogError::Broken {
+                path: self.path.clone(),
+            });
+        }
+        let line = encode_row(&self.path, row)?;
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Leave no partial row for the next append to follow.
+            if self.file.set_len(self.len).is_err() {
+                self.broken = true;
+            }
+            return Err(io_error(&self.path, e));
+        }
+        self.len += line.len() as u64;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new())
+}
+
+fn encode_record<'a>(
+    path: &Path,
+    fields: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<u8>, CsvLogError> {
+    let mut writer = csv_writer();
+    writer.write_record(fields).map_err(|e| io_error(path, e))?;
+    writer.into_inner().map_err(|e| io_error(path, e))
+}
+
+fn encode_row<R: Serialize>(path: &Path, row: &R) -> Result<Vec<u8>, CsvLogError> {
+    let mut writer = csv_writer();
+    writer.serialize(row).map_err(|e| io_error(path, e))?;
+    writer.into_inner().map_err(|e| io_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        name: String,
+        value: Option<f64>,
+    }
+
+    impl LogRow for Row {
+        const COLUMNS: &'static [&'static str] = &["name", "value"];
+    }
+
+    fn row(name: &str, value: Option<f64>) -> Row {
+        Row {
+            name: name.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn resume_cuts_a_torn_row_and_drops_unkept_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        let mut log = CsvLog::<Row>::create(&path).unwrap();
+        log.append(&row("a, with comma", Some(0.25))).unwrap();
+        log.append(&row("b", None)).unwrap();
+        log.append(&row("c", Some(1.0))).unwrap();
+        drop(log);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"d,0.");
+        std::fs::write(&path, &text).unwrap();
+
+        let (mut log, rows) = CsvLog::<Row>::resume(&path, |r| r.name != "b").unwrap();
+        assert_eq!(
+            rows,
+            vec![row("a, with comma", Some(0.25)), row("c", Some(1.0))]
+        );
+        log.append(&row("d", Some(0.5))).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "name,value\n\"a, with comma\",0.25\nc,1.0\nd,0.5\n"
+        );
+    }
+
+    #[test]
+    fn resume_refuses_a_foreign_header_and_a_damaged_middle_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, "input,output\nx,y\n").unwrap();
+        let error = CsvLog::<Row>::resume(&path, |_| true).err().unwrap();
+        assert!(
+            error.to_string().contains(":1: header is `input,output`"),
+            "{error}"
+        );
+        std::fs::write(&path, "name,value\na,notanumber\nb,1\n").unwrap();
+        let error = CsvLog::<Row>::resume(&path, |_| true).err().unwrap();
+        assert!(error.to_string().contains("m.csv:2:"), "{error}");
+    }
+}
