@@ -6,7 +6,7 @@
 #
 # Writes WORKDIR/audit.html and WORKDIR/audit.png. The synthetic run (240 rows, two levels of the demo policy
 # with seeded distances, attempts and times, fake output files, run.json) is written by the Python
-# below, which computes the hash chain from the formula in src/report.rs's documentation: a second,
+# below, which computes the hash chain from the formula in src/records/report.rs's documentation: a second,
 # independent implementation of it. Two things are tampered with so the page shows findings: one
 # output file is replaced and a stray file named `<b>&.png` is dropped in the output folder (its
 # name must show escaped). Same bytes on every run (seeded, fixed times).
@@ -45,7 +45,7 @@ def csv_text(fields):
 policy = sha(open(os.path.join(root, "policies/demo.toml"), "rb").read())
 # anonymize records the embedder spec file's sha256.
 embedder = sha(open(os.path.join(root, "models/dlib-face/embedder.toml"), "rb").read())
-# The model hash is the sha256 of the SHA256SUMS text (src/manifest.rs).
+# The model hash is the sha256 of the SHA256SUMS text (src/diffusion/model_manifest.rs).
 model = sha(open(os.path.join(root, "models/tiny-sd/SHA256SUMS"), "rb").read())
 
 rng = random.Random(20240501)

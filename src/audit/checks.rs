@@ -166,7 +166,9 @@ fn describe_counts(counts: &StatusCounts) -> String {
 /// text ([`path_text`]), so a row cannot point the audit outside the folder.
 pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
     if !dir.is_dir() {
-        return Err(io_error(dir, "not a folder (--outputs)"));
+        return Err(AuditError::NotAFolder {
+            path: dir.to_path_buf(),
+        });
     }
     let found: HashMap<String, (PathBuf, Kind)> = walk(dir)?
         .into_iter()
@@ -241,7 +243,10 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
 /// have a row.
 pub(super) fn inputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, AuditError> {
     let walked: HashMap<String, PathBuf> = crate::io::dataset::walk(dir)
-        .map_err(|e| io_error(dir, e))?
+        .map_err(|source| AuditError::Walk {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .into_iter()
         .map(|entry| (path_text(&entry.relative), entry.relative))
         .collect();
@@ -356,7 +361,10 @@ pub(super) struct EmbedderFacts {
 }
 
 pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
-    let spec = EmbedderSpec::load(path).map_err(|e| io_error(path, e))?;
+    let spec = EmbedderSpec::load(path).map_err(|source| AuditError::Spec {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let spec_sha256 = sha256_file(path).map_err(|e| io_error(path, e))?;
     let graph = spec.onnx_path();
     let graph_sha256 = sha256_file(&graph).map_err(|e| io_error(&graph, e))?;

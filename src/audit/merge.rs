@@ -20,8 +20,12 @@ pub enum MergeError {
     Exists { output: PathBuf },
     #[error("{0}")]
     Conflict(Box<Conflict>),
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the merged report: {0}")]
     Write(#[from] ReportError),
 }
@@ -173,15 +177,15 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let io = |path: &Path, e: &dyn std::fmt::Display| MergeError::Io {
+    let io = |path: &Path, source: std::io::Error| MergeError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     };
     let temp = tempfile::Builder::new()
         .prefix(".boomerang-merge-")
         .suffix(".tmp")
         .tempfile_in(folder)
-        .map_err(|e| io(folder, &e))?
+        .map_err(|e| io(folder, e))?
         .into_temp_path();
     let mut writer = ReportWriter::create(&temp, true)?;
     for (_, _, row) in &all {
@@ -201,13 +205,13 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
                 output: output.to_path_buf(),
             }
         } else {
-            io(output, &e.error)
+            io(output, e.error)
         }
     })?;
     // The new name must survive a crash too.
     std::fs::File::open(folder)
         .and_then(|dir| dir.sync_all())
-        .map_err(|e| io(folder, &e))?;
+        .map_err(|e| io(folder, e))?;
     Ok(summary)
 }
 

@@ -87,8 +87,26 @@ impl Default for AuditConfig {
 /// Why an audit could not run (exit 1), as opposed to what it found (exit 3).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a folder (--outputs)")]
+    NotAFolder { path: PathBuf },
+    #[error("cannot walk the input folder {path}")]
+    Walk {
+        path: PathBuf,
+        #[source]
+        source: crate::io::dataset::DatasetError,
+    },
+    #[error("{path}: cannot read the embedder spec")]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: crate::certify::spec::SpecError,
+    },
     #[error("{path}:1: not a boomerang report: the header is `{found}`, expected `{expected}`", expected = crate::records::report::header_line())]
     Header { path: PathBuf, found: String },
     #[error("{path}: not a boomerang run.json: {message}")]
@@ -103,10 +121,10 @@ pub enum AuditError {
     Tolerance(f32),
 }
 
-pub(crate) fn io_error(path: &Path, error: impl std::fmt::Display) -> AuditError {
+pub(crate) fn io_error(path: &Path, source: std::io::Error) -> AuditError {
     AuditError::Io {
         path: path.to_path_buf(),
-        message: error.to_string(),
+        source,
     }
 }
 
