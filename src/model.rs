@@ -156,6 +156,16 @@ pub enum VaeEncoderOutput {
     LatentSample,
 }
 
+impl VaeEncoderOutput {
+    /// The graph output that carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VaeEncoderOutput::LatentParameters => "latent_parameters",
+            VaeEncoderOutput::LatentSample => "latent_sample",
+        }
+    }
+}
+
 /// The four opened graphs plus what was learned about them while checking.
 pub struct SdModel {
     pub layout: ModelLayout,
@@ -227,29 +237,26 @@ impl SdModel {
 
         let vae_encoder = runtime.session(&layout.vae_encoder, options)?;
         let vae_encoder_output = if has_output(&vae_encoder, "latent_parameters") {
-            check_ports(
-                &layout.vae_encoder,
-                &vae_encoder,
-                &[port("sample", &[4])],
-                &[port("latent_parameters", &[4])],
-            )?;
             VaeEncoderOutput::LatentParameters
         } else {
-            check_ports(
-                &layout.vae_encoder,
-                &vae_encoder,
-                &[port("sample", &[4])],
-                &[port("latent_sample", &[4])],
-            )
-            .map_err(|_| ModelError::Signature {
+            VaeEncoderOutput::LatentSample
+        };
+        let checked = check_ports(
+            &layout.vae_encoder,
+            &vae_encoder,
+            &[port("sample", &[4])],
+            &[port(vae_encoder_output.name(), &[4])],
+        );
+        match vae_encoder_output {
+            VaeEncoderOutput::LatentParameters => checked?,
+            VaeEncoderOutput::LatentSample => checked.map_err(|_| ModelError::Signature {
                 path: layout.vae_encoder.clone(),
                 message: format!(
                     "expected output `latent_parameters` (or `latent_sample` from older exports), found {}",
                     names(vae_encoder.outputs().iter().map(|o| o.name()))
                 ),
-            })?;
-            VaeEncoderOutput::LatentSample
-        };
+            })?,
+        }
 
         let vae_decoder = runtime.session(&layout.vae_decoder, options)?;
         check_ports(
