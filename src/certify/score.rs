@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{
-    load_image, resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject,
-    Verdict, DEFAULT_EMBEDDER,
+    resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject, Verdict,
+    DEFAULT_EMBEDDER,
 };
 use crate::cli::RuntimeArgs;
+use crate::dataset;
 use crate::runtime::{self, RuntimeInfo};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,7 +73,9 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<ScoreReport> {
         .spec()
         .operating_point(args.operating_point.as_deref())?;
     let mut analyze = |path: &Path| -> anyhow::Result<ImageReport> {
-        let image = load_image(path)?;
+        // The loader anonymize uses, so both see the same pixels (stored order, EXIF
+        // orientation not applied) under the same size limits.
+        let image = dataset::load_image(path)?.image;
         Ok(ImageReport {
             path: path.to_path_buf(),
             analysis: certifier.analyze(&image)?,
