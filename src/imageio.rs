@@ -14,8 +14,18 @@ use ndarray::{Array4, ArrayView3};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: cannot write image: {message}")]
-    Write { path: String, message: String },
+    #[error("{path}: cannot write image")]
+    Encode {
+        path: String,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("{path}: cannot write image")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How an image was placed in the working square, to undo it afterwards.
@@ -114,12 +124,15 @@ pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
 
 /// Encodes PNG in memory, then writes it atomically.
 pub fn save_png(image: &DynamicImage, path: &Path) -> Result<(), ImageError> {
-    let write_error = |message: String| ImageError::Write {
-        path: path.display().to_string(),
-        message,
-    };
-    let bytes = encode_png(image).map_err(|e| write_error(e.to_string()))?;
-    crate::atomic::write(path, &bytes).map_err(|e| write_error(e.to_string()))
+    let path_text = path.display().to_string();
+    let bytes = encode_png(image).map_err(|source| ImageError::Encode {
+        path: path_text.clone(),
+        source,
+    })?;
+    crate::atomic::write(path, &bytes).map_err(|source| ImageError::Write {
+        path: path_text,
+        source,
+    })
 }
 
 /// Pixels plus what decoding learned about the file, for the report and for mapping back.

@@ -20,6 +20,18 @@ pub enum ModelError {
     },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error("cannot read {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a diffusers config")]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{path}: {message}")]
     Signature { path: PathBuf, message: String },
     #[error(transparent)]
@@ -107,13 +119,13 @@ impl ModelGeometry {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::ReadConfig {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+    serde_json::from_str(&text).map_err(|source| ModelError::ParseConfig {
         path: path.to_path_buf(),
-        message: format!("not a diffusers config: {e}"),
+        source,
     })
 }
 

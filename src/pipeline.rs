@@ -18,10 +18,12 @@ use crate::timing::{Stage, StageTimer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("{graph}: ONNX Runtime failed: {message}")]
+    /// anyhow's `{:#}` prints the ONNX Runtime message after this one.
+    #[error("{graph}: ONNX Runtime failed")]
     Runtime {
         graph: &'static str,
-        message: String,
+        #[source]
+        source: ort::Error,
     },
     #[error("{graph}: unexpected output: {message}")]
     Output {
@@ -33,10 +35,7 @@ pub enum PipelineError {
 }
 
 fn runtime_error(graph: &'static str) -> impl Fn(ort::Error) -> PipelineError {
-    move |error| PipelineError::Runtime {
-        graph,
-        message: error.to_string(),
-    }
+    move |source| PipelineError::Runtime { graph, source }
 }
 
 /// Where the reverse process starts for a strength, exactly as diffusers' `get_timesteps`.
