@@ -10,8 +10,9 @@ use boomerang::certify::detector::{DetectorConfig, FaceDetector};
 use boomerang::certify::embedder::Embedder;
 use boomerang::certify::metric::{Embedding, Metric};
 use boomerang::certify::spec::EmbedderSpec;
-use boomerang::certify::{load_image, reid, Certifier, FaceAnalysis, Subject};
+use boomerang::certify::{reid, Certifier, FaceAnalysis, Subject};
 use boomerang::commands::score::{render, run, score, ScoreConfig};
+use boomerang::io::dataset::load_image;
 use boomerang::io::runtime::{self, Device, Runtime, SessionOptions};
 use image::imageops::{self, FilterType};
 use serde_json::Value;
@@ -77,7 +78,7 @@ fn analyses(spec: &Path) -> Vec<(&'static str, FaceAnalysis)> {
     PORTRAITS
         .iter()
         .map(|name| {
-            let image = load_image(&fixture(&format!("{name}.jpg"))).unwrap();
+            let image = load_image(&fixture(&format!("{name}.jpg"))).unwrap().image;
             (*name, certifier.analyze(&image).unwrap())
         })
         .collect()
@@ -97,7 +98,7 @@ fn detector_finds_one_face_per_portrait_and_none_in_coffee_like_the_python_refer
         .map(|p| format!("{p}.jpg"))
         .chain(["coffee.jpg".to_string()])
     {
-        let image = load_image(&fixture(&name)).unwrap().to_rgb8();
+        let image = load_image(&fixture(&name)).unwrap().image.to_rgb8();
         let faces = detector.detect(&image).unwrap();
         let expected = reference()["detections"][&name].as_array().unwrap();
         let want = if name == "coffee.jpg" { 0 } else { 1 };
@@ -229,10 +230,10 @@ fn a_second_spec_changes_metric_and_verdicts_without_code() {
     let mut certifier = Certifier::load(rt(), &alt_spec(), &detector_model(), &options()).unwrap();
     assert_eq!(certifier.spec().metric, Metric::Cosine);
     let obama = certifier
-        .analyze(&load_image(&fixture("obama.jpg")).unwrap())
+        .analyze(&load_image(&fixture("obama.jpg")).unwrap().image)
         .unwrap();
     let obama2 = certifier
-        .analyze(&load_image(&fixture("obama2.jpg")).unwrap())
+        .analyze(&load_image(&fixture("obama2.jpg")).unwrap().image)
         .unwrap();
     let c = certifier.compare(&obama, &obama2).unwrap();
     assert_eq!(c.metric, Metric::Cosine);
@@ -251,12 +252,12 @@ fn a_second_spec_changes_metric_and_verdicts_without_code() {
 fn coffee_has_no_face_and_falls_back_to_the_whole_image() {
     let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
     let coffee = certifier
-        .analyze(&load_image(&fixture("coffee.jpg")).unwrap())
+        .analyze(&load_image(&fixture("coffee.jpg")).unwrap().image)
         .unwrap();
     assert!(coffee.faces.is_empty());
     assert_eq!(coffee.whole_image_fallback.as_ref().unwrap().len(), 128);
     let obama = certifier
-        .analyze(&load_image(&fixture("obama.jpg")).unwrap())
+        .analyze(&load_image(&fixture("obama.jpg")).unwrap().image)
         .unwrap();
     let c = certifier.compare(&obama, &coffee).unwrap();
     assert!(c.fallback_used);
@@ -267,8 +268,8 @@ fn coffee_has_no_face_and_falls_back_to_the_whole_image() {
 #[test]
 fn several_faces_in_one_image_are_each_matched() {
     // Obama and Biden side by side, compared with Biden alone: the worst case is Biden's pair.
-    let obama = load_image(&fixture("obama.jpg")).unwrap().to_rgb8();
-    let biden = load_image(&fixture("biden.jpg")).unwrap().to_rgb8();
+    let obama = load_image(&fixture("obama.jpg")).unwrap().image.to_rgb8();
+    let biden = load_image(&fixture("biden.jpg")).unwrap().image.to_rgb8();
     let h = obama.height().max(biden.height());
     let mut both = image::RgbImage::new(obama.width() + biden.width(), h);
     imageops::replace(&mut both, &obama, 0, 0);
@@ -386,4 +387,85 @@ fn score_command_reports_same_and_different_identity() {
     };
     let err = run(&unknown).unwrap_err().to_string();
     assert!(err.contains("nope") && err.contains("same-person"), "{err}");
+}
+
+/// obama.jpg with EXIF Orientation 6 inserted and its compressed data untouched
+/// (tools/make_exif_rotated_face.py).
+fn rotated_fixture() -> PathBuf {
+    root().join("tests/fixtures/metadata/obama-orientation6.jpg")
+}
+
+#[test]
+fn score_decodes_an_exif_rotated_face_as_anonymize_does() {
+    // The loader anonymize certifies with: stored pixel order, orientation reported only.
+    let rotated = load_image(&rotated_fixture()).unwrap();
+    let upright = load_image(&fixture("obama.jpg")).unwrap();
+    assert_eq!(rotated.orientation, image::metadata::Orientation::Rotate90);
+    assert_eq!(
+        (rotated.image.width(), rotated.image.height()),
+        (upright.image.width(), upright.image.height())
+    );
+    assert_eq!(rotated.image.as_bytes(), upright.image.as_bytes());
+
+    // `score` sees the same pixels: same dimensions, same faces, and distance 0 to the source.
+    let args = ScoreConfig {
+        image_a: rotated_fixture(),
+        image_b: fixture("obama.jpg"),
+        embedder: "dlib-face".to_string(),
+        operating_point: None,
+        detector: None,
+        json: false,
+        session: SessionOptions {
+            device: Device::Cpu,
+            threads: 1,
+        },
+        onnxruntime: None,
+    };
+    let report = score(&args).unwrap();
+    let a = &report.image_a.analysis;
+    assert_eq!(
+        (a.width, a.height),
+        (rotated.image.width(), rotated.image.height())
+    );
+    let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
+    assert_eq!(*a, certifier.analyze(&rotated.image).unwrap());
+    assert_eq!(a, &report.image_b.analysis);
+    assert_eq!(report.comparison.distance, 0.0);
+    assert_eq!(report.verdict_text, "same identity");
+}
+
+#[test]
+fn score_cli_runs_on_an_exif_rotated_face_and_names_bad_files() {
+    let rotated = rotated_fixture();
+    let output = assert_cmd::Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["score", "--threads", "1", "--json"])
+        .arg(&rotated)
+        .arg(fixture("obama.jpg"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["image_a"]["width"], 420);
+    assert_eq!(report["image_a"]["height"], 350);
+    assert_eq!(report["verdict"]["same_identity"], Value::Bool(true));
+
+    // A file that is not an image fails with its path and the same reason anonymize reports.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-an-image.jpg");
+    std::fs::write(&bad, "plain text").unwrap();
+    let output = assert_cmd::Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["score", "--threads", "1"])
+        .arg(&bad)
+        .arg(&rotated)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("not-an-image.jpg") && stderr.contains("not a recognised image"),
+        "{stderr}"
+    );
 }

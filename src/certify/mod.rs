@@ -4,6 +4,10 @@
 //! compared by the spec's metric ([`metric`]). [`reid`] runs the dataset-level re-identification
 //! attack; [`score`] is the `boomerang score` command.
 //!
+//! Images are analyzed as [`crate::io::dataset::load_image`] decodes them, the one loader `anonymize`
+//! and `score` share: pixels in stored order, EXIF orientation reported but not applied, so a
+//! score of two files sees exactly the pixels a run certified.
+//!
 //! Independent of the diffusion pipeline: it needs only ONNX Runtime and the two models.
 
 pub mod align;
@@ -15,7 +19,7 @@ pub mod spec;
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::DynamicImage;
 use serde::Serialize;
 
 use crate::io::runtime::{Runtime, SessionOptions};
@@ -50,8 +54,6 @@ pub enum CertifyError {
     Metric(#[from] MetricError),
     #[error("{side} analysis has neither faces nor a whole-image embedding; build it with Certifier::analyze")]
     NothingToCompare { side: &'static str },
-    #[error("cannot read image {path}: {message}")]
-    Image { path: PathBuf, message: String },
 }
 
 /// Folders searched for models, in order: `$BOOMERANG_MODELS`, `./models`, and the source tree's
@@ -113,24 +115,6 @@ pub fn resolve_detector(explicit: Option<&Path>) -> Result<PathBuf, CertifyError
                 .collect::<Vec<_>>()
                 .join(", "),
         })
-}
-
-/// Opens an image, turned upright by its EXIF orientation so faces are found as a viewer sees them.
-pub fn load_image(path: &Path) -> Result<DynamicImage, CertifyError> {
-    let fail = |message: String| CertifyError::Image {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut decoder = ImageReader::open(path)
-        .map_err(|e| fail(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?
-        .into_decoder()
-        .map_err(|e| fail(e.to_string()))?;
-    let orientation = decoder.orientation().map_err(|e| fail(e.to_string()))?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
-    image.apply_orientation(orientation);
-    Ok(image)
 }
 
 /// One detected face and its identity embedding.

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::certify::{
-    load_image, resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject,
-    Verdict,
+    resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject, Verdict,
 };
+use crate::io::dataset;
 use crate::io::runtime::{self, RuntimeInfo, SessionOptions};
 
 /// What `boomerang score` compares, and with what.
@@ -62,7 +62,9 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
         .spec()
         .operating_point(config.operating_point.as_deref())?;
     let mut analyze = |path: &Path| -> anyhow::Result<ImageReport> {
-        let image = load_image(path)?;
+        // The loader anonymize uses, so both see the same pixels (stored order, EXIF
+        // orientation not applied) under the same size limits.
+        let image = dataset::load_image(path)?.image;
         Ok(ImageReport {
             path: path.to_path_buf(),
             analysis: certifier.analyze(&image)?,

@@ -157,14 +157,7 @@ impl Engine {
         images: ArrayView4<f32>,
         seeds: &[[u8; 32]],
     ) -> Result<(BatchOutput, StartPlan), EngineError> {
-        if seeds.len() != images.shape()[0] {
-            return Err(PipelineError::Input(format!(
-                "{} images but {} seeds",
-                images.shape()[0],
-                seeds.len()
-            ))
-            .into());
-        }
+        check_seeds(images.shape()[0], "images", seeds)?;
         let encoding = self.encode(images)?;
         self.run_encoded(settings, &encoding, seeds)
     }
@@ -183,14 +176,7 @@ impl Engine {
         encoding: &Encoding,
         seeds: &[[u8; 32]],
     ) -> Result<(BatchOutput, StartPlan), EngineError> {
-        if seeds.len() != encoding.len() {
-            return Err(PipelineError::Input(format!(
-                "{} encodings but {} seeds",
-                encoding.len(),
-                seeds.len()
-            ))
-            .into());
-        }
+        check_seeds(encoding.len(), "encodings", seeds)?;
         let conditioning = self.conditioning(settings)?;
         let (mut scheduler, plan) = self.schedulers.plan(settings)?;
         let mut noise = SeededNoise::new(seeds);
@@ -209,4 +195,14 @@ impl Engine {
         )?;
         Ok((output, plan))
     }
+}
+
+/// One seed per image (or encoding) of a batch.
+fn check_seeds(rows: usize, what: &str, seeds: &[[u8; 32]]) -> Result<(), EngineError> {
+    if seeds.len() != rows {
+        return Err(
+            PipelineError::Input(format!("{rows} {what} but {} seeds", seeds.len())).into(),
+        );
+    }
+    Ok(())
 }

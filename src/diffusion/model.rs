@@ -20,6 +20,18 @@ pub enum ModelError {
     },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error("cannot read {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a diffusers config")]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{path}: {message}")]
     Signature { path: PathBuf, message: String },
     #[error(transparent)]
@@ -107,13 +119,13 @@ impl ModelGeometry {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::ReadConfig {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+    serde_json::from_str(&text).map_err(|source| ModelError::ParseConfig {
         path: path.to_path_buf(),
-        message: format!("not a diffusers config: {e}"),
+        source,
     })
 }
 
@@ -154,6 +166,16 @@ pub enum VaeEncoderOutput {
     LatentParameters,
     /// Older exports sample inside the graph, so that randomness is not under our seed.
     LatentSample,
+}
+
+impl VaeEncoderOutput {
+    /// The graph output that carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VaeEncoderOutput::LatentParameters => "latent_parameters",
+            VaeEncoderOutput::LatentSample => "latent_sample",
+        }
+    }
 }
 
 /// The four opened graphs plus what was learned about them while checking.
@@ -227,29 +249,26 @@ impl SdModel {
 
         let vae_encoder = runtime.session(&layout.vae_encoder, options)?;
         let vae_encoder_output = if has_output(&vae_encoder, "latent_parameters") {
-            check_ports(
-                &layout.vae_encoder,
-                &vae_encoder,
-                &[port("sample", &[4])],
-                &[port("latent_parameters", &[4])],
-            )?;
             VaeEncoderOutput::LatentParameters
         } else {
-            check_ports(
-                &layout.vae_encoder,
-                &vae_encoder,
-                &[port("sample", &[4])],
-                &[port("latent_sample", &[4])],
-            )
-            .map_err(|_| ModelError::Signature {
+            VaeEncoderOutput::LatentSample
+        };
+        let checked = check_ports(
+            &layout.vae_encoder,
+            &vae_encoder,
+            &[port("sample", &[4])],
+            &[port(vae_encoder_output.name(), &[4])],
+        );
+        match vae_encoder_output {
+            VaeEncoderOutput::LatentParameters => checked?,
+            VaeEncoderOutput::LatentSample => checked.map_err(|_| ModelError::Signature {
                 path: layout.vae_encoder.clone(),
                 message: format!(
                     "expected output `latent_parameters` (or `latent_sample` from older exports), found {}",
                     names(vae_encoder.outputs().iter().map(|o| o.name()))
                 ),
-            })?;
-            VaeEncoderOutput::LatentSample
-        };
+            })?,
+        }
 
         let vae_decoder = runtime.session(&layout.vae_decoder, options)?;
         check_ports(

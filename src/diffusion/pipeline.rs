@@ -6,11 +6,10 @@
 //! added at the first kept timestep, and classifier-free guidance runs only when guidance > 1.
 
 use ndarray::{
-    concatenate, s, Array0, Array1, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis,
-    IxDyn,
+    concatenate, s, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis, IxDyn,
 };
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef};
+use ort::value::{DynValueRef, TensorElementType, TensorRef};
 
 use crate::diffusion::model::{SdModel, VaeEncoderOutput};
 use crate::diffusion::noise::{GaussianRng, NoiseSource, Stream};
@@ -19,10 +18,12 @@ use crate::diffusion::timing::{Stage, StageTimer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("{graph}: ONNX Runtime failed: {message}")]
+    /// anyhow's `{:#}` prints the ONNX Runtime message after this one.
+    #[error("{graph}: ONNX Runtime failed")]
     Runtime {
         graph: &'static str,
-        message: String,
+        #[source]
+        source: ort::Error,
     },
     #[error("{graph}: unexpected output: {message}")]
     Output {
@@ -34,10 +35,7 @@ pub enum PipelineError {
 }
 
 fn runtime_error(graph: &'static str) -> impl Fn(ort::Error) -> PipelineError {
-    move |error| PipelineError::Runtime {
-        graph,
-        message: error.to_string(),
-    }
+    move |source| PipelineError::Runtime { graph, source }
 }
 
 /// Where the reverse process starts for a strength, exactly as diffusers' `get_timesteps`.
@@ -161,33 +159,46 @@ pub fn encode_text(
     timer: &mut StageTimer,
 ) -> Result<Array3<f32>, PipelineError> {
     timer.time(Stage::TextEncoder, |timer| {
+        let ids = InputIds::new(ids, model.input_ids_type)?;
+        let tensor = ids.tensor().map_err(runtime_error("text_encoder"))?;
         let session = &mut model.text_encoder;
-        let outputs = match model.input_ids_type {
-            TensorElementType::Int32 => {
-                let ids =
-                    Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i32).collect())
-                        .map_err(|e| PipelineError::Input(e.to_string()))?;
-                let tensor = TensorRef::from_array_view(ids.view())
-                    .map_err(runtime_error("text_encoder"))?;
-                timer.runtime_call(Stage::TextEncoder, || {
-                    session.run(ort::inputs!["input_ids" => tensor])
-                })
-            }
-            _ => {
-                let ids = Array2::from_shape_vec((1, ids.len()), ids.to_vec())
-                    .map_err(|e| PipelineError::Input(e.to_string()))?;
-                let tensor = TensorRef::from_array_view(ids.view())
-                    .map_err(runtime_error("text_encoder"))?;
-                timer.runtime_call(Stage::TextEncoder, || {
-                    session.run(ort::inputs!["input_ids" => tensor])
-                })
-            }
-        }
-        .map_err(runtime_error("text_encoder"))?;
+        let outputs = timer
+            .runtime_call(Stage::TextEncoder, || {
+                session.run(ort::inputs!["input_ids" => tensor])
+            })
+            .map_err(runtime_error("text_encoder"))?;
         extract(&outputs["last_hidden_state"], "text_encoder")?
             .into_dimensionality()
             .map_err(|e| output_error("text_encoder", e))
     })
+}
+
+/// The text encoder's `input_ids` `[1, tokens]`, in the element type the graph declares
+/// (int32 graphs get the ids narrowed; anything else gets them as int64).
+enum InputIds {
+    Int32(Array2<i32>),
+    Int64(Array2<i64>),
+}
+
+impl InputIds {
+    fn new(ids: &[i64], element_type: TensorElementType) -> Result<Self, PipelineError> {
+        let shape = (1, ids.len());
+        match element_type {
+            TensorElementType::Int32 => {
+                Array2::from_shape_vec(shape, ids.iter().map(|&i| i as i32).collect())
+                    .map(InputIds::Int32)
+            }
+            _ => Array2::from_shape_vec(shape, ids.to_vec()).map(InputIds::Int64),
+        }
+        .map_err(|e| PipelineError::Input(e.to_string()))
+    }
+
+    fn tensor(&self) -> ort::Result<DynValueRef<'_>> {
+        match self {
+            InputIds::Int32(ids) => TensorRef::from_array_view(ids.view()).map(|t| t.into_dyn()),
+            InputIds::Int64(ids) => TensorRef::from_array_view(ids.view()).map(|t| t.into_dyn()),
+        }
+    }
 }
 
 fn extract(
@@ -291,15 +302,11 @@ pub fn encode_images(
     timer: &mut StageTimer,
 ) -> Result<Encoding, PipelineError> {
     let kind = model.vae_encoder_output;
-    let output = match kind {
-        VaeEncoderOutput::LatentParameters => "latent_parameters",
-        VaeEncoderOutput::LatentSample => "latent_sample",
-    };
     let values = timer.time(Stage::VaeEncode, |timer| {
         run_image_graph(
             &mut model.vae_encoder,
             ("sample", images),
-            output,
+            kind.name(),
             "vae_encoder",
             Stage::VaeEncode,
             timer,
@@ -481,32 +488,24 @@ fn unet(
     let hidden = hidden.as_standard_layout();
     let sample_tensor = TensorRef::from_array_view(sample.view()).map_err(runtime_error("unet"))?;
     let hidden_tensor = TensorRef::from_array_view(hidden.view()).map_err(runtime_error("unet"))?;
+    // Rank 0 for graphs exported with a scalar timestep, else one per batch row.
     let t = t as f32;
-    let session = &mut model.unet;
-    let outputs = if model.scalar_timestep {
-        let timestep = Array0::from_elem((), t);
-        let timestep =
-            TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
-        timer.runtime_call(Stage::Unet, || {
-            session.run(ort::inputs![
-                "sample" => sample_tensor,
-                "timestep" => timestep,
-                "encoder_hidden_states" => hidden_tensor
-            ])
-        })
+    let timestep = if model.scalar_timestep {
+        ArrayD::from_elem(IxDyn(&[]), t)
     } else {
-        let timestep = Array1::from_elem(sample.shape()[0], t);
-        let timestep =
-            TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
-        timer.runtime_call(Stage::Unet, || {
+        ArrayD::from_elem(IxDyn(&[sample.shape()[0]]), t)
+    };
+    let timestep = TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
+    let session = &mut model.unet;
+    let outputs = timer
+        .runtime_call(Stage::Unet, || {
             session.run(ort::inputs![
                 "sample" => sample_tensor,
                 "timestep" => timestep,
                 "encoder_hidden_states" => hidden_tensor
             ])
         })
-    }
-    .map_err(runtime_error("unet"))?;
+        .map_err(runtime_error("unet"))?;
     let value = outputs
         .get("out_sample")
         .ok_or_else(|| output_error("unet", "no `out_sample`"))?;

@@ -498,7 +498,11 @@ pub enum InputErrorKind {
     Unsupported { format: String, message: String },
 }
 
-/// [`load_image_with_limits`] with [`DecodeLimits::default`].
+/// [`load_image_with_limits`] with [`DecodeLimits::default`]: the one image loader of the
+/// commands (`anonymize` and its certification, `score`, `sample`, `augment`, `enhance`, audit
+/// recomputation), so every command sees a file's pixels alike. EXIF orientation is reported in
+/// [`LoadedInput::orientation`], never applied: pixels stay in stored order, as anonymize has
+/// always processed and certified them.
 pub fn load_image(path: &Path) -> Result<LoadedInput, InputError> {
     load_image_with_limits(path, &DecodeLimits::default())
 }

@@ -4,8 +4,8 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
-    add_noise_vp, alpha_at, alphas_cumprod, check_range, clamp_symmetric, discrete, spacing,
-    Scheduler, SchedulerError,
+    add_scaled_noise, alpha_at, alphas_cumprod, check_range, clip_range, discrete,
+    final_alpha_cumprod, predict_original, spacing, Scheduler, SchedulerError,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -27,18 +27,11 @@ impl Ddim {
             spacing::integer_descending(config.timestep_spacing, train, steps, config.steps_offset);
         check_range(config, steps, &timesteps)?;
         let alphas_cumprod = alphas_cumprod(config);
-        let final_alpha_cumprod = if config.set_alpha_to_one {
-            1.0
-        } else {
-            alphas_cumprod[0]
-        };
         Ok(Self {
+            final_alpha_cumprod: final_alpha_cumprod(config, &alphas_cumprod),
             alphas_cumprod,
-            final_alpha_cumprod,
             prediction_type: config.prediction_type,
-            clip_range: config
-                .clip_sample
-                .then_some(config.clip_sample_range as f32),
+            clip_range: clip_range(config),
             step_ratio: (train / steps) as i64,
             eta,
             timesteps: timesteps.into_iter().map(|t| t as f64).collect(),
@@ -51,19 +44,8 @@ impl Scheduler for Ddim {
         &self.timesteps
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    /// DDIM keeps no position: diffusers' class has no `set_begin_index`.
-    fn set_begin_index(&mut self, _index: usize) {}
-
-    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
-        add_noise_vp(&self.alphas_cumprod, original, noise, t)
-    }
-
-    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, _t: f64) -> ArrayD<f32> {
-        sample.to_owned()
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
     }
 
     fn step(
@@ -80,31 +62,24 @@ impl Scheduler for Ddim {
         let beta_t = 1.0 - alpha_t;
         let (sqrt_alpha, sqrt_beta) = (alpha_t.sqrt(), beta_t.sqrt());
 
-        let (mut pred_original, pred_epsilon) = match self.prediction_type {
-            PredictionType::Epsilon => (
-                Zip::from(&sample)
-                    .and(&model_output)
-                    .map_collect(|&x, &e| (x - sqrt_beta * e) / sqrt_alpha),
-                model_output.to_owned(),
-            ),
-            PredictionType::Sample => (
-                model_output.to_owned(),
-                Zip::from(&sample)
-                    .and(&model_output)
-                    .map_collect(|&x, &x0| (x - sqrt_alpha * x0) / sqrt_beta),
-            ),
-            PredictionType::VPrediction => (
-                Zip::from(&sample)
-                    .and(&model_output)
-                    .map_collect(|&x, &v| sqrt_alpha * x - sqrt_beta * v),
-                Zip::from(&sample)
-                    .and(&model_output)
-                    .map_collect(|&x, &v| sqrt_alpha * v + sqrt_beta * x),
-            ),
+        let pred_original = predict_original(
+            self.prediction_type,
+            &model_output,
+            &sample,
+            sqrt_alpha,
+            sqrt_beta,
+            self.clip_range,
+        );
+        // From the model output, not from the (possibly clipped) original prediction.
+        let pred_epsilon = match self.prediction_type {
+            PredictionType::Epsilon => model_output.to_owned(),
+            PredictionType::Sample => Zip::from(&sample)
+                .and(&model_output)
+                .map_collect(|&x, &x0| (x - sqrt_alpha * x0) / sqrt_beta),
+            PredictionType::VPrediction => Zip::from(&sample)
+                .and(&model_output)
+                .map_collect(|&x, &v| sqrt_alpha * v + sqrt_beta * x),
         };
-        if let Some(range) = self.clip_range {
-            clamp_symmetric(&mut pred_original, range);
-        }
 
         let beta_prev = 1.0 - alpha_prev;
         let variance = (beta_prev / beta_t) * (1.0 - alpha_t / alpha_prev);
@@ -115,15 +90,8 @@ impl Scheduler for Ddim {
             .and(&pred_epsilon)
             .map_collect(|&x0, &e| sqrt_alpha_prev * x0 + direction * e);
         if self.eta > 0.0 {
-            let z = noise.randn(model_output.shape());
-            Zip::from(&mut prev)
-                .and(&z)
-                .for_each(|p, &z| *p += std_dev * z);
+            add_scaled_noise(&mut prev, noise, std_dev);
         }
         prev
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
     }
 }

@@ -4,8 +4,8 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, VarianceType};
 use super::{
-    add_noise_vp, alpha_at, alphas_cumprod, check_range, clamp_symmetric, discrete, spacing,
-    Scheduler, SchedulerError,
+    add_scaled_noise, alpha_at, alphas_cumprod, check_range, clip_range, discrete,
+    predict_original, spacing, Scheduler, SchedulerError,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -30,9 +30,7 @@ impl Ddpm {
         Ok(Self {
             alphas_cumprod: alphas_cumprod(config),
             prediction_type: config.prediction_type,
-            clip_range: config
-                .clip_sample
-                .then_some(config.clip_sample_range as f32),
+            clip_range: clip_range(config),
             variance_type: config.variance_type,
             timesteps: schedule.iter().map(|&t| t as f64).collect(),
             schedule,
@@ -54,19 +52,8 @@ impl Scheduler for Ddpm {
         &self.timesteps
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    /// DDPM finds its position from `t`: diffusers' class has no `set_begin_index`.
-    fn set_begin_index(&mut self, _index: usize) {}
-
-    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
-        add_noise_vp(&self.alphas_cumprod, original, noise, t)
-    }
-
-    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, _t: f64) -> ArrayD<f32> {
-        sample.to_owned()
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
     }
 
     fn step(
@@ -86,18 +73,14 @@ impl Scheduler for Ddpm {
         let current_beta = 1.0 - current_alpha;
         let (sqrt_alpha, sqrt_beta) = (alpha_t.sqrt(), beta_t.sqrt());
 
-        let mut pred_original = match self.prediction_type {
-            PredictionType::Epsilon => Zip::from(&sample)
-                .and(&model_output)
-                .map_collect(|&x, &e| (x - sqrt_beta * e) / sqrt_alpha),
-            PredictionType::Sample => model_output.to_owned(),
-            PredictionType::VPrediction => Zip::from(&sample)
-                .and(&model_output)
-                .map_collect(|&x, &v| sqrt_alpha * x - sqrt_beta * v),
-        };
-        if let Some(range) = self.clip_range {
-            clamp_symmetric(&mut pred_original, range);
-        }
+        let pred_original = predict_original(
+            self.prediction_type,
+            &model_output,
+            &sample,
+            sqrt_alpha,
+            sqrt_beta,
+            self.clip_range,
+        );
 
         let original_coeff = (alpha_prev.sqrt() * current_beta) / beta_t;
         let sample_coeff = current_alpha.sqrt() * beta_prev / beta_t;
@@ -106,7 +89,6 @@ impl Scheduler for Ddpm {
             .map_collect(|&x0, &x| original_coeff * x0 + sample_coeff * x);
 
         if t > 0 {
-            let z = noise.randn(model_output.shape());
             // diffusers' `_get_variance`, recomputed from the same float32 scalars.
             let variance = ((1.0 - alpha_prev) / (1.0 - alpha_t) * current_beta).max(1e-20);
             let scale = match self.variance_type {
@@ -115,14 +97,8 @@ impl Scheduler for Ddpm {
                 // resolve() admits only the three implemented types.
                 _ => variance.sqrt(),
             };
-            Zip::from(&mut prev)
-                .and(&z)
-                .for_each(|p, &z| *p += scale * z);
+            add_scaled_noise(&mut prev, noise, scale);
         }
         prev
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
     }
 }

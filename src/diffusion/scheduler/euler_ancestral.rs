@@ -4,10 +4,12 @@
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, TimestepSpacing};
-use super::{alphas_cumprod, spacing, Scheduler};
+use super::{add_scaled_noise, alphas_cumprod, spacing, Scheduler};
 use crate::diffusion::noise::NoiseSource;
 
 pub struct EulerAncestral {
+    /// With `rescale_betas_zero_snr`, the last entry is 2^-24 as in diffusers.
+    alphas_cumprod: Vec<f32>,
     prediction_type: PredictionType,
     /// One sigma per timestep, then a final 0.
     sigmas: Vec<f32>,
@@ -48,6 +50,7 @@ impl EulerAncestral {
             TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         };
         Self {
+            alphas_cumprod,
             prediction_type: config.prediction_type,
             sigmas,
             timesteps: timesteps.into_iter().map(f64::from).collect(),
@@ -83,8 +86,8 @@ impl Scheduler for EulerAncestral {
         &self.timesteps
     }
 
-    fn order(&self) -> usize {
-        1
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
     }
 
     fn set_begin_index(&mut self, index: usize) {
@@ -142,10 +145,7 @@ impl Scheduler for EulerAncestral {
         let mut prev = Zip::from(&sample)
             .and(&pred_original)
             .map_collect(|&x, &x0| x + (x - x0) / sigma * dt);
-        let z = noise.randn(model_output.shape());
-        Zip::from(&mut prev)
-            .and(&z)
-            .for_each(|p, &z| *p += z * sigma_up);
+        add_scaled_noise(&mut prev, noise, sigma_up);
         self.step_index = Some(index + 1);
         prev
     }

@@ -38,14 +38,28 @@ pub trait Scheduler {
     /// `num_train_timesteps`, and `trailing` with some step counts (61, 103, ...) ends at -1.
     /// Its length is not always the number of inference steps (PNDM repeats timesteps).
     fn timesteps(&self) -> &[f64];
+    /// diffusers' `scheduler.alphas_cumprod`: the cumulative alpha products over the training
+    /// timesteps, read by the default `add_noise`.
+    fn alphas_cumprod(&self) -> &[f32];
     /// diffusers' `scheduler.order`: how many entries of `timesteps()` one inference step uses.
-    fn order(&self) -> usize;
+    /// 1 for every scheduler here.
+    fn order(&self) -> usize {
+        1
+    }
     /// Where the img2img loop starts in `timesteps()` (diffusers' `set_begin_index`).
-    fn set_begin_index(&mut self, index: usize);
-    /// Forward diffusion: noise `original` to timestep `t`.
-    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32>;
-    /// Scale the denoising model input (identity except for sigma-based samplers).
-    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, t: f64) -> ArrayD<f32>;
+    /// Ignored by default: DDIM, DDPM and PNDM keep no position (DDPM finds it from `t`, PNDM
+    /// counts its own calls) and diffusers' classes have no `set_begin_index`.
+    fn set_begin_index(&mut self, _index: usize) {}
+    /// Forward diffusion: noise `original` to timestep `t`. By default DDPM-style,
+    /// `sqrt(a) * original + sqrt(1 - a) * noise` with `a = alphas_cumprod()[t]`.
+    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
+        add_noise_vp(self.alphas_cumprod(), original, noise, t)
+    }
+    /// Scale the denoising model input: the identity by default, as for all but sigma-based
+    /// samplers.
+    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, _t: f64) -> ArrayD<f32> {
+        sample.to_owned()
+    }
     /// One reverse step from `t`; ancestral samplers draw their noise from `noise`.
     fn step(
         &mut self,
@@ -55,8 +69,10 @@ pub trait Scheduler {
         noise: &mut dyn NoiseSource,
     ) -> ArrayD<f32>;
     /// diffusers' `init_noise_sigma`: the scale of pure-noise start latents (text-to-image only;
-    /// img2img starts from `add_noise` instead).
-    fn init_noise_sigma(&self) -> f32;
+    /// img2img starts from `add_noise` instead). 1 except for sigma-based samplers.
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
 }
 
 /// Problems reading a scheduler configuration or building a scheduler from it.
@@ -207,7 +223,7 @@ fn alpha_at(alphas_cumprod: &[f32], t: i64, before_start: f32) -> f32 {
     }
 }
 
-/// DDPM-style forward noising shared by DDIM, DDPM and PNDM:
+/// DDPM-style forward noising (the default `Scheduler::add_noise`):
 /// `sqrt(a) * original + sqrt(1 - a) * noise`.
 fn add_noise_vp(
     alphas_cumprod: &[f32],
@@ -231,4 +247,53 @@ fn clamp_symmetric(x: &mut ArrayD<f32>, range: f32) {
             v.max(-range).min(range)
         }
     });
+}
+
+/// `clip_sample_range` when the config clips the predicted original sample (DDIM, DDPM).
+fn clip_range(config: &ResolvedConfig) -> Option<f32> {
+    config
+        .clip_sample
+        .then_some(config.clip_sample_range as f32)
+}
+
+/// The alpha diffusers uses for the step before timestep 0 (DDIM, PNDM): 1 with
+/// `set_alpha_to_one`, else `alphas_cumprod[0]`.
+fn final_alpha_cumprod(config: &ResolvedConfig, alphas_cumprod: &[f32]) -> f32 {
+    if config.set_alpha_to_one {
+        1.0
+    } else {
+        alphas_cumprod[0]
+    }
+}
+
+/// diffusers' `pred_original_sample` of DDIM and DDPM from the model output, clipped to
+/// `clip_range` when set. `sqrt_alpha`, `sqrt_beta` are `sqrt(alphas_cumprod[t])` and
+/// `sqrt(1 - alphas_cumprod[t])`.
+fn predict_original(
+    prediction_type: PredictionType,
+    model_output: &ArrayViewD<f32>,
+    sample: &ArrayViewD<f32>,
+    sqrt_alpha: f32,
+    sqrt_beta: f32,
+    clip_range: Option<f32>,
+) -> ArrayD<f32> {
+    let mut pred_original = match prediction_type {
+        PredictionType::Epsilon => Zip::from(sample)
+            .and(model_output)
+            .map_collect(|&x, &e| (x - sqrt_beta * e) / sqrt_alpha),
+        PredictionType::Sample => model_output.to_owned(),
+        PredictionType::VPrediction => Zip::from(sample)
+            .and(model_output)
+            .map_collect(|&x, &v| sqrt_alpha * x - sqrt_beta * v),
+    };
+    if let Some(range) = clip_range {
+        clamp_symmetric(&mut pred_original, range);
+    }
+    pred_original
+}
+
+/// The ancestral noise term: `prev += scale * z` with `z` drawn from `noise` in `prev`'s shape.
+fn add_scaled_noise(prev: &mut ArrayD<f32>, noise: &mut dyn NoiseSource, scale: f32) {
+    let z = noise.randn(prev.shape());
+    Zip::from(prev).and(&z).for_each(|p, &z| *p += scale * z);
 }

@@ -9,7 +9,7 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
-    add_noise_vp, alpha_at, alphas_cumprod, check_range, discrete, spacing, Scheduler,
+    alpha_at, alphas_cumprod, check_range, discrete, final_alpha_cumprod, spacing, Scheduler,
     SchedulerError,
 };
 use crate::diffusion::noise::NoiseSource;
@@ -73,14 +73,9 @@ impl Pndm {
             .collect();
         check_range(config, steps, &all)?;
         let alphas_cumprod = alphas_cumprod(config);
-        let final_alpha_cumprod = if config.set_alpha_to_one {
-            1.0
-        } else {
-            alphas_cumprod[0]
-        };
         Ok(Self {
+            final_alpha_cumprod: final_alpha_cumprod(config, &alphas_cumprod),
             alphas_cumprod,
-            final_alpha_cumprod,
             prediction_type: config.prediction_type,
             skip_prk_steps: config.skip_prk_steps,
             step_ratio,
@@ -235,19 +230,8 @@ impl Scheduler for Pndm {
         &self.timesteps
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    /// PNDM counts its own calls: diffusers' class has no `set_begin_index`.
-    fn set_begin_index(&mut self, _index: usize) {}
-
-    fn add_noise(&self, original: ArrayViewD<f32>, noise: ArrayViewD<f32>, t: f64) -> ArrayD<f32> {
-        add_noise_vp(&self.alphas_cumprod, original, noise, t)
-    }
-
-    fn scale_model_input(&mut self, sample: ArrayViewD<f32>, _t: f64) -> ArrayD<f32> {
-        sample.to_owned()
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
     }
 
     fn step(
@@ -263,9 +247,5 @@ impl Scheduler for Pndm {
         } else {
             self.step_plms(model_output, t, sample)
         }
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
     }
 }

@@ -74,28 +74,17 @@ pub fn integer_descending(
     }
 }
 
-/// PNDM's ascending `_timesteps`, before its PRK/PLMS arrangement.
+/// PNDM's ascending `_timesteps`, before its PRK/PLMS arrangement: the DDIM/DDPM schedule in
+/// ascending order.
 pub fn pndm_ascending(
     spacing: TimestepSpacing,
     train: usize,
     steps: usize,
     offset: usize,
 ) -> Vec<i64> {
-    match spacing {
-        TimestepSpacing::Linspace => np_linspace(0.0, (train - 1) as f64, steps)
-            .into_iter()
-            .map(|t| np_round(t) as i64)
-            .collect(),
-        TimestepSpacing::Leading => {
-            let ratio = train / steps;
-            (0..steps).map(|i| (i * ratio + offset) as i64).collect()
-        }
-        TimestepSpacing::Trailing => trailing(train, steps)
-            .into_iter()
-            .rev()
-            .map(|t| np_round(t) as i64 - 1)
-            .collect(),
-    }
+    let mut timesteps = integer_descending(spacing, train, steps, offset);
+    timesteps.reverse();
+    timesteps
 }
 
 /// Euler's descending float32 timesteps (fractional for `linspace`).
