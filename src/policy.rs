@@ -13,12 +13,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::hashing::sha256_bytes;
+use crate::scheduler::SchedulerKind;
 
 /// The policy format versions this build reads.
 pub const SUPPORTED_VERSIONS: &[i64] = &[1];
-
-/// Scheduler names a level may use (the `--scheduler` names of `boomerang sample`).
-pub const SCHEDULERS: &[&str] = &["ddim", "ddpm", "euler-ancestral", "pndm"];
 
 /// Training timesteps of Stable Diffusion 1.x/2.x (`num_train_timesteps`): a `start-timestep` t
 /// stands for strength t / 1000, the paper's convention.
@@ -101,6 +99,11 @@ fn list_problems(path: &Path, problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// `ddim, ddpm, euler-ancestral, pndm`: the `--scheduler` names a level may use.
+fn scheduler_names() -> String {
+    SchedulerKind::ALL.map(SchedulerKind::cli_name).join(", ")
+}
+
 fn supported_versions() -> String {
     SUPPORTED_VERSIONS
         .iter()
@@ -165,8 +168,10 @@ pub struct Level {
     pub name: String,
     pub start: Start,
     pub steps: usize,
-    /// One of [`SCHEDULERS`]; `None`: the model folder's own `scheduler_config.json`.
-    pub scheduler: Option<String>,
+    /// `None`: the model folder's own `scheduler_config.json`. Written (run.json) by its
+    /// `--scheduler` name, as the policy file spells it.
+    #[serde(serialize_with = "serialize_scheduler")]
+    pub scheduler: Option<SchedulerKind>,
     /// DDIM's eta (0 when absent; only allowed with `ddim`).
     pub eta: f32,
     pub prompt: String,
@@ -196,6 +201,13 @@ impl Level {
         let raised = base.saturating_add(step.saturating_mul(i64::from(attempt)));
         raised.min(cap).max(base) as f64 / MICROS
     }
+}
+
+fn serialize_scheduler<S: serde::Serializer>(
+    kind: &Option<SchedulerKind>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    kind.map(SchedulerKind::cli_name).serialize(serializer)
 }
 
 fn micros(value: f64) -> i64 {
@@ -693,35 +705,40 @@ fn validate_level(name: &str, level: &RawLevel, problems: &mut Problems) -> Opti
         }
     }
 
+    // `None`: unknown (reported); `Some(None)`: absent, the model's own.
     let scheduler = match &level.scheduler {
-        None => None,
-        Some(s) if SCHEDULERS.contains(&s.get_ref().as_str()) => Some(s.get_ref().clone()),
-        Some(s) => {
-            problems.add(
-                t,
-                "scheduler",
-                s,
-                format!(
-                    "unknown scheduler `{}`; use one of {} (or leave it out for the model's own)",
-                    s.get_ref(),
-                    SCHEDULERS.join(", ")
-                ),
-            );
-            None
-        }
+        None => Some(None),
+        Some(s) => match s.get_ref().parse::<SchedulerKind>() {
+            Ok(kind) => Some(Some(kind)),
+            Err(_) => {
+                problems.add(
+                    t,
+                    "scheduler",
+                    s,
+                    format!(
+                        "unknown scheduler `{}`; use one of {} (or leave it out for the model's own)",
+                        s.get_ref(),
+                        scheduler_names()
+                    ),
+                );
+                None
+            }
+        },
     };
 
     let mut eta = 0.0f32;
     if let Some(e) = &level.eta {
         let value = *e.get_ref();
-        match level.scheduler.as_ref().map(|s| s.get_ref().as_str()) {
-            Some("ddim") if value.is_finite() && value >= 0.0 => eta = value as f32,
-            Some("ddim") => {
+        match scheduler {
+            Some(Some(SchedulerKind::Ddim)) if value.is_finite() && value >= 0.0 => {
+                eta = value as f32
+            }
+            Some(Some(SchedulerKind::Ddim)) => {
                 problems.add(t, "eta", e, format!("{value} must be a finite number >= 0"))
             }
             // An unknown scheduler is reported on its own key; eta is judged once that is fixed.
-            Some(other) if !SCHEDULERS.contains(&other) => {}
-            _ => problems.add(
+            None => {}
+            Some(_) => problems.add(
                 t,
                 "eta",
                 e,
@@ -862,7 +879,7 @@ fn validate_level(name: &str, level: &RawLevel, problems: &mut Problems) -> Opti
         name: name.to_string(),
         start: start?,
         steps: steps?,
-        scheduler,
+        scheduler: scheduler?,
         eta,
         prompt: level.prompt.get_ref().clone(),
         negative_prompt: level.negative_prompt.get_ref().clone(),

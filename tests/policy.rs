@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use boomerang::manifest::Manifest;
 use boomerang::policy::{OnFailure, OnNoFace, Policy, PolicyError, Problem, Start, Threshold};
+use boomerang::scheduler::SchedulerKind;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -83,7 +84,7 @@ fn shipped_policies_load_and_validate() {
                 level.threshold,
                 Threshold::OperatingPoint("same-person".into())
             );
-            assert_eq!(level.scheduler.as_deref(), Some("ddim"));
+            assert_eq!(level.scheduler, Some(SchedulerKind::Ddim));
             // File names identify people from medium up.
             assert_eq!(
                 level.rename_files,
@@ -549,4 +550,18 @@ fn escalation_raises_strength_exactly_and_caps_it() {
     assert_eq!(level.strength_for_attempt(1), 0.3);
     assert_eq!(level.strength_for_attempt(8), 1.0);
     assert_eq!(level.strength_for_attempt(9), 1.0);
+}
+
+#[test]
+fn run_json_writes_the_scheduler_as_the_policy_spells_it() {
+    let (_dir, result) = load_text(&replace(
+        "scheduler = \"ddim\"\neta = 0.0\n",
+        "scheduler = \"euler-ancestral\"\n",
+    ));
+    let policy = result.unwrap();
+    let json = serde_json::to_value(policy.level("medium").unwrap()).unwrap();
+    assert_eq!(json["scheduler"], "euler-ancestral");
+    let (_dir, result) = load_text(&replace("scheduler = \"ddim\"\neta = 0.0\n", ""));
+    let json = serde_json::to_value(result.unwrap().level("medium").unwrap()).unwrap();
+    assert_eq!(json["scheduler"], serde_json::Value::Null);
 }
