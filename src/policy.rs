@@ -29,8 +29,17 @@ const MICROS: f64 = 1e6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    // The sources are not repeated in the messages: `error: {:#}` prints the chain.
+    #[error("{path}: cannot read the policy")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not UTF-8 text")]
+    NotUtf8 {
+        path: PathBuf,
+        source: std::str::Utf8Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
         path: PathBuf,
@@ -252,14 +261,14 @@ pub struct Policy {
 
 impl Policy {
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let io = |e: std::io::Error| PolicyError::Io {
+        let io = |source| PolicyError::Io {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         };
         let bytes = std::fs::read(path).map_err(io)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| PolicyError::Io {
+        let text = std::str::from_utf8(&bytes).map_err(|source| PolicyError::NotUtf8 {
             path: path.to_path_buf(),
-            message: format!("not UTF-8 text ({e})"),
+            source,
         })?;
         // Relative paths resolve against the canonical folder of the file, so a policy means the
         // same model wherever the command is run from.

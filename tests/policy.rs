@@ -565,3 +565,23 @@ fn run_json_writes_the_scheduler_as_the_policy_spells_it() {
     let json = serde_json::to_value(result.unwrap().level("medium").unwrap()).unwrap();
     assert_eq!(json["scheduler"], serde_json::Value::Null);
 }
+
+#[test]
+fn read_errors_keep_their_cause_as_the_source() {
+    use std::error::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let error = Policy::load(&missing).unwrap_err();
+    assert!(matches!(error, PolicyError::Io { .. }), "{error:?}");
+    assert!(error
+        .to_string()
+        .starts_with(&missing.display().to_string()));
+    let source = error.source().expect("the io::Error");
+    assert!(source.downcast_ref::<std::io::Error>().is_some());
+
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"version = 1\n# \xff\n").unwrap();
+    let error = Policy::load(&binary).unwrap_err();
+    assert!(error.to_string().contains("not UTF-8"), "{error}");
+    assert!(error.source().is_some());
+}
