@@ -22,6 +22,11 @@ pub const SUPPORTED_VERSIONS: &[i64] = &[1];
 /// stands for strength t / 1000, the paper's convention.
 pub const TRAIN_TIMESTEPS: u32 = 1000;
 
+/// The largest `guidance` a level may use. diffusers' img2img default is 7.5 and image tools
+/// offer scales up to about 30; far beyond that classifier-free guidance extrapolates the
+/// noise prediction so hard that the output saturates (1e30 gives flat single-colour images).
+pub const MAX_GUIDANCE: f64 = 30.0;
+
 /// Strengths are decimal numbers with at most this many places, so escalation (`strength +
 /// attempt x strength-step`) is exact: 0.7 + 0.1 must be 0.8, not 0.7999999999999999, because
 /// diffusers' `int(steps x strength)` would then run one step fewer.
@@ -181,10 +186,11 @@ pub struct Level {
     /// `--scheduler` name, as the policy file spells it.
     #[serde(serialize_with = "serialize_scheduler")]
     pub scheduler: Option<SchedulerKind>,
-    /// DDIM's eta (0 when absent; only allowed with `ddim`).
+    /// DDIM's eta, in 0..=1 (0 when absent; only allowed with `ddim`).
     pub eta: f32,
     pub prompt: String,
     pub negative_prompt: String,
+    /// Classifier-free guidance scale, in 0..=[`MAX_GUIDANCE`] (1 and below: off).
     pub guidance: f32,
     pub threshold: Threshold,
     pub max_attempts: u32,
@@ -845,8 +851,9 @@ impl LevelCheck<'_, '_, '_> {
         let value = *at.get_ref();
         match scheduler {
             Some(Some(SchedulerKind::Ddim)) => {
-                let ok = value.is_finite() && value >= 0.0;
-                let message = format!("{value} must be a finite number >= 0");
+                // 0: the deterministic DDIM ODE; 1: fresh noise at every step, as DDPM.
+                let ok = (0.0..=1.0).contains(&value);
+                let message = format!("{value} is outside 0..=1 (eta must be >= 0 and <= 1)");
                 self.check("eta", at, ok, message).map(|v| v as f32)
             }
             // An unknown scheduler is reported on its own key; eta is judged once that is fixed.
@@ -862,8 +869,10 @@ impl LevelCheck<'_, '_, '_> {
     fn guidance(&mut self) -> Option<f32> {
         let at = &self.raw.guidance;
         let value = *at.get_ref();
-        let ok = value.is_finite() && value >= 0.0;
-        let message = format!("{value} must be a finite number >= 0");
+        let ok = (0.0..=MAX_GUIDANCE).contains(&value);
+        let message = format!(
+            "{value} is outside 0..={MAX_GUIDANCE}: guidance must be a finite number >= 0 and at most {MAX_GUIDANCE} (1 turns it off; diffusers' default is 7.5)"
+        );
         self.check("guidance", at, ok, message).map(|g| g as f32)
     }
 

@@ -585,3 +585,42 @@ fn read_errors_keep_their_cause_as_the_source() {
     assert!(error.to_string().contains("not UTF-8"), "{error}");
     assert!(error.source().is_some());
 }
+
+#[test]
+fn eta_is_within_0_to_1() {
+    // DDIM interpolates between the deterministic ODE (0) and DDPM's ancestral noise (1); the
+    // scheduler refuses anything above 1, so the policy must too, at load time.
+    for new in ["eta = 1.5", "eta = 1e30", "eta = inf"] {
+        let text = replace("eta = 0.0", new);
+        let problem = problem(&text);
+        assert_eq!(problem.key, "eta", "{new}");
+        assert!(
+            problem.message.contains("0..=1"),
+            "{new}: {}",
+            problem.message
+        );
+        assert_eq!(problem.line, line_of(&text, new), "{new}");
+    }
+    let policy = load_text(&replace("eta = 0.0", "eta = 1.0")).1.unwrap();
+    assert_eq!(policy.level("medium").unwrap().eta, 1.0);
+}
+
+#[test]
+fn guidance_is_bounded() {
+    // 1e30 used to load, and then produced flat single-colour images.
+    for new in ["guidance = 1e30", "guidance = 30.5", "guidance = 1000.0"] {
+        let text = replace("guidance = 1.0", new);
+        let problem = problem(&text);
+        assert_eq!(problem.key, "guidance", "{new}");
+        assert!(
+            problem.message.contains("0..=30"),
+            "{new}: {}",
+            problem.message
+        );
+        assert_eq!(problem.line, line_of(&text, new), "{new}");
+    }
+    for (new, value) in [("guidance = 30.0", 30.0), ("guidance = 0.0", 0.0)] {
+        let policy = load_text(&replace("guidance = 1.0", new)).1.unwrap();
+        assert_eq!(policy.level("medium").unwrap().guidance, value, "{new}");
+    }
+}
