@@ -4,6 +4,11 @@
 //! A policy is parsed strictly (kebab-case keys, unknown keys rejected with file and line), then
 //! every value is range-checked; all problems are reported at once, each with its file, line,
 //! table and key, so an auditor can read a policy and know exactly what a run will do.
+//!
+//! Parse, then validate: serde reads the file into the private `Raw*` structs (values as
+//! written, with their spans), `validate` checks them section by section and builds the typed
+//! [`Policy`] (enums and numbers, e.g. [`Level::scheduler`] is a [`SchedulerKind`]), so nothing
+//! downstream parses a policy string again.
 
 use std::collections::BTreeMap;
 use std::fmt;
