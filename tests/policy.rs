@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use boomerang::diffusion::model_manifest::ModelManifest;
+use boomerang::diffusion::scheduler::SchedulerKind;
 use boomerang::policy::{OnFailure, OnNoFace, Policy, PolicyError, Problem, Start, Threshold};
 
 fn repo() -> PathBuf {
@@ -83,7 +84,7 @@ fn shipped_policies_load_and_validate() {
                 level.threshold,
                 Threshold::OperatingPoint("same-person".into())
             );
-            assert_eq!(level.scheduler.as_deref(), Some("ddim"));
+            assert_eq!(level.scheduler, Some(SchedulerKind::Ddim));
             // File names identify people from medium up.
             assert_eq!(
                 level.rename_files,
@@ -550,4 +551,77 @@ fn escalation_raises_strength_exactly_and_caps_it() {
     assert_eq!(level.strength_for_attempt(1), 0.3);
     assert_eq!(level.strength_for_attempt(8), 1.0);
     assert_eq!(level.strength_for_attempt(9), 1.0);
+}
+
+#[test]
+fn run_json_writes_the_scheduler_as_the_policy_spells_it() {
+    let (_dir, result) = load_text(&replace(
+        "scheduler = \"ddim\"\neta = 0.0\n",
+        "scheduler = \"euler-ancestral\"\n",
+    ));
+    let policy = result.unwrap();
+    let json = serde_json::to_value(policy.level("medium").unwrap()).unwrap();
+    assert_eq!(json["scheduler"], "euler-ancestral");
+    let (_dir, result) = load_text(&replace("scheduler = \"ddim\"\neta = 0.0\n", ""));
+    let json = serde_json::to_value(result.unwrap().level("medium").unwrap()).unwrap();
+    assert_eq!(json["scheduler"], serde_json::Value::Null);
+}
+
+#[test]
+fn read_errors_keep_their_cause_as_the_source() {
+    use std::error::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let error = Policy::load(&missing).unwrap_err();
+    assert!(matches!(error, PolicyError::Io { .. }), "{error:?}");
+    assert!(error
+        .to_string()
+        .starts_with(&missing.display().to_string()));
+    let source = error.source().expect("the io::Error");
+    assert!(source.downcast_ref::<std::io::Error>().is_some());
+
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"version = 1\n# \xff\n").unwrap();
+    let error = Policy::load(&binary).unwrap_err();
+    assert!(error.to_string().contains("not UTF-8"), "{error}");
+    assert!(error.source().is_some());
+}
+
+#[test]
+fn eta_is_within_0_to_1() {
+    // DDIM interpolates between the deterministic ODE (0) and DDPM's ancestral noise (1); the
+    // scheduler refuses anything above 1, so the policy must too, at load time.
+    for new in ["eta = 1.5", "eta = 1e30", "eta = inf"] {
+        let text = replace("eta = 0.0", new);
+        let problem = problem(&text);
+        assert_eq!(problem.key, "eta", "{new}");
+        assert!(
+            problem.message.contains("0..=1"),
+            "{new}: {}",
+            problem.message
+        );
+        assert_eq!(problem.line, line_of(&text, new), "{new}");
+    }
+    let policy = load_text(&replace("eta = 0.0", "eta = 1.0")).1.unwrap();
+    assert_eq!(policy.level("medium").unwrap().eta, 1.0);
+}
+
+#[test]
+fn guidance_is_bounded() {
+    // 1e30 used to load, and then produced flat single-colour images.
+    for new in ["guidance = 1e30", "guidance = 30.5", "guidance = 1000.0"] {
+        let text = replace("guidance = 1.0", new);
+        let problem = problem(&text);
+        assert_eq!(problem.key, "guidance", "{new}");
+        assert!(
+            problem.message.contains("0..=30"),
+            "{new}: {}",
+            problem.message
+        );
+        assert_eq!(problem.line, line_of(&text, new), "{new}");
+    }
+    for (new, value) in [("guidance = 30.0", 30.0), ("guidance = 0.0", 0.0)] {
+        let policy = load_text(&replace("guidance = 1.0", new)).1.unwrap();
+        assert_eq!(policy.level("medium").unwrap().guidance, value, "{new}");
+    }
 }

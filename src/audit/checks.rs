@@ -716,8 +716,8 @@ fn policy_rules(
             );
         }
     }
-    if let Some(scheduler) = &level.scheduler {
-        if &row.scheduler != scheduler {
+    if let Some(scheduler) = level.scheduler {
+        if row.scheduler != scheduler.cli_name() {
             add(
                 FindingKind::Rule,
                 format!(

@@ -21,7 +21,6 @@ use crate::certify::{self, Certifier, FaceAnalysis};
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::image_seed;
-use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, Placement};
@@ -145,7 +144,7 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
     }
     let embedder_sha256 = sha256_file(&policy.embedder.spec)
         .with_context(|| format!("reading embedder spec {}", policy.embedder.spec.display()))?;
-    let settings = level_settings(&policy, &level)?;
+    let settings = level_settings(&level);
     let schedulers = SchedulerSetup::load(&model_dir.join("scheduler/scheduler_config.json"))?;
     Ok(Prepared {
         policy,
@@ -159,22 +158,16 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
 }
 
 /// The Boomerang settings of a level's first attempt.
-pub fn level_settings(policy: &Policy, level: &Level) -> anyhow::Result<Settings> {
-    let scheduler = level
-        .scheduler
-        .as_deref()
-        .map(str::parse::<SchedulerKind>)
-        .transpose()
-        .with_context(|| format!("{}: level {}", policy.source.display(), level.name))?;
-    Ok(Settings {
+pub fn level_settings(level: &Level) -> Settings {
+    Settings {
         strength: level.strength(),
         steps: level.steps,
-        scheduler,
+        scheduler: level.scheduler,
         eta: level.eta,
         prompt: level.prompt.clone(),
         negative_prompt: level.negative_prompt.clone(),
         guidance: level.guidance,
-    })
+    }
 }
 
 /// The operating point a level certifies against.
@@ -543,7 +536,11 @@ impl RowContext<'_> {
             strength: None,
             start_timestep: None,
             steps: Some(self.level.steps as u32),
-            scheduler: self.level.scheduler.clone().unwrap_or_default(),
+            scheduler: self
+                .level
+                .scheduler
+                .map(|kind| kind.to_string())
+                .unwrap_or_default(),
             seed: String::new(),
             attempts: None,
             distance: None,

@@ -111,7 +111,7 @@ impl Recomputer for RunRecomputer {
             })?;
         let settings = Settings {
             strength,
-            ..level_settings(&self.policy, &level)?
+            ..level_settings(&level)
         };
         let input = dataset::load_image(self.input(row)?)?;
         let size = self.engine.model.geometry.image_size() as u32;

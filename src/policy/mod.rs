@@ -4,6 +4,11 @@
 //! A policy is parsed strictly (kebab-case keys, unknown keys rejected with file and line), then
 //! every value is range-checked; all problems are reported at once, each with its file, line,
 //! table and key, so an auditor can read a policy and know exactly what a run will do.
+//!
+//! Parse, then validate: serde reads the file into the private `Raw*` structs (values as
+//! written, with their spans), `validate` checks them section by section and builds the typed
+//! [`Policy`] (enums and numbers, e.g. [`Level::scheduler`] is a [`SchedulerKind`]), so nothing
+//! downstream parses a policy string again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,17 +17,20 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::hashing::sha256_bytes;
 
 /// The policy format versions this build reads.
 pub const SUPPORTED_VERSIONS: &[i64] = &[1];
 
-/// Scheduler names a level may use (the `--scheduler` names of `boomerang sample`).
-pub const SCHEDULERS: &[&str] = &["ddim", "ddpm", "euler-ancestral", "pndm"];
-
 /// Training timesteps of Stable Diffusion 1.x/2.x (`num_train_timesteps`): a `start-timestep` t
 /// stands for strength t / 1000, the paper's convention.
 pub const TRAIN_TIMESTEPS: u32 = 1000;
+
+/// The largest `guidance` a level may use. diffusers' img2img default is 7.5 and image tools
+/// offer scales up to about 30; far beyond that classifier-free guidance extrapolates the
+/// noise prediction so hard that the output saturates (1e30 gives flat single-colour images).
+pub const MAX_GUIDANCE: f64 = 30.0;
 
 /// Strengths are decimal numbers with at most this many places, so escalation (`strength +
 /// attempt x strength-step`) is exact: 0.7 + 0.1 must be 0.8, not 0.7999999999999999, because
@@ -31,8 +39,17 @@ const MICROS: f64 = 1e6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    // The sources are not repeated in the messages: `error: {:#}` prints the chain.
+    #[error("{path}: cannot read the policy")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not UTF-8 text")]
+    NotUtf8 {
+        path: PathBuf,
+        source: std::str::Utf8Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
         path: PathBuf,
@@ -101,6 +118,11 @@ fn list_problems(path: &Path, problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// `ddim, ddpm, euler-ancestral, pndm`: the `--scheduler` names a level may use.
+fn scheduler_names() -> String {
+    SchedulerKind::ALL.map(SchedulerKind::cli_name).join(", ")
+}
+
 fn supported_versions() -> String {
     SUPPORTED_VERSIONS
         .iter()
@@ -165,12 +187,15 @@ pub struct Level {
     pub name: String,
     pub start: Start,
     pub steps: usize,
-    /// One of [`SCHEDULERS`]; `None`: the model folder's own `scheduler_config.json`.
-    pub scheduler: Option<String>,
-    /// DDIM's eta (0 when absent; only allowed with `ddim`).
+    /// `None`: the model folder's own `scheduler_config.json`. Written (run.json) by its
+    /// `--scheduler` name, as the policy file spells it.
+    #[serde(serialize_with = "serialize_scheduler")]
+    pub scheduler: Option<SchedulerKind>,
+    /// DDIM's eta, in 0..=1 (0 when absent; only allowed with `ddim`).
     pub eta: f32,
     pub prompt: String,
     pub negative_prompt: String,
+    /// Classifier-free guidance scale, in 0..=[`MAX_GUIDANCE`] (1 and below: off).
     pub guidance: f32,
     pub threshold: Threshold,
     pub max_attempts: u32,
@@ -196,6 +221,13 @@ impl Level {
         let raised = base.saturating_add(step.saturating_mul(i64::from(attempt)));
         raised.min(cap).max(base) as f64 / MICROS
     }
+}
+
+fn serialize_scheduler<S: serde::Serializer>(
+    kind: &Option<SchedulerKind>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    kind.map(SchedulerKind::cli_name).serialize(serializer)
 }
 
 fn micros(value: f64) -> i64 {
@@ -240,14 +272,14 @@ pub struct Policy {
 
 impl Policy {
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let io = |e: std::io::Error| PolicyError::Io {
+        let io = |source| PolicyError::Io {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         };
         let bytes = std::fs::read(path).map_err(io)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| PolicyError::Io {
+        let text = std::str::from_utf8(&bytes).map_err(|source| PolicyError::NotUtf8 {
             path: path.to_path_buf(),
-            message: format!("not UTF-8 text ({e})"),
+            source,
         })?;
         // Relative paths resolve against the canonical folder of the file, so a policy means the
         // same model wherever the command is run from.
@@ -605,290 +637,370 @@ fn resolve(folder: &Path, relative: &Path) -> PathBuf {
     base
 }
 
-fn validate_level(name: &str, level: &RawLevel, problems: &mut Problems) -> Option<Level> {
-    let table = format!("levels.{name}");
-    let t = table.as_str();
+/// Validates one `[levels.NAME]` table section by section; every problem of every section is
+/// recorded, in the order of the keys in the format, before the level is given up.
+fn validate_level(name: &str, raw: &RawLevel, problems: &mut Problems) -> Option<Level> {
     let before = problems.list.len();
-    // Problems about the level as a whole (its name, a missing key) point at its first key.
-    let first = level.start_offset();
-
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        problems.add_at(
-            t,
-            "(level name)",
-            first,
-            "level names use letters, digits, `-` and `_` only (they are typed after --level and written in reports)",
-        );
-    }
-
-    let start = match (&level.strength, &level.start_timestep) {
-        (Some(s), None) => problems
-            .check(
-                t,
-                "strength",
-                s,
-                s.get_ref().is_finite() && (0.0..=1.0).contains(s.get_ref()),
-                format!("{} is outside 0..=1", s.get_ref()),
-            )
-            .and_then(|v| decimal(t, "strength", s, problems).map(|_| Start::Strength(v))),
-        (None, Some(ts)) => {
-            let v = *ts.get_ref();
-            problems
-                .check(
-                    t,
-                    "start-timestep",
-                    ts,
-                    (1..=i64::from(TRAIN_TIMESTEPS)).contains(&v),
-                    format!("{v} is outside 1..={TRAIN_TIMESTEPS}"),
-                )
-                .map(|v| Start::Timestep(v as u32))
-        }
-        (Some(s), Some(_)) => {
-            problems.add(
-                t,
-                "strength",
-                s,
-                "give `strength` or `start-timestep`, not both (t = strength x 1000)",
-            );
-            None
-        }
-        (None, None) => {
-            problems.add_at(
-                t,
-                "strength",
-                first,
-                "missing: give `strength` (0..=1) or `start-timestep` (1..=1000)",
-            );
-            None
-        }
+    let mut check = LevelCheck {
+        table: format!("levels.{name}"),
+        first: raw.start_offset(),
+        raw,
+        problems,
     };
-
-    let steps = problems
-        .check(
-            t,
-            "steps",
-            &level.steps,
-            (1..=i64::from(TRAIN_TIMESTEPS)).contains(level.steps.get_ref()),
-            format!("{} is outside 1..={TRAIN_TIMESTEPS}", level.steps.get_ref()),
-        )
-        .map(|v| v as usize);
-
-    // diffusers runs int(steps x strength) denoising steps; zero would ship the input's VAE
-    // round trip, which is no anonymization at all.
-    if let (Some(start), Some(steps)) = (start, steps) {
-        let strength = start.strength();
-        if (steps as f64 * strength) as usize == 0 {
-            let message = format!(
-                "strength {strength} with {steps} steps runs int({steps} x {strength}) = 0 denoising steps: the output would be the input's VAE round trip; raise the strength or the steps"
-            );
-            match (&level.strength, &level.start_timestep) {
-                (Some(s), _) => problems.add(t, "strength", s, message),
-                (None, Some(ts)) => problems.add(t, "start-timestep", ts, message),
-                (None, None) => {}
-            }
-        }
-    }
-
-    let scheduler = match &level.scheduler {
-        None => None,
-        Some(s) if SCHEDULERS.contains(&s.get_ref().as_str()) => Some(s.get_ref().clone()),
-        Some(s) => {
-            problems.add(
-                t,
-                "scheduler",
-                s,
-                format!(
-                    "unknown scheduler `{}`; use one of {} (or leave it out for the model's own)",
-                    s.get_ref(),
-                    SCHEDULERS.join(", ")
-                ),
-            );
-            None
-        }
-    };
-
-    let mut eta = 0.0f32;
-    if let Some(e) = &level.eta {
-        let value = *e.get_ref();
-        match level.scheduler.as_ref().map(|s| s.get_ref().as_str()) {
-            Some("ddim") if value.is_finite() && value >= 0.0 => eta = value as f32,
-            Some("ddim") => {
-                problems.add(t, "eta", e, format!("{value} must be a finite number >= 0"))
-            }
-            // An unknown scheduler is reported on its own key; eta is judged once that is fixed.
-            Some(other) if !SCHEDULERS.contains(&other) => {}
-            _ => problems.add(
-                t,
-                "eta",
-                e,
-                "eta is DDIM's parameter: only allowed with scheduler = \"ddim\"",
-            ),
-        }
-    }
-
-    let guidance = problems
-        .check(
-            t,
-            "guidance",
-            &level.guidance,
-            level.guidance.get_ref().is_finite() && *level.guidance.get_ref() >= 0.0,
-            format!("{} must be a finite number >= 0", level.guidance.get_ref()),
-        )
-        .map(|g| g as f32);
-
-    let threshold = match (&level.operating_point, &level.threshold) {
-        (Some(op), None) if !op.get_ref().trim().is_empty() => {
-            Some(Threshold::OperatingPoint(op.get_ref().clone()))
-        }
-        (Some(op), None) => {
-            problems.add(
-                t,
-                "operating-point",
-                op,
-                "must name an operating point of the embedder spec",
-            );
-            None
-        }
-        (None, Some(v)) => problems
-            .check(
-                t,
-                "threshold",
-                v,
-                v.get_ref().is_finite()
-                    && *v.get_ref() > 0.0
-                    && *v.get_ref() <= f64::from(f32::MAX),
-                format!("{} must be a finite distance > 0", v.get_ref()),
-            )
-            .map(|v| Threshold::Value(v as f32)),
-        (Some(op), Some(_)) => {
-            problems.add(
-                t,
-                "operating-point",
-                op,
-                "give `operating-point` or `threshold`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            problems.add_at(
-                t,
-                "operating-point",
-                first,
-                "missing: give `operating-point` (a name in the embedder spec) or `threshold` (a distance)",
-            );
-            None
-        }
-    };
-
-    let max_attempts = problems
-        .check(
-            t,
-            "max-attempts",
-            &level.max_attempts,
-            (1..=10).contains(level.max_attempts.get_ref()),
-            format!("{} is outside 1..=10", level.max_attempts.get_ref()),
-        )
-        .map(|v| v as u32);
-
-    let step = *level.strength_step.get_ref();
-    let strength_step = problems
-        .check(
-            t,
-            "strength-step",
-            &level.strength_step,
-            step.is_finite() && step > 0.0 && step <= 1.0,
-            format!("{step} is outside (0, 1]"),
-        )
-        .and_then(|v| decimal(t, "strength-step", &level.strength_step, problems).map(|_| v));
-
-    let cap = *level.max_strength.get_ref();
-    let floor = start.map_or(0.0, Start::strength);
-    let max_strength = problems
-        .check(
-            t,
-            "max-strength",
-            &level.max_strength,
-            cap.is_finite() && cap >= floor && cap <= 1.0,
-            format!("{cap} is outside {floor}..=1 (from the level's strength to 1)"),
-        )
-        .and_then(|v| decimal(t, "max-strength", &level.max_strength, problems).map(|_| v));
-
-    let on_failure = match level.on_failure.get_ref().as_str() {
-        "flag" => Some(OnFailure::Flag),
-        "drop" => Some(OnFailure::Drop),
-        "keep-original" => {
-            problems.add(
-                t,
-                "on-failure",
-                &level.on_failure,
-                "`keep-original` is not allowed: it would ship the identifiable input image as if it were anonymized; use \"drop\" (no output) or \"flag\" (keep the failed output, marked in the report)",
-            );
-            None
-        }
-        other => {
-            problems.add(
-                t,
-                "on-failure",
-                &level.on_failure,
-                format!("unknown value `{other}`; use \"drop\" or \"flag\""),
-            );
-            None
-        }
-    };
-
-    let on_no_face = match level.on_no_face.get_ref().as_str() {
-        "whole-image" => Some(OnNoFace::WholeImage),
-        "skip" => Some(OnNoFace::Skip),
-        "flag" => Some(OnNoFace::Flag),
-        other => {
-            problems.add(
-                t,
-                "on-no-face",
-                &level.on_no_face,
-                format!("unknown value `{other}`; use \"whole-image\", \"skip\" or \"flag\""),
-            );
-            None
-        }
-    };
-
+    check.name(name);
+    let start = check.start();
+    let sampling = check.sampling(start);
+    let threshold = check.threshold();
+    let escalation = check.escalation(start);
+    let rules = check.rules();
     if problems.list.len() != before {
         return None;
     }
+    let (sampling, escalation, rules) = (sampling?, escalation?, rules?);
     Some(Level {
         name: name.to_string(),
         start: start?,
-        steps: steps?,
-        scheduler,
-        eta,
-        prompt: level.prompt.get_ref().clone(),
-        negative_prompt: level.negative_prompt.get_ref().clone(),
-        guidance: guidance?,
+        steps: sampling.steps,
+        scheduler: sampling.scheduler,
+        eta: sampling.eta,
+        prompt: raw.prompt.get_ref().clone(),
+        negative_prompt: raw.negative_prompt.get_ref().clone(),
+        guidance: sampling.guidance,
         threshold: threshold?,
-        max_attempts: max_attempts?,
-        strength_step: strength_step?,
-        max_strength: max_strength?,
-        on_failure: on_failure?,
-        on_no_face: on_no_face?,
-        rename_files: *level.rename_files.get_ref(),
+        max_attempts: escalation.max_attempts,
+        strength_step: escalation.strength_step,
+        max_strength: escalation.max_strength,
+        on_failure: rules.on_failure,
+        on_no_face: rules.on_no_face,
+        rename_files: *raw.rename_files.get_ref(),
     })
 }
 
-/// Records a problem unless `at` has at most six decimal places (see [`MICROS`]).
-fn decimal(table: &str, key: &str, at: &Spanned<f64>, problems: &mut Problems) -> Option<()> {
-    let value = *at.get_ref();
-    if micros(value) as f64 / MICROS == value {
-        Some(())
-    } else {
-        problems.add(
-            table,
+/// The diffusion settings of a level, besides where it starts.
+struct Sampling {
+    steps: usize,
+    scheduler: Option<SchedulerKind>,
+    eta: f32,
+    guidance: f32,
+}
+
+/// How a level retries an image that still matches its input.
+struct Escalation {
+    max_attempts: u32,
+    strength_step: f64,
+    max_strength: f64,
+}
+
+/// What a level does with images it cannot certify.
+struct Rules {
+    on_failure: OnFailure,
+    on_no_face: OnNoFace,
+}
+
+/// One level being validated: each method checks one section of it and returns `None` when
+/// that section has a problem (recorded, with the level's table, in `problems`).
+struct LevelCheck<'r, 'p, 't> {
+    table: String,
+    /// Byte offset of the level's first key: problems about the level as a whole (its name, a
+    /// missing key) point there.
+    first: usize,
+    raw: &'r RawLevel,
+    problems: &'p mut Problems<'t>,
+}
+
+impl LevelCheck<'_, '_, '_> {
+    fn add<T>(&mut self, key: &str, at: &Spanned<T>, message: impl Into<String>) {
+        self.problems.add(&self.table, key, at, message);
+    }
+
+    fn add_at_first(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.add_at(&self.table, key, self.first, message);
+    }
+
+    /// `value` when `ok`, else records the problem and returns `None`.
+    fn check<T: Copy>(
+        &mut self,
+        key: &str,
+        at: &Spanned<T>,
+        ok: bool,
+        message: impl Into<String>,
+    ) -> Option<T> {
+        self.problems.check(&self.table, key, at, ok, message)
+    }
+
+    /// `value` when it has at most six decimal places (see [`MICROS`]).
+    fn decimal(&mut self, key: &str, at: &Spanned<f64>) -> Option<f64> {
+        let value = *at.get_ref();
+        let ok = micros(value) as f64 / MICROS == value;
+        self.check(
             key,
             at,
+            ok,
             format!("{value} has more than 6 decimal places; escalation needs exact decimals"),
+        )
+    }
+
+    fn name(&mut self, name: &str) {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            self.add_at_first(
+                "(level name)",
+                "level names use letters, digits, `-` and `_` only (they are typed after --level and written in reports)",
+            );
+        }
+    }
+
+    /// Exactly one of `strength` and `start-timestep`.
+    fn start(&mut self) -> Option<Start> {
+        let raw = self.raw;
+        match (&raw.strength, &raw.start_timestep) {
+            (Some(s), None) => {
+                let value = *s.get_ref();
+                let in_range = value.is_finite() && (0.0..=1.0).contains(&value);
+                self.check("strength", s, in_range, format!("{value} is outside 0..=1"))
+                    .and_then(|_| self.decimal("strength", s))
+                    .map(Start::Strength)
+            }
+            (None, Some(ts)) => {
+                let value = *ts.get_ref();
+                let in_range = (1..=i64::from(TRAIN_TIMESTEPS)).contains(&value);
+                let message = format!("{value} is outside 1..={TRAIN_TIMESTEPS}");
+                self.check("start-timestep", ts, in_range, message)
+                    .map(|t| Start::Timestep(t as u32))
+            }
+            (Some(s), Some(_)) => {
+                let message = "give `strength` or `start-timestep`, not both (t = strength x 1000)";
+                self.add("strength", s, message);
+                None
+            }
+            (None, None) => {
+                let message = "missing: give `strength` (0..=1) or `start-timestep` (1..=1000)";
+                self.add_at_first("strength", message);
+                None
+            }
+        }
+    }
+
+    /// `steps`, `scheduler`, `eta` and `guidance`; with `start` (when valid), that the pass
+    /// denoises at all.
+    fn sampling(&mut self, start: Option<Start>) -> Option<Sampling> {
+        let steps = self.steps();
+        if let (Some(start), Some(steps)) = (start, steps) {
+            self.check_denoises(start, steps);
+        }
+        let scheduler = self.scheduler();
+        let eta = self.eta(scheduler);
+        let guidance = self.guidance();
+        Some(Sampling {
+            steps: steps?,
+            scheduler: scheduler?,
+            eta: eta?,
+            guidance: guidance?,
+        })
+    }
+
+    fn steps(&mut self) -> Option<usize> {
+        let at = &self.raw.steps;
+        let value = *at.get_ref();
+        let in_range = (1..=i64::from(TRAIN_TIMESTEPS)).contains(&value);
+        let message = format!("{value} is outside 1..={TRAIN_TIMESTEPS}");
+        self.check("steps", at, in_range, message)
+            .map(|v| v as usize)
+    }
+
+    /// diffusers runs int(steps x strength) denoising steps; zero would ship the input's VAE
+    /// round trip, which is no anonymization at all. Reported on the start key, as the strength
+    /// is what usually needs raising.
+    fn check_denoises(&mut self, start: Start, steps: usize) {
+        let strength = start.strength();
+        if (steps as f64 * strength) as usize != 0 {
+            return;
+        }
+        let message = format!(
+            "strength {strength} with {steps} steps runs int({steps} x {strength}) = 0 denoising steps: the output would be the input's VAE round trip; raise the strength or the steps"
         );
-        None
+        match (&self.raw.strength, &self.raw.start_timestep) {
+            (Some(s), _) => self.add("strength", s, message),
+            (None, Some(ts)) => self.add("start-timestep", ts, message),
+            (None, None) => {}
+        }
+    }
+
+    /// `Some(None)`: no `scheduler` key, the model's own; `None`: an unknown name (reported).
+    fn scheduler(&mut self) -> Option<Option<SchedulerKind>> {
+        let Some(at) = &self.raw.scheduler else {
+            return Some(None);
+        };
+        match at.get_ref().parse::<SchedulerKind>() {
+            Ok(kind) => Some(Some(kind)),
+            Err(_) => {
+                let message = format!(
+                    "unknown scheduler `{}`; use one of {} (or leave it out for the model's own)",
+                    at.get_ref(),
+                    scheduler_names()
+                );
+                self.add("scheduler", at, message);
+                None
+            }
+        }
+    }
+
+    /// DDIM's `eta`: 0 when absent; `scheduler` as [`LevelCheck::scheduler`] returned it.
+    fn eta(&mut self, scheduler: Option<Option<SchedulerKind>>) -> Option<f32> {
+        let Some(at) = &self.raw.eta else {
+            return Some(0.0);
+        };
+        let value = *at.get_ref();
+        match scheduler {
+            Some(Some(SchedulerKind::Ddim)) => {
+                // 0: the deterministic DDIM ODE; 1: fresh noise at every step, as DDPM.
+                let ok = (0.0..=1.0).contains(&value);
+                let message = format!("{value} is outside 0..=1 (eta must be >= 0 and <= 1)");
+                self.check("eta", at, ok, message).map(|v| v as f32)
+            }
+            // An unknown scheduler is reported on its own key; eta is judged once that is fixed.
+            None => None,
+            Some(_) => {
+                let message = "eta is DDIM's parameter: only allowed with scheduler = \"ddim\"";
+                self.add("eta", at, message);
+                None
+            }
+        }
+    }
+
+    fn guidance(&mut self) -> Option<f32> {
+        let at = &self.raw.guidance;
+        let value = *at.get_ref();
+        let ok = (0.0..=MAX_GUIDANCE).contains(&value);
+        let message = format!(
+            "{value} is outside 0..={MAX_GUIDANCE}: guidance must be a finite number >= 0 and at most {MAX_GUIDANCE} (1 turns it off; diffusers' default is 7.5)"
+        );
+        self.check("guidance", at, ok, message).map(|g| g as f32)
+    }
+
+    /// Exactly one of `operating-point` and `threshold`.
+    fn threshold(&mut self) -> Option<Threshold> {
+        let raw = self.raw;
+        match (&raw.operating_point, &raw.threshold) {
+            (Some(op), None) if !op.get_ref().trim().is_empty() => {
+                Some(Threshold::OperatingPoint(op.get_ref().clone()))
+            }
+            (Some(op), None) => {
+                let message = "must name an operating point of the embedder spec";
+                self.add("operating-point", op, message);
+                None
+            }
+            (None, Some(v)) => {
+                let value = *v.get_ref();
+                let ok = value.is_finite() && value > 0.0 && value <= f64::from(f32::MAX);
+                let message = format!("{value} must be a finite distance > 0");
+                self.check("threshold", v, ok, message)
+                    .map(|v| Threshold::Value(v as f32))
+            }
+            (Some(op), Some(_)) => {
+                self.add(
+                    "operating-point",
+                    op,
+                    "give `operating-point` or `threshold`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.add_at_first(
+                    "operating-point",
+                    "missing: give `operating-point` (a name in the embedder spec) or `threshold` (a distance)",
+                );
+                None
+            }
+        }
+    }
+
+    /// `max-attempts`, `strength-step` and `max-strength`; `start` (when valid) is the floor of
+    /// `max-strength`.
+    fn escalation(&mut self, start: Option<Start>) -> Option<Escalation> {
+        let raw = self.raw;
+        let attempts = *raw.max_attempts.get_ref();
+        let max_attempts = self
+            .check(
+                "max-attempts",
+                &raw.max_attempts,
+                (1..=10).contains(&attempts),
+                format!("{attempts} is outside 1..=10"),
+            )
+            .map(|v| v as u32);
+
+        let step = *raw.strength_step.get_ref();
+        let ok = step.is_finite() && step > 0.0 && step <= 1.0;
+        let strength_step = self
+            .check(
+                "strength-step",
+                &raw.strength_step,
+                ok,
+                format!("{step} is outside (0, 1]"),
+            )
+            .and_then(|_| self.decimal("strength-step", &raw.strength_step));
+
+        let cap = *raw.max_strength.get_ref();
+        let floor = start.map_or(0.0, Start::strength);
+        let ok = cap.is_finite() && cap >= floor && cap <= 1.0;
+        let message = format!("{cap} is outside {floor}..=1 (from the level's strength to 1)");
+        let max_strength = self
+            .check("max-strength", &raw.max_strength, ok, message)
+            .and_then(|_| self.decimal("max-strength", &raw.max_strength));
+
+        Some(Escalation {
+            max_attempts: max_attempts?,
+            strength_step: strength_step?,
+            max_strength: max_strength?,
+        })
+    }
+
+    /// `on-failure` and `on-no-face`.
+    fn rules(&mut self) -> Option<Rules> {
+        let on_failure = self.on_failure();
+        let on_no_face = self.on_no_face();
+        Some(Rules {
+            on_failure: on_failure?,
+            on_no_face: on_no_face?,
+        })
+    }
+
+    fn on_failure(&mut self) -> Option<OnFailure> {
+        let at = &self.raw.on_failure;
+        match at.get_ref().as_str() {
+            "flag" => Some(OnFailure::Flag),
+            "drop" => Some(OnFailure::Drop),
+            "keep-original" => {
+                self.add(
+                    "on-failure",
+                    at,
+                    "`keep-original` is not allowed: it would ship the identifiable input image as if it were anonymized; use \"drop\" (no output) or \"flag\" (keep the failed output, marked in the report)",
+                );
+                None
+            }
+            other => {
+                let message = format!("unknown value `{other}`; use \"drop\" or \"flag\"");
+                self.add("on-failure", at, message);
+                None
+            }
+        }
+    }
+
+    fn on_no_face(&mut self) -> Option<OnNoFace> {
+        let at = &self.raw.on_no_face;
+        match at.get_ref().as_str() {
+            "whole-image" => Some(OnNoFace::WholeImage),
+            "skip" => Some(OnNoFace::Skip),
+            "flag" => Some(OnNoFace::Flag),
+            other => {
+                let message =
+                    format!("unknown value `{other}`; use \"whole-image\", \"skip\" or \"flag\"");
+                self.add("on-no-face", at, message);
+                None
+            }
+        }
     }
 }
