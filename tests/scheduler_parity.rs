@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use boomerang::diffusion::noise::NoiseSource;
 use boomerang::diffusion::scheduler::{
     alphas_cumprod, build, PredictionType, SchedulerConfig, SchedulerError, SchedulerKind,
-    TimestepSpacing, VarianceType,
+    StepInput, TimestepSpacing, VarianceType,
 };
 use ndarray::{Array5, ArrayD, Axis};
 use serde_json::Value;
@@ -266,7 +266,10 @@ fn img2img_trajectories_match_diffusers() {
             );
             let draws = step["noise"].as_array().unwrap().iter().map(tensor);
             let mut noise = Replay(draws.collect());
-            latents = s.step(model_output.view(), t, latents.view(), &mut noise);
+            latents = s.step(
+                step_input(model_output.view(), t, latents.view()),
+                &mut noise,
+            );
             assert!(
                 noise.0.is_empty(),
                 "{label}: drew less noise than diffusers"
@@ -489,8 +492,11 @@ fn euler_finds_its_place_from_t_without_a_begin_index() {
     at_zero.set_begin_index(0);
     assert_ne!(scaled, at_zero.scale_model_input(a.view(), t));
     let replay = |z: &ArrayD<f32>| Replay(VecDeque::from([z.clone()]));
-    let next = with_index.step(eps.view(), t, a.view(), &mut replay(&x));
-    assert_eq!(next, from_t.step(eps.view(), t, a.view(), &mut replay(&x)));
+    let next = with_index.step(step_input(eps.view(), t, a.view()), &mut replay(&x));
+    assert_eq!(
+        next,
+        from_t.step(step_input(eps.view(), t, a.view()), &mut replay(&x))
+    );
 }
 
 #[test]
@@ -499,4 +505,16 @@ fn missing_config_file_names_the_path() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/nonexistent/scheduler_config.json"), "{err}");
+}
+
+fn step_input<'a>(
+    model_output: ndarray::ArrayViewD<'a, f32>,
+    t: f64,
+    sample: ndarray::ArrayViewD<'a, f32>,
+) -> StepInput<'a> {
+    StepInput {
+        model_output,
+        t,
+        sample,
+    }
 }

@@ -13,7 +13,7 @@ use ort::value::{DynValueRef, TensorElementType, TensorRef};
 
 use crate::diffusion::model::{SdModel, VaeEncoderOutput};
 use crate::diffusion::noise::{GaussianRng, NoiseSource, Stream};
-use crate::diffusion::scheduler::Scheduler;
+use crate::diffusion::scheduler::{Scheduler, StepInput};
 use crate::diffusion::timing::{Stage, StageTimer};
 
 #[derive(Debug, thiserror::Error)]
@@ -418,12 +418,12 @@ pub fn boomerang_encoded(
             prediction
         };
         let stepped = timer.time(Stage::Scheduler, |_| {
-            scheduler.step(
-                prediction.view().into_dyn(),
+            let input = StepInput {
+                model_output: prediction.view().into_dyn(),
                 t,
-                latents.view().into_dyn(),
-                noise.step(),
-            )
+                sample: latents.view().into_dyn(),
+            };
+            scheduler.step(input, noise.step())
         });
         latents = as_4d(stepped)?;
         observer(index, &latents);

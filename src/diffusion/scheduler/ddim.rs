@@ -1,11 +1,11 @@
 //! diffusers' `DDIMScheduler` (Song et al. 2020), with `eta` noise.
 
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
     add_scaled_noise, alpha_at, alphas_cumprod, check_range, clip_range, discrete,
-    final_alpha_cumprod, predict_original, spacing, Scheduler, SchedulerError,
+    final_alpha_cumprod, predict_original, spacing, Scheduler, SchedulerError, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -48,13 +48,12 @@ impl Scheduler for Ddim {
         &self.alphas_cumprod
     }
 
-    fn step(
-        &mut self,
-        model_output: ArrayViewD<f32>,
-        t: f64,
-        sample: ArrayViewD<f32>,
-        noise: &mut dyn NoiseSource,
-    ) -> ArrayD<f32> {
+    fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
+        let StepInput {
+            model_output,
+            t,
+            sample,
+        } = input;
         let t = discrete(t);
         let prev_t = t - self.step_ratio;
         let alpha_t = alpha_at(&self.alphas_cumprod, t, self.final_alpha_cumprod);

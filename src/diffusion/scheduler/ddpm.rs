@@ -1,11 +1,11 @@
 //! diffusers' `DDPMScheduler` (Ho et al. 2020): ancestral sampling over the chosen timesteps.
 
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, VarianceType};
 use super::{
     add_scaled_noise, alpha_at, alphas_cumprod, check_range, clip_range, discrete,
-    predict_original, spacing, Scheduler, SchedulerError,
+    predict_original, spacing, Scheduler, SchedulerError, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -56,13 +56,12 @@ impl Scheduler for Ddpm {
         &self.alphas_cumprod
     }
 
-    fn step(
-        &mut self,
-        model_output: ArrayViewD<f32>,
-        t: f64,
-        sample: ArrayViewD<f32>,
-        noise: &mut dyn NoiseSource,
-    ) -> ArrayD<f32> {
+    fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
+        let StepInput {
+            model_output,
+            t,
+            sample,
+        } = input;
         let t = discrete(t);
         let prev_t = self.previous_timestep(t);
         let alpha_t = alpha_at(&self.alphas_cumprod, t, 1.0);

@@ -4,7 +4,7 @@
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, TimestepSpacing};
-use super::{add_scaled_noise, alphas_cumprod, spacing, Scheduler};
+use super::{add_scaled_noise, alphas_cumprod, spacing, Scheduler, StepInput};
 use crate::diffusion::noise::NoiseSource;
 
 pub struct EulerAncestral {
@@ -113,13 +113,12 @@ impl Scheduler for EulerAncestral {
         sample.mapv(|x| x / denom)
     }
 
-    fn step(
-        &mut self,
-        model_output: ArrayViewD<f32>,
-        t: f64,
-        sample: ArrayViewD<f32>,
-        noise: &mut dyn NoiseSource,
-    ) -> ArrayD<f32> {
+    fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
+        let StepInput {
+            model_output,
+            t,
+            sample,
+        } = input;
         let index = self.current_index(t);
         let sigma = self.sigmas[index];
         let pred_original = match self.prediction_type {

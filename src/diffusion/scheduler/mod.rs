@@ -27,6 +27,14 @@ pub use config::{
     VarianceType,
 };
 
+/// What one reverse step works on: the denoiser's output for `sample` at timestep `t`.
+#[derive(Debug, Clone)]
+pub struct StepInput<'a> {
+    pub model_output: ArrayViewD<'a, f32>,
+    pub t: f64,
+    pub sample: ArrayViewD<'a, f32>,
+}
+
 /// One diffusion sampler, prepared for a fixed number of inference steps.
 ///
 /// Callers pass `t` values taken from `timesteps()` and tensors of one shape; anything else is a
@@ -61,13 +69,7 @@ pub trait Scheduler {
         sample.to_owned()
     }
     /// One reverse step from `t`; ancestral samplers draw their noise from `noise`.
-    fn step(
-        &mut self,
-        model_output: ArrayViewD<f32>,
-        t: f64,
-        sample: ArrayViewD<f32>,
-        noise: &mut dyn NoiseSource,
-    ) -> ArrayD<f32>;
+    fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32>;
     /// diffusers' `init_noise_sigma`: the scale of pure-noise start latents (text-to-image only;
     /// img2img starts from `add_noise` instead). 1 except for sigma-based samplers.
     fn init_noise_sigma(&self) -> f32 {

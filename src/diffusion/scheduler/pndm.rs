@@ -10,7 +10,7 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
     alpha_at, alphas_cumprod, check_range, discrete, final_alpha_cumprod, spacing, Scheduler,
-    SchedulerError,
+    SchedulerError, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -234,18 +234,13 @@ impl Scheduler for Pndm {
         &self.alphas_cumprod
     }
 
-    fn step(
-        &mut self,
-        model_output: ArrayViewD<f32>,
-        t: f64,
-        sample: ArrayViewD<f32>,
-        _noise: &mut dyn NoiseSource,
-    ) -> ArrayD<f32> {
-        let t = discrete(t);
+    /// PLMS draws no noise.
+    fn step(&mut self, input: StepInput<'_>, _noise: &mut dyn NoiseSource) -> ArrayD<f32> {
+        let t = discrete(input.t);
         if self.counter < self.prk_timesteps.len() && !self.skip_prk_steps {
-            self.step_prk(model_output, t, sample)
+            self.step_prk(input.model_output, t, input.sample)
         } else {
-            self.step_plms(model_output, t, sample)
+            self.step_plms(input.model_output, t, input.sample)
         }
     }
 }
