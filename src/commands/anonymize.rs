@@ -28,7 +28,8 @@ use crate::io::imageio::{self, Placement};
 use crate::io::runtime::{self, SessionOptions};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy, Threshold};
 use crate::records::report::{
-    rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunRecord, Status, StatusCounts,
+    rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunConfig, RunRecord, Status,
+    StatusCounts,
 };
 
 pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
@@ -281,7 +282,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let record =
         |counts: &StatusCounts, writer: &ReportWriter, finished: Option<SystemTime>| RunRecord {
             tool_version: TOOL_VERSION.into(),
-            config: run_config_json(config, &prepared, seed),
+            config: run_config(config, &prepared, seed),
             onnxruntime_version: runtime.info().version.clone(),
             onnxruntime_library: runtime.info().library.display().to_string(),
             execution_provider: config.session.device.to_string(),
@@ -429,15 +430,8 @@ fn check_outside(report: &Path, input: &Path, output: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-/// What the run being resumed recorded in run.json.
-struct PreviousRun {
-    seed: u64,
-    policy_sha256: String,
-    level: String,
-    model_sha256: String,
-}
-
-fn read_previous_run(path: &Path) -> anyhow::Result<Option<PreviousRun>> {
+/// The configuration the run being resumed recorded in run.json, if there is one.
+fn read_previous_run(path: &Path) -> anyhow::Result<Option<RunConfig>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -445,49 +439,28 @@ fn read_previous_run(path: &Path) -> anyhow::Result<Option<PreviousRun>> {
     };
     let record: RunRecord = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a run record", path.display()))?;
-    let field = |name: &str| {
-        record
-            .config
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let missing = || {
-        anyhow::anyhow!(
-            "{}: run record lacks its config; cannot resume",
-            path.display()
-        )
-    };
-    Ok(Some(PreviousRun {
-        seed: record
-            .config
-            .get("seed")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(missing)?,
-        policy_sha256: field("policy_sha256").ok_or_else(missing)?,
-        level: field("level").ok_or_else(missing)?,
-        model_sha256: field("model_sha256").ok_or_else(missing)?,
-    }))
+    Ok(Some(record.config))
 }
 
-fn run_config_json(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> serde_json::Value {
-    serde_json::json!({
-        "input": config.input,
-        "output": config.output,
-        "policy": prepared.policy.source,
-        "policy_sha256": prepared.policy.sha256,
-        "level": prepared.level.name,
-        "level_settings": prepared.level,
-        "model": prepared.model_dir,
-        "model_sha256": prepared.model_sha256,
-        "embedder": prepared.policy.embedder.spec,
-        "embedder_sha256": prepared.embedder_sha256,
-        "seed": seed,
-        "batch": config.batch,
-        "threads": config.session.threads,
-        "device": config.session.device.to_string(),
-        "report": config.report,
-    })
+fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunConfig {
+    RunConfig {
+        input: config.input.clone(),
+        output: config.output.clone(),
+        policy: prepared.policy.source.clone(),
+        policy_sha256: prepared.policy.sha256.clone(),
+        level: prepared.level.name.clone(),
+        // A map of plain fields: serializing it cannot fail.
+        level_settings: serde_json::to_value(&prepared.level).unwrap_or_default(),
+        model: prepared.model_dir.clone(),
+        model_sha256: prepared.model_sha256.clone(),
+        embedder: prepared.policy.embedder.spec.clone(),
+        embedder_sha256: prepared.embedder_sha256.clone(),
+        seed,
+        batch: config.batch,
+        threads: config.session.threads,
+        device: config.session.device.to_string(),
+        report: config.report.clone(),
+    }
 }
 
 /// A resumed row stands when it wrote no output, or its output is still there, unchanged.
