@@ -118,7 +118,7 @@ pub(super) fn run_record(
         ));
     }
     let config = &record.config;
-    let columns: [(&str, &str, fn(&ReportRow) -> &str); 3] = [
+    let columns: [(&str, &str, HashOf); 3] = [
         ("policy_sha256", &config.policy_sha256, |row| {
             &row.policy_sha256
         }),
@@ -154,6 +154,9 @@ pub(super) fn run_record(
     }
     findings
 }
+
+/// One hash column of a report row.
+type HashOf = fn(&ReportRow) -> &str;
 
 fn describe_counts(counts: &StatusCounts) -> String {
     format!(
