@@ -10,7 +10,9 @@ use boomerang::audit::{
     self, html, AuditConfig, AuditError, Finding, FindingKind, Outcome, Recomputer,
 };
 use boomerang::diffusion::model_manifest::ModelManifest;
-use boomerang::records::report::{ReportRow, ReportWriter, RunRecord, Status, StatusCounts};
+use boomerang::records::report::{
+    ReportRow, ReportWriter, RunConfig, RunRecord, Status, StatusCounts,
+};
 use sha2::{Digest, Sha256};
 
 fn root() -> PathBuf {
@@ -163,13 +165,23 @@ impl World {
         }
         let record = RunRecord {
             tool_version: "0.1.0".into(),
-            config: serde_json::json!({
-                "level": "medium",
-                "seed": 7,
-                "policy_sha256": rows[0].policy_sha256,
-                "model_sha256": rows[0].model_sha256,
-                "embedder_sha256": rows[0].embedder_sha256,
-            }),
+            config: RunConfig {
+                batch: 1,
+                device: "cpu".into(),
+                embedder: self.dir.join("embedder.toml"),
+                embedder_sha256: rows[0].embedder_sha256.clone(),
+                input: self.inputs.clone(),
+                level: "medium".into(),
+                level_settings: serde_json::json!({"name": "medium"}),
+                model: self.dir.join("model"),
+                model_sha256: rows[0].model_sha256.clone(),
+                output: self.outputs.clone(),
+                policy: self.policy.clone(),
+                policy_sha256: rows[0].policy_sha256.clone(),
+                report: path.to_path_buf(),
+                seed: 7,
+                threads: 0,
+            },
             onnxruntime_version: "1.31.1".into(),
             onnxruntime_library: "/opt/ort/libonnxruntime.so".into(),
             execution_provider: "cpu".into(),

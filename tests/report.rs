@@ -3,7 +3,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use boomerang::records::report::{
     genesis, rfc3339_utc, verify, ChainError, ReportError, ReportRow, ReportWriter, RowProblem,
-    RunRecord, Status, StatusCounts,
+    RunConfig, RunRecord, Status, StatusCounts,
 };
 use sha2::{Digest, Sha256};
 
@@ -532,7 +532,23 @@ fn run_record_is_written_atomically_as_json() {
     let path = dir.path().join("run.json");
     let record = RunRecord {
         tool_version: "0.1.0".into(),
-        config: serde_json::json!({"level": "medium", "seed": "00ff", "threads": 2}),
+        config: RunConfig {
+            batch: 1,
+            device: "cpu".into(),
+            embedder: "models/dlib-face/embedder.toml".into(),
+            embedder_sha256: "e".repeat(64),
+            input: "/data/in".into(),
+            level: "medium".into(),
+            level_settings: serde_json::json!({"name": "medium"}),
+            model: "models/tiny-sd".into(),
+            model_sha256: "m".repeat(64),
+            output: "/data/out".into(),
+            policy: "policies/demo.toml".into(),
+            policy_sha256: "p".repeat(64),
+            report: "/data/out.report.csv".into(),
+            seed: 0x00ff,
+            threads: 2,
+        },
         onnxruntime_version: "1.31.1".into(),
         onnxruntime_library: "/opt/ort/libonnxruntime.so.1.31.1".into(),
         execution_provider: "cpu".into(),

@@ -117,22 +117,23 @@ pub(super) fn run_record(
             "{source} has no end time: the run did not finish (continue it with --resume), so its report is incomplete"
         ));
     }
-    for column in ["policy_sha256", "model_sha256", "embedder_sha256"] {
-        let Some(recorded) = record
-            .config
-            .get(column)
-            .and_then(serde_json::Value::as_str)
-        else {
-            continue;
-        };
+    let config = &record.config;
+    let columns: [(&str, &str, HashOf); 3] = [
+        ("policy_sha256", &config.policy_sha256, |row| {
+            &row.policy_sha256
+        }),
+        ("model_sha256", &config.model_sha256, |row| {
+            &row.model_sha256
+        }),
+        ("embedder_sha256", &config.embedder_sha256, |row| {
+            &row.embedder_sha256
+        }),
+    ];
+    for (column, recorded, of_row) in columns {
         let differing: BTreeSet<&str> = entries
             .iter()
             .filter_map(|e| e.row.as_ref())
-            .map(|row| match column {
-                "policy_sha256" => row.policy_sha256.as_str(),
-                "model_sha256" => row.model_sha256.as_str(),
-                _ => row.embedder_sha256.as_str(),
-            })
+            .map(of_row)
             .filter(|value| !value.is_empty() && !value.eq_ignore_ascii_case(recorded))
             .collect();
         for value in differing {
@@ -153,6 +154,9 @@ pub(super) fn run_record(
     }
     findings
 }
+
+/// One hash column of a report row.
+type HashOf = fn(&ReportRow) -> &str;
 
 fn describe_counts(counts: &StatusCounts) -> String {
     format!(

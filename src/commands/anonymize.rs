@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use image::DynamicImage;
+use indicatif::ProgressBar;
 use ndarray::{concatenate, Array4, Axis};
 use serde::Serialize;
 
@@ -24,10 +25,11 @@ use crate::diffusion::noise::image_seed;
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::{self, SessionOptions};
+use crate::io::runtime::{self, Runtime, SessionOptions};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy, Threshold};
 use crate::records::report::{
-    rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunRecord, Status, StatusCounts,
+    rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunConfig, RunRecord, Status,
+    StatusCounts,
 };
 
 pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
@@ -193,11 +195,64 @@ fn threshold_distance(point: &OperatingPoint) -> Option<f32> {
 pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let started_at = SystemTime::now();
     let started = Instant::now();
+    let (prepared, seed) = prepare_run(config)?;
+    let key = prepared
+        .level
+        .rename_files
+        .then(|| NameKey::from_run_seed(seed));
+    let planned = dataset::plan_outputs(dataset::walk(&config.input)?, key.as_ref());
+    if config.dry_run {
+        return Ok(Outcome::Planned(dry_run(config, &prepared, &planned)?));
+    }
+
+    let (writer, done) = open_report(config)?;
+    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let record = RecordTemplate {
+        config,
+        prepared: &prepared,
+        seed,
+        runtime,
+        started_at,
+    };
+    let counts = StatusCounts::of(&done);
+    record.at(&counts, &writer, None).write(&record.path())?;
+
+    let mut certifying = Certifying::open(config, &prepared, seed, runtime, writer, counts)?;
+    certifying.progress =
+        super::dataset_run::progress_bar(planned.len() as u64, "images", config.quiet);
+    let done_inputs: HashSet<String> = done.iter().map(|r| r.input_path.clone()).collect();
+    certifying.certify_all(&planned, &done_inputs)?;
+    certifying.progress.finish_and_clear();
+
+    let (rate, chance) = certifying.reidentify(&planned)?;
+    let counts = certifying.counts;
+    RunRecord {
+        reidentification_rate: rate,
+        reidentification_chance: chance,
+        ..record.at(&counts, &certifying.writer, Some(SystemTime::now()))
+    }
+    .write(&record.path())?;
+    Ok(Outcome::Ran(Summary {
+        level: prepared.level.name.clone(),
+        counts,
+        reidentification_rate: rate,
+        reidentification_chance: chance,
+        seconds: started.elapsed().as_secs_f64(),
+        report: config.report.clone(),
+        run_record: record.path(),
+        model_sha256: prepared.model_sha256.clone(),
+        policy_sha256: prepared.policy.sha256.clone(),
+        embedder_sha256: prepared.embedder_sha256.clone(),
+    }))
+}
+
+/// Checks the folders and the report's place, loads the policy and model hashes, and resolves
+/// the run seed (the resumed run's, from its run.json).
+fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64)> {
     dataset::check_folders(&config.input, &config.output)?;
     check_outside(&config.report, &config.input, &config.output)?;
     let prepared = prepare(config)?;
     let record_path = run_record_path(&config.report);
-
     let previous = if config.resume {
         read_previous_run(&record_path)?
     } else {
@@ -229,180 +284,239 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
             );
         }
     }
+    Ok((prepared, seed))
+}
 
-    let entries = dataset::walk(&config.input)?;
-    let key = prepared
-        .level
-        .rename_files
-        .then(|| NameKey::from_run_seed(seed));
-    let planned = dataset::plan_outputs(entries, key.as_ref());
+/// What `--dry-run` reports instead of running.
+fn dry_run(
+    config: &AnonymizeConfig,
+    prepared: &Prepared,
+    planned: &[dataset::Planned],
+) -> anyhow::Result<DryRun> {
+    let (_, plan) = prepared.schedulers.plan(&prepared.settings)?;
+    let images = planned
+        .iter()
+        .filter(|p| matches!(p.action, Action::Process { .. }))
+        .count();
+    Ok(DryRun {
+        images,
+        skipped: planned.len() - images,
+        level: prepared.level.name.clone(),
+        strength: prepared.settings.strength,
+        steps: prepared.settings.steps,
+        scheduler: prepared.schedulers.kind(&prepared.settings)?.to_string(),
+        start_timestep: plan.start_timestep(),
+        model: prepared.model_dir.clone(),
+        model_sha256: prepared.model_sha256.clone(),
+        policy_sha256: prepared.policy.sha256.clone(),
+        report: config.report.clone(),
+    })
+}
 
-    if config.dry_run {
-        let (_, plan) = prepared.schedulers.plan(&prepared.settings)?;
-        let images = planned
-            .iter()
-            .filter(|p| matches!(p.action, Action::Process { .. }))
-            .count();
-        return Ok(Outcome::Planned(DryRun {
-            images,
-            skipped: planned.len() - images,
-            level: prepared.level.name.clone(),
-            strength: prepared.settings.strength,
-            steps: prepared.settings.steps,
-            scheduler: prepared.schedulers.kind(&prepared.settings)?.to_string(),
-            start_timestep: plan.start_timestep(),
-            model: prepared.model_dir.clone(),
-            model_sha256: prepared.model_sha256.clone(),
-            policy_sha256: prepared.policy.sha256.clone(),
-            report: config.report.clone(),
-        }));
-    }
-
+/// Creates OUT and the report, or resumes the report, keeping the rows whose output is intact.
+fn open_report(config: &AnonymizeConfig) -> anyhow::Result<(ReportWriter, Vec<ReportRow>)> {
     std::fs::create_dir_all(&config.output)
         .with_context(|| format!("creating {}", config.output.display()))?;
-    let (mut writer, done) = if config.resume && config.report.exists() {
+    Ok(if config.resume && config.report.exists() {
         remove_stale_temp_files(&config.output)?;
         let output_root = config.output.clone();
         ReportWriter::resume_keeping(&config.report, |row| row_output_intact(&output_root, row))?
     } else {
         (ReportWriter::create(&config.report, false)?, Vec::new())
-    };
-    let done_inputs: HashSet<String> = done.iter().map(|r| r.input_path.clone()).collect();
-    let mut counts = StatusCounts::of(&done);
+    })
+}
 
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
-    let record =
-        |counts: &StatusCounts, writer: &ReportWriter, finished: Option<SystemTime>| RunRecord {
+/// What run.json records that does not change during the run.
+struct RecordTemplate<'a> {
+    config: &'a AnonymizeConfig,
+    prepared: &'a Prepared,
+    seed: u64,
+    runtime: &'a Runtime,
+    started_at: SystemTime,
+}
+
+impl RecordTemplate<'_> {
+    fn path(&self) -> PathBuf {
+        run_record_path(&self.config.report)
+    }
+
+    /// The record with the report as it stands; `finished` is empty until the run ends.
+    fn at(
+        &self,
+        counts: &StatusCounts,
+        writer: &ReportWriter,
+        finished: Option<SystemTime>,
+    ) -> RunRecord {
+        let config = self.config;
+        RunRecord {
             tool_version: TOOL_VERSION.into(),
-            config: run_config_json(config, &prepared, seed),
-            onnxruntime_version: runtime.info().version.clone(),
-            onnxruntime_library: runtime.info().library.display().to_string(),
+            config: run_config(config, self.prepared, self.seed),
+            onnxruntime_version: self.runtime.info().version.clone(),
+            onnxruntime_library: self.runtime.info().library.display().to_string(),
             execution_provider: config.session.device.to_string(),
             counts: *counts,
-            started: rfc3339_utc(started_at),
+            started: rfc3339_utc(self.started_at),
             finished: finished.map(rfc3339_utc).unwrap_or_default(),
             report_path: config.report.display().to_string(),
             report_rows: writer.rows(),
             report_chain_head: writer.chain_head().to_string(),
             reidentification_rate: None,
             reidentification_chance: None,
+        }
+    }
+}
+
+/// The certification loop of a run: models, report, counts and the images waiting for a batch.
+struct Certifying<'a> {
+    config: &'a AnonymizeConfig,
+    prepared: &'a Prepared,
+    run_seed: u64,
+    engine: Engine,
+    certifier: Certifier,
+    point: OperatingPoint,
+    context: RowContext<'a>,
+    size: u32,
+    writer: ReportWriter,
+    counts: StatusCounts,
+    progress: ProgressBar,
+    batch: Vec<ImageToCertify>,
+}
+
+impl<'a> Certifying<'a> {
+    /// Opens the diffusion model, the face detector and the embedder.
+    fn open(
+        config: &'a AnonymizeConfig,
+        prepared: &'a Prepared,
+        run_seed: u64,
+        runtime: &Runtime,
+        writer: ReportWriter,
+        counts: StatusCounts,
+    ) -> anyhow::Result<Certifying<'a>> {
+        let engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
+        let detector = certify::resolve_detector(None)?;
+        let certifier = Certifier::load(
+            runtime,
+            &prepared.policy.embedder.spec,
+            &detector,
+            &config.session,
+        )?;
+        let point = operating_point(&prepared.level, &certifier)?;
+        let context = RowContext {
+            level: &prepared.level,
+            model_sha256: &prepared.model_sha256,
+            embedder_sha256: &prepared.embedder_sha256,
+            policy_sha256: &prepared.policy.sha256,
+            metric: certifier.spec().metric.to_string(),
+            threshold: threshold_distance(&point),
         };
-    record(&counts, &writer, None).write(&record_path)?;
+        Ok(Certifying {
+            config,
+            prepared,
+            run_seed,
+            size: engine.model.geometry.image_size() as u32,
+            engine,
+            certifier,
+            point,
+            context,
+            writer,
+            counts,
+            progress: ProgressBar::hidden(),
+            batch: Vec::new(),
+        })
+    }
 
-    let mut engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
-    let detector = certify::resolve_detector(None)?;
-    let mut certifier = Certifier::load(
-        runtime,
-        &prepared.policy.embedder.spec,
-        &detector,
-        &config.session,
-    )?;
-    let point = operating_point(&prepared.level, &certifier)?;
+    /// Every planned input not done yet, in walk order: an immediate row (skip, error) first
+    /// flushes the pending batch, so rows go out in walk order.
+    fn certify_all(
+        &mut self,
+        planned: &[dataset::Planned],
+        done_inputs: &HashSet<String>,
+    ) -> anyhow::Result<()> {
+        for item in planned {
+            let input_text = dataset::path_text(&item.relative);
+            if done_inputs.contains(&input_text) {
+                self.progress.inc(1);
+                continue;
+            }
+            let config = self.config;
+            let job = prepare_job(
+                item,
+                &input_text,
+                &self.context,
+                config,
+                &mut self.certifier,
+                self.size,
+            );
+            match job {
+                Ok(job) => {
+                    self.batch.push(job);
+                    if self.batch.len() == config.batch {
+                        self.flush()?;
+                    }
+                }
+                Err(row) => {
+                    self.flush()?;
+                    self.finish_row(*row)?;
+                }
+            }
+        }
+        self.flush()
+    }
 
-    let progress =
-        crate::commands::dataset_run::progress_bar(planned.len() as u64, "images", config.quiet);
-    let context = RowContext {
-        level: &prepared.level,
-        model_sha256: &prepared.model_sha256,
-        embedder_sha256: &prepared.embedder_sha256,
-        policy_sha256: &prepared.policy.sha256,
-        metric: certifier.spec().metric.to_string(),
-        threshold: threshold_distance(&point),
-    };
-    let size = engine.model.geometry.image_size() as u32;
-    let mut batch: Vec<Job> = Vec::new();
-    let finish = |row: ReportRow, writer: &mut ReportWriter, counts: &mut StatusCounts| {
+    /// Certifies the pending batch and writes its rows.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let jobs = std::mem::take(&mut self.batch);
+        let context = BatchContext {
+            point: &self.point,
+            prepared: self.prepared,
+            run_seed: self.run_seed,
+            output_root: &self.config.output,
+        };
+        for row in certify_batch(&mut self.engine, &mut self.certifier, &context, jobs)? {
+            self.finish_row(row)?;
+        }
+        Ok(())
+    }
+
+    fn finish_row(&mut self, row: ReportRow) -> anyhow::Result<()> {
+        let counts = &mut self.counts;
         counts.add(row.status);
-        progress.inc(1);
-        progress.set_message(format!(
+        self.progress.inc(1);
+        self.progress.set_message(format!(
             "certified {} failed {} errors {}",
             counts.certified, counts.failed, counts.error
         ));
-        writer.append(&row)
-    };
-    // Rows go out in walk order: an immediate row (skip, error) first flushes the pending batch.
-    let mut run_batch = |jobs: Vec<Job>,
-                         certifier: &mut Certifier,
-                         writer: &mut ReportWriter,
-                         counts: &mut StatusCounts|
-     -> anyhow::Result<()> {
-        let batch_context = BatchContext {
-            point: &point,
-            prepared: &prepared,
-            run_seed: seed,
-            output_root: &config.output,
-        };
-        for row in certify_batch(&mut engine, certifier, &batch_context, jobs)? {
-            finish(row, writer, counts)?;
-        }
+        self.writer.append(&row)?;
         Ok(())
-    };
-    for item in &planned {
-        let input_text = dataset::path_text(&item.relative);
-        if done_inputs.contains(&input_text) {
-            progress.inc(1);
-            continue;
-        }
-        match prepare_job(item, &input_text, &context, config, &mut certifier, size) {
-            Ok(job) => {
-                batch.push(job);
-                if batch.len() == config.batch {
-                    run_batch(
-                        std::mem::take(&mut batch),
-                        &mut certifier,
-                        &mut writer,
-                        &mut counts,
-                    )?;
-                }
-            }
-            Err(row) => {
-                run_batch(
-                    std::mem::take(&mut batch),
-                    &mut certifier,
-                    &mut writer,
-                    &mut counts,
-                )?;
-                finish(*row, &mut writer, &mut counts)?;
-            }
-        }
     }
-    run_batch(batch, &mut certifier, &mut writer, &mut counts)?;
-    progress.finish_and_clear();
 
-    let rows = crate::records::report::verify(&config.report)?;
-    // Report paths are display text (non-UTF-8 names escaped): map them back to real paths.
-    let paths: HashMap<String, (PathBuf, PathBuf)> = planned
-        .iter()
-        .filter_map(|item| match &item.action {
-            Action::Process { output } => Some((
-                dataset::path_text(&item.relative),
-                (
-                    config.input.join(&item.relative),
-                    config.output.join(output),
-                ),
-            )),
-            Action::Skip(_) => None,
-        })
-        .collect();
-    let reid = reidentification(&rows, &paths, &mut certifier)?;
-    RunRecord {
-        reidentification_rate: reid.as_ref().map(|r| r.top1_rate),
-        reidentification_chance: reid.as_ref().map(|r| r.chance),
-        ..record(&counts, &writer, Some(SystemTime::now()))
+    /// The re-identification rate and its chance level over the verified report's rows.
+    fn reidentify(
+        &mut self,
+        planned: &[dataset::Planned],
+    ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+        let config = self.config;
+        let rows = crate::records::report::verify(&config.report)?;
+        // Report paths are display text (non-UTF-8 names escaped): map them back to real paths.
+        let paths: HashMap<String, (PathBuf, PathBuf)> = planned
+            .iter()
+            .filter_map(|item| match &item.action {
+                Action::Process { output } => Some((
+                    dataset::path_text(&item.relative),
+                    (
+                        config.input.join(&item.relative),
+                        config.output.join(output),
+                    ),
+                )),
+                Action::Skip(_) => None,
+            })
+            .collect();
+        let reid = reidentification(&rows, &paths, &mut self.certifier)?;
+        Ok((
+            reid.as_ref().map(|r| r.top1_rate),
+            reid.as_ref().map(|r| r.chance),
+        ))
     }
-    .write(&record_path)?;
-    Ok(Outcome::Ran(Summary {
-        level: prepared.level.name.clone(),
-        counts,
-        reidentification_rate: reid.as_ref().map(|r| r.top1_rate),
-        reidentification_chance: reid.as_ref().map(|r| r.chance),
-        seconds: started.elapsed().as_secs_f64(),
-        report: config.report.clone(),
-        run_record: record_path,
-        model_sha256: prepared.model_sha256,
-        policy_sha256: prepared.policy.sha256,
-        embedder_sha256: prepared.embedder_sha256,
-    }))
 }
 
 /// The report and run record hold the secret seed and the input↔output links: never inside IN
@@ -422,15 +536,8 @@ fn check_outside(report: &Path, input: &Path, output: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-/// What the run being resumed recorded in run.json.
-struct PreviousRun {
-    seed: u64,
-    policy_sha256: String,
-    level: String,
-    model_sha256: String,
-}
-
-fn read_previous_run(path: &Path) -> anyhow::Result<Option<PreviousRun>> {
+/// The configuration the run being resumed recorded in run.json, if there is one.
+fn read_previous_run(path: &Path) -> anyhow::Result<Option<RunConfig>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -438,49 +545,28 @@ fn read_previous_run(path: &Path) -> anyhow::Result<Option<PreviousRun>> {
     };
     let record: RunRecord = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a run record", path.display()))?;
-    let field = |name: &str| {
-        record
-            .config
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let missing = || {
-        anyhow::anyhow!(
-            "{}: run record lacks its config; cannot resume",
-            path.display()
-        )
-    };
-    Ok(Some(PreviousRun {
-        seed: record
-            .config
-            .get("seed")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(missing)?,
-        policy_sha256: field("policy_sha256").ok_or_else(missing)?,
-        level: field("level").ok_or_else(missing)?,
-        model_sha256: field("model_sha256").ok_or_else(missing)?,
-    }))
+    Ok(Some(record.config))
 }
 
-fn run_config_json(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> serde_json::Value {
-    serde_json::json!({
-        "input": config.input,
-        "output": config.output,
-        "policy": prepared.policy.source,
-        "policy_sha256": prepared.policy.sha256,
-        "level": prepared.level.name,
-        "level_settings": prepared.level,
-        "model": prepared.model_dir,
-        "model_sha256": prepared.model_sha256,
-        "embedder": prepared.policy.embedder.spec,
-        "embedder_sha256": prepared.embedder_sha256,
-        "seed": seed,
-        "batch": config.batch,
-        "threads": config.session.threads,
-        "device": config.session.device.to_string(),
-        "report": config.report,
-    })
+fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunConfig {
+    RunConfig {
+        input: config.input.clone(),
+        output: config.output.clone(),
+        policy: prepared.policy.source.clone(),
+        policy_sha256: prepared.policy.sha256.clone(),
+        level: prepared.level.name.clone(),
+        // A map of plain fields: serializing it cannot fail.
+        level_settings: serde_json::to_value(&prepared.level).unwrap_or_default(),
+        model: prepared.model_dir.clone(),
+        model_sha256: prepared.model_sha256.clone(),
+        embedder: prepared.policy.embedder.spec.clone(),
+        embedder_sha256: prepared.embedder_sha256.clone(),
+        seed,
+        batch: config.batch,
+        threads: config.session.threads,
+        device: config.session.device.to_string(),
+        report: config.report.clone(),
+    }
 }
 
 /// A resumed row stands when it wrote no output, or its output is still there, unchanged.
@@ -568,7 +654,7 @@ fn prepare_job(
     config: &AnonymizeConfig,
     certifier: &mut Certifier,
     size: u32,
-) -> Result<Job, Box<ReportRow>> {
+) -> Result<ImageToCertify, Box<ReportRow>> {
     let output = match &item.action {
         Action::Skip(reason) => {
             return Err(Box::new(context.row(
@@ -600,7 +686,7 @@ fn prepare_job(
         return Err(Box::new(row));
     }
     let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
-    Ok(Job {
+    Ok(ImageToCertify {
         row,
         output,
         loaded,
@@ -619,8 +705,8 @@ struct BatchContext<'a> {
     output_root: &'a Path,
 }
 
-/// One image on its way through the certification loop.
-struct Job {
+/// One input image on its way through the certification loop.
+struct ImageToCertify {
     row: ReportRow,
     output: PathBuf,
     loaded: LoadedInput,
@@ -630,13 +716,18 @@ struct Job {
     started: Instant,
 }
 
-/// The best attempt so far of one job.
+/// The last attempt of one image.
 struct Attempt {
     image: DynamicImage,
     distance: f32,
     whole_image: bool,
     faces_out: usize,
     certified: bool,
+    /// Attempts made so far (this one included).
+    number: u32,
+    strength: f64,
+    start_timestep: Option<f64>,
+    seed: [u8; 32],
 }
 
 /// Runs attempt after attempt; each round sends every still-uncertified image of the batch
@@ -645,118 +736,154 @@ fn certify_batch(
     engine: &mut Engine,
     certifier: &mut Certifier,
     context: &BatchContext,
-    jobs: Vec<Job>,
+    jobs: Vec<ImageToCertify>,
 ) -> anyhow::Result<Vec<ReportRow>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let BatchContext {
-        point,
-        prepared,
-        run_seed,
-        output_root,
-    } = *context;
-    let level = &prepared.level;
+    let level = &context.prepared.level;
     let mut results: Vec<Option<Attempt>> = jobs.iter().map(|_| None).collect();
-    let mut attempts = vec![0u32; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
-    let mut plans = vec![None; jobs.len()];
     for attempt in 0..level.max_attempts {
         if pending.is_empty() {
             break;
         }
-        let settings = Settings {
-            strength: level.strength_for_attempt(attempt),
-            ..prepared.settings.clone()
+        let round = Round {
+            jobs: &jobs,
+            pending: &pending,
+            attempt,
         };
-        let views: Vec<_> = pending.iter().map(|&i| jobs[i].tensor.view()).collect();
-        let images = concatenate(Axis(0), &views).context("stacking a batch")?;
-        let seeds: Vec<[u8; 32]> = pending
-            .iter()
-            .map(|&i| image_seed(run_seed, &jobs[i].loaded.sha256, attempt))
-            .collect();
-        let (output, plan) = engine.run(&settings, images.view(), &seeds)?;
-        let mut still = Vec::new();
-        for (slot, &i) in pending.iter().enumerate() {
-            let job = &jobs[i];
-            let image = imageio::from_working_tensor(
-                output.images.index_axis(Axis(0), slot),
-                &job.placement,
-            );
-            let faces_out = certifier.analyze(&image)?;
-            let comparison = certifier.compare(&job.faces_in, &faces_out)?;
-            let certified = !point.same_identity(comparison.distance);
-            attempts[i] = attempt + 1;
-            plans[i] = Some((settings.strength, plan.start_timestep(), seeds[slot]));
-            results[i] = Some(Attempt {
-                image,
-                distance: comparison.distance,
-                whole_image: comparison.fallback_used,
-                faces_out: faces_out.faces.len(),
-                certified,
-            });
-            // Without a face there is nothing a retry could improve when the policy flags.
-            let flag_no_face = job.faces_in.faces.is_empty() && level.on_no_face == OnNoFace::Flag;
-            if !certified && !flag_no_face {
-                still.push(i);
-            }
-        }
-        pending = still;
+        pending = attempt_round(engine, certifier, context, &round, &mut results)?;
     }
-
     let mut rows = Vec::with_capacity(jobs.len());
-    for (i, job) in jobs.into_iter().enumerate() {
-        let mut row = job.row;
-        let (Some(result), Some((strength, start, seed))) = (results[i].take(), plans[i]) else {
-            row.reason = "no attempt ran (max-attempts is 0)".into();
-            rows.push(row);
-            continue;
-        };
-        row.strength = Some(strength);
-        row.start_timestep = start;
-        row.seed = hex::encode(seed);
-        row.attempts = Some(attempts[i]);
-        row.distance = Some(result.distance);
-        row.faces_out = Some(result.faces_out as u32);
-        let no_face = job.faces_in.faces.is_empty();
-        let keep = if no_face && level.on_no_face == OnNoFace::Flag {
-            row.status = Status::Failed;
-            row.reason = "no face found in the input (policy: on-no-face = flag); output kept, not certified".into();
-            true
-        } else if result.certified {
-            row.status = Status::Certified;
-            row.reason = if result.whole_image {
-                format!(
-                    "whole-image embeddings (no face on one side) {}",
-                    beyond(point)
-                )
-            } else {
-                format!("closest face pair {}", beyond(point))
-            };
-            true
-        } else {
-            row.status = Status::Failed;
-            let flagged = level.on_failure == OnFailure::Flag;
-            row.reason = format!(
-                "still the same identity ({}) after {} attempts; {}",
-                point.rule(),
-                attempts[i],
-                if flagged {
-                    "output kept and flagged (policy: on-failure = flag)"
-                } else {
-                    "output dropped (policy: on-failure = drop)"
-                }
-            );
-            flagged
-        };
-        if keep {
-            row.output_sha256 = imageio::write_png(&result.image, &output_root.join(&job.output))?;
-            row.output_path = dataset::path_text(&job.output);
-        }
-        row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
-        rows.push(row);
+    for (job, result) in jobs.into_iter().zip(results) {
+        rows.push(verdict(context, job, result)?);
     }
     Ok(rows)
+}
+
+/// One attempt over the images of a batch still pending.
+struct Round<'a> {
+    jobs: &'a [ImageToCertify],
+    pending: &'a [usize],
+    attempt: u32,
+}
+
+/// Runs one attempt and records it in `results`; returns the images worth another attempt.
+fn attempt_round(
+    engine: &mut Engine,
+    certifier: &mut Certifier,
+    context: &BatchContext,
+    round: &Round,
+    results: &mut [Option<Attempt>],
+) -> anyhow::Result<Vec<usize>> {
+    let Round {
+        jobs,
+        pending,
+        attempt,
+    } = *round;
+    let level = &context.prepared.level;
+    let settings = Settings {
+        strength: level.strength_for_attempt(attempt),
+        ..context.prepared.settings.clone()
+    };
+    let views: Vec<_> = pending.iter().map(|&i| jobs[i].tensor.view()).collect();
+    let images = concatenate(Axis(0), &views).context("stacking a batch")?;
+    let seeds: Vec<[u8; 32]> = pending
+        .iter()
+        .map(|&i| image_seed(context.run_seed, &jobs[i].loaded.sha256, attempt))
+        .collect();
+    let (output, plan) = engine.run(&settings, images.view(), &seeds)?;
+    let mut still = Vec::new();
+    for (slot, &i) in pending.iter().enumerate() {
+        let job = &jobs[i];
+        let image =
+            imageio::from_working_tensor(output.images.index_axis(Axis(0), slot), &job.placement);
+        let faces_out = certifier.analyze(&image)?;
+        let comparison = certifier.compare(&job.faces_in, &faces_out)?;
+        let certified = !context.point.same_identity(comparison.distance);
+        results[i] = Some(Attempt {
+            image,
+            distance: comparison.distance,
+            whole_image: comparison.fallback_used,
+            faces_out: faces_out.faces.len(),
+            certified,
+            number: attempt + 1,
+            strength: settings.strength,
+            start_timestep: plan.start_timestep(),
+            seed: seeds[slot],
+        });
+        // Without a face there is nothing a retry could improve when the policy flags.
+        let flag_no_face = job.faces_in.faces.is_empty() && level.on_no_face == OnNoFace::Flag;
+        if !certified && !flag_no_face {
+            still.push(i);
+        }
+    }
+    Ok(still)
+}
+
+/// The finished row of one image after its last attempt; writes the output the policy keeps.
+fn verdict(
+    context: &BatchContext,
+    job: ImageToCertify,
+    result: Option<Attempt>,
+) -> anyhow::Result<ReportRow> {
+    let mut row = job.row;
+    let Some(result) = result else {
+        row.reason = "no attempt ran (max-attempts is 0)".into();
+        return Ok(row);
+    };
+    row.strength = Some(result.strength);
+    row.start_timestep = result.start_timestep;
+    row.seed = hex::encode(result.seed);
+    row.attempts = Some(result.number);
+    row.distance = Some(result.distance);
+    row.faces_out = Some(result.faces_out as u32);
+    let no_face = job.faces_in.faces.is_empty();
+    let (status, reason, keep) = judge(context, &result, no_face);
+    row.status = status;
+    row.reason = reason;
+    if keep {
+        row.output_sha256 =
+            imageio::write_png(&result.image, &context.output_root.join(&job.output))?;
+        row.output_path = dataset::path_text(&job.output);
+    }
+    row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
+    Ok(row)
+}
+
+/// The status, the reason and whether the output is kept, per the policy.
+fn judge(context: &BatchContext, result: &Attempt, no_face: bool) -> (Status, String, bool) {
+    let level = &context.prepared.level;
+    let point = context.point;
+    if no_face && level.on_no_face == OnNoFace::Flag {
+        let reason =
+            "no face found in the input (policy: on-no-face = flag); output kept, not certified";
+        (Status::Failed, reason.into(), true)
+    } else if result.certified {
+        let reason = if result.whole_image {
+            format!(
+                "whole-image embeddings (no face on one side) {}",
+                beyond(point)
+            )
+        } else {
+            format!("closest face pair {}", beyond(point))
+        };
+        (Status::Certified, reason, true)
+    } else {
+        let flagged = level.on_failure == OnFailure::Flag;
+        let reason = format!(
+            "still the same identity ({}) after {} attempts; {}",
+            point.rule(),
+            result.number,
+            if flagged {
+                "output kept and flagged (policy: on-failure = flag)"
+            } else {
+                "output dropped (policy: on-failure = drop)"
+            }
+        );
+        (Status::Failed, reason, flagged)
+    }
 }
 
 fn beyond(point: &OperatingPoint) -> String {

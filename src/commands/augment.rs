@@ -19,17 +19,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use image::DynamicImage;
-use ndarray::{concatenate, Array4, Axis};
+use ndarray::{concatenate, Array4, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 
-use super::dataset_run::{self, OutputCounts, OutputStatus, Refused};
-use crate::diffusion::engine::{Engine, Settings};
+use super::dataset_run::{
+    self, DatasetRun, OutputCounts, OutputRow, OutputStatus, Refused, RunStart,
+};
+use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
+use crate::diffusion::pipeline::Encoding;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, EntryKind};
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::{self, SessionOptions};
-use crate::records::csv_log::{CsvLog, LogRow};
+use crate::io::runtime::SessionOptions;
+use crate::records::csv_log::LogRow;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "augment.csv";
@@ -61,6 +64,14 @@ impl AugmentConfig {
     /// The strength of sample `k`.
     pub fn strength_of(&self, k: u32) -> f64 {
         self.strengths[k as usize % self.strengths.len()]
+    }
+
+    /// The settings at `strength`.
+    fn settings_at(&self, strength: f64) -> Settings {
+        Settings {
+            strength,
+            ..self.settings.clone()
+        }
     }
 }
 
@@ -105,6 +116,21 @@ impl LogRow for AugmentRow {
     ];
 }
 
+impl OutputRow for AugmentRow {
+    fn status(&self) -> OutputStatus {
+        self.status
+    }
+    fn output(&self) -> &str {
+        &self.output
+    }
+    fn output_sha256(&self) -> &str {
+        &self.output_sha256
+    }
+    fn run_seed(&self) -> Option<u64> {
+        self.run_seed
+    }
+}
+
 /// `<stem>_aug<k>.png` beside where the input sits, relative to OUT.
 pub fn sample_name(relative: &Path, k: u32) -> PathBuf {
     with_stem_suffix(relative, &format!("_aug{k}"))
@@ -125,15 +151,15 @@ fn with_stem_suffix(relative: &Path, suffix: &str) -> PathBuf {
     relative.with_file_name(name)
 }
 
-/// One image to augment and what it writes.
-struct Job {
+/// One input image to augment and the outputs it writes.
+struct ImageToAugment {
     relative: PathBuf,
     original: Option<PathBuf>,
     samples: Vec<PathBuf>,
 }
 
 enum Planned {
-    Augment(Job),
+    Augment(ImageToAugment),
     Skip { relative: PathBuf, reason: String },
 }
 
@@ -209,7 +235,7 @@ fn plan(config: &AugmentConfig, entries: Vec<dataset::Entry>) -> Vec<Planned> {
             for output in &mine {
                 claims.claim(output, &entry.relative);
             }
-            Planned::Augment(Job {
+            Planned::Augment(ImageToAugment {
                 relative: entry.relative,
                 original,
                 samples,
@@ -220,7 +246,7 @@ fn plan(config: &AugmentConfig, entries: Vec<dataset::Entry>) -> Vec<Planned> {
 
 /// An input loaded for sampling, with the samples it still needs.
 struct Loaded<'a> {
-    job: &'a Job,
+    image: &'a ImageToAugment,
     source_sha256: String,
     tensor: Array4<f32>,
     placement: Placement,
@@ -231,54 +257,114 @@ struct Loaded<'a> {
 /// Runs `augment`; returns what happened (its `exit` is the process status).
 pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
     dataset::check_folders(&config.input, &config.output).map_err(Refused::from)?;
-    let manifest_path = config.output.join(MANIFEST_NAME);
-    if !config.resume && !dataset::output_is_empty(&config.output).map_err(Refused::from)? {
-        return Err(Refused(format!(
-            "output {} is not empty: continue that run with --resume, or choose an empty folder",
-            config.output.display()
-        ))
-        .into());
-    }
+    dataset_run::refuse_non_empty(&config.output, config.resume)?;
     let planned = plan(config, dataset::walk(&config.input).map_err(Refused::from)?);
-
-    // Before anything is written, so a model or runtime problem leaves OUT untouched.
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
-    let mut engine = Engine::open(&config.model, runtime, &config.session)?;
-    std::fs::create_dir_all(&config.output)
-        .with_context(|| format!("creating {}", config.output.display()))?;
-    let (mut manifest, kept) = if config.resume {
-        CsvLog::<AugmentRow>::resume(&manifest_path, |row| {
-            row.status == OutputStatus::Ok
-                && dataset_run::file_sha256(&config.output.join(&row.output)).as_deref()
-                    == Some(row.output_sha256.as_str())
-        })?
-    } else {
-        (CsvLog::create(&manifest_path)?, Vec::new())
-    };
-    let run_seed = resolve_seed(config.seed, &kept)?;
-    let kept = index_kept(&planned, kept)?;
-
-    let size = engine.model.geometry.image_size() as u32;
-    let model_sha256 = engine.model.model_hash();
-    let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
-    let mut starts = HashMap::new();
-    for &strength in &config.strengths {
-        let settings = Settings {
-            strength,
-            ..config.settings.clone()
-        };
-        let (_, start) = engine.schedulers.plan(&settings)?;
-        starts.insert(strength.to_bits(), start.start_timestep());
+    let engine = dataset_run::open_engine(
+        &config.model,
+        config.onnxruntime.as_deref(),
+        &config.session,
+    )?;
+    let (run, kept) = DatasetRun::start(
+        engine,
+        &RunStart {
+            output: &config.output,
+            manifest_name: MANIFEST_NAME,
+            resume: config.resume,
+            seed: config.seed,
+            outputs: &planned_outputs(&planned),
+            resume_with: "the arguments of that run (-n, --no-originals)",
+        },
+    )?;
+    let mut augmenting = Augmenting::new(config, run, kept)?;
+    augmenting.print_header();
+    let images: Vec<&ImageToAugment> = planned
+        .iter()
+        .filter_map(|p| match p {
+            Planned::Augment(image) => Some(image),
+            Planned::Skip { .. } => None,
+        })
+        .collect();
+    augmenting.run.show_progress(images.len(), config.quiet);
+    augmenting.log_skipped(&planned)?;
+    for group in images.chunks(config.batch) {
+        let loaded = augmenting.load_group(group)?;
+        if !loaded.is_empty() {
+            augmenting.sample_group(&loaded)?;
+            augmenting.run.tick(loaded.len() as u64);
+        }
     }
-    let start_of = |strength: f64| starts.get(&strength.to_bits()).copied().flatten();
+    Ok(augmenting.run.finish(config.quiet, config.timings))
+}
 
-    if !config.quiet {
+/// Every output path the plan writes, as manifest rows name them.
+fn planned_outputs(planned: &[Planned]) -> HashSet<String> {
+    planned
+        .iter()
+        .filter_map(|p| match p {
+            Planned::Augment(image) => Some(image),
+            Planned::Skip { .. } => None,
+        })
+        .flat_map(|image| image.original.iter().chain(&image.samples))
+        .map(|path| path_text(path))
+        .collect()
+}
+
+/// A started augment run and what all its rows share.
+struct Augmenting<'a> {
+    config: &'a AugmentConfig,
+    run: DatasetRun<AugmentRow>,
+    /// Rows of the resumed run by output path.
+    kept: HashMap<String, AugmentRow>,
+    size: u32,
+    model_sha256: String,
+    scheduler: String,
+    /// The start timestep of each strength (by its bits); `None` when no noise is added.
+    starts: HashMap<u64, Option<f64>>,
+}
+
+impl<'a> Augmenting<'a> {
+    fn new(
+        config: &'a AugmentConfig,
+        run: DatasetRun<AugmentRow>,
+        kept: HashMap<String, AugmentRow>,
+    ) -> anyhow::Result<Augmenting<'a>> {
+        let engine = &run.engine;
+        let size = engine.model.geometry.image_size() as u32;
+        let model_sha256 = engine.model.model_hash();
+        let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
+        let mut starts = HashMap::new();
+        for &strength in &config.strengths {
+            let (_, start) = engine.schedulers.plan(&config.settings_at(strength))?;
+            starts.insert(strength.to_bits(), start.start_timestep());
+        }
+        Ok(Augmenting {
+            config,
+            run,
+            kept,
+            size,
+            model_sha256,
+            scheduler,
+            starts,
+        })
+    }
+
+    fn start_of(&self, strength: f64) -> Option<f64> {
+        self.starts.get(&strength.to_bits()).copied().flatten()
+    }
+
+    fn print_header(&self) {
+        let config = self.config;
+        if config.quiet {
+            return;
+        }
+        let (size, scheduler) = (self.size, &self.scheduler);
         println!(
-            "model {} (manifest sha256 {model_sha256}), working size {size}x{size}",
-            config.model.display()
+            "model {} (manifest sha256 {}), working size {size}x{size}",
+            config.model.display(),
+            self.model_sha256
         );
         for &strength in &config.strengths {
-            match start_of(strength) {
+            match self.start_of(strength) {
                 Some(t) => println!(
                     "strength {strength}: {} steps of {scheduler}, start timestep {t}",
                     config.settings.steps
@@ -286,223 +372,252 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
                 None => println!("strength {strength}: no noise added (the VAE round trip)"),
             }
         }
-        println!("seed {run_seed}; manifest {}", manifest_path.display());
+        self.run.print_seed(config.quiet);
     }
 
-    let mut counts = OutputCounts {
-        kept: kept.len() as u64,
-        ..OutputCounts::default()
-    };
-    let base_row = |source: &Path| AugmentRow {
-        source: path_text(source),
-        source_sha256: String::new(),
-        output: String::new(),
-        output_sha256: String::new(),
-        status: OutputStatus::Ok,
-        reason: String::new(),
-        sample: None,
-        strength: None,
-        start_timestep: None,
-        steps: None,
-        scheduler: String::new(),
-        seed: String::new(),
-        run_seed: Some(run_seed),
-        model_sha256: model_sha256.clone(),
-    };
-
-    let jobs: Vec<&Job> = planned
-        .iter()
-        .filter_map(|p| match p {
-            Planned::Augment(job) => Some(job),
-            Planned::Skip { .. } => None,
-        })
-        .collect();
-    let bar = dataset_run::progress_bar(jobs.len() as u64, "images", config.quiet);
-    for item in &planned {
-        if let Planned::Skip { relative, reason } = item {
-            manifest.append(&AugmentRow {
-                status: OutputStatus::Skipped,
-                reason: reason.clone(),
-                ..base_row(relative)
-            })?;
-            counts.skipped += 1;
+    /// A row of `source` with the columns every row shares; the rest empty.
+    fn row(&self, source: &Path) -> AugmentRow {
+        AugmentRow {
+            source: path_text(source),
+            source_sha256: String::new(),
+            output: String::new(),
+            output_sha256: String::new(),
+            status: OutputStatus::Ok,
+            reason: String::new(),
+            sample: None,
+            strength: None,
+            start_timestep: None,
+            steps: None,
+            scheduler: String::new(),
+            seed: String::new(),
+            run_seed: Some(self.run.run_seed),
+            model_sha256: self.model_sha256.clone(),
         }
     }
 
-    for group in jobs.chunks(config.batch) {
+    /// The skipped rows of the plan, first, as the walk listed them.
+    fn log_skipped(&mut self, planned: &[Planned]) -> anyhow::Result<()> {
+        for item in planned {
+            if let Planned::Skip { relative, reason } = item {
+                let row = AugmentRow {
+                    status: OutputStatus::Skipped,
+                    reason: reason.clone(),
+                    ..self.row(relative)
+                };
+                self.run.log(&row)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads each image of a group, writes its original, and returns those with samples to go.
+    fn load_group<'g>(&mut self, group: &[&'g ImageToAugment]) -> anyhow::Result<Vec<Loaded<'g>>> {
         let mut loaded = Vec::new();
-        for &job in group {
-            let input = match engine.timer.time(Stage::ImageIo, |_| {
-                dataset::load_image(&config.input.join(&job.relative))
-            }) {
+        for &image in group {
+            match self.load(image)? {
+                Some(input) => loaded.push(input),
+                None => self.run.tick(1),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// One image: an error row when it cannot be read, `None` when nothing is left to sample.
+    fn load<'g>(&mut self, image: &'g ImageToAugment) -> anyhow::Result<Option<Loaded<'g>>> {
+        let config = self.config;
+        let path = config.input.join(&image.relative);
+        let input =
+            match (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path)) {
                 Ok(input) => input,
                 Err(error) => {
-                    manifest.append(&AugmentRow {
+                    let row = AugmentRow {
                         status: OutputStatus::Error,
                         reason: error.reason(),
-                        ..base_row(&job.relative)
-                    })?;
-                    counts.errors += 1;
-                    counts.tick(&bar, 1);
-                    continue;
+                        ..self.row(&image.relative)
+                    };
+                    self.run.log(&row)?;
+                    return Ok(None);
                 }
             };
-            let source_sha256 = hex::encode(input.sha256);
-            let seeds: Vec<[u8; 32]> = (0..config.count)
-                .map(|k| image_seed(run_seed, &input.sha256, k))
-                .collect();
-            let is_kept = |output: &Path, check: &dyn Fn(&AugmentRow) -> bool| {
-                match kept.get(&path_text(output)) {
-                    Some(row)
-                        if row.source_sha256 == source_sha256
-                            && row.model_sha256 == model_sha256
-                            && check(row) =>
-                    {
-                        Ok(true)
-                    }
-                    Some(_) => Err(Refused(format!(
-                        "{}: its manifest row was made from another input file, model or settings; resume with the arguments of that run, or start over in an empty folder",
-                        path_text(output)
-                    ))),
-                    None => Ok(false),
-                }
-            };
-            if let Some(original) = &job.original {
-                if !is_kept(original, &|row| row.sample.is_none())? {
-                    let pixels = lossless_pixels(input.image.clone());
-                    let output_sha256 = engine.timer.time(Stage::ImageIo, |_| {
-                        imageio::write_png(&pixels, &config.output.join(original))
-                    });
-                    manifest.append(&AugmentRow {
-                        source_sha256: source_sha256.clone(),
-                        output: path_text(original),
-                        output_sha256: output_sha256?,
-                        ..base_row(&job.relative)
-                    })?;
-                    counts.written += 1;
-                }
+        let source_sha256 = hex::encode(input.sha256);
+        if let Some(original) = &image.original {
+            if !self.is_kept(original, &source_sha256, &|row| row.sample.is_none())? {
+                self.write_original(image, original, &input.image, &source_sha256)?;
             }
-            let mut pending = Vec::new();
-            for (k, output) in (0..config.count).zip(&job.samples) {
-                let seed = hex::encode(seeds[k as usize]);
-                let strength = config.strength_of(k);
-                let same = |row: &AugmentRow| {
-                    row.sample == Some(k)
-                        && row.seed == seed
-                        && row.strength == Some(strength)
-                        && row.steps == Some(config.settings.steps)
-                        && row.scheduler == scheduler
-                };
-                if !is_kept(output, &same)? {
-                    pending.push(k);
-                }
-            }
-            if pending.is_empty() {
-                counts.tick(&bar, 1);
-                continue;
-            }
-            let (tensor, placement) = imageio::to_working_tensor(&input.image, size);
-            loaded.push(Loaded {
-                job,
-                source_sha256,
-                tensor,
-                placement,
-                seeds,
-                pending,
-            });
         }
-        if loaded.is_empty() {
-            continue;
+        let seeds: Vec<[u8; 32]> = (0..config.count)
+            .map(|k| image_seed(self.run.run_seed, &input.sha256, k))
+            .collect();
+        let pending = self.pending_samples(image, &seeds, &source_sha256)?;
+        if pending.is_empty() {
+            return Ok(None);
         }
+        let (tensor, placement) = imageio::to_working_tensor(&input.image, self.size);
+        Ok(Some(Loaded {
+            image,
+            source_sha256,
+            tensor,
+            placement,
+            seeds,
+            pending,
+        }))
+    }
 
+    /// The samples k of `image` that the resumed manifest does not hold yet.
+    fn pending_samples(
+        &self,
+        image: &ImageToAugment,
+        seeds: &[[u8; 32]],
+        source_sha256: &str,
+    ) -> Result<Vec<u32>, Refused> {
+        let config = self.config;
+        let mut pending = Vec::new();
+        for (k, output) in (0..config.count).zip(&image.samples) {
+            let seed = hex::encode(seeds[k as usize]);
+            let strength = config.strength_of(k);
+            let same = |row: &AugmentRow| {
+                row.sample == Some(k)
+                    && row.seed == seed
+                    && row.strength == Some(strength)
+                    && row.steps == Some(config.settings.steps)
+                    && row.scheduler == self.scheduler
+            };
+            if !self.is_kept(output, source_sha256, &same)? {
+                pending.push(k);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Whether the resumed run already wrote `output` from this input and model (and `check`
+    /// accepts its row); a row made from anything else refuses the resume.
+    fn is_kept(
+        &self,
+        output: &Path,
+        source_sha256: &str,
+        check: &dyn Fn(&AugmentRow) -> bool,
+    ) -> Result<bool, Refused> {
+        match self.kept.get(&path_text(output)) {
+            Some(row)
+                if row.source_sha256 == source_sha256
+                    && row.model_sha256 == self.model_sha256
+                    && check(row) =>
+            {
+                Ok(true)
+            }
+            Some(_) => Err(Refused(format!(
+                "{}: its manifest row was made from another input file, model or settings; resume with the arguments of that run, or start over in an empty folder",
+                path_text(output)
+            ))),
+            None => Ok(false),
+        }
+    }
+
+    /// `<stem>.png`: the original's pixels, re-encoded losslessly.
+    fn write_original(
+        &mut self,
+        image: &ImageToAugment,
+        original: &Path,
+        pixels: &DynamicImage,
+        source_sha256: &str,
+    ) -> anyhow::Result<()> {
+        let pixels = lossless_pixels(pixels.clone());
+        let path = self.config.output.join(original);
+        let output_sha256 =
+            (self.run.engine.timer).time(Stage::ImageIo, |_| imageio::write_png(&pixels, &path));
+        let row = AugmentRow {
+            source_sha256: source_sha256.to_string(),
+            output: path_text(original),
+            output_sha256: output_sha256?,
+            ..self.row(&image.relative)
+        };
+        self.run.log(&row)?;
+        Ok(())
+    }
+
+    /// Encodes a group once, then samples it one strength at a time.
+    fn sample_group(&mut self, loaded: &[Loaded]) -> anyhow::Result<()> {
         let views: Vec<_> = loaded.iter().map(|l| l.tensor.view()).collect();
         let stacked = concatenate(Axis(0), &views).context("stacking a batch")?;
-        let encoding = engine.encode(stacked.view())?;
-        for &strength in distinct(&config.strengths).iter() {
-            let rows: Vec<(usize, u32)> = loaded
+        let encoding = self.run.engine.encode(stacked.view())?;
+        for &strength in distinct(&self.config.strengths).iter() {
+            let samples: Vec<(usize, u32)> = loaded
                 .iter()
                 .enumerate()
                 .flat_map(|(index, l)| l.pending.iter().map(move |&k| (index, k)))
-                .filter(|&(_, k)| config.strength_of(k) == strength)
+                .filter(|&(_, k)| self.config.strength_of(k) == strength)
                 .collect();
-            if rows.is_empty() {
-                continue;
+            if !samples.is_empty() {
+                self.sample_at(loaded, &encoding, strength, &samples)?;
             }
-            let indices: Vec<usize> = rows.iter().map(|&(index, _)| index).collect();
-            let seeds: Vec<[u8; 32]> = rows
-                .iter()
-                .map(|&(index, k)| loaded[index].seeds[k as usize])
-                .collect();
-            let settings = Settings {
+        }
+        Ok(())
+    }
+
+    /// The `samples` (input index, k) of one strength through the UNet as one batch.
+    fn sample_at(
+        &mut self,
+        loaded: &[Loaded],
+        encoding: &Encoding,
+        strength: f64,
+        samples: &[(usize, u32)],
+    ) -> anyhow::Result<()> {
+        let indices: Vec<usize> = samples.iter().map(|&(index, _)| index).collect();
+        let seeds: Vec<[u8; 32]> = samples
+            .iter()
+            .map(|&(index, k)| loaded[index].seeds[k as usize])
+            .collect();
+        let settings = self.config.settings_at(strength);
+        let (output, start) =
+            (self.run.engine).run_encoded(&settings, &encoding.select(&indices)?, &seeds)?;
+        let results = samples.iter().zip(&seeds).zip(output.images.outer_iter());
+        for ((&(index, k), seed), result) in results {
+            let sample = Sample {
+                k,
                 strength,
-                ..config.settings.clone()
+                start_timestep: start.start_timestep(),
+                seed,
             };
-            let (output, start) =
-                engine.run_encoded(&settings, &encoding.select(&indices)?, &seeds)?;
-            let results = rows.iter().zip(&seeds).zip(output.images.outer_iter());
-            for ((&(index, k), seed), result) in results {
-                let l = &loaded[index];
-                let path = &l.job.samples[k as usize];
-                let output_sha256 = engine.timer.time(Stage::ImageIo, |_| {
-                    let image = imageio::from_working_tensor(result, &l.placement);
-                    imageio::write_png(&image, &config.output.join(path))
-                });
-                manifest.append(&AugmentRow {
-                    source_sha256: l.source_sha256.clone(),
-                    output: path_text(path),
-                    output_sha256: output_sha256?,
-                    sample: Some(k),
-                    strength: Some(strength),
-                    start_timestep: start.start_timestep(),
-                    steps: Some(config.settings.steps),
-                    scheduler: scheduler.clone(),
-                    seed: hex::encode(seed),
-                    ..base_row(&l.job.relative)
-                })?;
-                counts.written += 1;
-            }
+            self.write_sample(&loaded[index], &sample, result)?;
         }
-        counts.tick(&bar, loaded.len() as u64);
+        Ok(())
     }
-    bar.finish_and_clear();
-    if !config.quiet {
-        println!("{}", counts.summary());
+
+    fn write_sample(
+        &mut self,
+        input: &Loaded,
+        sample: &Sample,
+        result: ArrayView3<f32>,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        let path = &input.image.samples[sample.k as usize];
+        let output_sha256 = self.run.engine.timer.time(Stage::ImageIo, |_| {
+            let image = imageio::from_working_tensor(result, &input.placement);
+            imageio::write_png(&image, &config.output.join(path))
+        });
+        let row = AugmentRow {
+            source_sha256: input.source_sha256.clone(),
+            output: path_text(path),
+            output_sha256: output_sha256?,
+            sample: Some(sample.k),
+            strength: Some(sample.strength),
+            start_timestep: sample.start_timestep,
+            steps: Some(config.settings.steps),
+            scheduler: self.scheduler.clone(),
+            seed: hex::encode(sample.seed),
+            ..self.row(&input.image.relative)
+        };
+        self.run.log(&row)?;
+        Ok(())
     }
-    if config.timings {
-        println!("{}", engine.timer.report());
-    }
-    Ok(counts)
 }
 
-fn resolve_seed(given: Option<u64>, kept: &[AugmentRow]) -> Result<u64, Refused> {
-    dataset_run::resolve_seed(given, kept.iter().map(|row| row.run_seed))
-}
-
-/// Kept rows by output path; a row for an output this run does not plan means other arguments.
-fn index_kept(
-    planned: &[Planned],
-    kept: Vec<AugmentRow>,
-) -> Result<HashMap<String, AugmentRow>, Refused> {
-    let outputs: HashSet<String> = planned
-        .iter()
-        .filter_map(|p| match p {
-            Planned::Augment(job) => Some(job),
-            Planned::Skip { .. } => None,
-        })
-        .flat_map(|job| job.original.iter().chain(&job.samples))
-        .map(|path| path_text(path))
-        .collect();
-    let mut index = HashMap::new();
-    for row in kept {
-        if !outputs.contains(&row.output) {
-            return Err(Refused(format!(
-                "the manifest lists {}, which this run would not write: resume with the arguments of that run (-n, --no-originals), or start over in an empty folder",
-                row.output
-            )));
-        }
-        index.insert(row.output.clone(), row);
-    }
-    Ok(index)
+/// What one sample's row records beside its input's columns.
+struct Sample<'a> {
+    k: u32,
+    strength: f64,
+    start_timestep: Option<f64>,
+    seed: &'a [u8; 32],
 }
 
 /// Strengths in first-seen order, each once.

@@ -1,15 +1,180 @@
 //! What `augment` and `enhance` share when they run over a dataset (on top of `dataset`, which
-//! walks, checks folders and decodes safely): the CSV manifest (one row per output, fsync'd as it
-//! is written, resumable after a crash), seeds on resume, the progress bar and exit codes.
+//! walks, checks folders and decodes safely): the refusal of a non-empty OUT, the engine opened
+//! before anything is written, the CSV manifest (one row per output, fsync'd as it is written,
+//! resumable after a crash), seeds on resume, the progress bar, the summary and exit codes.
+//! `anonymize` shares the progress bar; its report and run record are its own.
 
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::Exit;
+use crate::diffusion::engine::Engine;
 use crate::io::dataset::{self, DatasetError, Entry, EntryKind};
+use crate::io::runtime::{self, SessionOptions};
+use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
+
+/// A row of an `augment` or `enhance` manifest: what the shared run reads back on resume.
+pub trait OutputRow: LogRow {
+    fn status(&self) -> OutputStatus;
+    /// The output's path relative to OUT (empty when none was written).
+    fn output(&self) -> &str;
+    fn output_sha256(&self) -> &str;
+    fn run_seed(&self) -> Option<u64>;
+}
+
+/// Refuses a non-empty OUT unless the run is resumed.
+pub fn refuse_non_empty(output: &Path, resume: bool) -> Result<(), Refused> {
+    if !resume && !dataset::output_is_empty(output)? {
+        return Err(Refused(format!(
+            "output {} is not empty: continue that run with --resume, or choose an empty folder",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Loads ONNX Runtime and opens the model. Done before anything is written, so a model or
+/// runtime problem leaves OUT untouched.
+pub fn open_engine(
+    model: &Path,
+    onnxruntime: Option<&Path>,
+    session: &SessionOptions,
+) -> anyhow::Result<Engine> {
+    let runtime = runtime::init(onnxruntime)?;
+    Ok(Engine::open(model, runtime, session)?)
+}
+
+/// Where a run writes and how it starts: a new run, or the resumption of the one in OUT.
+pub struct RunStart<'a> {
+    pub output: &'a Path,
+    /// The manifest's file name inside OUT.
+    pub manifest_name: &'a str,
+    pub resume: bool,
+    pub seed: Option<u64>,
+    /// Every output path (relative, as manifest rows name them) this run would write.
+    pub outputs: &'a HashSet<String>,
+    /// How to resume a manifest listing other outputs, e.g. "the input of that run".
+    pub resume_with: &'a str,
+}
+
+/// A started run over a dataset: the engine, the manifest, the run seed, the counts and the
+/// progress bar. Every row goes through [`DatasetRun::log`], which counts it.
+pub struct DatasetRun<R> {
+    pub engine: Engine,
+    pub manifest: CsvLog<R>,
+    pub manifest_path: PathBuf,
+    pub run_seed: u64,
+    pub counts: OutputCounts,
+    pub bar: ProgressBar,
+}
+
+impl<R: OutputRow> DatasetRun<R> {
+    /// Creates OUT and the manifest, or resumes the manifest there, keeping the rows whose
+    /// output is still on disk with its recorded sha256; resolves the run seed ([`resolve_seed`]).
+    /// Returns the run and the kept rows by output path.
+    pub fn start(
+        engine: Engine,
+        start: &RunStart,
+    ) -> anyhow::Result<(DatasetRun<R>, HashMap<String, R>)> {
+        let output = start.output;
+        std::fs::create_dir_all(output)
+            .with_context(|| format!("creating {}", output.display()))?;
+        let manifest_path = output.join(start.manifest_name);
+        let (manifest, kept) = if start.resume {
+            CsvLog::<R>::resume(&manifest_path, |row| output_intact(output, row))?
+        } else {
+            (CsvLog::create(&manifest_path)?, Vec::new())
+        };
+        let run_seed = resolve_seed(start.seed, kept.iter().map(R::run_seed))?;
+        let kept = index_kept(kept, start.outputs, start.resume_with)?;
+        let run = DatasetRun {
+            engine,
+            manifest,
+            manifest_path,
+            run_seed,
+            counts: OutputCounts {
+                kept: kept.len() as u64,
+                ..OutputCounts::default()
+            },
+            bar: ProgressBar::hidden(),
+        };
+        Ok((run, kept))
+    }
+
+    /// The header's last line: the run seed and where the manifest is.
+    pub fn print_seed(&self, quiet: bool) {
+        if !quiet {
+            println!(
+                "seed {}; manifest {}",
+                self.run_seed,
+                self.manifest_path.display()
+            );
+        }
+    }
+
+    /// Shows the progress bar over `images` inputs ([`progress_bar`]).
+    pub fn show_progress(&mut self, images: usize, quiet: bool) {
+        self.bar = progress_bar(images as u64, "images", quiet);
+    }
+
+    /// Appends `row` and counts it by its status.
+    pub fn log(&mut self, row: &R) -> Result<(), CsvLogError> {
+        self.manifest.append(row)?;
+        match row.status() {
+            OutputStatus::Ok => self.counts.written += 1,
+            OutputStatus::Error => self.counts.errors += 1,
+            OutputStatus::Skipped => self.counts.skipped += 1,
+        }
+        Ok(())
+    }
+
+    /// Advances the progress bar by `images` finished inputs.
+    pub fn tick(&self, images: u64) {
+        self.counts.tick(&self.bar, images);
+    }
+
+    /// Clears the bar, prints the summary (and the stage timings with `timings`).
+    pub fn finish(self, quiet: bool, timings: bool) -> OutputCounts {
+        self.bar.finish_and_clear();
+        if !quiet {
+            println!("{}", self.counts.summary());
+        }
+        if timings {
+            println!("{}", self.engine.timer.report());
+        }
+        self.counts
+    }
+}
+
+/// A resumed row stands when it wrote its output and the file still has the recorded sha256.
+fn output_intact<R: OutputRow>(output: &Path, row: &R) -> bool {
+    row.status() == OutputStatus::Ok
+        && file_sha256(&output.join(row.output())).as_deref() == Some(row.output_sha256())
+}
+
+/// Kept rows by output path; a row for an output this run does not plan means other arguments.
+fn index_kept<R: OutputRow>(
+    kept: Vec<R>,
+    outputs: &HashSet<String>,
+    resume_with: &str,
+) -> Result<HashMap<String, R>, Refused> {
+    let mut index = HashMap::new();
+    for row in kept {
+        if !outputs.contains(row.output()) {
+            return Err(Refused(format!(
+                "the manifest lists {}, which this run would not write: resume with {resume_with}, or start over in an empty folder",
+                row.output()
+            )));
+        }
+        index.insert(row.output().to_string(), row);
+    }
+    Ok(index)
+}
 
 /// Why a run will not start or continue (unsafe folders, a manifest from other arguments...):
 /// the message says what to do instead.

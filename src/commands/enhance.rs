@@ -21,21 +21,22 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::dataset_run::{self, OutputCounts, OutputStatus, Refused};
+use super::dataset_run::{
+    self, DatasetRun, OutputCounts, OutputRow, OutputStatus, Refused, RunStart,
+};
 use crate::diffusion::engine::{Engine, EngineError, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
-use crate::io::dataset::{self, path_text, Action};
+use crate::io::dataset::{self, path_text, Action, LoadedInput};
 use crate::io::imageio;
-use crate::io::runtime::{self, SessionOptions};
-use crate::records::csv_log::{CsvLog, LogRow};
+use crate::io::runtime::SessionOptions;
+use crate::records::csv_log::LogRow;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "enhance.csv";
@@ -356,6 +357,21 @@ impl LogRow for EnhanceRow {
     ];
 }
 
+impl OutputRow for EnhanceRow {
+    fn status(&self) -> OutputStatus {
+        self.status
+    }
+    fn output(&self) -> &str {
+        &self.output
+    }
+    fn output_sha256(&self) -> &str {
+        &self.output_sha256
+    }
+    fn run_seed(&self) -> Option<u64> {
+        self.run_seed
+    }
+}
+
 /// `<stem>.png` where the input sits, relative to OUT.
 pub fn output_name(relative: &Path) -> PathBuf {
     let mut name = relative
@@ -369,14 +385,7 @@ pub fn output_name(relative: &Path) -> PathBuf {
 /// Runs `enhance`; returns what happened (its `exit` is the process status).
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
     dataset_run::check_input_output(&config.input, &config.output)?;
-    let manifest_path = config.output.join(MANIFEST_NAME);
-    if !config.resume && !dataset::output_is_empty(&config.output).map_err(Refused::from)? {
-        return Err(Refused(format!(
-            "output {} is not empty: continue that run with --resume, or choose an empty folder",
-            config.output.display()
-        ))
-        .into());
-    }
+    dataset_run::refuse_non_empty(&config.output, config.resume)?;
     let (root, entries) = dataset_run::entries(&config.input)?;
     // `<stem>.png` in the input's folder; a later input with the same output (a.jpg and a.png)
     // gets a skipped row.
@@ -388,206 +397,265 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             Action::Skip(_) => None,
         })
         .collect();
+    let engine = dataset_run::open_engine(
+        &config.model,
+        config.onnxruntime.as_deref(),
+        &config.session,
+    )?;
+    let tiling = tiling_for(config, &engine)?;
+    let (run, kept) = DatasetRun::start(
+        engine,
+        &RunStart {
+            output: &config.output,
+            manifest_name: MANIFEST_NAME,
+            resume: config.resume,
+            seed: config.seed,
+            outputs: &outputs,
+            resume_with: "the input of that run",
+        },
+    )?;
+    let mut enhancing = Enhancing::new(config, run, kept, tiling, root)?;
+    enhancing.print_header();
+    enhancing.run.show_progress(outputs.len(), config.quiet);
+    for item in &planned {
+        enhancing.process(item)?;
+    }
+    Ok(enhancing.run.finish(config.quiet, config.timings))
+}
 
-    // Before anything is written, so a model or runtime problem leaves OUT untouched.
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
-    let mut engine = Engine::open(&config.model, runtime, &config.session)?;
+/// `--tile` (default: the model's working size) and `--overlap` (default: a quarter tile),
+/// checked against the model.
+fn tiling_for(config: &EnhanceConfig, engine: &Engine) -> Result<Tiling, Refused> {
     let geometry = engine.model.geometry;
     let tile = config.tile.unwrap_or(geometry.image_size() as u32);
-    let tiling = Tiling::new(
+    Tiling::new(
         tile,
         config.overlap.unwrap_or(tile / 4),
         geometry.vae_scale_factor,
-    )?;
-    std::fs::create_dir_all(&config.output)
-        .with_context(|| format!("creating {}", config.output.display()))?;
-    let (mut manifest, kept) = if config.resume {
-        CsvLog::<EnhanceRow>::resume(&manifest_path, |row| {
-            row.status == OutputStatus::Ok
-                && dataset_run::file_sha256(&config.output.join(&row.output)).as_deref()
-                    == Some(row.output_sha256.as_str())
-        })?
-    } else {
-        (CsvLog::create(&manifest_path)?, Vec::new())
-    };
-    let run_seed = resolve_seed(config.seed, &kept)?;
-    let mut kept: HashMap<String, EnhanceRow> = kept
-        .into_iter()
-        .map(|row| (row.output.clone(), row))
-        .collect();
-    if let Some(stray) = kept.keys().find(|output| !outputs.contains(*output)) {
-        return Err(Refused(format!(
-            "the manifest lists {stray}, which this run would not write: resume with the input of that run, or start over in an empty folder"
-        ))
-        .into());
+    )
+}
+
+/// A started enhance run and what all its rows share.
+struct Enhancing<'a> {
+    config: &'a EnhanceConfig,
+    run: DatasetRun<EnhanceRow>,
+    /// Rows of the resumed run by output path; each is taken when its input comes up.
+    kept: HashMap<String, EnhanceRow>,
+    tiling: Tiling,
+    /// What input paths are relative to (IN, or its folder when IN is a file).
+    root: PathBuf,
+    model_sha256: String,
+    scheduler: String,
+    start_timestep: Option<f64>,
+}
+
+impl<'a> Enhancing<'a> {
+    fn new(
+        config: &'a EnhanceConfig,
+        run: DatasetRun<EnhanceRow>,
+        kept: HashMap<String, EnhanceRow>,
+        tiling: Tiling,
+        root: PathBuf,
+    ) -> anyhow::Result<Enhancing<'a>> {
+        let engine = &run.engine;
+        let model_sha256 = engine.model.model_hash();
+        let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
+        let (_, start) = engine.schedulers.plan(&config.settings)?;
+        Ok(Enhancing {
+            config,
+            kept,
+            tiling,
+            root,
+            model_sha256,
+            scheduler,
+            start_timestep: start.start_timestep(),
+            run,
+        })
     }
 
-    let model_sha256 = engine.model.model_hash();
-    let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
-    let (_, start) = engine.schedulers.plan(&config.settings)?;
-    let start_timestep = start.start_timestep();
-    if !config.quiet {
+    fn print_header(&self) {
+        let config = self.config;
+        if config.quiet {
+            return;
+        }
         println!(
-            "model {} (manifest sha256 {model_sha256}), working size {}",
+            "model {} (manifest sha256 {}), working size {}",
             config.model.display(),
-            geometry.image_size()
+            self.model_sha256,
+            self.run.engine.model.geometry.image_size()
         );
         println!(
             "scale {} (Lanczos3), strength {}: {}; tiles {}x{} overlapping by at least {} px",
             config.scale,
             config.settings.strength,
-            match start_timestep {
+            match self.start_timestep {
                 Some(t) => format!(
-                    "{} steps of {scheduler}, start timestep {t}",
-                    config.settings.steps
+                    "{} steps of {}, start timestep {t}",
+                    config.settings.steps, self.scheduler
                 ),
                 None => "no noise added (the VAE round trip)".into(),
             },
-            tiling.tile,
-            tiling.tile,
-            tiling.overlap
+            self.tiling.tile,
+            self.tiling.tile,
+            self.tiling.overlap
         );
-        println!("seed {run_seed}; manifest {}", manifest_path.display());
+        self.run.print_seed(config.quiet);
     }
 
-    let base_row = |source: &Path| EnhanceRow {
-        source: path_text(source),
-        source_sha256: String::new(),
-        output: String::new(),
-        output_sha256: String::new(),
-        status: OutputStatus::Ok,
-        reason: String::new(),
-        scale: None,
-        strength: None,
-        start_timestep: None,
-        steps: None,
-        scheduler: String::new(),
-        tile: None,
-        overlap: None,
-        tiles: None,
-        seed: String::new(),
-        run_seed: Some(run_seed),
-        width: None,
-        height: None,
-        model_sha256: model_sha256.clone(),
-    };
-    let mut counts = OutputCounts {
-        kept: kept.len() as u64,
-        ..OutputCounts::default()
-    };
-    let bar = dataset_run::progress_bar(outputs.len() as u64, "images", config.quiet);
-    for dataset::Planned { relative, action } in &planned {
-        let output = match action {
-            Action::Process { output } => output,
-            Action::Skip(reason) => {
-                manifest.append(&EnhanceRow {
-                    status: OutputStatus::Skipped,
-                    reason: reason.to_string(),
-                    ..base_row(relative)
-                })?;
-                counts.skipped += 1;
-                continue;
-            }
-        };
-        let error_row = |reason: String, source_sha256: String| EnhanceRow {
-            status: OutputStatus::Error,
+    /// A row of `source` with the columns every row shares; the rest empty.
+    fn row(&self, source: &Path) -> EnhanceRow {
+        EnhanceRow {
+            source: path_text(source),
+            source_sha256: String::new(),
+            output: String::new(),
+            output_sha256: String::new(),
+            status: OutputStatus::Ok,
+            reason: String::new(),
+            scale: None,
+            strength: None,
+            start_timestep: None,
+            steps: None,
+            scheduler: String::new(),
+            tile: None,
+            overlap: None,
+            tiles: None,
+            seed: String::new(),
+            run_seed: Some(self.run.run_seed),
+            width: None,
+            height: None,
+            model_sha256: self.model_sha256.clone(),
+        }
+    }
+
+    /// The row of an input that ends without an output.
+    fn log_unfinished(
+        &mut self,
+        relative: &Path,
+        status: OutputStatus,
+        reason: String,
+        source_sha256: String,
+    ) -> anyhow::Result<()> {
+        let row = EnhanceRow {
+            status,
             reason,
             source_sha256,
-            ..base_row(relative)
+            ..self.row(relative)
         };
-        let loaded = engine.timer.time(Stage::ImageIo, |_| {
-            dataset::load_image(&root.join(relative))
-        });
-        let input = match loaded {
-            Ok(input) => input,
-            Err(error) => {
-                manifest.append(&error_row(error.reason(), String::new()))?;
-                counts.errors += 1;
-                counts.tick(&bar, 1);
-                continue;
+        self.run.log(&row)?;
+        Ok(())
+    }
+
+    /// One planned input: skipped, an error, kept from the resumed run, or enhanced.
+    fn process(&mut self, item: &dataset::Planned) -> anyhow::Result<()> {
+        let relative = &item.relative;
+        let output = match &item.action {
+            Action::Process { output } => output,
+            Action::Skip(reason) => {
+                let reason = reason.to_string();
+                return self.log_unfinished(relative, OutputStatus::Skipped, reason, String::new());
             }
         };
-        let source_sha256 = hex::encode(input.sha256);
-        let seed = image_seed(run_seed, &input.sha256, 0);
-        let (width, height) = (
-            u64::from(input.image.width()) * u64::from(config.scale),
-            u64::from(input.image.height()) * u64::from(config.scale),
-        );
-        let row = EnhanceRow {
-            source_sha256: source_sha256.clone(),
+        let path = self.root.join(relative);
+        let loaded = (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path));
+        match loaded {
+            Ok(input) => self.enhance(relative, output, &input)?,
+            Err(error) => {
+                self.log_unfinished(relative, OutputStatus::Error, error.reason(), String::new())?;
+            }
+        }
+        self.run.tick(1);
+        Ok(())
+    }
+
+    /// The row `input` gets, but for what only enhancing it tells (output sha256, tiles).
+    fn planned_row(&self, relative: &Path, output: &Path, input: &LoadedInput) -> EnhanceRow {
+        let config = self.config;
+        let seed = image_seed(self.run.run_seed, &input.sha256, 0);
+        let (width, height) = output_size(input, config.scale);
+        EnhanceRow {
+            source_sha256: hex::encode(input.sha256),
             output: path_text(output),
             scale: Some(config.scale),
             strength: Some(config.settings.strength),
-            start_timestep,
+            start_timestep: self.start_timestep,
             steps: Some(config.settings.steps),
-            scheduler: scheduler.clone(),
-            tile: Some(tiling.tile),
-            overlap: Some(tiling.overlap),
+            scheduler: self.scheduler.clone(),
+            tile: Some(self.tiling.tile),
+            overlap: Some(self.tiling.overlap),
             seed: hex::encode(seed),
             width: u32::try_from(width).ok(),
             height: u32::try_from(height).ok(),
-            ..base_row(relative)
-        };
-        if let Some(previous) = kept.remove(&row.output) {
-            let same = EnhanceRow {
-                output_sha256: previous.output_sha256.clone(),
-                tiles: previous.tiles,
-                ..row.clone()
-            };
-            if previous != same {
-                return Err(Refused(format!(
-                    "{}: its manifest row was made from another input file or with other settings; resume with the arguments of that run, or start over in an empty folder",
-                    row.output
-                ))
-                .into());
-            }
-            counts.tick(&bar, 1);
-            continue;
+            ..self.row(relative)
         }
+    }
+
+    fn enhance(
+        &mut self,
+        relative: &Path,
+        output: &Path,
+        input: &LoadedInput,
+    ) -> anyhow::Result<()> {
+        let row = self.planned_row(relative, output, input);
+        if self.is_kept(&row)? {
+            return Ok(());
+        }
+        let (width, height) = output_size(input, self.config.scale);
         if width.max(height) > u64::from(MAX_OUTPUT_SIDE) {
-            manifest.append(&error_row(
-                format!(
-                    "the output would be {width}x{height}, over the {MAX_OUTPUT_SIDE}-pixel limit per side: use a smaller --scale"
-                ),
-                source_sha256,
-            ))?;
-            counts.errors += 1;
-            counts.tick(&bar, 1);
-            continue;
+            let reason = format!(
+                "the output would be {width}x{height}, over the {MAX_OUTPUT_SIDE}-pixel limit per side: use a smaller --scale"
+            );
+            return self.log_unfinished(relative, OutputStatus::Error, reason, row.source_sha256);
         }
+        let config = self.config;
+        let seed = image_seed(self.run.run_seed, &input.sha256, 0);
         let (result, tiles) = enhance_image(
-            &mut engine,
+            &mut self.run.engine,
             &config.settings,
             &input.image,
             config.scale,
-            tiling,
+            self.tiling,
             config.batch,
             &seed,
         )?;
-        let output_sha256 = engine.timer.time(Stage::ImageIo, |_| {
-            imageio::write_png(&result, &config.output.join(output))
-        });
-        manifest.append(&EnhanceRow {
+        let path = config.output.join(output);
+        let output_sha256 =
+            (self.run.engine.timer).time(Stage::ImageIo, |_| imageio::write_png(&result, &path));
+        let row = EnhanceRow {
             output_sha256: output_sha256?,
             tiles: Some(tiles),
             ..row
-        })?;
-        counts.written += 1;
-        counts.tick(&bar, 1);
+        };
+        self.run.log(&row)?;
+        Ok(())
     }
-    bar.finish_and_clear();
-    if !config.quiet {
-        println!("{}", counts.summary());
+
+    /// Whether the resumed run already wrote this row's output; a row made from another input
+    /// or with other settings refuses the resume.
+    fn is_kept(&mut self, row: &EnhanceRow) -> Result<bool, Refused> {
+        let Some(previous) = self.kept.remove(&row.output) else {
+            return Ok(false);
+        };
+        let same = EnhanceRow {
+            output_sha256: previous.output_sha256.clone(),
+            tiles: previous.tiles,
+            ..row.clone()
+        };
+        if previous != same {
+            return Err(Refused(format!(
+                "{}: its manifest row was made from another input file or with other settings; resume with the arguments of that run, or start over in an empty folder",
+                row.output
+            )));
+        }
+        Ok(true)
     }
-    if config.timings {
-        println!("{}", engine.timer.report());
-    }
-    Ok(counts)
 }
 
-/// The run seed: the one given, else the one the resumed rows were made with, else a fresh one.
-fn resolve_seed(given: Option<u64>, kept: &[EnhanceRow]) -> Result<u64, Refused> {
-    dataset_run::resolve_seed(given, kept.iter().map(|row| row.run_seed))
+/// The output's width and height: the input's times `scale` (wide enough not to overflow).
+fn output_size(input: &LoadedInput, scale: u32) -> (u64, u64) {
+    (
+        u64::from(input.image.width()) * u64::from(scale),
+        u64::from(input.image.height()) * u64::from(scale),
+    )
 }
 
 #[cfg(test)]

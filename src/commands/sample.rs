@@ -26,8 +26,8 @@ pub struct SampleConfig {
     pub timings: bool,
 }
 
-/// One output to produce: an input image and which of its samples.
-struct Job {
+/// One sample to produce: which input image, which of its samples, its seed and output path.
+struct PlannedSample {
     input: usize,
     sample_index: u32,
     seed: [u8; 32],
@@ -76,7 +76,7 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
             })?;
         images.push(loaded);
         for sample_index in 0..config.count {
-            jobs.push(Job {
+            jobs.push(PlannedSample {
                 input,
                 sample_index,
                 seed: image_seed(config.seed, &content_hash, sample_index),

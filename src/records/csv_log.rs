@@ -1,13 +1,13 @@
 //! A CSV file appended one row at a time, each row fsync'd before `append` returns, rolled back
 //! when a write fails, and resumable after a crash (a torn last row is cut off).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use super::append::{AppendError, SyncedAppend};
 
 /// A row type of a log: its serde field order must match `COLUMNS`.
 pub trait LogRow: Serialize + DeserializeOwned {
@@ -16,8 +16,19 @@ pub trait LogRow: Serialize + DeserializeOwned {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CsvLogError {
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    /// Displays the path; the cause follows in the error chain (`{:#}`: `path: cause`).
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
     #[error("{path}:{line}: {message}; it is not a log this command can resume (move it away to start over)")]
     Damaged {
         path: PathBuf,
@@ -28,21 +39,24 @@ pub enum CsvLogError {
     Broken { path: PathBuf },
 }
 
-fn io_error(path: &Path, e: impl std::fmt::Display) -> CsvLogError {
+fn io_error(path: &Path, source: std::io::Error) -> CsvLogError {
     CsvLogError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
+    }
+}
+
+fn encode_error(path: &Path, source: csv::Error) -> CsvLogError {
+    CsvLogError::Encode {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
 /// A CSV log appended one row at a time; each row is on disk (fsync'd) when `append`
 /// returns, so a crash loses at most the row being written, which `resume` cuts off.
 pub struct CsvLog<R> {
-    path: PathBuf,
-    file: File,
-    /// Bytes known good, to roll back a partly written row.
-    len: u64,
-    broken: bool,
+    file: SyncedAppend,
     row: PhantomData<R>,
 }
 
@@ -117,45 +131,25 @@ impl<R: LogRow> CsvLog<R> {
     }
 
     fn open(path: &Path) -> Result<CsvLog<R>, CsvLogError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| io_error(path, e))?;
-        let len = file.metadata().map_err(|e| io_error(path, e))?.len();
         Ok(CsvLog {
-            path: path.to_path_buf(),
-            file,
-            len,
-            broken: false,
+            file: SyncedAppend::open(path).map_err(|e| io_error(path, e))?,
             row: PhantomData,
         })
     }
 
-    /// Writes `row` and fsyncs it.
+    /// Writes `row` and fsyncs it; a failed write leaves no partial row behind.
     pub fn append(&mut self, row: &R) -> Result<(), CsvLogError> {
-        if self.broken {
-            return Err(CsvLogError::Broken {
-                path: self.path.clone(),
-            });
-        }
-        let line = encode_row(&self.path, row)?;
-        let written = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            // Leave no partial row for the next append to follow.
-            if self.file.set_len(self.len).is_err() {
-                self.broken = true;
-            }
-            return Err(io_error(&self.path, e));
-        }
-        self.len += line.len() as u64;
-        Ok(())
+        let line = encode_row(self.path(), row)?;
+        self.file.append(&line).map_err(|e| match e {
+            AppendError::Broken => CsvLogError::Broken {
+                path: self.path().to_path_buf(),
+            },
+            AppendError::Io(e) => io_error(self.path(), e),
+        })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
@@ -171,14 +165,20 @@ fn encode_record<'a>(
     fields: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<u8>, CsvLogError> {
     let mut writer = csv_writer();
-    writer.write_record(fields).map_err(|e| io_error(path, e))?;
-    writer.into_inner().map_err(|e| io_error(path, e))
+    writer
+        .write_record(fields)
+        .map_err(|e| encode_error(path, e))?;
+    writer
+        .into_inner()
+        .map_err(|e| io_error(path, e.into_error()))
 }
 
 fn encode_row<R: Serialize>(path: &Path, row: &R) -> Result<Vec<u8>, CsvLogError> {
     let mut writer = csv_writer();
-    writer.serialize(row).map_err(|e| io_error(path, e))?;
-    writer.into_inner().map_err(|e| io_error(path, e))
+    writer.serialize(row).map_err(|e| encode_error(path, e))?;
+    writer
+        .into_inner()
+        .map_err(|e| io_error(path, e.into_error()))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::append::{AppendError, SyncedAppend};
 use crate::io::hashing::sha256_bytes;
 
 /// The report's columns, in order.
@@ -203,8 +204,13 @@ impl ChainError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    /// Displays the path; the cause follows in the error chain (`{:#}`: `path: cause`).
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{path} already exists: continue that run with --resume, or choose another --report path"
     )]
@@ -221,10 +227,10 @@ pub enum ReportError {
     Broken { path: PathBuf },
 }
 
-fn io_error(path: &Path, e: impl std::fmt::Display) -> ReportError {
+fn io_error(path: &Path, source: std::io::Error) -> ReportError {
     ReportError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 
@@ -410,14 +416,9 @@ pub fn verify(path: &Path) -> Result<Vec<ReportRow>, ChainError> {
 /// Appends rows to a report, extending its chain; each row is on disk when `append` returns.
 #[derive(Debug)]
 pub struct ReportWriter {
-    path: PathBuf,
-    file: File,
+    file: SyncedAppend,
     head: String,
-    /// Bytes known good, to roll back a partly written row.
-    len: u64,
     rows: u64,
-    /// A failed write could not be undone: appending more would bury a torn row mid-file.
-    broken: bool,
 }
 
 impl ReportWriter {
@@ -520,48 +521,30 @@ impl ReportWriter {
     }
 
     fn open(path: &Path, head: String, rows: u64) -> Result<ReportWriter, ReportError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| io_error(path, e))?;
-        let len = file.metadata().map_err(|e| io_error(path, e))?.len();
         Ok(ReportWriter {
-            path: path.to_path_buf(),
-            file,
+            file: SyncedAppend::open(path).map_err(|e| io_error(path, e))?,
             head,
-            len,
             rows,
-            broken: false,
         })
     }
 
-    /// Writes `row` (its `chain` computed here) and fsyncs it.
+    /// Writes `row` (its `chain` computed here) and fsyncs it; a failed write leaves no partial
+    /// row behind for the next append to follow.
     pub fn append(&mut self, row: &ReportRow) -> Result<(), ReportError> {
-        if self.broken {
-            return Err(ReportError::Broken {
-                path: self.path.clone(),
-            });
-        }
-        let (line, chain) = encode_line(&self.path, row, &self.head)?;
-        let written = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            // Leave no partial row behind for the next append to follow.
-            if self.file.set_len(self.len).is_err() {
-                self.broken = true;
-            }
-            return Err(io_error(&self.path, e));
-        }
-        self.len += line.len() as u64;
+        let (line, chain) = encode_line(self.path(), row, &self.head)?;
+        self.file.append(&line).map_err(|e| match e {
+            AppendError::Broken => ReportError::Broken {
+                path: self.path().to_path_buf(),
+            },
+            AppendError::Io(e) => io_error(self.path(), e),
+        })?;
         self.head = chain;
         self.rows += 1;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The chain value of the last row (the genesis value when there is none).
@@ -641,13 +624,42 @@ impl StatusCounts {
     }
 }
 
+/// The resolved configuration of an `anonymize` run, as `run.json` records it. The fields are in
+/// alphabetical order on purpose: run.json used to hold a `serde_json` map, which sorts its keys,
+/// and this struct writes the same bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub batch: usize,
+    /// The execution provider, as `--device` names it.
+    pub device: String,
+    /// The embedder spec file.
+    pub embedder: PathBuf,
+    pub embedder_sha256: String,
+    pub input: PathBuf,
+    /// The policy level's name.
+    pub level: String,
+    /// The level as the policy serializes it (kebab-case keys, sorted, as a JSON map writes
+    /// them); kept as JSON because the policy layer owns that format and only writes it.
+    pub level_settings: serde_json::Value,
+    pub model: PathBuf,
+    pub model_sha256: String,
+    pub output: PathBuf,
+    pub policy: PathBuf,
+    pub policy_sha256: String,
+    pub report: PathBuf,
+    /// The run seed (secret: see SECURITY.md).
+    pub seed: u64,
+    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    pub threads: usize,
+}
+
 /// `run.json`: what ran, with what, and how it ended. Private, like the report (it holds the
 /// run seed in `config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub tool_version: String,
     /// The full resolved configuration (command line, policy, level, seed...).
-    pub config: serde_json::Value,
+    pub config: RunConfig,
     pub onnxruntime_version: String,
     /// The ONNX Runtime shared library that was loaded.
     pub onnxruntime_library: String,
@@ -745,4 +757,54 @@ pub fn run_record_path(report: &Path) -> PathBuf {
         .parent()
         .unwrap_or(Path::new("."))
         .join(format!("{stem}.run.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_config_writes_the_bytes_of_the_sorted_json_map_it_replaces() {
+        let config = RunConfig {
+            batch: 4,
+            device: "cpu".into(),
+            embedder: "models/dlib-face/embedder.toml".into(),
+            embedder_sha256: "e".repeat(64),
+            input: "data/in".into(),
+            level: "medium".into(),
+            level_settings: serde_json::json!({"strength": 0.5, "eta": 0.1f32, "name": "medium"}),
+            model: "models/tiny-sd".into(),
+            model_sha256: "m".repeat(64),
+            output: "out/anonymized".into(),
+            policy: "policies/demo.toml".into(),
+            policy_sha256: "p".repeat(64),
+            report: "out/anonymized.report.csv".into(),
+            seed: u64::MAX,
+            threads: 0,
+        };
+        // What anonymize built before RunConfig existed.
+        let map = serde_json::json!({
+            "input": config.input,
+            "output": config.output,
+            "policy": config.policy,
+            "policy_sha256": config.policy_sha256,
+            "level": config.level,
+            "level_settings": config.level_settings,
+            "model": config.model,
+            "model_sha256": config.model_sha256,
+            "embedder": config.embedder,
+            "embedder_sha256": config.embedder_sha256,
+            "seed": config.seed,
+            "batch": config.batch,
+            "threads": config.threads,
+            "device": config.device,
+            "report": config.report,
+        });
+        assert_eq!(
+            serde_json::to_string_pretty(&config).unwrap(),
+            serde_json::to_string_pretty(&map).unwrap()
+        );
+        let back: RunConfig = serde_json::from_value(map).unwrap();
+        assert_eq!(back, config);
+    }
 }
