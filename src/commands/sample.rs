@@ -8,6 +8,7 @@ use ndarray::{concatenate, Array4, Axis};
 
 use crate::diffusion::engine::{Engine, Settings};
 use crate::diffusion::noise::image_seed;
+use crate::diffusion::timing::Stage;
 use crate::io::imageio::{self, Placement};
 use crate::io::runtime::{self, SessionOptions};
 
@@ -43,8 +44,22 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let outputs = output_paths(config)?;
     let runtime = runtime::init(config.onnxruntime.as_deref())?;
     let mut engine = Engine::open(&config.model, runtime, &config.session)?;
-    let size = engine.model.geometry.image_size() as u32;
+    print_plan(config, &engine)?;
+    let (images, planned) = load_and_plan(config, &mut engine, &outputs)?;
+    std::fs::create_dir_all(&config.output_dir)
+        .with_context(|| format!("creating {}", config.output_dir.display()))?;
+    for chunk in planned.chunks(config.batch) {
+        sample_batch(config, &mut engine, &images, chunk)?;
+    }
+    if config.timings {
+        println!("{}", engine.timer.report());
+    }
+    Ok(())
+}
 
+/// The model, the start timestep the strength gives, and the seed.
+fn print_plan(config: &SampleConfig, engine: &Engine) -> anyhow::Result<()> {
+    let size = engine.model.geometry.image_size();
     let (_, plan) = engine.schedulers.plan(&config.settings)?;
     let kind = engine.schedulers.kind(&config.settings)?;
     println!(
@@ -65,18 +80,25 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
         ),
     }
     println!("seed {}", config.seed);
+    Ok(())
+}
 
+/// Every input decoded once, and its samples planned with their seeds and output paths.
+fn load_and_plan(
+    config: &SampleConfig,
+    engine: &mut Engine,
+    outputs: &[Vec<PathBuf>],
+) -> anyhow::Result<(Vec<LoadedImage>, Vec<PlannedSample>)> {
+    let size = engine.model.geometry.image_size() as u32;
     let mut images = Vec::with_capacity(config.images.len());
-    let mut jobs = Vec::new();
+    let mut planned = Vec::new();
     for (input, path) in config.images.iter().enumerate() {
         let (loaded, content_hash) = engine
             .timer
-            .time(crate::diffusion::timing::Stage::ImageIo, |_| {
-                load_input(path, size)
-            })?;
+            .time(Stage::ImageIo, |_| load_input(path, size))?;
         images.push(loaded);
         for sample_index in 0..config.count {
-            jobs.push(PlannedSample {
+            planned.push(PlannedSample {
                 input,
                 sample_index,
                 seed: image_seed(config.seed, &content_hash, sample_index),
@@ -84,32 +106,32 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
             });
         }
     }
+    Ok((images, planned))
+}
 
-    std::fs::create_dir_all(&config.output_dir)
-        .with_context(|| format!("creating {}", config.output_dir.display()))?;
-    for chunk in jobs.chunks(config.batch) {
-        let views: Vec<_> = chunk
-            .iter()
-            .map(|job| images[job.input].tensor.view())
-            .collect();
-        let batch = concatenate(Axis(0), &views).context("stacking a batch")?;
-        let seeds: Vec<[u8; 32]> = chunk.iter().map(|job| job.seed).collect();
-        let (output, _) = engine.run(&config.settings, batch.view(), &seeds)?;
-        for (job, result) in chunk.iter().zip(output.images.outer_iter()) {
-            let placement = &images[job.input].placement;
-            engine
-                .timer
-                .time(crate::diffusion::timing::Stage::ImageIo, |_| {
-                    imageio::write_png(
-                        &imageio::from_working_tensor(result, placement),
-                        &job.output,
-                    )
-                })?;
-            println!("{} (sample {})", job.output.display(), job.sample_index);
-        }
-    }
-    if config.timings {
-        println!("{}", engine.timer.report());
+/// One UNet batch of samples, each written as soon as it is decoded.
+fn sample_batch(
+    config: &SampleConfig,
+    engine: &mut Engine,
+    images: &[LoadedImage],
+    chunk: &[PlannedSample],
+) -> anyhow::Result<()> {
+    let views: Vec<_> = chunk
+        .iter()
+        .map(|job| images[job.input].tensor.view())
+        .collect();
+    let batch = concatenate(Axis(0), &views).context("stacking a batch")?;
+    let seeds: Vec<[u8; 32]> = chunk.iter().map(|job| job.seed).collect();
+    let (output, _) = engine.run(&config.settings, batch.view(), &seeds)?;
+    for (job, result) in chunk.iter().zip(output.images.outer_iter()) {
+        let placement = &images[job.input].placement;
+        engine.timer.time(Stage::ImageIo, |_| {
+            imageio::write_png(
+                &imageio::from_working_tensor(result, placement),
+                &job.output,
+            )
+        })?;
+        println!("{} (sample {})", job.output.display(), job.sample_index);
     }
     Ok(())
 }
