@@ -161,7 +161,7 @@ pub struct BoomerangArgs {
     #[arg(long, default_value = "random", value_name = "N|random")]
     pub seed: SeedArg,
     /// Images per UNet batch
-    #[arg(long, default_value_t = 1, value_name = "B")]
+    #[arg(long, default_value_t = 1, value_name = "B", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -298,7 +298,7 @@ pub struct AnonymizeArgs {
     #[arg(long, default_value = "random", value_name = "N|random")]
     pub seed: SeedArg,
     /// Images per UNet batch
-    #[arg(long, default_value_t = 1, value_name = "B")]
+    #[arg(long, default_value_t = 1, value_name = "B", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,

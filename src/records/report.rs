@@ -215,7 +215,8 @@ pub enum ReportError {
         "{path} already exists: continue that run with --resume, or choose another --report path"
     )]
     Exists { path: PathBuf },
-    #[error("cannot resume the report: {source}")]
+    /// Displays only what failed; the cause follows in the error chain (`{:#}`), printed once.
+    #[error("cannot resume the report")]
     Resume {
         path: PathBuf,
         #[source]
