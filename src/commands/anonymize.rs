@@ -201,12 +201,15 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         .rename_files
         .then(|| NameKey::from_run_seed(seed));
     let planned = dataset::plan_outputs(dataset::walk(&config.input)?, key.as_ref());
+    // Everything that can fail before the first image is checked before anything is created,
+    // and a dry run checks it too: runtime, execution provider, models, operating point.
+    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let models = Models::open(config, &prepared, runtime)?;
     if config.dry_run {
         return Ok(Outcome::Planned(dry_run(config, &prepared, &planned)?));
     }
 
     let (writer, done) = open_report(config)?;
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
     let record = RecordTemplate {
         config,
         prepared: &prepared,
@@ -217,7 +220,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let counts = StatusCounts::of(&done);
     record.at(&counts, &writer, None).write(&record.path())?;
 
-    let mut certifying = Certifying::open(config, &prepared, seed, runtime, writer, counts)?;
+    let mut certifying = Certifying::open(config, &prepared, seed, models, writer, counts);
     certifying.progress =
         super::dataset_run::progress_bar(planned.len() as u64, "images", config.quiet);
     let done_inputs: HashSet<String> = done.iter().map(|r| r.input_path.clone()).collect();
@@ -382,16 +385,22 @@ struct Certifying<'a> {
     batch: Vec<ImageToCertify>,
 }
 
-impl<'a> Certifying<'a> {
-    /// Opens the diffusion model, the face detector and the embedder.
+/// The models a run needs, opened (sessions created on the requested device) before anything
+/// is written.
+struct Models {
+    engine: Engine,
+    certifier: Certifier,
+    point: OperatingPoint,
+}
+
+impl Models {
+    /// Opens the diffusion model, the face detector and the embedder, and finds the level's
+    /// operating point in the embedder spec.
     fn open(
-        config: &'a AnonymizeConfig,
-        prepared: &'a Prepared,
-        run_seed: u64,
+        config: &AnonymizeConfig,
+        prepared: &Prepared,
         runtime: &Runtime,
-        writer: ReportWriter,
-        counts: StatusCounts,
-    ) -> anyhow::Result<Certifying<'a>> {
+    ) -> anyhow::Result<Models> {
         let engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
         let detector = certify::resolve_detector(None)?;
         let certifier = Certifier::load(
@@ -401,6 +410,28 @@ impl<'a> Certifying<'a> {
             &config.session,
         )?;
         let point = operating_point(&prepared.level, &certifier)?;
+        Ok(Models {
+            engine,
+            certifier,
+            point,
+        })
+    }
+}
+
+impl<'a> Certifying<'a> {
+    fn open(
+        config: &'a AnonymizeConfig,
+        prepared: &'a Prepared,
+        run_seed: u64,
+        models: Models,
+        writer: ReportWriter,
+        counts: StatusCounts,
+    ) -> Certifying<'a> {
+        let Models {
+            engine,
+            certifier,
+            point,
+        } = models;
         let context = RowContext {
             level: &prepared.level,
             model_sha256: &prepared.model_sha256,
@@ -409,7 +440,7 @@ impl<'a> Certifying<'a> {
             metric: certifier.spec().metric.to_string(),
             threshold: threshold_distance(&point),
         };
-        Ok(Certifying {
+        Certifying {
             config,
             prepared,
             run_seed,
@@ -422,7 +453,7 @@ impl<'a> Certifying<'a> {
             counts,
             progress: ProgressBar::hidden(),
             batch: Vec::new(),
-        })
+        }
     }
 
     /// Every planned input not done yet, in walk order: an immediate row (skip, error) first
