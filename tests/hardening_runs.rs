@@ -2,6 +2,7 @@
 //! only when written, resume re-hashing inputs and keeping walk order, the pixel budget, and
 //! smaller fixes (errors printed once, `--batch 0`, the runtime version, CSV formula cells).
 
+#[allow(dead_code)]
 mod common;
 
 use common::tree;
@@ -438,14 +439,9 @@ fn batch_zero_is_a_usage_error_for_every_command() {
     let temp = tempfile::tempdir().unwrap();
     let input = one_image(temp.path());
     let policy = write_policy(temp.path(), &[]);
-    anonymize(
-        &policy,
-        &input,
-        &temp.path().join("out"),
-        &["--batch", "0"],
-    )
-    .assert()
-    .code(2);
+    anonymize(&policy, &input, &temp.path().join("out"), &["--batch", "0"])
+        .assert()
+        .code(2);
     Command::cargo_bin("anonymize")
         .unwrap()
         .args(["--batch", "0"])
