@@ -334,14 +334,9 @@ fn resume_after_deleting_an_output_keeps_walk_order() {
     );
 }
 
-/// A PNG that is only a valid header declaring `width` x `height` RGB pixels.
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
-    for &byte in &ihdr {
+    for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
             crc = if crc & 1 == 1 {
@@ -351,10 +346,27 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
             };
         }
     }
+    !crc
+}
+
+/// A PNG declaring `width` x `height` RGB pixels whose data is cut short after the first bytes
+/// of its first IDAT chunk: its header is all a budget check may read.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&ihdr);
-    png.extend_from_slice(&(!crc).to_be_bytes());
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    // A zlib stream header and one stored block start: decoding would need far more.
+    chunk(b"IDAT", &[0x78, 0x01, 0x00, 0x00, 0x80, 0xff, 0x7f]);
+    chunk(b"IEND", &[]);
     png
 }
 
