@@ -215,8 +215,7 @@ pub enum ReportError {
         "{path} already exists: continue that run with --resume, or choose another --report path"
     )]
     Exists { path: PathBuf },
-    /// Displays only what failed; the cause follows in the error chain (`{:#}`), printed once.
-    #[error("cannot resume the report")]
+    #[error("cannot resume the report: {source}")]
     Resume {
         path: PathBuf,
         #[source]
