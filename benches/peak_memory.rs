@@ -1,5 +1,6 @@
 //! Peak memory of `anonymize` must not grow with the dataset: runs 100 and 1000 small images
-//! through the tiny model and prints both peaks (VmHWM) and their ratio.
+//! through the tiny model and prints both peaks (VmHWM) and their ratio; then the peak for 8
+//! images at the largest size the default pixel budget allows (50 megapixels), with --batch 8.
 //! Run: cargo bench --bench peak_memory   (about 5 minutes on 2 cores)
 
 use std::path::{Path, PathBuf};
@@ -36,8 +37,24 @@ fn policy(dir: &Path) -> PathBuf {
     path
 }
 
+/// 8 distinct flat images of 8660 x 5773 (49.99 megapixels, just inside the default budget).
+fn largest_allowed(dir: &Path) -> PathBuf {
+    let input = dir.join("in-largest");
+    std::fs::create_dir_all(&input).expect("create input");
+    for k in 0..8u8 {
+        image::RgbImage::from_pixel(8660, 5773, image::Rgb([k * 30, 128, 200]))
+            .save(input.join(format!("{k}.png")))
+            .expect("write image");
+    }
+    input
+}
+
 /// Peak resident set (kB) of one anonymize run, sampled from /proc until it exits.
 fn peak_kb(policy: &Path, input: &Path, output: &Path) -> (u64, Duration) {
+    peak_kb_with(policy, input, output, &[])
+}
+
+fn peak_kb_with(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> (u64, Duration) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_boomerang"))
         .args([
@@ -50,6 +67,7 @@ fn peak_kb(policy: &Path, input: &Path, output: &Path) -> (u64, Duration) {
             "--policy",
         ])
         .arg(policy)
+        .args(extra)
         .arg(input)
         .arg(output)
         .stdout(Stdio::null())
@@ -95,4 +113,17 @@ fn main() {
         peaks.push(kb as f64);
     }
     println!("peak ratio 1000/100: {:.3}", peaks[1] / peaks[0]);
+
+    let input = largest_allowed(temp.path());
+    let (kb, elapsed) = peak_kb_with(
+        &policy,
+        &input,
+        &temp.path().join("out-largest"),
+        &["--batch", "8"],
+    );
+    println!(
+        "    8 images of 50 megapixels, --batch 8: peak RSS {:.1} MiB, {:.1} s",
+        kb as f64 / 1024.0,
+        elapsed.as_secs_f64()
+    );
 }

@@ -87,17 +87,19 @@ pub(super) fn read(path: &Path) -> Result<Read, AuditError> {
             continue;
         }
         bodies.push(encode_fields(record.iter().take(COLUMNS.len() - 1)));
-        let row = match record.deserialize::<ReportRow>(None) {
-            Ok(row) => Some(row),
-            Err(e) => {
-                findings.push(Finding::new(
-                    FindingKind::RowFormat,
-                    Some(line),
-                    format!("a field does not parse: {e}"),
-                ));
-                None
-            }
-        };
+        // Cells were neutralised against spreadsheet formulas when written (records::cells).
+        let row =
+            match crate::records::cells::restore_record(&record).deserialize::<ReportRow>(None) {
+                Ok(row) => Some(row),
+                Err(e) => {
+                    findings.push(Finding::new(
+                        FindingKind::RowFormat,
+                        Some(line),
+                        format!("a field does not parse: {e}"),
+                    ));
+                    None
+                }
+            };
         entries.push(Entry { line, row, chain });
     }
 

@@ -161,7 +161,7 @@ pub struct BoomerangArgs {
     #[arg(long, default_value = "random", value_name = "N|random")]
     pub seed: SeedArg,
     /// Images per UNet batch
-    #[arg(long, default_value_t = 1, value_name = "B")]
+    #[arg(long, default_value_t = 1, value_name = "B", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -298,8 +298,12 @@ pub struct AnonymizeArgs {
     #[arg(long, default_value = "random", value_name = "N|random")]
     pub seed: SeedArg,
     /// Images per UNet batch
-    #[arg(long, default_value_t = 1, value_name = "B")]
+    #[arg(long, default_value_t = 1, value_name = "B", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
+    /// Pixel budget per image, in megapixels: a larger image (by its header, never decoded)
+    /// gets an `error` row instead of being processed
+    #[arg(long, default_value_t = crate::commands::anonymize::DEFAULT_MAX_MEGAPIXELS, value_name = "MP", value_parser = positive_megapixels)]
+    pub max_megapixels: f64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Report path (default: OUT.report.csv beside OUT; never inside IN or OUT). run.json is
@@ -324,6 +328,14 @@ pub struct AnonymizeArgs {
     /// Output folder: empty or missing (or the folder of an interrupted run, with --resume)
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
+}
+
+/// `--max-megapixels`: a finite number > 0 (a usage error otherwise).
+fn positive_megapixels(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!("`{text}` is not a number of megapixels > 0")),
+    }
 }
 
 const ANONYMIZE_HELP: &str = "\
@@ -353,6 +365,7 @@ impl AnonymizeArgs {
                 SeedArg::Random => None,
             },
             batch: self.batch,
+            max_megapixels: self.max_megapixels,
             session: self.runtime.session_options(),
             onnxruntime: self.runtime.onnxruntime.clone(),
             report,

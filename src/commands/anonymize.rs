@@ -4,7 +4,7 @@
 //! policy's operating point → certified, or retry with more strength and a new seed, then the
 //! final verdict. Every finished image appends one hash-chained row to the private report.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -34,6 +34,9 @@ use crate::records::report::{
 
 pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
 
+/// Default pixel budget per image (`--max-megapixels`).
+pub const DEFAULT_MAX_MEGAPIXELS: f64 = 50.0;
+
 /// Validated `anonymize` configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnonymizeConfig {
@@ -46,6 +49,8 @@ pub struct AnonymizeConfig {
     #[serde(skip)]
     pub seed: Option<u64>,
     pub batch: usize,
+    /// Pixel budget per image: larger images get an error row, read from their header only.
+    pub max_megapixels: f64,
     #[serde(skip)]
     pub session: SessionOptions,
     pub onnxruntime: Option<PathBuf>,
@@ -200,13 +205,22 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         .level
         .rename_files
         .then(|| NameKey::from_run_seed(seed));
-    let planned = dataset::plan_outputs(dataset::walk(&config.input)?, key.as_ref());
+    // Output names are taken when outputs are written (Certifying::claims), not here: an input
+    // that fails leaves its name to the next one.
+    let planned = dataset::plan_outputs_unclaimed(dataset::walk(&config.input)?, key.as_ref());
+    // Everything that can fail before the first image is checked before anything is created,
+    // and a dry run checks it too: runtime, execution provider, models, operating point.
+    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let models = Models::open(config, &prepared, runtime)?;
     if config.dry_run {
         return Ok(Outcome::Planned(dry_run(config, &prepared, &planned)?));
     }
 
-    let (writer, done) = open_report(config)?;
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let Resumed {
+        writer,
+        done,
+        deferred,
+    } = open_report(config, &planned)?;
     let record = RecordTemplate {
         config,
         prepared: &prepared,
@@ -217,11 +231,14 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let counts = StatusCounts::of(&done);
     record.at(&counts, &writer, None).write(&record.path())?;
 
-    let mut certifying = Certifying::open(config, &prepared, seed, runtime, writer, counts)?;
+    let mut certifying = Certifying::open(config, &prepared, seed, models, writer, counts);
     certifying.progress =
         super::dataset_run::progress_bar(planned.len() as u64, "images", config.quiet);
-    let done_inputs: HashSet<String> = done.iter().map(|r| r.input_path.clone()).collect();
-    certifying.certify_all(&planned, &done_inputs)?;
+    let done_inputs: HashMap<String, bool> = done
+        .iter()
+        .map(|r| (r.input_path.clone(), !r.output_path.is_empty()))
+        .collect();
+    certifying.certify_all(&planned, &done_inputs, deferred)?;
     certifying.progress.finish_and_clear();
 
     let (rate, chance) = certifying.reidentify(&planned)?;
@@ -313,17 +330,85 @@ fn dry_run(
     })
 }
 
-/// Creates OUT and the report, or resumes the report, keeping the rows whose output is intact.
-fn open_report(config: &AnonymizeConfig) -> anyhow::Result<(ReportWriter, Vec<ReportRow>)> {
+/// The report a run appends to, and the rows of a resumed run it keeps.
+struct Resumed {
+    writer: ReportWriter,
+    /// Rows left in the report: the resumed run's rows up to the first one redone.
+    done: Vec<ReportRow>,
+    /// Kept rows after the first redone one, by input: appended again at their place in walk
+    /// order, so the report's rows stay in walk order.
+    deferred: HashMap<String, ReportRow>,
+}
+
+/// Creates OUT and the report, or resumes the report: a row is kept when its output is intact
+/// and its input still has the hash it recorded (a replaced input is redone, with a note).
+fn open_report(config: &AnonymizeConfig, planned: &[dataset::Planned]) -> anyhow::Result<Resumed> {
     std::fs::create_dir_all(&config.output)
         .with_context(|| format!("creating {}", config.output.display()))?;
-    Ok(if config.resume && config.report.exists() {
-        remove_stale_temp_files(&config.output)?;
-        let output_root = config.output.clone();
-        ReportWriter::resume_keeping(&config.report, |row| row_output_intact(&output_root, row))?
-    } else {
-        (ReportWriter::create(&config.report, false)?, Vec::new())
+    if !(config.resume && config.report.exists()) {
+        return Ok(Resumed {
+            writer: ReportWriter::create(&config.report, false)?,
+            done: Vec::new(),
+            deferred: HashMap::new(),
+        });
+    }
+    remove_stale_temp_files(&config.output)?;
+    let inputs: HashMap<String, PathBuf> = planned
+        .iter()
+        .map(|item| {
+            (
+                dataset::path_text(&item.relative),
+                config.input.join(&item.relative),
+            )
+        })
+        .collect();
+    let mut redone = false;
+    let mut deferred = HashMap::new();
+    let (writer, done) = ReportWriter::resume_keeping(&config.report, |row| {
+        let usable = row_output_intact(&config.output, row)
+            && row_input_unchanged(&config.output, &inputs, row);
+        if !usable {
+            redone = true;
+            false
+        } else if redone {
+            deferred.insert(row.input_path.clone(), row.clone());
+            false
+        } else {
+            true
+        }
+    })?;
+    Ok(Resumed {
+        writer,
+        done,
+        deferred,
     })
+}
+
+/// A resumed row's input still hashes to what the row recorded (rows without an input hash,
+/// and inputs no longer walked, stand). A changed input is noted, and its old output removed
+/// so a redo that writes none leaves nothing unlisted.
+fn row_input_unchanged(
+    output_root: &Path,
+    inputs: &HashMap<String, PathBuf>,
+    row: &ReportRow,
+) -> bool {
+    if row.input_sha256.is_empty() {
+        return true;
+    }
+    let Some(path) = inputs.get(&row.input_path) else {
+        return true;
+    };
+    if sha256_file(path).is_ok_and(|digest| digest == row.input_sha256) {
+        return true;
+    }
+    eprintln!(
+        "note: input {} changed since its row was written (sha256 {}): redoing it",
+        row.input_path, row.input_sha256
+    );
+    if !row.output_path.is_empty() {
+        let _ = std::fs::remove_file(output_root.join(&row.output_path));
+    }
+    false
 }
 
 /// What run.json records that does not change during the run.
@@ -380,18 +465,26 @@ struct Certifying<'a> {
     counts: StatusCounts,
     progress: ProgressBar,
     batch: Vec<ImageToCertify>,
+    /// Output paths written (or kept from the resumed run) so far, by input.
+    claims: dataset::OutputClaims,
 }
 
-impl<'a> Certifying<'a> {
-    /// Opens the diffusion model, the face detector and the embedder.
+/// The models a run needs, opened (sessions created on the requested device) before anything
+/// is written.
+struct Models {
+    engine: Engine,
+    certifier: Certifier,
+    point: OperatingPoint,
+}
+
+impl Models {
+    /// Opens the diffusion model, the face detector and the embedder, and finds the level's
+    /// operating point in the embedder spec.
     fn open(
-        config: &'a AnonymizeConfig,
-        prepared: &'a Prepared,
-        run_seed: u64,
+        config: &AnonymizeConfig,
+        prepared: &Prepared,
         runtime: &Runtime,
-        writer: ReportWriter,
-        counts: StatusCounts,
-    ) -> anyhow::Result<Certifying<'a>> {
+    ) -> anyhow::Result<Models> {
         let engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
         let detector = certify::resolve_detector(None)?;
         let certifier = Certifier::load(
@@ -401,6 +494,28 @@ impl<'a> Certifying<'a> {
             &config.session,
         )?;
         let point = operating_point(&prepared.level, &certifier)?;
+        Ok(Models {
+            engine,
+            certifier,
+            point,
+        })
+    }
+}
+
+impl<'a> Certifying<'a> {
+    fn open(
+        config: &'a AnonymizeConfig,
+        prepared: &'a Prepared,
+        run_seed: u64,
+        models: Models,
+        writer: ReportWriter,
+        counts: StatusCounts,
+    ) -> Certifying<'a> {
+        let Models {
+            engine,
+            certifier,
+            point,
+        } = models;
         let context = RowContext {
             level: &prepared.level,
             model_sha256: &prepared.model_sha256,
@@ -409,7 +524,7 @@ impl<'a> Certifying<'a> {
             metric: certifier.spec().metric.to_string(),
             threshold: threshold_distance(&point),
         };
-        Ok(Certifying {
+        Certifying {
             config,
             prepared,
             run_seed,
@@ -422,31 +537,68 @@ impl<'a> Certifying<'a> {
             counts,
             progress: ProgressBar::hidden(),
             batch: Vec::new(),
-        })
+            claims: dataset::OutputClaims::default(),
+        }
     }
 
     /// Every planned input not done yet, in walk order: an immediate row (skip, error) first
     /// flushes the pending batch, so rows go out in walk order.
+    /// `done_inputs`: inputs whose rows are in the report (with whether they wrote an output);
+    /// `deferred`: kept rows appended again at their place.
     fn certify_all(
         &mut self,
         planned: &[dataset::Planned],
-        done_inputs: &HashSet<String>,
+        done_inputs: &HashMap<String, bool>,
+        mut deferred: HashMap<String, ReportRow>,
     ) -> anyhow::Result<()> {
+        // Outputs the resumed run kept are taken before anything is written.
         for item in planned {
             let input_text = dataset::path_text(&item.relative);
-            if done_inputs.contains(&input_text) {
+            let wrote = done_inputs.get(&input_text).copied().unwrap_or(false)
+                || deferred
+                    .get(&input_text)
+                    .is_some_and(|row| !row.output_path.is_empty());
+            if let (true, Action::Process { output }) = (wrote, &item.action) {
+                self.claims.claim(output, &item.relative);
+            }
+        }
+        for item in planned {
+            let input_text = dataset::path_text(&item.relative);
+            if done_inputs.contains_key(&input_text) {
                 self.progress.inc(1);
                 continue;
             }
+            if let Some(row) = deferred.remove(&input_text) {
+                self.flush()?;
+                self.finish_row(row)?;
+                continue;
+            }
             let config = self.config;
-            let job = prepare_job(
-                item,
-                &input_text,
-                &self.context,
-                config,
-                &mut self.certifier,
-                self.size,
-            );
+            let job = match &item.action {
+                Action::Process { output } => match self.claims.clash(output) {
+                    Some(reason) => Err(Box::new(self.context.row(
+                        &input_text,
+                        Status::Error,
+                        format!("{reason}; this image was not anonymized"),
+                    ))),
+                    None => prepare_job(
+                        item,
+                        &input_text,
+                        &self.context,
+                        config,
+                        &mut self.certifier,
+                        self.size,
+                    ),
+                },
+                Action::Skip(_) => prepare_job(
+                    item,
+                    &input_text,
+                    &self.context,
+                    config,
+                    &mut self.certifier,
+                    self.size,
+                ),
+            };
             match job {
                 Ok(job) => {
                     self.batch.push(job);
@@ -460,7 +612,14 @@ impl<'a> Certifying<'a> {
                 }
             }
         }
-        self.flush()
+        self.flush()?;
+        // Kept rows of inputs no longer walked stay in the report, after the others.
+        let mut leftover: Vec<ReportRow> = deferred.into_values().collect();
+        leftover.sort_by(|a, b| a.input_path.cmp(&b.input_path));
+        for row in leftover {
+            self.finish_row(row)?;
+        }
+        Ok(())
     }
 
     /// Certifies the pending batch and writes its rows.
@@ -472,7 +631,14 @@ impl<'a> Certifying<'a> {
             run_seed: self.run_seed,
             output_root: &self.config.output,
         };
-        for row in certify_batch(&mut self.engine, &mut self.certifier, &context, jobs)? {
+        let rows = certify_batch(
+            &mut self.engine,
+            &mut self.certifier,
+            &context,
+            &mut self.claims,
+            jobs,
+        )?;
+        for row in rows {
             self.finish_row(row)?;
         }
         Ok(())
@@ -666,6 +832,9 @@ fn prepare_job(
         Action::Process { output } => output.clone(),
     };
     let started = Instant::now();
+    if let Some(row) = over_pixel_budget(item, input_text, context, config) {
+        return Err(Box::new(row));
+    }
     let loaded = dataset::load_image(&config.input.join(&item.relative))
         .map_err(|error| Box::new(context.row(input_text, Status::Error, error.reason())))?;
     let mut row = context.row(input_text, Status::Error, String::new());
@@ -688,6 +857,7 @@ fn prepare_job(
     let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
     Ok(ImageToCertify {
         row,
+        relative: item.relative.clone(),
         output,
         loaded,
         tensor,
@@ -695,6 +865,31 @@ fn prepare_job(
         faces_in,
         started,
     })
+}
+
+/// The error row of an image whose header declares more pixels than the budget: it is never
+/// decoded.
+fn over_pixel_budget(
+    item: &dataset::Planned,
+    input_text: &str,
+    context: &RowContext,
+    config: &AnonymizeConfig,
+) -> Option<ReportRow> {
+    let path = config.input.join(&item.relative);
+    let (width, height) = dataset::declared_dimensions(&path)?;
+    let megapixels = f64::from(width) * f64::from(height) / 1e6;
+    if megapixels <= config.max_megapixels {
+        return None;
+    }
+    let reason = format!(
+        "{width}x{height} is {megapixels:.1} megapixels, over the pixel budget of {} megapixels per image (--max-megapixels); not decoded",
+        config.max_megapixels
+    );
+    let mut row = context.row(input_text, Status::Error, reason);
+    row.input_sha256 = sha256_file(&path).unwrap_or_default();
+    row.width = Some(width);
+    row.height = Some(height);
+    Some(row)
 }
 
 /// What every batch of a run shares.
@@ -708,6 +903,8 @@ struct BatchContext<'a> {
 /// One input image on its way through the certification loop.
 struct ImageToCertify {
     row: ReportRow,
+    /// The input, relative to IN.
+    relative: PathBuf,
     output: PathBuf,
     loaded: LoadedInput,
     tensor: Array4<f32>,
@@ -736,6 +933,7 @@ fn certify_batch(
     engine: &mut Engine,
     certifier: &mut Certifier,
     context: &BatchContext,
+    claims: &mut dataset::OutputClaims,
     jobs: Vec<ImageToCertify>,
 ) -> anyhow::Result<Vec<ReportRow>> {
     if jobs.is_empty() {
@@ -757,7 +955,7 @@ fn certify_batch(
     }
     let mut rows = Vec::with_capacity(jobs.len());
     for (job, result) in jobs.into_iter().zip(results) {
-        rows.push(verdict(context, job, result)?);
+        rows.push(verdict(context, claims, job, result)?);
     }
     Ok(rows)
 }
@@ -825,6 +1023,7 @@ fn attempt_round(
 /// The finished row of one image after its last attempt; writes the output the policy keeps.
 fn verdict(
     context: &BatchContext,
+    claims: &mut dataset::OutputClaims,
     job: ImageToCertify,
     result: Option<Attempt>,
 ) -> anyhow::Result<ReportRow> {
@@ -843,10 +1042,16 @@ fn verdict(
     let (status, reason, keep) = judge(context, &result, no_face);
     row.status = status;
     row.reason = reason;
-    if keep {
+    let clash = keep.then(|| claims.clash(&job.output)).flatten();
+    if let Some(clash) = clash {
+        // Another image of this batch took the name first: this one is not anonymized.
+        row.status = Status::Error;
+        row.reason = format!("{clash}; this image was not anonymized");
+    } else if keep {
         row.output_sha256 =
             imageio::write_png(&result.image, &context.output_root.join(&job.output))?;
         row.output_path = dataset::path_text(&job.output);
+        claims.claim(&job.output, &job.relative);
     }
     row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
     Ok(row)

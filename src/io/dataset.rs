@@ -707,8 +707,7 @@ pub enum Action {
 /// without renaming), a file where a folder is needed, or a folder where a file is written, are
 /// skipped with the earlier input named.
 pub fn plan_outputs(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planned> {
-    let mut files: HashMap<PathBuf, PathBuf> = HashMap::new();
-    let mut folders: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut claims = OutputClaims::default();
     entries
         .into_iter()
         .map(|entry| {
@@ -716,25 +715,10 @@ pub fn plan_outputs(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planne
                 EntryKind::Skipped(reason) => Action::Skip(reason),
                 EntryKind::Image => {
                     let output = output_relative(&entry.relative, rename);
-                    let clash = files
-                        .get(&output)
-                        .or_else(|| folders.get(&output))
-                        .or_else(|| output.ancestors().skip(1).find_map(|dir| files.get(dir)));
-                    match clash {
-                        Some(earlier) => Action::Skip(SkipReason::OutputCollision {
-                            output,
-                            earlier: earlier.clone(),
-                        }),
+                    match claims.clash(&output) {
+                        Some(reason) => Action::Skip(reason),
                         None => {
-                            for folder in output.ancestors().skip(1) {
-                                if folder.as_os_str().is_empty() {
-                                    break;
-                                }
-                                folders
-                                    .entry(folder.to_path_buf())
-                                    .or_insert_with(|| entry.relative.clone());
-                            }
-                            files.insert(output.clone(), entry.relative.clone());
+                            claims.claim(&output, &entry.relative);
                             Action::Process { output }
                         }
                     }
@@ -746,4 +730,78 @@ pub fn plan_outputs(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planne
             }
         })
         .collect()
+}
+
+/// Maps every image entry to its output without reserving anything: clashes are for the caller
+/// to find with [`OutputClaims`] when outputs are actually written, so an input that fails
+/// leaves its name to the next one.
+pub fn plan_outputs_unclaimed(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planned> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let action = match entry.kind {
+                EntryKind::Skipped(reason) => Action::Skip(reason),
+                EntryKind::Image => Action::Process {
+                    output: output_relative(&entry.relative, rename),
+                },
+            };
+            Planned {
+                relative: entry.relative,
+                action,
+            }
+        })
+        .collect()
+}
+
+/// Output paths (relative to OUT) already taken, each with the input that took it: a path is
+/// taken by a file, and so are the folders above it.
+#[derive(Debug, Default, Clone)]
+pub struct OutputClaims {
+    files: HashMap<PathBuf, PathBuf>,
+    folders: HashMap<PathBuf, PathBuf>,
+}
+
+impl OutputClaims {
+    /// Why `output` cannot be written: the same file, a file where a folder is needed, or a
+    /// folder where the file would go, taken by an earlier input.
+    pub fn clash(&self, output: &Path) -> Option<SkipReason> {
+        let earlier = self
+            .files
+            .get(output)
+            .or_else(|| self.folders.get(output))
+            .or_else(|| {
+                output
+                    .ancestors()
+                    .skip(1)
+                    .find_map(|dir| self.files.get(dir))
+            })?;
+        Some(SkipReason::OutputCollision {
+            output: output.to_path_buf(),
+            earlier: earlier.clone(),
+        })
+    }
+
+    /// Takes `output` (and its folders) for `input`.
+    pub fn claim(&mut self, output: &Path, input: &Path) {
+        for folder in output.ancestors().skip(1) {
+            if folder.as_os_str().is_empty() {
+                break;
+            }
+            self.folders
+                .entry(folder.to_path_buf())
+                .or_insert_with(|| input.to_path_buf());
+        }
+        self.files.insert(output.to_path_buf(), input.to_path_buf());
+    }
+}
+
+/// Width and height as the file's header declares them, read without decoding the pixels;
+/// `None` when the header cannot be read (the full load then says why).
+pub fn declared_dimensions(path: &Path) -> Option<(u32, u32)> {
+    let file = std::fs::File::open(path).ok()?;
+    image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
 }

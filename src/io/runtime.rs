@@ -152,11 +152,14 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
         .with_telemetry(false)
         .build()
         .map_err(|error| RuntimeError::Environment(error.to_string()))?;
-    let version = ort::info()
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-        .unwrap_or("unknown")
-        .to_string();
+    let version = loaded_version(&library)
+        .or_else(|| {
+            ort::info()
+                .split(',')
+                .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string());
     let runtime = Runtime {
         environment,
         info: RuntimeInfo {
@@ -166,6 +169,41 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
         },
     };
     Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+/// The version the loaded library reports (`OrtGetApiBase()->GetVersionString()`, as ort itself
+/// checks it), asked of the library already loaded from `library` (`RTLD_NOLOAD`: nothing new
+/// is loaded). `None` when it cannot be asked.
+fn loaded_version(library: &Path) -> Option<String> {
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::fs::canonicalize(library).unwrap_or_else(|_| library.to_path_buf());
+    let name = CString::new(absolute.as_os_str().as_bytes()).ok()?;
+    // SAFETY: dlopen with RTLD_NOLOAD only returns a handle to a library ort already loaded (and
+    // keeps loaded for the process); OrtGetApiBase has this signature in every ONNX Runtime
+    // release, returns a pointer to a static struct, and GetVersionString a static C string.
+    unsafe {
+        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return None;
+        }
+        let symbol = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let version = if symbol.is_null() {
+            None
+        } else {
+            let get_api_base: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase =
+                std::mem::transmute(symbol);
+            let base = get_api_base();
+            if base.is_null() {
+                None
+            } else {
+                let text = ((*base).GetVersionString)();
+                (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+            }
+        };
+        libc::dlclose(handle);
+        version
+    }
 }
 
 impl Runtime {

@@ -112,8 +112,10 @@ impl<R: LogRow> CsvLog<R> {
         }
         let mut rows = Vec::new();
         let mut dropped = complete.len() != bytes.len();
-        for (index, record) in reader.deserialize::<R>().enumerate() {
-            let row = record.map_err(|e| damaged(index as u64 + 2, e.to_string()))?;
+        for (index, record) in reader.byte_records().enumerate() {
+            let row = record
+                .and_then(|record| super::cells::restore_record(&record).deserialize::<R>(None))
+                .map_err(|e| damaged(index as u64 + 2, e.to_string()))?;
             if keep(&row) {
                 rows.push(row);
             } else {
@@ -173,12 +175,22 @@ fn encode_record<'a>(
         .map_err(|e| io_error(path, e.into_error()))
 }
 
+/// The row's CSV line, its cells neutralised against spreadsheet formulas (`records::cells`).
 fn encode_row<R: Serialize>(path: &Path, row: &R) -> Result<Vec<u8>, CsvLogError> {
     let mut writer = csv_writer();
     writer.serialize(row).map_err(|e| encode_error(path, e))?;
-    writer
+    let plain = writer
         .into_inner()
-        .map_err(|e| io_error(path, e.into_error()))
+        .map_err(|e| io_error(path, e.into_error()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(plain.as_slice());
+    let mut record = csv::ByteRecord::new();
+    reader
+        .read_byte_record(&mut record)
+        .map_err(|e| encode_error(path, e))?;
+    let cells: Vec<_> = record.iter().map(super::cells::neutralise).collect();
+    encode_record(path, cells.iter().map(|cell| cell.as_ref()))
 }
 
 #[cfg(test)]

@@ -2,5 +2,6 @@
 //! CSV log that augment and enhance write.
 
 mod append;
+pub mod cells;
 pub mod csv_log;
 pub mod report;

@@ -266,7 +266,14 @@ fn encode_body(row: &ReportRow) -> Result<Vec<u8>, String> {
     {
         return Err("the row encoded to nothing".into());
     }
-    encode_fields(record.iter().take(COLUMNS.len() - 1))
+    // Cells are neutralised against spreadsheet formulas as written, so the chain covers them
+    // as they stand in the file (see `records::cells`).
+    let cells: Vec<_> = record
+        .iter()
+        .take(COLUMNS.len() - 1)
+        .map(super::cells::neutralise)
+        .collect();
+    encode_fields(cells.iter().map(|cell| cell.as_ref()))
 }
 
 fn link(previous: &str, body: &[u8]) -> String {
@@ -383,7 +390,7 @@ fn check_row(record: &csv::ByteRecord, previous: &str) -> Result<ReportRow, RowP
             found: record.len(),
         });
     }
-    let row: ReportRow = record
+    let row: ReportRow = super::cells::restore_record(record)
         .deserialize(None)
         .map_err(|e| RowProblem::Unparsable {
             message: e.to_string(),
