@@ -307,10 +307,11 @@ pub struct AnonymizeArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Report path (default: OUT.report.csv beside OUT; never inside IN or OUT). run.json is
-    /// written next to it
+    /// written next to it: X.report.csv gives X.run.json, any other name R gives R.run.json
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
     /// Continue an interrupted run: keep the report rows whose outputs are intact, redo the rest
+    /// (needs the report and run.json of the run that wrote OUT)
     #[arg(long)]
     pub resume: bool,
     /// Print the plan (files, level, strength, start timestep, hashes) and write nothing

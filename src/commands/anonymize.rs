@@ -200,6 +200,8 @@ fn threshold_distance(point: &OperatingPoint) -> Option<f32> {
 pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let started_at = SystemTime::now();
     let started = Instant::now();
+    let resolved = with_resolved_paths(config)?;
+    let config = &resolved;
     let (prepared, seed) = prepare_run(config)?;
     let key = prepared
         .level
@@ -216,6 +218,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Planned(dry_run(config, &prepared, &planned)?));
     }
 
+    let _output_lock = lock_output(config)?;
     let Resumed {
         writer,
         done,
@@ -270,8 +273,11 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64)> {
     check_outside(&config.report, &config.input, &config.output)?;
     let prepared = prepare(config)?;
     let record_path = run_record_path(&config.report);
+    check_private_files(config, &record_path)?;
     let previous = if config.resume {
-        read_previous_run(&record_path)?
+        let previous = read_previous_run(&record_path)?;
+        check_resumed_run_is_this_one(config, &record_path, previous.as_ref())?;
+        previous
     } else {
         if !dataset::output_is_empty(&config.output)? {
             bail!(
@@ -300,6 +306,7 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64)> {
                 record_path.display()
             );
         }
+        check_kept_seeds(&config.report, &record_path, seed)?;
     }
     Ok((prepared, seed))
 }
@@ -352,6 +359,7 @@ fn open_report(config: &AnonymizeConfig, planned: &[dataset::Planned]) -> anyhow
             deferred: HashMap::new(),
         });
     }
+    refuse_symlinks_inside(&config.output)?;
     remove_stale_temp_files(&config.output)?;
     let inputs: HashMap<String, PathBuf> = planned
         .iter()
@@ -704,11 +712,13 @@ fn check_outside(report: &Path, input: &Path, output: &Path) -> anyhow::Result<(
 
 /// The configuration the run being resumed recorded in run.json, if there is one.
 fn read_previous_run(path: &Path) -> anyhow::Result<Option<RunConfig>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let file = match crate::io::safe_path::open_regular(path, "run record") {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    let text =
+        std::io::read_to_string(file).with_context(|| format!("reading {}", path.display()))?;
     let record: RunRecord = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a run record", path.display()))?;
     Ok(Some(record.config))
@@ -733,6 +743,143 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunCo
         device: config.session.device.to_string(),
         report: config.report.clone(),
     }
+}
+
+/// OUT and the report as absolute paths with `..` applied against the real parent folders
+/// (`IN/newdir/../../out` is `out` beside IN, and creating it creates nothing in IN). OUT's
+/// symlinks are resolved; the report's own name is kept (a symlink there is refused, not followed).
+fn with_resolved_paths(config: &AnonymizeConfig) -> anyhow::Result<AnonymizeConfig> {
+    let output = dataset::resolve_planned(&config.output)?;
+    let report_name = match config.report.file_name() {
+        Some(name) if !config.report.ends_with("..") => name.to_os_string(),
+        _ => bail!("--report {}: not a file name", config.report.display()),
+    };
+    let report_folder = match config.report.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let report = dataset::resolve_planned(report_folder)?.join(report_name);
+    Ok(AnonymizeConfig {
+        output,
+        report,
+        ..config.clone()
+    })
+}
+
+/// The report and run.json must be regular files when they exist (a FIFO would block the run, a
+/// symlink would write elsewhere); a new run never replaces either.
+fn check_private_files(config: &AnonymizeConfig, record_path: &Path) -> anyhow::Result<()> {
+    for (path, what) in [
+        (config.report.as_path(), "report"),
+        (record_path, "run record"),
+    ] {
+        let exists = crate::io::safe_path::private_file_exists(path, what)?;
+        if exists && !config.resume {
+            bail!(
+                "the {what} {} already exists: it belongs to another run; continue that run with --resume, or choose another --report",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A resume continues the run that wrote OUT, with that run's report and run.json: without
+/// run.json (or with one naming another OUT) there is no seed to continue with, so it is refused
+/// unless there is nothing at all to resume (no report and an empty OUT).
+fn check_resumed_run_is_this_one(
+    config: &AnonymizeConfig,
+    record_path: &Path,
+    previous: Option<&RunConfig>,
+) -> anyhow::Result<()> {
+    let output = &config.output;
+    let Some(previous) = previous else {
+        let report_exists = config.report.exists();
+        if report_exists || !dataset::output_is_empty(output)? {
+            bail!(
+                "cannot resume {}: its run record {} is missing, so the run seed is unknown; --resume needs the report and run.json of the run that wrote {} (pass its --report), or start a new run in an empty folder",
+                if report_exists { config.report.display() } else { output.display() },
+                record_path.display(),
+                output.display()
+            );
+        }
+        return Ok(());
+    };
+    let recorded = dataset::resolve_planned(&previous.output)?;
+    if recorded != *output {
+        bail!(
+            "{} is the run record of the run that wrote {}, not {}: resume that folder, or pass the --report of the run that wrote {}",
+            record_path.display(),
+            previous.output.display(),
+            output.display(),
+            output.display()
+        );
+    }
+    if !config.report.exists() && !dataset::output_is_empty(output)? {
+        bail!(
+            "cannot resume {}: its report {} is missing",
+            output.display(),
+            config.report.display()
+        );
+    }
+    Ok(())
+}
+
+/// Every kept row's per-image seed must derive from the run seed of run.json (see
+/// [`image_seed`]): an edited or foreign run.json would finish the run with other seeds.
+fn check_kept_seeds(report: &Path, record_path: &Path, run_seed: u64) -> anyhow::Result<()> {
+    // A missing, torn or damaged report is handled (or refused) when it is resumed.
+    let Ok(rows) = crate::records::report::resumable_rows(report) else {
+        return Ok(());
+    };
+    for row in rows {
+        let (Some(attempts), false) = (row.attempts, row.seed.is_empty()) else {
+            continue;
+        };
+        let derived = <[u8; 32]>::try_from(hex::decode(&row.input_sha256).unwrap_or_default())
+            .ok()
+            .filter(|_| attempts > 0)
+            .map(|content| hex::encode(image_seed(run_seed, &content, attempts - 1)));
+        if derived.as_deref() != Some(row.seed.as_str()) {
+            bail!(
+                "{}: the seed of the row for {} does not derive from the run seed in {}: run.json was edited or belongs to another run; refusing to resume with it",
+                report.display(),
+                row.input_path,
+                record_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates OUT and takes its lock for the whole run, so a second run into the same OUT (a second
+/// `--resume`, or a new run with another report) exits instead of mixing files and rows.
+fn lock_output(config: &AnonymizeConfig) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(&config.output)
+        .with_context(|| format!("creating {}", config.output.display()))?;
+    let lock = crate::io::lock::lock_folder(&config.output)?;
+    // Another run may have finished in OUT between the pre-flight check and the lock.
+    if !config.resume && !dataset::output_is_empty(&config.output)? {
+        bail!(
+            "{} is not empty; choose an empty output folder, or pass --resume to finish the run that wrote it",
+            config.output.display()
+        );
+    }
+    Ok(lock)
+}
+
+/// A symlink inside OUT could send outputs anywhere: resume refuses before writing.
+fn refuse_symlinks_inside(output: &Path) -> anyhow::Result<()> {
+    let found = crate::io::safe_path::find_symlink_below(output)
+        .with_context(|| format!("reading {}", output.display()))?;
+    if let Some(link) = found {
+        bail!(
+            "{} is a symlink inside the output folder {}: outputs are never written through a symlink; remove it and resume again",
+            link.display(),
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 /// A resumed row stands when it wrote no output, or its output is still there, unchanged.
@@ -1049,7 +1196,7 @@ fn verdict(
         row.reason = format!("{clash}; this image was not anonymized");
     } else if keep {
         row.output_sha256 =
-            imageio::write_png(&result.image, &context.output_root.join(&job.output))?;
+            imageio::write_png_below(&result.image, context.output_root, &job.output)?;
         row.output_path = dataset::path_text(&job.output);
         claims.claim(&job.output, &job.relative);
     }

@@ -522,9 +522,9 @@ impl<'a> Augmenting<'a> {
         source_sha256: &str,
     ) -> anyhow::Result<()> {
         let pixels = lossless_pixels(pixels.clone());
-        let path = self.config.output.join(original);
-        let output_sha256 =
-            (self.run.engine.timer).time(Stage::ImageIo, |_| imageio::write_png(&pixels, &path));
+        let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
+            imageio::write_png_below(&pixels, &self.config.output, original)
+        });
         let row = AugmentRow {
             source_sha256: source_sha256.to_string(),
             output: path_text(original),
@@ -593,7 +593,7 @@ impl<'a> Augmenting<'a> {
         let path = &input.image.samples[sample.k as usize];
         let output_sha256 = self.run.engine.timer.time(Stage::ImageIo, |_| {
             let image = imageio::from_working_tensor(result, &input.placement);
-            imageio::write_png(&image, &config.output.join(path))
+            imageio::write_png_below(&image, &config.output, path)
         });
         let row = AugmentRow {
             source_sha256: input.source_sha256.clone(),

@@ -617,9 +617,9 @@ impl<'a> Enhancing<'a> {
             config.batch,
             &seed,
         )?;
-        let path = config.output.join(output);
-        let output_sha256 =
-            (self.run.engine.timer).time(Stage::ImageIo, |_| imageio::write_png(&result, &path));
+        let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
+            imageio::write_png_below(&result, &config.output, output)
+        });
         let row = EnhanceRow {
             output_sha256: output_sha256?,
             tiles: Some(tiles),

@@ -1,11 +1,20 @@
 //! Atomic file writes: a temp file in the destination folder, fsync, then rename, so a reader (or a
 //! resumed run after a crash) sees either the old file or the complete new one, never a torn one.
+//!
+//! [`write`] creates files as any program does (0666 less the process umask): outputs are meant
+//! to be published. [`write_private`] creates them 0600 whatever the umask: the report and
+//! run.json link outputs to inputs and hold the seeds.
 
+use std::fs::{File, Permissions};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 const TEMP_PREFIX: &str = ".boomerang-";
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// The mode of private files (report, run.json), set exactly, independent of the umask.
+pub const PRIVATE_MODE: u32 = 0o600;
 
 /// Whether `path` names a temp file of an interrupted atomic write (a kill -9 leaves them behind).
 pub fn is_temp_file(path: &Path) -> bool {
@@ -14,17 +23,49 @@ pub fn is_temp_file(path: &Path) -> bool {
         .is_some_and(|name| name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX))
 }
 
+/// Writes `bytes` to `path` atomically; a new file gets 0666 less the umask.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with(path, bytes, false, |_| Ok(())).map(drop)
+}
+
+/// Writes a private file atomically, mode 0600 whatever the umask.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private_then(path, bytes, |_| Ok(())).map(drop)
+}
+
+/// [`write_private`], calling `before_rename` on the complete temp file before it replaces
+/// `path` (to lock it, so the new file is never unlocked under its name). Returns the file.
+pub fn write_private_then(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce(&File) -> std::io::Result<()>,
+) -> std::io::Result<File> {
+    write_with(path, bytes, true, before_rename)
+}
+
+fn write_with(
+    path: &Path,
+    bytes: &[u8],
+    private: bool,
+    before_rename: impl FnOnce(&File) -> std::io::Result<()>,
+) -> std::io::Result<File> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    let mode = if private { PRIVATE_MODE } else { 0o666 };
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
+        .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;
+    if private {
+        // The umask can only have removed bits; set the mode exactly.
+        temp.as_file()
+            .set_permissions(Permissions::from_mode(PRIVATE_MODE))?;
+    }
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    before_rename(temp.as_file())?;
+    temp.persist(path).map_err(|e| e.error)
 }

@@ -140,6 +140,22 @@ pub fn write_png(image: &DynamicImage, path: &Path) -> Result<String, ImageError
     Ok(hex::encode(crate::io::hashing::sha256_bytes(&bytes)))
 }
 
+/// [`write_png`] for an output below a folder the run owns (OUT): the folders of `relative` are
+/// created below `root` without following a symlink, and a symlink in the way is an error, never
+/// written through ([`crate::io::safe_path`]).
+pub fn write_png_below(
+    image: &DynamicImage,
+    root: &Path,
+    relative: &Path,
+) -> Result<String, ImageError> {
+    let write_error = |source| ImageError::Write {
+        path: root.join(relative),
+        source,
+    };
+    let path = crate::io::safe_path::prepare_file_below(root, relative).map_err(write_error)?;
+    write_png(image, &path)
+}
+
 /// Pixels plus what decoding learned about the file, for the report and for mapping back.
 #[derive(Debug, Clone)]
 pub struct Decoded {

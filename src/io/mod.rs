@@ -1,8 +1,10 @@
 //! Files and the outside world: ONNX Runtime loading, the dataset walk, the one image loader and
-//! PNG writer, atomic writes and hashing.
+//! PNG writer, atomic writes, locks, safe paths below OUT and hashing.
 
 pub mod atomic;
 pub mod dataset;
 pub mod hashing;
 pub mod imageio;
+pub mod lock;
 pub mod runtime;
+pub mod safe_path;

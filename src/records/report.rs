@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::append::{AppendError, SyncedAppend};
 use crate::io::hashing::sha256_bytes;
+use crate::io::lock::{self, LockError};
 
 /// The report's columns, in order.
 pub const COLUMNS: [&str; 26] = [
@@ -225,6 +226,9 @@ pub enum ReportError {
     Encode { path: PathBuf, message: String },
     #[error("{path}: an earlier row could not be written nor rolled back; rerun with --resume, which repairs the report")]
     Broken { path: PathBuf },
+    /// Another run holds the report.
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ReportError {
@@ -303,7 +307,18 @@ fn scan(path: &Path) -> Result<Scan, ChainError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let mut file = File::open(path).map_err(io)?;
+    // Never blocks on a FIFO (audit reads reports it is given, symlinks included).
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?
+    };
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
     let len = file.metadata().map_err(io)?.len();
     let ends_with_newline = if len == 0 {
         false
@@ -420,12 +435,29 @@ pub fn verify(path: &Path) -> Result<Vec<ReportRow>, ChainError> {
     }
 }
 
+/// The rows of a report a resume would keep from: its good rows, a torn last row left out;
+/// damage anywhere else is an error naming its line.
+pub fn resumable_rows(path: &Path) -> Result<Vec<ReportRow>, ChainError> {
+    let scan = scan(path)?;
+    match scan.damage {
+        Some(damage) if !damage.last => Err(ChainError::Row {
+            path: path.to_path_buf(),
+            line: damage.line,
+            problem: damage.problem,
+        }),
+        _ => Ok(scan.rows),
+    }
+}
+
 /// Appends rows to a report, extending its chain; each row is on disk when `append` returns.
+/// The report is private (mode 0600) and exclusively locked while the writer lives.
 #[derive(Debug)]
 pub struct ReportWriter {
     file: SyncedAppend,
     head: String,
     rows: u64,
+    /// Holds the report's lock (`flock`) until the writer is dropped.
+    _lock: File,
 }
 
 impl ReportWriter {
@@ -433,12 +465,15 @@ impl ReportWriter {
     /// An existing file is an error unless `overwrite`, in which case it is replaced atomically.
     pub fn create(path: &Path, overwrite: bool) -> Result<ReportWriter, ReportError> {
         let header = format!("{}\n", header_line());
-        if overwrite {
-            crate::io::atomic::write(path, header.as_bytes()).map_err(|e| io_error(path, e))?;
+        let lock = if overwrite {
+            write_locked(path, header.as_bytes())?
         } else {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(crate::io::atomic::PRIVATE_MODE)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::AlreadyExists => ReportError::Exists {
@@ -446,12 +481,17 @@ impl ReportWriter {
                     },
                     _ => io_error(path, e),
                 })?;
-            file.write_all(header.as_bytes())
+            lock::try_lock(&file, path)?;
+            // Private whatever the umask.
+            let mode = std::fs::Permissions::from_mode(crate::io::atomic::PRIVATE_MODE);
+            file.set_permissions(mode)
+                .and_then(|()| file.write_all(header.as_bytes()))
                 .and_then(|()| file.sync_all())
                 .map_err(|e| io_error(path, e))?;
-        }
+            file
+        };
         sync_parent(path)?;
-        ReportWriter::open(path, genesis(), 0)
+        ReportWriter::open(path, genesis(), 0, lock)
     }
 
     /// Continues an existing report: see [`ReportWriter::resume_keeping`] (keeping every row).
@@ -469,9 +509,11 @@ impl ReportWriter {
         mut keep: impl FnMut(&ReportRow) -> bool,
     ) -> Result<(ReportWriter, Vec<ReportRow>), ReportError> {
         let header = format!("{}\n", header_line());
-        let bytes_len = std::fs::metadata(path)
-            .map_err(|e| io_error(path, e))?
-            .len();
+        // Locked before it is read: two resumes of one report must not both rewrite it.
+        let lock =
+            crate::io::safe_path::open_regular(path, "report").map_err(|e| io_error(path, e))?;
+        lock::try_lock(&lock, path)?;
+        let bytes_len = lock.metadata().map_err(|e| io_error(path, e))?.len();
         // Died while writing the header: start over.
         if bytes_len <= header.len() as u64 {
             let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
@@ -507,7 +549,7 @@ impl ReportWriter {
                     .and_then(|()| file.sync_all())
                     .map_err(|e| io_error(path, e))?;
             }
-            let writer = ReportWriter::open(path, scan.head, rows.len() as u64)?;
+            let writer = ReportWriter::open(path, scan.head, rows.len() as u64, lock)?;
             return Ok((writer, rows));
         }
 
@@ -521,17 +563,19 @@ impl ReportWriter {
             text.extend_from_slice(&line.0);
             rechained.push(row);
         }
-        crate::io::atomic::write(path, &text).map_err(|e| io_error(path, e))?;
+        let new_lock = write_locked(path, &text)?;
+        drop(lock);
         sync_parent(path)?;
-        let writer = ReportWriter::open(path, head, rechained.len() as u64)?;
+        let writer = ReportWriter::open(path, head, rechained.len() as u64, new_lock)?;
         Ok((writer, rechained))
     }
 
-    fn open(path: &Path, head: String, rows: u64) -> Result<ReportWriter, ReportError> {
+    fn open(path: &Path, head: String, rows: u64, lock: File) -> Result<ReportWriter, ReportError> {
         Ok(ReportWriter {
             file: SyncedAppend::open(path).map_err(|e| io_error(path, e))?,
             head,
             rows,
+            _lock: lock,
         })
     }
 
@@ -561,6 +605,23 @@ impl ReportWriter {
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+}
+
+/// Replaces the report atomically with a private (0600) file that is locked before it takes the
+/// report's name, so the report is never unlocked while this run holds it.
+fn write_locked(path: &Path, bytes: &[u8]) -> Result<File, ReportError> {
+    let mut held = None;
+    let file = crate::io::atomic::write_private_then(path, bytes, |file| {
+        lock::try_lock(file, path).map_err(|error| {
+            held = Some(error);
+            std::io::Error::other("locked")
+        })
+    });
+    match (file, held) {
+        (_, Some(error)) => Err(error.into()),
+        (Ok(file), None) => Ok(file),
+        (Err(error), None) => Err(io_error(path, error)),
     }
 }
 
@@ -696,7 +757,7 @@ impl RunRecord {
             message: e.to_string(),
         })?;
         json.push(b'\n');
-        crate::io::atomic::write(path, &json).map_err(|e| io_error(path, e))
+        crate::io::atomic::write_private(path, &json).map_err(|e| io_error(path, e))
     }
 }
 
@@ -752,18 +813,22 @@ fn sibling(output: &Path, suffix: &str) -> PathBuf {
         .join(format!("{name}.{suffix}"))
 }
 
-/// `run.json` sits next to the report: both are private.
+/// `run.json` sits next to the report: both are private. It is named from the report's whole
+/// file name, so different reports never share a run record: `X.report.csv` (the default report
+/// of OUT `X`) gives `X.run.json`; any other name `N` gives `N.run.json` (`a.csv` →
+/// `a.csv.run.json`). The one pair left that could meet (`N.report.csv` and `N`) is refused by
+/// anonymize, which never replaces an existing run record when it starts a run.
 pub fn run_record_path(report: &Path) -> PathBuf {
-    let stem = report
+    let mut name = report
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| n.to_os_string())
         .unwrap_or_default();
-    let stem = stem.strip_suffix(".report.csv").unwrap_or(&stem);
-    let stem = stem.strip_suffix(".csv").unwrap_or(stem);
-    report
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("{stem}.run.json"))
+    let text = name.to_string_lossy().into_owned();
+    if let Some(stem) = text.strip_suffix(".report.csv").filter(|s| !s.is_empty()) {
+        name = stem.into();
+    }
+    name.push(".run.json");
+    report.parent().unwrap_or(Path::new(".")).join(name)
 }
 
 #[cfg(test)]
