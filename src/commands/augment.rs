@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use image::DynamicImage;
 use ndarray::{concatenate, Array4, ArrayView3, Axis};
-use serde::{Deserialize, Serialize};
 
 use super::dataset_run::{
-    self, DatasetRun, OutputCounts, OutputRow, OutputStatus, Refused, RunStart,
+    self, manifest_row, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
 };
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
@@ -32,7 +31,6 @@ use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, EntryKind};
 use crate::io::imageio::{self, Placement};
 use crate::io::runtime::SessionOptions;
-use crate::records::csv_log::LogRow;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "augment.csv";
@@ -75,59 +73,26 @@ impl AugmentConfig {
     }
 }
 
-/// One row of `augment.csv`. Paths are relative (`/`-separated) to IN and OUT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AugmentRow {
-    pub source: String,
-    pub source_sha256: String,
-    pub output: String,
-    pub output_sha256: String,
-    pub status: OutputStatus,
-    pub reason: String,
-    /// k for `<stem>_aug<k>.png`; empty for the copy of the original.
-    pub sample: Option<u32>,
-    pub strength: Option<f64>,
-    /// Empty at strength 0 (no noise added) and for the original.
-    pub start_timestep: Option<f64>,
-    pub steps: Option<usize>,
-    pub scheduler: String,
-    /// The sample's own seed (hex), from which all its noise is drawn.
-    pub seed: String,
-    pub run_seed: Option<u64>,
-    pub model_sha256: String,
-}
-
-impl LogRow for AugmentRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "source",
-        "source_sha256",
-        "output",
-        "output_sha256",
-        "status",
-        "reason",
-        "sample",
-        "strength",
-        "start_timestep",
-        "steps",
-        "scheduler",
-        "seed",
-        "run_seed",
-        "model_sha256",
-    ];
-}
-
-impl OutputRow for AugmentRow {
-    fn status(&self) -> OutputStatus {
-        self.status
-    }
-    fn output(&self) -> &str {
-        &self.output
-    }
-    fn output_sha256(&self) -> &str {
-        &self.output_sha256
-    }
-    fn run_seed(&self) -> Option<u64> {
-        self.run_seed
+manifest_row! {
+    /// One row of `augment.csv`. Paths are relative (`/`-separated) to IN and OUT.
+    pub struct AugmentRow {
+        pub source: String,
+        pub source_sha256: String,
+        pub output: String,
+        pub output_sha256: String,
+        pub status: OutputStatus,
+        pub reason: String,
+        /// k for `<stem>_aug<k>.png`; empty for the copy of the original.
+        pub sample: Option<u32>,
+        pub strength: Option<f64>,
+        /// Empty at strength 0 (no noise added) and for the original.
+        pub start_timestep: Option<f64>,
+        pub steps: Option<usize>,
+        pub scheduler: String,
+        /// The sample's own seed (hex), from which all its noise is drawn.
+        pub seed: String,
+        pub run_seed: Option<u64>,
+        pub model_sha256: String,
     }
 }
 
@@ -316,7 +281,6 @@ struct Augmenting<'a> {
     /// Rows of the resumed run by output path.
     kept: HashMap<String, AugmentRow>,
     size: u32,
-    model_sha256: String,
     scheduler: String,
     /// The start timestep of each strength (by its bits); `None` when no noise is added.
     starts: HashMap<u64, Option<f64>>,
@@ -330,7 +294,6 @@ impl<'a> Augmenting<'a> {
     ) -> anyhow::Result<Augmenting<'a>> {
         let engine = &run.engine;
         let size = engine.model.geometry.image_size() as u32;
-        let model_sha256 = engine.model.model_hash();
         let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
         let mut starts = HashMap::new();
         for &strength in &config.strengths {
@@ -342,7 +305,6 @@ impl<'a> Augmenting<'a> {
             run,
             kept,
             size,
-            model_sha256,
             scheduler,
             starts,
         })
@@ -361,7 +323,7 @@ impl<'a> Augmenting<'a> {
         println!(
             "model {} (manifest sha256 {}), working size {size}x{size}",
             config.model.display(),
-            self.model_sha256
+            self.run.model_sha256
         );
         for &strength in &config.strengths {
             match self.start_of(strength) {
@@ -375,26 +337,6 @@ impl<'a> Augmenting<'a> {
         self.run.print_seed(config.quiet);
     }
 
-    /// A row of `source` with the columns every row shares; the rest empty.
-    fn row(&self, source: &Path) -> AugmentRow {
-        AugmentRow {
-            source: path_text(source),
-            source_sha256: String::new(),
-            output: String::new(),
-            output_sha256: String::new(),
-            status: OutputStatus::Ok,
-            reason: String::new(),
-            sample: None,
-            strength: None,
-            start_timestep: None,
-            steps: None,
-            scheduler: String::new(),
-            seed: String::new(),
-            run_seed: Some(self.run.run_seed),
-            model_sha256: self.model_sha256.clone(),
-        }
-    }
-
     /// The skipped rows of the plan, first, as the walk listed them.
     fn log_skipped(&mut self, planned: &[Planned]) -> anyhow::Result<()> {
         for item in planned {
@@ -402,7 +344,7 @@ impl<'a> Augmenting<'a> {
                 let row = AugmentRow {
                     status: OutputStatus::Skipped,
                     reason: reason.clone(),
-                    ..self.row(relative)
+                    ..self.run.row(relative)
                 };
                 self.run.log(&row)?;
             }
@@ -433,7 +375,7 @@ impl<'a> Augmenting<'a> {
                     let row = AugmentRow {
                         status: OutputStatus::Error,
                         reason: error.reason(),
-                        ..self.row(&image.relative)
+                        ..self.run.row(&image.relative)
                     };
                     self.run.log(&row)?;
                     return Ok(None);
@@ -500,7 +442,7 @@ impl<'a> Augmenting<'a> {
         match self.kept.get(&path_text(output)) {
             Some(row)
                 if row.source_sha256 == source_sha256
-                    && row.model_sha256 == self.model_sha256
+                    && row.model_sha256 == self.run.model_sha256
                     && check(row) =>
             {
                 Ok(true)
@@ -529,7 +471,7 @@ impl<'a> Augmenting<'a> {
             source_sha256: source_sha256.to_string(),
             output: path_text(original),
             output_sha256: output_sha256?,
-            ..self.row(&image.relative)
+            ..self.run.row(&image.relative)
         };
         self.run.log(&row)?;
         Ok(())
@@ -605,7 +547,7 @@ impl<'a> Augmenting<'a> {
             steps: Some(config.settings.steps),
             scheduler: self.scheduler.clone(),
             seed: hex::encode(sample.seed),
-            ..self.row(&input.image.relative)
+            ..self.run.row(&input.image.relative)
         };
         self.run.log(&row)?;
         Ok(())

@@ -19,13 +19,63 @@ use crate::io::runtime::{self, SessionOptions};
 use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
 
 /// A row of an `augment` or `enhance` manifest: what the shared run reads back on resume.
+/// [`manifest_row!`] implements it.
 pub trait OutputRow: LogRow {
+    /// A row of `source` with the columns every row of a run shares (its run seed and model
+    /// hash), status `ok` and the other columns empty.
+    fn blank(source: String, run_seed: u64, model_sha256: String) -> Self;
     fn status(&self) -> OutputStatus;
     /// The output's path relative to OUT (empty when none was written).
     fn output(&self) -> &str;
     fn output_sha256(&self) -> &str;
     fn run_seed(&self) -> Option<u64>;
 }
+
+/// Declares a manifest row: the struct (serde, `Default`), its [`LogRow`] columns, which are its
+/// field names in order, and its [`OutputRow`] access to the fields `source`, `status`,
+/// `output`, `output_sha256`, `run_seed` and `model_sha256` that every manifest has.
+macro_rules! manifest_row {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $type,)*
+        }
+
+        impl $crate::records::csv_log::LogRow for $name {
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
+        impl $crate::commands::dataset_run::OutputRow for $name {
+            fn blank(source: String, run_seed: u64, model_sha256: String) -> Self {
+                $name {
+                    source,
+                    run_seed: Some(run_seed),
+                    model_sha256,
+                    ..$name::default()
+                }
+            }
+            fn status(&self) -> $crate::commands::dataset_run::OutputStatus {
+                self.status
+            }
+            fn output(&self) -> &str {
+                &self.output
+            }
+            fn output_sha256(&self) -> &str {
+                &self.output_sha256
+            }
+            fn run_seed(&self) -> Option<u64> {
+                self.run_seed
+            }
+        }
+    };
+}
+pub(crate) use manifest_row;
 
 /// Refuses a non-empty OUT unless the run is resumed.
 pub fn refuse_non_empty(output: &Path, resume: bool) -> Result<(), Refused> {
@@ -66,6 +116,8 @@ pub struct RunStart<'a> {
 /// progress bar. Every row goes through [`DatasetRun::log`], which counts it.
 pub struct DatasetRun<R> {
     pub engine: Engine,
+    /// The opened model's manifest hash, which every row records.
+    pub model_sha256: String,
     pub manifest: CsvLog<R>,
     pub manifest_path: PathBuf,
     pub run_seed: u64,
@@ -93,6 +145,7 @@ impl<R: OutputRow> DatasetRun<R> {
         let run_seed = resolve_seed(start.seed, kept.iter().map(R::run_seed))?;
         let kept = index_kept(kept, start.outputs, start.resume_with)?;
         let run = DatasetRun {
+            model_sha256: engine.model.model_hash(),
             engine,
             manifest,
             manifest_path,
@@ -120,6 +173,15 @@ impl<R: OutputRow> DatasetRun<R> {
     /// Shows the progress bar over `images` inputs ([`progress_bar`]).
     pub fn show_progress(&mut self, images: usize, quiet: bool) {
         self.bar = progress_bar(images as u64, "images", quiet);
+    }
+
+    /// A row of `source` with the columns every row shares; the rest empty.
+    pub fn row(&self, source: &Path) -> R {
+        R::blank(
+            dataset::path_text(source),
+            self.run_seed,
+            self.model_sha256.clone(),
+        )
     }
 
     /// Appends `row` and counts it by its status.
@@ -314,10 +376,11 @@ pub fn file_sha256(path: &Path) -> Option<String> {
 }
 
 /// How one manifest row ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputStatus {
     /// The output was written and its sha256 recorded.
+    #[default]
     Ok,
     /// The input could not be processed (the reason says why); no output.
     Error,

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 
 use super::dataset_run::{
-    self, DatasetRun, OutputCounts, OutputRow, OutputStatus, Refused, RunStart,
+    self, manifest_row, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
 };
 use crate::diffusion::engine::{Engine, EngineError, Settings};
 use crate::diffusion::noise::image_seed;
@@ -36,7 +36,6 @@ use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, Action, LoadedInput};
 use crate::io::imageio;
 use crate::io::runtime::SessionOptions;
-use crate::records::csv_log::LogRow;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "enhance.csv";
@@ -305,70 +304,32 @@ pub fn enhance_image(
     Ok((result, tiles))
 }
 
-/// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
-/// file) and OUT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnhanceRow {
-    pub source: String,
-    pub source_sha256: String,
-    pub output: String,
-    pub output_sha256: String,
-    pub status: OutputStatus,
-    pub reason: String,
-    pub scale: Option<u32>,
-    pub strength: Option<f64>,
-    /// Empty at strength 0 (no noise added).
-    pub start_timestep: Option<f64>,
-    pub steps: Option<usize>,
-    pub scheduler: String,
-    pub tile: Option<u32>,
-    pub overlap: Option<u32>,
-    pub tiles: Option<usize>,
-    /// The image seed (hex); tile seeds derive from it.
-    pub seed: String,
-    pub run_seed: Option<u64>,
-    /// Of the output.
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub model_sha256: String,
-}
-
-impl LogRow for EnhanceRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "source",
-        "source_sha256",
-        "output",
-        "output_sha256",
-        "status",
-        "reason",
-        "scale",
-        "strength",
-        "start_timestep",
-        "steps",
-        "scheduler",
-        "tile",
-        "overlap",
-        "tiles",
-        "seed",
-        "run_seed",
-        "width",
-        "height",
-        "model_sha256",
-    ];
-}
-
-impl OutputRow for EnhanceRow {
-    fn status(&self) -> OutputStatus {
-        self.status
-    }
-    fn output(&self) -> &str {
-        &self.output
-    }
-    fn output_sha256(&self) -> &str {
-        &self.output_sha256
-    }
-    fn run_seed(&self) -> Option<u64> {
-        self.run_seed
+manifest_row! {
+    /// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
+    /// file) and OUT.
+    pub struct EnhanceRow {
+        pub source: String,
+        pub source_sha256: String,
+        pub output: String,
+        pub output_sha256: String,
+        pub status: OutputStatus,
+        pub reason: String,
+        pub scale: Option<u32>,
+        pub strength: Option<f64>,
+        /// Empty at strength 0 (no noise added).
+        pub start_timestep: Option<f64>,
+        pub steps: Option<usize>,
+        pub scheduler: String,
+        pub tile: Option<u32>,
+        pub overlap: Option<u32>,
+        pub tiles: Option<usize>,
+        /// The image seed (hex); tile seeds derive from it.
+        pub seed: String,
+        pub run_seed: Option<u64>,
+        /// Of the output.
+        pub width: Option<u32>,
+        pub height: Option<u32>,
+        pub model_sha256: String,
     }
 }
 
@@ -444,7 +405,6 @@ struct Enhancing<'a> {
     tiling: Tiling,
     /// What input paths are relative to (IN, or its folder when IN is a file).
     root: PathBuf,
-    model_sha256: String,
     scheduler: String,
     start_timestep: Option<f64>,
 }
@@ -458,7 +418,6 @@ impl<'a> Enhancing<'a> {
         root: PathBuf,
     ) -> anyhow::Result<Enhancing<'a>> {
         let engine = &run.engine;
-        let model_sha256 = engine.model.model_hash();
         let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
         let (_, start) = engine.schedulers.plan(&config.settings)?;
         Ok(Enhancing {
@@ -466,7 +425,6 @@ impl<'a> Enhancing<'a> {
             kept,
             tiling,
             root,
-            model_sha256,
             scheduler,
             start_timestep: start.start_timestep(),
             run,
@@ -481,7 +439,7 @@ impl<'a> Enhancing<'a> {
         println!(
             "model {} (manifest sha256 {}), working size {}",
             config.model.display(),
-            self.model_sha256,
+            self.run.model_sha256,
             self.run.engine.model.geometry.image_size()
         );
         println!(
@@ -502,31 +460,6 @@ impl<'a> Enhancing<'a> {
         self.run.print_seed(config.quiet);
     }
 
-    /// A row of `source` with the columns every row shares; the rest empty.
-    fn row(&self, source: &Path) -> EnhanceRow {
-        EnhanceRow {
-            source: path_text(source),
-            source_sha256: String::new(),
-            output: String::new(),
-            output_sha256: String::new(),
-            status: OutputStatus::Ok,
-            reason: String::new(),
-            scale: None,
-            strength: None,
-            start_timestep: None,
-            steps: None,
-            scheduler: String::new(),
-            tile: None,
-            overlap: None,
-            tiles: None,
-            seed: String::new(),
-            run_seed: Some(self.run.run_seed),
-            width: None,
-            height: None,
-            model_sha256: self.model_sha256.clone(),
-        }
-    }
-
     /// The row of an input that ends without an output.
     fn log_unfinished(
         &mut self,
@@ -539,7 +472,7 @@ impl<'a> Enhancing<'a> {
             status,
             reason,
             source_sha256,
-            ..self.row(relative)
+            ..self.run.row(relative)
         };
         self.run.log(&row)?;
         Ok(())
@@ -585,7 +518,7 @@ impl<'a> Enhancing<'a> {
             seed: hex::encode(seed),
             width: u32::try_from(width).ok(),
             height: u32::try_from(height).ok(),
-            ..self.row(relative)
+            ..self.run.row(relative)
         }
     }
 
