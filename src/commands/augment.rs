@@ -22,7 +22,7 @@ use image::DynamicImage;
 use ndarray::{concatenate, Array4, ArrayView3, Axis};
 
 use super::dataset_run::{
-    self, manifest_row, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
+    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
 };
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
@@ -30,7 +30,7 @@ use crate::diffusion::pipeline::Encoding;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, EntryKind};
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::SessionOptions;
+use crate::io::runtime::RuntimeConfig;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "augment.csv";
@@ -49,13 +49,8 @@ pub struct AugmentConfig {
     /// Images whose encodings and samples are batched together.
     pub batch: usize,
     pub originals: bool,
-    pub input: PathBuf,
-    pub output: PathBuf,
-    pub resume: bool,
-    pub quiet: bool,
-    pub timings: bool,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub dataset: DatasetOptions,
+    pub runtime: RuntimeConfig,
 }
 
 impl AugmentConfig {
@@ -76,12 +71,6 @@ impl AugmentConfig {
 manifest_row! {
     /// One row of `augment.csv`. Paths are relative (`/`-separated) to IN and OUT.
     pub struct AugmentRow {
-        pub source: String,
-        pub source_sha256: String,
-        pub output: String,
-        pub output_sha256: String,
-        pub status: OutputStatus,
-        pub reason: String,
         /// k for `<stem>_aug<k>.png`; empty for the copy of the original.
         pub sample: Option<u32>,
         pub strength: Option<f64>,
@@ -221,20 +210,19 @@ struct Loaded<'a> {
 
 /// Runs `augment`; returns what happened (its `exit` is the process status).
 pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
-    dataset::check_folders(&config.input, &config.output).map_err(Refused::from)?;
-    dataset_run::refuse_non_empty(&config.output, config.resume)?;
-    let planned = plan(config, dataset::walk(&config.input).map_err(Refused::from)?);
-    let engine = dataset_run::open_engine(
-        &config.model,
-        config.onnxruntime.as_deref(),
-        &config.session,
-    )?;
+    dataset::check_folders(&config.dataset.input, &config.dataset.output).map_err(Refused::from)?;
+    dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?;
+    let planned = plan(
+        config,
+        dataset::walk(&config.dataset.input).map_err(Refused::from)?,
+    );
+    let engine = dataset_run::open_engine(&config.model, &config.runtime)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
-            output: &config.output,
+            output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
-            resume: config.resume,
+            resume: config.dataset.resume,
             seed: config.seed,
             outputs: &planned_outputs(&planned),
             resume_with: "the arguments of that run (-n, --no-originals)",
@@ -249,7 +237,9 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
             Planned::Skip { .. } => None,
         })
         .collect();
-    augmenting.run.show_progress(images.len(), config.quiet);
+    augmenting
+        .run
+        .show_progress(images.len(), config.dataset.quiet);
     augmenting.log_skipped(&planned)?;
     for group in images.chunks(config.batch) {
         let loaded = augmenting.load_group(group)?;
@@ -258,7 +248,9 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
             augmenting.run.tick(loaded.len() as u64);
         }
     }
-    Ok(augmenting.run.finish(config.quiet, config.timings))
+    Ok(augmenting
+        .run
+        .finish(config.dataset.quiet, config.dataset.timings))
 }
 
 /// Every output path the plan writes, as manifest rows name them.
@@ -316,7 +308,7 @@ impl<'a> Augmenting<'a> {
 
     fn print_header(&self) {
         let config = self.config;
-        if config.quiet {
+        if config.dataset.quiet {
             return;
         }
         let (size, scheduler) = (self.size, &self.scheduler);
@@ -334,7 +326,7 @@ impl<'a> Augmenting<'a> {
                 None => println!("strength {strength}: no noise added (the VAE round trip)"),
             }
         }
-        self.run.print_seed(config.quiet);
+        self.run.print_seed(config.dataset.quiet);
     }
 
     /// The skipped rows of the plan, first, as the walk listed them.
@@ -367,7 +359,7 @@ impl<'a> Augmenting<'a> {
     /// One image: an error row when it cannot be read, `None` when nothing is left to sample.
     fn load<'g>(&mut self, image: &'g ImageToAugment) -> anyhow::Result<Option<Loaded<'g>>> {
         let config = self.config;
-        let path = config.input.join(&image.relative);
+        let path = config.dataset.input.join(&image.relative);
         let input =
             match (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path)) {
                 Ok(input) => input,
@@ -464,7 +456,7 @@ impl<'a> Augmenting<'a> {
         source_sha256: &str,
     ) -> anyhow::Result<()> {
         let pixels = lossless_pixels(pixels.clone());
-        let path = self.config.output.join(original);
+        let path = self.config.dataset.output.join(original);
         let output_sha256 =
             (self.run.engine.timer).time(Stage::ImageIo, |_| imageio::write_png(&pixels, &path));
         let row = AugmentRow {
@@ -535,7 +527,7 @@ impl<'a> Augmenting<'a> {
         let path = &input.image.samples[sample.k as usize];
         let output_sha256 = self.run.engine.timer.time(Stage::ImageIo, |_| {
             let image = imageio::from_working_tensor(result, &input.placement);
-            imageio::write_png(&image, &config.output.join(path))
+            imageio::write_png(&image, &config.dataset.output.join(path))
         });
         let row = AugmentRow {
             source_sha256: input.source_sha256.clone(),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::Exit;
 use crate::diffusion::engine::Engine;
 use crate::io::dataset::{self, DatasetError, Entry, EntryKind};
-use crate::io::runtime::{self, SessionOptions};
+use crate::io::runtime::RuntimeConfig;
 use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
 
 /// A row of an `augment` or `enhance` manifest: what the shared run reads back on resume.
@@ -31,9 +31,10 @@ pub trait OutputRow: LogRow {
     fn run_seed(&self) -> Option<u64>;
 }
 
-/// Declares a manifest row: the struct (serde, `Default`), its [`LogRow`] columns, which are its
-/// field names in order, and its [`OutputRow`] access to the fields `source`, `status`,
-/// `output`, `output_sha256`, `run_seed` and `model_sha256` that every manifest has.
+/// Declares a manifest row: the struct (serde, `Default`) with the six columns every manifest
+/// starts with (`source`, `source_sha256`, `output`, `output_sha256`, `status`, `reason`) and
+/// then the fields given, its [`LogRow`] columns, which are its field names in order, and its
+/// [`OutputRow`] access, which also needs the fields `run_seed` and `model_sha256`.
 macro_rules! manifest_row {
     (
         $(#[$meta:meta])*
@@ -44,11 +45,28 @@ macro_rules! manifest_row {
         $(#[$meta])*
         #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
         pub struct $name {
+            /// The input, relative to what the run reads from.
+            pub source: String,
+            pub source_sha256: String,
+            /// Relative to OUT; empty when no output was written.
+            pub output: String,
+            pub output_sha256: String,
+            pub status: $crate::commands::dataset_run::OutputStatus,
+            /// Why an input ended without an output.
+            pub reason: String,
             $($(#[$field_meta])* pub $field: $type,)*
         }
 
         impl $crate::records::csv_log::LogRow for $name {
-            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+            const COLUMNS: &'static [&'static str] = &[
+                "source",
+                "source_sha256",
+                "output",
+                "output_sha256",
+                "status",
+                "reason",
+                $(stringify!($field)),*
+            ];
         }
 
         impl $crate::commands::dataset_run::OutputRow for $name {
@@ -90,13 +108,21 @@ pub fn refuse_non_empty(output: &Path, resume: bool) -> Result<(), Refused> {
 
 /// Loads ONNX Runtime and opens the model. Done before anything is written, so a model or
 /// runtime problem leaves OUT untouched.
-pub fn open_engine(
-    model: &Path,
-    onnxruntime: Option<&Path>,
-    session: &SessionOptions,
-) -> anyhow::Result<Engine> {
-    let runtime = runtime::init(onnxruntime)?;
-    Ok(Engine::open(model, runtime, session)?)
+pub fn open_engine(model: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Engine> {
+    Ok(Engine::open(model, runtime.init()?, &runtime.session)?)
+}
+
+/// The folders of a dataset run and how it reports.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// Continue the run in OUT, keeping the outputs its manifest lists intact.
+    pub resume: bool,
+    /// No progress bar and nothing on stdout.
+    pub quiet: bool,
+    /// Print time per stage at the end.
+    pub timings: bool,
 }
 
 /// Where a run writes and how it starts: a new run, or the resumption of the one in OUT.

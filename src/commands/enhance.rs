@@ -28,14 +28,14 @@ use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
 use sha2::{Digest, Sha256};
 
 use super::dataset_run::{
-    self, manifest_row, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
+    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
 };
 use crate::diffusion::engine::{Engine, EngineError, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, Action, LoadedInput};
 use crate::io::imageio;
-use crate::io::runtime::SessionOptions;
+use crate::io::runtime::RuntimeConfig;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "enhance.csv";
@@ -57,13 +57,8 @@ pub struct EnhanceConfig {
     pub overlap: Option<u32>,
     /// Tiles per UNet batch.
     pub batch: usize,
-    pub input: PathBuf,
-    pub output: PathBuf,
-    pub resume: bool,
-    pub quiet: bool,
-    pub timings: bool,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub dataset: DatasetOptions,
+    pub runtime: RuntimeConfig,
 }
 
 /// Tile side and the least overlap between neighbours, in pixels of the upsampled image.
@@ -308,12 +303,6 @@ manifest_row! {
     /// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
     /// file) and OUT.
     pub struct EnhanceRow {
-        pub source: String,
-        pub source_sha256: String,
-        pub output: String,
-        pub output_sha256: String,
-        pub status: OutputStatus,
-        pub reason: String,
         pub scale: Option<u32>,
         pub strength: Option<f64>,
         /// Empty at strength 0 (no noise added).
@@ -345,9 +334,9 @@ pub fn output_name(relative: &Path) -> PathBuf {
 
 /// Runs `enhance`; returns what happened (its `exit` is the process status).
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
-    dataset_run::check_input_output(&config.input, &config.output)?;
-    dataset_run::refuse_non_empty(&config.output, config.resume)?;
-    let (root, entries) = dataset_run::entries(&config.input)?;
+    dataset_run::check_input_output(&config.dataset.input, &config.dataset.output)?;
+    dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?;
+    let (root, entries) = dataset_run::entries(&config.dataset.input)?;
     // `<stem>.png` in the input's folder; a later input with the same output (a.jpg and a.png)
     // gets a skipped row.
     let planned = dataset::plan_outputs(entries, None);
@@ -358,18 +347,14 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             Action::Skip(_) => None,
         })
         .collect();
-    let engine = dataset_run::open_engine(
-        &config.model,
-        config.onnxruntime.as_deref(),
-        &config.session,
-    )?;
+    let engine = dataset_run::open_engine(&config.model, &config.runtime)?;
     let tiling = tiling_for(config, &engine)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
-            output: &config.output,
+            output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
-            resume: config.resume,
+            resume: config.dataset.resume,
             seed: config.seed,
             outputs: &outputs,
             resume_with: "the input of that run",
@@ -377,11 +362,15 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
     )?;
     let mut enhancing = Enhancing::new(config, run, kept, tiling, root)?;
     enhancing.print_header();
-    enhancing.run.show_progress(outputs.len(), config.quiet);
+    enhancing
+        .run
+        .show_progress(outputs.len(), config.dataset.quiet);
     for item in &planned {
         enhancing.process(item)?;
     }
-    Ok(enhancing.run.finish(config.quiet, config.timings))
+    Ok(enhancing
+        .run
+        .finish(config.dataset.quiet, config.dataset.timings))
 }
 
 /// `--tile` (default: the model's working size) and `--overlap` (default: a quarter tile),
@@ -433,7 +422,7 @@ impl<'a> Enhancing<'a> {
 
     fn print_header(&self) {
         let config = self.config;
-        if config.quiet {
+        if config.dataset.quiet {
             return;
         }
         println!(
@@ -457,7 +446,7 @@ impl<'a> Enhancing<'a> {
             self.tiling.tile,
             self.tiling.overlap
         );
-        self.run.print_seed(config.quiet);
+        self.run.print_seed(config.dataset.quiet);
     }
 
     /// The row of an input that ends without an output.
@@ -550,7 +539,7 @@ impl<'a> Enhancing<'a> {
             config.batch,
             &seed,
         )?;
-        let path = config.output.join(output);
+        let path = config.dataset.output.join(output);
         let output_sha256 =
             (self.run.engine.timer).time(Stage::ImageIo, |_| imageio::write_png(&result, &path));
         let row = EnhanceRow {

@@ -9,7 +9,7 @@ use ndarray::{concatenate, Array4, Axis};
 use crate::diffusion::engine::{Engine, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::{self, SessionOptions};
+use crate::io::runtime::RuntimeConfig;
 
 /// Validated `sample` configuration.
 #[derive(Debug, Clone)]
@@ -21,8 +21,7 @@ pub struct SampleConfig {
     pub batch: usize,
     pub output_dir: PathBuf,
     pub images: Vec<PathBuf>,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub runtime: RuntimeConfig,
     pub timings: bool,
 }
 
@@ -41,8 +40,8 @@ struct LoadedImage {
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let outputs = output_paths(config)?;
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
-    let mut engine = Engine::open(&config.model, runtime, &config.session)?;
+    let runtime = config.runtime.init()?;
+    let mut engine = Engine::open(&config.model, runtime, &config.runtime.session)?;
     let size = engine.model.geometry.image_size() as u32;
 
     let (_, plan) = engine.schedulers.plan(&config.settings)?;
