@@ -419,6 +419,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn manifest_columns_are_the_fields_in_order() {
+        use crate::commands::{augment::AugmentRow, enhance::EnhanceRow};
+        let lead = "source,source_sha256,output,output_sha256,status,reason";
+        assert_eq!(
+            AugmentRow::COLUMNS.join(","),
+            format!(
+                "{lead},sample,strength,start_timestep,steps,scheduler,seed,run_seed,model_sha256"
+            )
+        );
+        assert_eq!(
+            EnhanceRow::COLUMNS.join(","),
+            format!("{lead},scale,strength,start_timestep,steps,scheduler,tile,overlap,tiles,seed,run_seed,width,height,model_sha256")
+        );
+    }
+
+    #[test]
     fn a_single_input_file_inside_out_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("out/a.png");
