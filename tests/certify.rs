@@ -13,7 +13,7 @@ use boomerang::certify::spec::EmbedderSpec;
 use boomerang::certify::{reid, Certifier, FaceAnalysis, Subject};
 use boomerang::commands::score::{render, run, score, ScoreConfig};
 use boomerang::io::dataset::load_image;
-use boomerang::io::runtime::{self, Device, Runtime, SessionOptions};
+use boomerang::io::runtime::{self, Device, Runtime, RuntimeConfig, SessionOptions};
 use image::imageops::{self, FilterType};
 use serde_json::Value;
 
@@ -350,11 +350,13 @@ fn score_command_reports_same_and_different_identity() {
         operating_point: None,
         detector: None,
         json: false,
-        session: SessionOptions {
-            device: Device::Cpu,
-            threads: 1,
+        runtime: RuntimeConfig {
+            onnxruntime: None,
+            session: SessionOptions {
+                device: Device::Cpu,
+                threads: 1,
+            },
         },
-        onnxruntime: None,
     };
     let same = score(&args("obama.jpg", "obama2.jpg")).unwrap();
     let text = render(&same);
@@ -415,11 +417,13 @@ fn score_decodes_an_exif_rotated_face_as_anonymize_does() {
         operating_point: None,
         detector: None,
         json: false,
-        session: SessionOptions {
-            device: Device::Cpu,
-            threads: 1,
+        runtime: RuntimeConfig {
+            onnxruntime: None,
+            session: SessionOptions {
+                device: Device::Cpu,
+                threads: 1,
+            },
         },
-        onnxruntime: None,
     };
     let report = score(&args).unwrap();
     let a = &report.image_a.analysis;

@@ -10,13 +10,14 @@ use crate::audit::{AuditConfig, DEFAULT_DISTANCE_TOLERANCE};
 use crate::certify::DEFAULT_EMBEDDER;
 use crate::commands::anonymize::AnonymizeConfig;
 use crate::commands::augment::AugmentConfig;
+use crate::commands::dataset_run::DatasetOptions;
 use crate::commands::enhance::EnhanceConfig;
 use crate::commands::report_merge::MergeConfig;
 use crate::commands::sample::SampleConfig;
 use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
-use crate::io::runtime::{Device, SessionOptions};
+use crate::io::runtime::{Device, RuntimeConfig, SessionOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,6 +122,13 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
+    pub fn config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            onnxruntime: self.onnxruntime.clone(),
+            session: self.session_options(),
+        }
+    }
+
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions {
             device: self.device,
@@ -260,8 +268,7 @@ impl SampleArgs {
             batch: self.boomerang.batch,
             output_dir: self.output.clone(),
             images: self.images.clone(),
-            session: self.boomerang.runtime.session_options(),
-            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+            runtime: self.boomerang.runtime.config(),
             timings: self.timings,
         })
     }
@@ -413,6 +420,18 @@ pub struct DatasetArgs {
     pub output: PathBuf,
 }
 
+impl DatasetArgs {
+    pub fn options(&self) -> DatasetOptions {
+        DatasetOptions {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            resume: self.resume,
+            quiet: self.quiet,
+            timings: self.timings,
+        }
+    }
+}
+
 /// `SeedArg` for commands that can resume: `random` defers to the resumed run's seed.
 fn seed_option(seed: SeedArg) -> Option<u64> {
     match seed {
@@ -479,13 +498,8 @@ impl AugmentArgs {
             count: self.count,
             batch: self.boomerang.batch,
             originals: !self.no_originals,
-            input: self.dataset.input.clone(),
-            output: self.dataset.output.clone(),
-            resume: self.dataset.resume,
-            quiet: self.dataset.quiet,
-            timings: self.dataset.timings,
-            session: self.boomerang.runtime.session_options(),
-            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+            dataset: self.dataset.options(),
+            runtime: self.boomerang.runtime.config(),
         })
     }
 }
@@ -523,13 +537,8 @@ impl EnhanceArgs {
             tile: self.tile,
             overlap: self.overlap,
             batch: self.boomerang.batch,
-            input: self.dataset.input.clone(),
-            output: self.dataset.output.clone(),
-            resume: self.dataset.resume,
-            quiet: self.dataset.quiet,
-            timings: self.dataset.timings,
-            session: self.boomerang.runtime.session_options(),
-            onnxruntime: self.boomerang.runtime.onnxruntime.clone(),
+            dataset: self.dataset.options(),
+            runtime: self.boomerang.runtime.config(),
         })
     }
 }
@@ -565,8 +574,7 @@ impl ScoreArgs {
             operating_point: self.operating_point.clone(),
             detector: self.detector.clone(),
             json: self.json,
-            session: self.runtime.session_options(),
-            onnxruntime: self.runtime.onnxruntime.clone(),
+            runtime: self.runtime.config(),
         }
     }
 }

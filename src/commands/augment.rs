@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use image::DynamicImage;
 use ndarray::{concatenate, Array4, ArrayView3, Axis};
-use serde::{Deserialize, Serialize};
 
 use super::dataset_run::{
-    self, DatasetRun, OutputCounts, OutputRow, OutputStatus, Refused, RunStart,
+    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
 };
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
@@ -31,8 +30,7 @@ use crate::diffusion::pipeline::Encoding;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, EntryKind};
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::SessionOptions;
-use crate::records::csv_log::LogRow;
+use crate::io::runtime::RuntimeConfig;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "augment.csv";
@@ -51,13 +49,8 @@ pub struct AugmentConfig {
     /// Images whose encodings and samples are batched together.
     pub batch: usize,
     pub originals: bool,
-    pub input: PathBuf,
-    pub output: PathBuf,
-    pub resume: bool,
-    pub quiet: bool,
-    pub timings: bool,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub dataset: DatasetOptions,
+    pub runtime: RuntimeConfig,
 }
 
 impl AugmentConfig {
@@ -75,59 +68,20 @@ impl AugmentConfig {
     }
 }
 
-/// One row of `augment.csv`. Paths are relative (`/`-separated) to IN and OUT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AugmentRow {
-    pub source: String,
-    pub source_sha256: String,
-    pub output: String,
-    pub output_sha256: String,
-    pub status: OutputStatus,
-    pub reason: String,
-    /// k for `<stem>_aug<k>.png`; empty for the copy of the original.
-    pub sample: Option<u32>,
-    pub strength: Option<f64>,
-    /// Empty at strength 0 (no noise added) and for the original.
-    pub start_timestep: Option<f64>,
-    pub steps: Option<usize>,
-    pub scheduler: String,
-    /// The sample's own seed (hex), from which all its noise is drawn.
-    pub seed: String,
-    pub run_seed: Option<u64>,
-    pub model_sha256: String,
-}
-
-impl LogRow for AugmentRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "source",
-        "source_sha256",
-        "output",
-        "output_sha256",
-        "status",
-        "reason",
-        "sample",
-        "strength",
-        "start_timestep",
-        "steps",
-        "scheduler",
-        "seed",
-        "run_seed",
-        "model_sha256",
-    ];
-}
-
-impl OutputRow for AugmentRow {
-    fn status(&self) -> OutputStatus {
-        self.status
-    }
-    fn output(&self) -> &str {
-        &self.output
-    }
-    fn output_sha256(&self) -> &str {
-        &self.output_sha256
-    }
-    fn run_seed(&self) -> Option<u64> {
-        self.run_seed
+manifest_row! {
+    /// One row of `augment.csv`. Paths are relative (`/`-separated) to IN and OUT.
+    pub struct AugmentRow {
+        /// k for `<stem>_aug<k>.png`; empty for the copy of the original.
+        pub sample: Option<u32>,
+        pub strength: Option<f64>,
+        /// Empty at strength 0 (no noise added) and for the original.
+        pub start_timestep: Option<f64>,
+        pub steps: Option<usize>,
+        pub scheduler: String,
+        /// The sample's own seed (hex), from which all its noise is drawn.
+        pub seed: String,
+        pub run_seed: Option<u64>,
+        pub model_sha256: String,
     }
 }
 
@@ -256,20 +210,19 @@ struct Loaded<'a> {
 
 /// Runs `augment`; returns what happened (its `exit` is the process status).
 pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
-    dataset::check_folders(&config.input, &config.output).map_err(Refused::from)?;
-    dataset_run::refuse_non_empty(&config.output, config.resume)?;
-    let planned = plan(config, dataset::walk(&config.input).map_err(Refused::from)?);
-    let engine = dataset_run::open_engine(
-        &config.model,
-        config.onnxruntime.as_deref(),
-        &config.session,
-    )?;
+    dataset::check_folders(&config.dataset.input, &config.dataset.output).map_err(Refused::from)?;
+    dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?;
+    let planned = plan(
+        config,
+        dataset::walk(&config.dataset.input).map_err(Refused::from)?,
+    );
+    let engine = dataset_run::open_engine(&config.model, &config.runtime)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
-            output: &config.output,
+            output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
-            resume: config.resume,
+            resume: config.dataset.resume,
             seed: config.seed,
             outputs: &planned_outputs(&planned),
             resume_with: "the arguments of that run (-n, --no-originals)",
@@ -284,7 +237,9 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
             Planned::Skip { .. } => None,
         })
         .collect();
-    augmenting.run.show_progress(images.len(), config.quiet);
+    augmenting
+        .run
+        .show_progress(images.len(), config.dataset.quiet);
     augmenting.log_skipped(&planned)?;
     for group in images.chunks(config.batch) {
         let loaded = augmenting.load_group(group)?;
@@ -293,7 +248,9 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
             augmenting.run.tick(loaded.len() as u64);
         }
     }
-    Ok(augmenting.run.finish(config.quiet, config.timings))
+    Ok(augmenting
+        .run
+        .finish(config.dataset.quiet, config.dataset.timings))
 }
 
 /// Every output path the plan writes, as manifest rows name them.
@@ -316,7 +273,6 @@ struct Augmenting<'a> {
     /// Rows of the resumed run by output path.
     kept: HashMap<String, AugmentRow>,
     size: u32,
-    model_sha256: String,
     scheduler: String,
     /// The start timestep of each strength (by its bits); `None` when no noise is added.
     starts: HashMap<u64, Option<f64>>,
@@ -330,7 +286,6 @@ impl<'a> Augmenting<'a> {
     ) -> anyhow::Result<Augmenting<'a>> {
         let engine = &run.engine;
         let size = engine.model.geometry.image_size() as u32;
-        let model_sha256 = engine.model.model_hash();
         let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
         let mut starts = HashMap::new();
         for &strength in &config.strengths {
@@ -342,7 +297,6 @@ impl<'a> Augmenting<'a> {
             run,
             kept,
             size,
-            model_sha256,
             scheduler,
             starts,
         })
@@ -354,14 +308,14 @@ impl<'a> Augmenting<'a> {
 
     fn print_header(&self) {
         let config = self.config;
-        if config.quiet {
+        if config.dataset.quiet {
             return;
         }
         let (size, scheduler) = (self.size, &self.scheduler);
         println!(
             "model {} (manifest sha256 {}), working size {size}x{size}",
             config.model.display(),
-            self.model_sha256
+            self.run.model_sha256
         );
         for &strength in &config.strengths {
             match self.start_of(strength) {
@@ -372,27 +326,7 @@ impl<'a> Augmenting<'a> {
                 None => println!("strength {strength}: no noise added (the VAE round trip)"),
             }
         }
-        self.run.print_seed(config.quiet);
-    }
-
-    /// A row of `source` with the columns every row shares; the rest empty.
-    fn row(&self, source: &Path) -> AugmentRow {
-        AugmentRow {
-            source: path_text(source),
-            source_sha256: String::new(),
-            output: String::new(),
-            output_sha256: String::new(),
-            status: OutputStatus::Ok,
-            reason: String::new(),
-            sample: None,
-            strength: None,
-            start_timestep: None,
-            steps: None,
-            scheduler: String::new(),
-            seed: String::new(),
-            run_seed: Some(self.run.run_seed),
-            model_sha256: self.model_sha256.clone(),
-        }
+        self.run.print_seed(config.dataset.quiet);
     }
 
     /// The skipped rows of the plan, first, as the walk listed them.
@@ -402,7 +336,7 @@ impl<'a> Augmenting<'a> {
                 let row = AugmentRow {
                     status: OutputStatus::Skipped,
                     reason: reason.clone(),
-                    ..self.row(relative)
+                    ..self.run.row(relative)
                 };
                 self.run.log(&row)?;
             }
@@ -425,7 +359,7 @@ impl<'a> Augmenting<'a> {
     /// One image: an error row when it cannot be read, `None` when nothing is left to sample.
     fn load<'g>(&mut self, image: &'g ImageToAugment) -> anyhow::Result<Option<Loaded<'g>>> {
         let config = self.config;
-        let path = config.input.join(&image.relative);
+        let path = config.dataset.input.join(&image.relative);
         let input =
             match (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path)) {
                 Ok(input) => input,
@@ -433,7 +367,7 @@ impl<'a> Augmenting<'a> {
                     let row = AugmentRow {
                         status: OutputStatus::Error,
                         reason: error.reason(),
-                        ..self.row(&image.relative)
+                        ..self.run.row(&image.relative)
                     };
                     self.run.log(&row)?;
                     return Ok(None);
@@ -500,7 +434,7 @@ impl<'a> Augmenting<'a> {
         match self.kept.get(&path_text(output)) {
             Some(row)
                 if row.source_sha256 == source_sha256
-                    && row.model_sha256 == self.model_sha256
+                    && row.model_sha256 == self.run.model_sha256
                     && check(row) =>
             {
                 Ok(true)
@@ -523,13 +457,13 @@ impl<'a> Augmenting<'a> {
     ) -> anyhow::Result<()> {
         let pixels = lossless_pixels(pixels.clone());
         let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
-            imageio::write_png_below(&pixels, &self.config.output, original)
+            imageio::write_png_below(&pixels, &self.config.dataset.output, original)
         });
         let row = AugmentRow {
             source_sha256: source_sha256.to_string(),
             output: path_text(original),
             output_sha256: output_sha256?,
-            ..self.row(&image.relative)
+            ..self.run.row(&image.relative)
         };
         self.run.log(&row)?;
         Ok(())
@@ -593,7 +527,7 @@ impl<'a> Augmenting<'a> {
         let path = &input.image.samples[sample.k as usize];
         let output_sha256 = self.run.engine.timer.time(Stage::ImageIo, |_| {
             let image = imageio::from_working_tensor(result, &input.placement);
-            imageio::write_png_below(&image, &config.output, path)
+            imageio::write_png_below(&image, &config.dataset.output, path)
         });
         let row = AugmentRow {
             source_sha256: input.source_sha256.clone(),
@@ -605,7 +539,7 @@ impl<'a> Augmenting<'a> {
             steps: Some(config.settings.steps),
             scheduler: self.scheduler.clone(),
             seed: hex::encode(sample.seed),
-            ..self.row(&input.image.relative)
+            ..self.run.row(&input.image.relative)
         };
         self.run.log(&row)?;
         Ok(())

@@ -15,17 +15,85 @@ use serde::Serialize;
 use super::Exit;
 use crate::diffusion::engine::Engine;
 use crate::io::dataset::{self, DatasetError, Entry, EntryKind};
-use crate::io::runtime::{self, SessionOptions};
+use crate::io::runtime::RuntimeConfig;
 use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
 
 /// A row of an `augment` or `enhance` manifest: what the shared run reads back on resume.
+/// [`manifest_row!`] implements it.
 pub trait OutputRow: LogRow {
+    /// A row of `source` with the columns every row of a run shares (its run seed and model
+    /// hash), status `ok` and the other columns empty.
+    fn blank(source: String, run_seed: u64, model_sha256: String) -> Self;
     fn status(&self) -> OutputStatus;
     /// The output's path relative to OUT (empty when none was written).
     fn output(&self) -> &str;
     fn output_sha256(&self) -> &str;
     fn run_seed(&self) -> Option<u64>;
 }
+
+/// Declares a manifest row: the struct (serde, `Default`) with the six columns every manifest
+/// starts with (`source`, `source_sha256`, `output`, `output_sha256`, `status`, `reason`) and
+/// then the fields given, its [`LogRow`] columns, which are its field names in order, and its
+/// [`OutputRow`] access, which also needs the fields `run_seed` and `model_sha256`.
+macro_rules! manifest_row {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub struct $name {
+            /// The input, relative to what the run reads from.
+            pub source: String,
+            pub source_sha256: String,
+            /// Relative to OUT; empty when no output was written.
+            pub output: String,
+            pub output_sha256: String,
+            pub status: $crate::commands::dataset_run::OutputStatus,
+            /// Why an input ended without an output.
+            pub reason: String,
+            $($(#[$field_meta])* pub $field: $type,)*
+        }
+
+        impl $crate::records::csv_log::LogRow for $name {
+            const COLUMNS: &'static [&'static str] = &[
+                "source",
+                "source_sha256",
+                "output",
+                "output_sha256",
+                "status",
+                "reason",
+                $(stringify!($field)),*
+            ];
+        }
+
+        impl $crate::commands::dataset_run::OutputRow for $name {
+            fn blank(source: String, run_seed: u64, model_sha256: String) -> Self {
+                $name {
+                    source,
+                    run_seed: Some(run_seed),
+                    model_sha256,
+                    ..$name::default()
+                }
+            }
+            fn status(&self) -> $crate::commands::dataset_run::OutputStatus {
+                self.status
+            }
+            fn output(&self) -> &str {
+                &self.output
+            }
+            fn output_sha256(&self) -> &str {
+                &self.output_sha256
+            }
+            fn run_seed(&self) -> Option<u64> {
+                self.run_seed
+            }
+        }
+    };
+}
+pub(crate) use manifest_row;
 
 /// Refuses a non-empty OUT unless the run is resumed.
 pub fn refuse_non_empty(output: &Path, resume: bool) -> Result<(), Refused> {
@@ -40,13 +108,21 @@ pub fn refuse_non_empty(output: &Path, resume: bool) -> Result<(), Refused> {
 
 /// Loads ONNX Runtime and opens the model. Done before anything is written, so a model or
 /// runtime problem leaves OUT untouched.
-pub fn open_engine(
-    model: &Path,
-    onnxruntime: Option<&Path>,
-    session: &SessionOptions,
-) -> anyhow::Result<Engine> {
-    let runtime = runtime::init(onnxruntime)?;
-    Ok(Engine::open(model, runtime, session)?)
+pub fn open_engine(model: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Engine> {
+    Ok(Engine::open(model, runtime.init()?, &runtime.session)?)
+}
+
+/// The folders of a dataset run and how it reports.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// Continue the run in OUT, keeping the outputs its manifest lists intact.
+    pub resume: bool,
+    /// No progress bar and nothing on stdout.
+    pub quiet: bool,
+    /// Print time per stage at the end.
+    pub timings: bool,
 }
 
 /// Where a run writes and how it starts: a new run, or the resumption of the one in OUT.
@@ -66,6 +142,8 @@ pub struct RunStart<'a> {
 /// progress bar. Every row goes through [`DatasetRun::log`], which counts it.
 pub struct DatasetRun<R> {
     pub engine: Engine,
+    /// The opened model's manifest hash, which every row records.
+    pub model_sha256: String,
     pub manifest: CsvLog<R>,
     pub manifest_path: PathBuf,
     pub run_seed: u64,
@@ -93,6 +171,7 @@ impl<R: OutputRow> DatasetRun<R> {
         let run_seed = resolve_seed(start.seed, kept.iter().map(R::run_seed))?;
         let kept = index_kept(kept, start.outputs, start.resume_with)?;
         let run = DatasetRun {
+            model_sha256: engine.model.model_hash(),
             engine,
             manifest,
             manifest_path,
@@ -120,6 +199,15 @@ impl<R: OutputRow> DatasetRun<R> {
     /// Shows the progress bar over `images` inputs ([`progress_bar`]).
     pub fn show_progress(&mut self, images: usize, quiet: bool) {
         self.bar = progress_bar(images as u64, "images", quiet);
+    }
+
+    /// A row of `source` with the columns every row shares; the rest empty.
+    pub fn row(&self, source: &Path) -> R {
+        R::blank(
+            dataset::path_text(source),
+            self.run_seed,
+            self.model_sha256.clone(),
+        )
     }
 
     /// Appends `row` and counts it by its status.
@@ -314,10 +402,11 @@ pub fn file_sha256(path: &Path) -> Option<String> {
 }
 
 /// How one manifest row ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputStatus {
     /// The output was written and its sha256 recorded.
+    #[default]
     Ok,
     /// The input could not be processed (the reason says why); no output.
     Error,
@@ -328,6 +417,22 @@ pub enum OutputStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_columns_are_the_fields_in_order() {
+        use crate::commands::{augment::AugmentRow, enhance::EnhanceRow};
+        let lead = "source,source_sha256,output,output_sha256,status,reason";
+        assert_eq!(
+            AugmentRow::COLUMNS.join(","),
+            format!(
+                "{lead},sample,strength,start_timestep,steps,scheduler,seed,run_seed,model_sha256"
+            )
+        );
+        assert_eq!(
+            EnhanceRow::COLUMNS.join(","),
+            format!("{lead},scale,strength,start_timestep,steps,scheduler,tile,overlap,tiles,seed,run_seed,width,height,model_sha256")
+        );
+    }
 
     #[test]
     fn a_single_input_file_inside_out_is_refused() {

@@ -24,19 +24,18 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 
 use super::dataset_run::{
-    self, DatasetRun, OutputCounts, OutputRow, OutputStatus, Refused, RunStart,
+    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
 };
 use crate::diffusion::engine::{Engine, EngineError, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, Action, LoadedInput};
 use crate::io::imageio;
-use crate::io::runtime::SessionOptions;
-use crate::records::csv_log::LogRow;
+use crate::io::runtime::RuntimeConfig;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "enhance.csv";
@@ -58,13 +57,8 @@ pub struct EnhanceConfig {
     pub overlap: Option<u32>,
     /// Tiles per UNet batch.
     pub batch: usize,
-    pub input: PathBuf,
-    pub output: PathBuf,
-    pub resume: bool,
-    pub quiet: bool,
-    pub timings: bool,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub dataset: DatasetOptions,
+    pub runtime: RuntimeConfig,
 }
 
 /// Tile side and the least overlap between neighbours, in pixels of the upsampled image.
@@ -305,70 +299,26 @@ pub fn enhance_image(
     Ok((result, tiles))
 }
 
-/// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
-/// file) and OUT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnhanceRow {
-    pub source: String,
-    pub source_sha256: String,
-    pub output: String,
-    pub output_sha256: String,
-    pub status: OutputStatus,
-    pub reason: String,
-    pub scale: Option<u32>,
-    pub strength: Option<f64>,
-    /// Empty at strength 0 (no noise added).
-    pub start_timestep: Option<f64>,
-    pub steps: Option<usize>,
-    pub scheduler: String,
-    pub tile: Option<u32>,
-    pub overlap: Option<u32>,
-    pub tiles: Option<usize>,
-    /// The image seed (hex); tile seeds derive from it.
-    pub seed: String,
-    pub run_seed: Option<u64>,
-    /// Of the output.
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub model_sha256: String,
-}
-
-impl LogRow for EnhanceRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "source",
-        "source_sha256",
-        "output",
-        "output_sha256",
-        "status",
-        "reason",
-        "scale",
-        "strength",
-        "start_timestep",
-        "steps",
-        "scheduler",
-        "tile",
-        "overlap",
-        "tiles",
-        "seed",
-        "run_seed",
-        "width",
-        "height",
-        "model_sha256",
-    ];
-}
-
-impl OutputRow for EnhanceRow {
-    fn status(&self) -> OutputStatus {
-        self.status
-    }
-    fn output(&self) -> &str {
-        &self.output
-    }
-    fn output_sha256(&self) -> &str {
-        &self.output_sha256
-    }
-    fn run_seed(&self) -> Option<u64> {
-        self.run_seed
+manifest_row! {
+    /// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
+    /// file) and OUT.
+    pub struct EnhanceRow {
+        pub scale: Option<u32>,
+        pub strength: Option<f64>,
+        /// Empty at strength 0 (no noise added).
+        pub start_timestep: Option<f64>,
+        pub steps: Option<usize>,
+        pub scheduler: String,
+        pub tile: Option<u32>,
+        pub overlap: Option<u32>,
+        pub tiles: Option<usize>,
+        /// The image seed (hex); tile seeds derive from it.
+        pub seed: String,
+        pub run_seed: Option<u64>,
+        /// Of the output.
+        pub width: Option<u32>,
+        pub height: Option<u32>,
+        pub model_sha256: String,
     }
 }
 
@@ -384,9 +334,9 @@ pub fn output_name(relative: &Path) -> PathBuf {
 
 /// Runs `enhance`; returns what happened (its `exit` is the process status).
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
-    dataset_run::check_input_output(&config.input, &config.output)?;
-    dataset_run::refuse_non_empty(&config.output, config.resume)?;
-    let (root, entries) = dataset_run::entries(&config.input)?;
+    dataset_run::check_input_output(&config.dataset.input, &config.dataset.output)?;
+    dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?;
+    let (root, entries) = dataset_run::entries(&config.dataset.input)?;
     // `<stem>.png` in the input's folder; a later input with the same output (a.jpg and a.png)
     // gets a skipped row.
     let planned = dataset::plan_outputs(entries, None);
@@ -397,18 +347,14 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             Action::Skip(_) => None,
         })
         .collect();
-    let engine = dataset_run::open_engine(
-        &config.model,
-        config.onnxruntime.as_deref(),
-        &config.session,
-    )?;
+    let engine = dataset_run::open_engine(&config.model, &config.runtime)?;
     let tiling = tiling_for(config, &engine)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
-            output: &config.output,
+            output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
-            resume: config.resume,
+            resume: config.dataset.resume,
             seed: config.seed,
             outputs: &outputs,
             resume_with: "the input of that run",
@@ -416,11 +362,15 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
     )?;
     let mut enhancing = Enhancing::new(config, run, kept, tiling, root)?;
     enhancing.print_header();
-    enhancing.run.show_progress(outputs.len(), config.quiet);
+    enhancing
+        .run
+        .show_progress(outputs.len(), config.dataset.quiet);
     for item in &planned {
         enhancing.process(item)?;
     }
-    Ok(enhancing.run.finish(config.quiet, config.timings))
+    Ok(enhancing
+        .run
+        .finish(config.dataset.quiet, config.dataset.timings))
 }
 
 /// `--tile` (default: the model's working size) and `--overlap` (default: a quarter tile),
@@ -444,7 +394,6 @@ struct Enhancing<'a> {
     tiling: Tiling,
     /// What input paths are relative to (IN, or its folder when IN is a file).
     root: PathBuf,
-    model_sha256: String,
     scheduler: String,
     start_timestep: Option<f64>,
 }
@@ -458,7 +407,6 @@ impl<'a> Enhancing<'a> {
         root: PathBuf,
     ) -> anyhow::Result<Enhancing<'a>> {
         let engine = &run.engine;
-        let model_sha256 = engine.model.model_hash();
         let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
         let (_, start) = engine.schedulers.plan(&config.settings)?;
         Ok(Enhancing {
@@ -466,7 +414,6 @@ impl<'a> Enhancing<'a> {
             kept,
             tiling,
             root,
-            model_sha256,
             scheduler,
             start_timestep: start.start_timestep(),
             run,
@@ -475,13 +422,13 @@ impl<'a> Enhancing<'a> {
 
     fn print_header(&self) {
         let config = self.config;
-        if config.quiet {
+        if config.dataset.quiet {
             return;
         }
         println!(
             "model {} (manifest sha256 {}), working size {}",
             config.model.display(),
-            self.model_sha256,
+            self.run.model_sha256,
             self.run.engine.model.geometry.image_size()
         );
         println!(
@@ -499,32 +446,7 @@ impl<'a> Enhancing<'a> {
             self.tiling.tile,
             self.tiling.overlap
         );
-        self.run.print_seed(config.quiet);
-    }
-
-    /// A row of `source` with the columns every row shares; the rest empty.
-    fn row(&self, source: &Path) -> EnhanceRow {
-        EnhanceRow {
-            source: path_text(source),
-            source_sha256: String::new(),
-            output: String::new(),
-            output_sha256: String::new(),
-            status: OutputStatus::Ok,
-            reason: String::new(),
-            scale: None,
-            strength: None,
-            start_timestep: None,
-            steps: None,
-            scheduler: String::new(),
-            tile: None,
-            overlap: None,
-            tiles: None,
-            seed: String::new(),
-            run_seed: Some(self.run.run_seed),
-            width: None,
-            height: None,
-            model_sha256: self.model_sha256.clone(),
-        }
+        self.run.print_seed(config.dataset.quiet);
     }
 
     /// The row of an input that ends without an output.
@@ -539,7 +461,7 @@ impl<'a> Enhancing<'a> {
             status,
             reason,
             source_sha256,
-            ..self.row(relative)
+            ..self.run.row(relative)
         };
         self.run.log(&row)?;
         Ok(())
@@ -585,7 +507,7 @@ impl<'a> Enhancing<'a> {
             seed: hex::encode(seed),
             width: u32::try_from(width).ok(),
             height: u32::try_from(height).ok(),
-            ..self.row(relative)
+            ..self.run.row(relative)
         }
     }
 
@@ -618,7 +540,7 @@ impl<'a> Enhancing<'a> {
             &seed,
         )?;
         let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
-            imageio::write_png_below(&result, &config.output, output)
+            imageio::write_png_below(&result, &config.dataset.output, output)
         });
         let row = EnhanceRow {
             output_sha256: output_sha256?,

@@ -10,7 +10,7 @@ use crate::diffusion::engine::{Engine, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::{self, SessionOptions};
+use crate::io::runtime::RuntimeConfig;
 
 /// Validated `sample` configuration.
 #[derive(Debug, Clone)]
@@ -22,8 +22,7 @@ pub struct SampleConfig {
     pub batch: usize,
     pub output_dir: PathBuf,
     pub images: Vec<PathBuf>,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub runtime: RuntimeConfig,
     pub timings: bool,
 }
 
@@ -42,8 +41,8 @@ struct LoadedImage {
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let outputs = output_paths(config)?;
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
-    let mut engine = Engine::open(&config.model, runtime, &config.session)?;
+    let runtime = config.runtime.init()?;
+    let mut engine = Engine::open(&config.model, runtime, &config.runtime.session)?;
     print_plan(config, &engine)?;
     let (images, planned) = load_and_plan(config, &mut engine, &outputs)?;
     std::fs::create_dir_all(&config.output_dir)

@@ -10,7 +10,7 @@ use crate::certify::{
     resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject, Verdict,
 };
 use crate::io::dataset;
-use crate::io::runtime::{self, RuntimeInfo, SessionOptions};
+use crate::io::runtime::{RuntimeConfig, RuntimeInfo};
 
 /// What `boomerang score` compares, and with what.
 #[derive(Debug, Clone)]
@@ -26,8 +26,7 @@ pub struct ScoreConfig {
     /// `None`: the bundled short-range BlazeFace.
     pub detector: Option<PathBuf>,
     pub json: bool,
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub runtime: RuntimeConfig,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,10 +52,10 @@ pub struct ScoreReport {
 
 /// Analyzes both images and builds the report.
 pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let runtime = config.runtime.init()?;
     let spec_path = resolve_embedder(&config.embedder)?;
     let detector = resolve_detector(config.detector.as_deref())?;
-    let mut certifier = Certifier::load(runtime, &spec_path, &detector, &config.session)?;
+    let mut certifier = Certifier::load(runtime, &spec_path, &detector, &config.runtime.session)?;
     // Fail on an unknown operating point before spending time on the images.
     certifier
         .spec()

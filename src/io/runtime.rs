@@ -110,6 +110,22 @@ impl Default for SessionOptions {
     }
 }
 
+/// Which ONNX Runtime library to load and how its sessions run: what every command that opens a
+/// graph takes.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// `None`: the discovery order of [`init`].
+    pub onnxruntime: Option<PathBuf>,
+    pub session: SessionOptions,
+}
+
+impl RuntimeConfig {
+    /// Loads ONNX Runtime ([`init`]).
+    pub fn init(&self) -> Result<&'static Runtime, RuntimeError> {
+        init(self.onnxruntime.as_deref())
+    }
+}
+
 /// Which rule of the discovery order found the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -4,20 +4,19 @@ use ndarray::{ArrayD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
-    add_scaled_noise, alpha_at, alphas_cumprod, check_range, clip_range, discrete,
-    final_alpha_cumprod, predict_original, spacing, Scheduler, SchedulerError, StepInput,
+    add_scaled_noise, clip_range, discrete, final_alpha_cumprod, predict_original, spacing,
+    Schedule, Scheduler, SchedulerError, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
 pub struct Ddim {
-    alphas_cumprod: Vec<f32>,
+    schedule: Schedule,
     final_alpha_cumprod: f32,
     prediction_type: PredictionType,
     clip_range: Option<f32>,
     /// diffusers steps back by `num_train_timesteps // num_inference_steps` for every spacing.
     step_ratio: i64,
     eta: f32,
-    timesteps: Vec<f64>,
 }
 
 impl Ddim {
@@ -25,27 +24,21 @@ impl Ddim {
         let train = config.num_train_timesteps;
         let timesteps =
             spacing::integer_descending(config.timestep_spacing, train, steps, config.steps_offset);
-        check_range(config, steps, &timesteps)?;
-        let alphas_cumprod = alphas_cumprod(config);
+        let schedule = Schedule::integer(config, steps, &timesteps)?;
         Ok(Self {
-            final_alpha_cumprod: final_alpha_cumprod(config, &alphas_cumprod),
-            alphas_cumprod,
+            final_alpha_cumprod: final_alpha_cumprod(config, &schedule.alphas_cumprod),
+            schedule,
             prediction_type: config.prediction_type,
             clip_range: clip_range(config),
             step_ratio: (train / steps) as i64,
             eta,
-            timesteps: timesteps.into_iter().map(|t| t as f64).collect(),
         })
     }
 }
 
 impl Scheduler for Ddim {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn alphas_cumprod(&self) -> &[f32] {
-        &self.alphas_cumprod
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
@@ -56,8 +49,8 @@ impl Scheduler for Ddim {
         } = input;
         let t = discrete(t);
         let prev_t = t - self.step_ratio;
-        let alpha_t = alpha_at(&self.alphas_cumprod, t, self.final_alpha_cumprod);
-        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, self.final_alpha_cumprod);
+        let alpha_t = self.schedule.alpha_at(t, self.final_alpha_cumprod);
+        let alpha_prev = self.schedule.alpha_at(prev_t, self.final_alpha_cumprod);
         let beta_t = 1.0 - alpha_t;
         let (sqrt_alpha, sqrt_beta) = (alpha_t.sqrt(), beta_t.sqrt());
 

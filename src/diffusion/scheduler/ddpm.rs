@@ -4,56 +4,50 @@ use ndarray::{ArrayD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, VarianceType};
 use super::{
-    add_scaled_noise, alpha_at, alphas_cumprod, check_range, clip_range, discrete,
-    predict_original, spacing, Scheduler, SchedulerError, StepInput,
+    add_scaled_noise, clip_range, discrete, predict_original, spacing, Schedule, Scheduler,
+    SchedulerError, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
 pub struct Ddpm {
-    alphas_cumprod: Vec<f32>,
+    schedule: Schedule,
     prediction_type: PredictionType,
     clip_range: Option<f32>,
     variance_type: VarianceType,
-    schedule: Vec<i64>,
-    timesteps: Vec<f64>,
+    /// The timesteps as the integers diffusers indexes with.
+    integer_timesteps: Vec<i64>,
 }
 
 impl Ddpm {
     pub fn new(config: &ResolvedConfig, steps: usize) -> Result<Self, SchedulerError> {
-        let schedule = spacing::integer_descending(
+        let integer_timesteps = spacing::integer_descending(
             config.timestep_spacing,
             config.num_train_timesteps,
             steps,
             config.steps_offset,
         );
-        check_range(config, steps, &schedule)?;
         Ok(Self {
-            alphas_cumprod: alphas_cumprod(config),
+            schedule: Schedule::integer(config, steps, &integer_timesteps)?,
             prediction_type: config.prediction_type,
             clip_range: clip_range(config),
             variance_type: config.variance_type,
-            timesteps: schedule.iter().map(|&t| t as f64).collect(),
-            schedule,
+            integer_timesteps,
         })
     }
 
     /// diffusers' `previous_timestep`: the next entry of the schedule after the first match,
     /// -1 after the last.
     fn previous_timestep(&self, t: i64) -> i64 {
-        match self.schedule.iter().position(|&s| s == t) {
-            Some(i) => self.schedule.get(i + 1).copied().unwrap_or(-1),
+        match self.integer_timesteps.iter().position(|&s| s == t) {
+            Some(i) => self.integer_timesteps.get(i + 1).copied().unwrap_or(-1),
             None => panic!("timestep {t} is not in this DDPM schedule"),
         }
     }
 }
 
 impl Scheduler for Ddpm {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn alphas_cumprod(&self) -> &[f32] {
-        &self.alphas_cumprod
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
@@ -64,8 +58,8 @@ impl Scheduler for Ddpm {
         } = input;
         let t = discrete(t);
         let prev_t = self.previous_timestep(t);
-        let alpha_t = alpha_at(&self.alphas_cumprod, t, 1.0);
-        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, 1.0);
+        let alpha_t = self.schedule.alpha_at(t, 1.0);
+        let alpha_prev = self.schedule.alpha_at(prev_t, 1.0);
         let beta_t = 1.0 - alpha_t;
         let beta_prev = 1.0 - alpha_prev;
         let current_alpha = alpha_t / alpha_prev;

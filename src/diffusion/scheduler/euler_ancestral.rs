@@ -4,16 +4,16 @@
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, TimestepSpacing};
-use super::{add_scaled_noise, alphas_cumprod, spacing, Scheduler, StepInput};
+use super::{add_scaled_noise, alphas_cumprod, spacing, Schedule, Scheduler, StepInput};
 use crate::diffusion::noise::NoiseSource;
 
 pub struct EulerAncestral {
-    /// With `rescale_betas_zero_snr`, the last entry is 2^-24 as in diffusers.
-    alphas_cumprod: Vec<f32>,
+    /// With `rescale_betas_zero_snr`, the last entry of `alphas_cumprod` is 2^-24 as in
+    /// diffusers.
+    schedule: Schedule,
     prediction_type: PredictionType,
     /// One sigma per timestep, then a final 0.
     sigmas: Vec<f32>,
-    timesteps: Vec<f64>,
     init_noise_sigma: f32,
     step_index: Option<usize>,
     begin_index: Option<usize>,
@@ -50,10 +50,12 @@ impl EulerAncestral {
             TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         };
         Self {
-            alphas_cumprod,
+            schedule: Schedule {
+                timesteps: timesteps.into_iter().map(f64::from).collect(),
+                alphas_cumprod,
+            },
             prediction_type: config.prediction_type,
             sigmas,
-            timesteps: timesteps.into_iter().map(f64::from).collect(),
             init_noise_sigma,
             step_index: None,
             begin_index: None,
@@ -64,7 +66,7 @@ impl EulerAncestral {
     /// Euler schedules never repeat a timestep (all spacings are strictly decreasing for
     /// `num_inference_steps <= num_train_timesteps`), so the only match is the one.
     fn index_for_timestep(&self, t: f64) -> usize {
-        match self.timesteps.iter().position(|&s| s == t) {
+        match self.schedule.timesteps.iter().position(|&s| s == t) {
             Some(i) => i,
             None => panic!("timestep {t} is not in this Euler ancestral schedule"),
         }
@@ -82,12 +84,8 @@ impl EulerAncestral {
 }
 
 impl Scheduler for EulerAncestral {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn alphas_cumprod(&self) -> &[f32] {
-        &self.alphas_cumprod
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     fn set_begin_index(&mut self, index: usize) {

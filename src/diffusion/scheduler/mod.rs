@@ -35,20 +35,56 @@ pub struct StepInput<'a> {
     pub sample: ArrayViewD<'a, f32>,
 }
 
+/// The arrays every scheduler is built around, which the [`Scheduler`] trait exposes.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// See [`Scheduler::timesteps`].
+    pub timesteps: Vec<f64>,
+    /// See [`Scheduler::alphas_cumprod`].
+    pub alphas_cumprod: Vec<f32>,
+}
+
+impl Schedule {
+    /// The schedule of an integer-timestep scheduler (DDIM, DDPM, PNDM), after refusing
+    /// timesteps diffusers would index `alphas_cumprod` out of range with.
+    fn integer(
+        config: &ResolvedConfig,
+        steps: usize,
+        timesteps: &[i64],
+    ) -> Result<Schedule, SchedulerError> {
+        check_range(config, steps, timesteps)?;
+        Ok(Schedule {
+            timesteps: timesteps.iter().map(|&t| t as f64).collect(),
+            alphas_cumprod: alphas_cumprod(config),
+        })
+    }
+
+    /// `alphas_cumprod[t]`, or `before_start` when `t < 0` ([`alpha_at`]).
+    fn alpha_at(&self, t: i64, before_start: f32) -> f32 {
+        alpha_at(&self.alphas_cumprod, t, before_start)
+    }
+}
+
 /// One diffusion sampler, prepared for a fixed number of inference steps.
 ///
 /// Callers pass `t` values taken from `timesteps()` and tensors of one shape; anything else is a
 /// programming error and panics (as diffusers raises), so check model output shapes first.
 pub trait Scheduler {
+    /// The timesteps and alphas this scheduler was built with.
+    fn schedule(&self) -> &Schedule;
     /// The descending timesteps of the full schedule (diffusers' `scheduler.timesteps`).
     /// Values are timesteps in `[0, num_train_timesteps)`, fractional for some spacings.
     /// Euler ancestral keeps diffusers' edge cases: `leading` + `steps_offset` can reach
     /// `num_train_timesteps`, and `trailing` with some step counts (61, 103, ...) ends at -1.
     /// Its length is not always the number of inference steps (PNDM repeats timesteps).
-    fn timesteps(&self) -> &[f64];
+    fn timesteps(&self) -> &[f64] {
+        &self.schedule().timesteps
+    }
     /// diffusers' `scheduler.alphas_cumprod`: the cumulative alpha products over the training
     /// timesteps, read by the default `add_noise`.
-    fn alphas_cumprod(&self) -> &[f32];
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.schedule().alphas_cumprod
+    }
     /// diffusers' `scheduler.order`: how many entries of `timesteps()` one inference step uses.
     /// 1 for every scheduler here.
     fn order(&self) -> usize {

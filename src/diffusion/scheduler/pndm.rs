@@ -9,20 +9,18 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
-    alpha_at, alphas_cumprod, check_range, discrete, final_alpha_cumprod, spacing, Scheduler,
-    SchedulerError, StepInput,
+    discrete, final_alpha_cumprod, spacing, Schedule, Scheduler, SchedulerError, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
 pub struct Pndm {
-    alphas_cumprod: Vec<f32>,
+    schedule: Schedule,
     final_alpha_cumprod: f32,
     prediction_type: PredictionType,
     skip_prk_steps: bool,
     /// `num_train_timesteps // num_inference_steps`.
     step_ratio: i64,
     prk_timesteps: Vec<i64>,
-    timesteps: Vec<f64>,
     counter: usize,
     /// Past model outputs (diffusers' `ets`), at most four kept in use.
     ets: Vec<ArrayD<f32>>,
@@ -71,16 +69,14 @@ impl Pndm {
             .chain(&plms_timesteps)
             .copied()
             .collect();
-        check_range(config, steps, &all)?;
-        let alphas_cumprod = alphas_cumprod(config);
+        let schedule = Schedule::integer(config, steps, &all)?;
         Ok(Self {
-            final_alpha_cumprod: final_alpha_cumprod(config, &alphas_cumprod),
-            alphas_cumprod,
+            final_alpha_cumprod: final_alpha_cumprod(config, &schedule.alphas_cumprod),
+            schedule,
             prediction_type: config.prediction_type,
             skip_prk_steps: config.skip_prk_steps,
             step_ratio,
             prk_timesteps,
-            timesteps: all.into_iter().map(|t| t as f64).collect(),
             counter: 0,
             ets: Vec::new(),
             cur_model_output: None,
@@ -202,8 +198,8 @@ impl Pndm {
         prev_t: i64,
         model_output: ArrayD<f32>,
     ) -> ArrayD<f32> {
-        let alpha_t = alpha_at(&self.alphas_cumprod, t, self.final_alpha_cumprod);
-        let alpha_prev = alpha_at(&self.alphas_cumprod, prev_t, self.final_alpha_cumprod);
+        let alpha_t = self.schedule.alpha_at(t, self.final_alpha_cumprod);
+        let alpha_prev = self.schedule.alpha_at(prev_t, self.final_alpha_cumprod);
         let beta_t = 1.0 - alpha_t;
         let beta_prev = 1.0 - alpha_prev;
         let model_output = match self.prediction_type {
@@ -226,12 +222,8 @@ impl Pndm {
 }
 
 impl Scheduler for Pndm {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn alphas_cumprod(&self) -> &[f32] {
-        &self.alphas_cumprod
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// PLMS draws no noise.
