@@ -253,7 +253,9 @@ fn a_detector_that_differs_from_its_pin_is_refused_before_anything_is_created() 
             "onnx = \"dlib-face-resnet29.onnx\"",
             &format!(
                 "onnx = \"{}\"",
-                root().join("models/dlib-face/dlib-face-resnet29.onnx").display()
+                root()
+                    .join("models/dlib-face/dlib-face-resnet29.onnx")
+                    .display()
             ),
         );
     let spec_text = spec_text
@@ -376,10 +378,12 @@ fn a_forged_row_cannot_dodge_a_sample_drawn_by_the_auditors_nonce() {
     assert_eq!(lines(&first), lines(&again), "{first}\n---\n{again}");
 
     // Some auditor's nonce draws the forged row.
-    let caught = ["a", "b", "c", "d", "e", "f", "g", "h"].iter().any(|nonce| {
-        let (code, out) = stdout_of(run.audit().args(["--recompute", "1", "--nonce", nonce]));
-        code == 3 && out.contains("[recompute]")
-    });
+    let caught = ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .any(|nonce| {
+            let (code, out) = stdout_of(run.audit().args(["--recompute", "1", "--nonce", nonce]));
+            code == 3 && out.contains("[recompute]")
+        });
     assert!(caught);
 }
 
@@ -387,10 +391,7 @@ fn a_forged_row_cannot_dodge_a_sample_drawn_by_the_auditors_nonce() {
 fn a_failed_row_turned_skipped_with_its_output_deleted_is_found() {
     let run = Run::copy();
     let mut rows = run.rows();
-    let victim = rows
-        .iter()
-        .position(|r| !r.output_path.is_empty())
-        .unwrap();
+    let victim = rows.iter().position(|r| !r.output_path.is_empty()).unwrap();
     std::fs::remove_file(run.dir.join("out").join(&rows[victim].output_path)).unwrap();
     let row = &mut rows[victim];
     row.status = boomerang::records::report::Status::Skipped;

@@ -444,7 +444,10 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
         })
         .collect();
     Ok(EmbedderFacts {
-        detector_pin: spec.detector_sha256.as_ref().map(|p| p.to_ascii_lowercase()),
+        detector_pin: spec
+            .detector_sha256
+            .as_ref()
+            .map(|p| p.to_ascii_lowercase()),
         graph_sha256,
         spec_sha256,
         metric: spec.metric.to_string(),
@@ -1015,7 +1018,9 @@ pub(super) fn skipped_images(
                 Finding::new(FindingKind::Rule, Some(entry.line), message).input(&row.input_path),
             );
         };
-        if !row.input_sha256.is_empty() && !row.input_sha256.eq_ignore_ascii_case(&loaded.sha256_hex()) {
+        if !row.input_sha256.is_empty()
+            && !row.input_sha256.eq_ignore_ascii_case(&loaded.sha256_hex())
+        {
             // The input-hash check names this already.
             continue;
         }

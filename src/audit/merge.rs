@@ -156,7 +156,10 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
     }
     for (what, get) in [
         ("levels (run.json)", 1),
-        ("level settings (run.json: strength, steps, scheduler, threshold...)", 2),
+        (
+            "level settings (run.json: strength, steps, scheduler, threshold...)",
+            2,
+        ),
     ] {
         let mut first: Option<&(&Path, String, String)> = None;
         for config in &configs {

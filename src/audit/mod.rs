@@ -21,7 +21,9 @@ use crate::policy::{Policy, PolicyError};
 use crate::records::report::{ReportRow, RunRecord};
 
 pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary};
-pub use sample::{random_nonce, sample, Recomputer, RERUN_STREAM, RESCORE_STREAM};
+pub use sample::{
+    random_nonce, sample, Key as SampleKey, Recomputer, RERUN_STREAM, RESCORE_STREAM,
+};
 
 /// Default `--distance-tolerance`: re-scoring on another machine or execution provider moves
 /// distances in the last float digits, not by 1e-4.
@@ -459,7 +461,8 @@ pub fn audit(
         }
     };
     if let Some(path) = &args.detector {
-        given.detector = Some(crate::io::hashing::sha256_file(path).map_err(|e| io_error(path, e))?);
+        given.detector =
+            Some(crate::io::hashing::sha256_file(path).map_err(|e| io_error(path, e))?);
     }
     if given.detector.is_none() {
         not_checked.push(

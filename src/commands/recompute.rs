@@ -109,11 +109,8 @@ impl Recomputer for RunRecomputer {
             paths.insert(row.input_path.clone(), (input, output));
             listed.push((*row).clone());
         }
-        let reid = crate::commands::anonymize::reidentification(
-            &listed,
-            &paths,
-            &mut self.certifier,
-        )?;
+        let reid =
+            crate::commands::anonymize::reidentification(&listed, &paths, &mut self.certifier)?;
         Ok(reid.map(|r| (r.top1_rate, r.chance)))
     }
 
