@@ -650,7 +650,7 @@ run.json for it lies beside it, its row count and last chain value. The merged r
 parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
 keep the parts' run.json files with it.\n\n\
 Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
-parts made with different policy, model or embedder hashes. The output file must not exist.";
+parts made with different policy, model, embedder or detector hashes, or with different run configurations (level, strength, steps, scheduler, threshold: run.json's level and level settings when present, and the rows' columns). The output file must not exist.";
 
 /// `boomerang report merge`.
 #[derive(Debug, Clone, Args)]
