@@ -72,6 +72,10 @@ impl World {
                 .model_hash(),
             // What anonymize records: the spec file's sha256.
             embedder: sha(&std::fs::read(embedder_spec()).unwrap()),
+            detector: sha(&std::fs::read(
+                root().join("models/face-detector/blazeface-short-range.onnx"),
+            )
+            .unwrap()),
         };
         let rows = vec![
             certified(
@@ -104,9 +108,9 @@ impl World {
             certified(
                 "people/dave_01.jpg",
                 "people/e5d4.png",
-                "high",
+                "medium",
                 0.7,
-                1,
+                3,
                 0.95,
                 &hashes,
             ),
@@ -125,8 +129,8 @@ impl World {
             certified(
                 "people/erin_01.jpg",
                 "people/erin_01.png",
-                "low",
-                0.2,
+                "medium",
+                0.5,
                 1,
                 0.66,
                 &hashes,
@@ -167,12 +171,21 @@ impl World {
             tool_version: "0.1.0".into(),
             config: RunConfig {
                 batch: 1,
+                detector: root().join("models/face-detector/blazeface-short-range.onnx"),
+                detector_sha256: rows[0].detector_sha256.clone(),
                 device: "cpu".into(),
                 embedder: self.dir.join("embedder.toml"),
                 embedder_sha256: rows[0].embedder_sha256.clone(),
                 input: self.inputs.clone(),
                 level: "medium".into(),
-                level_settings: serde_json::json!({"name": "medium"}),
+                // What anonymize records: the policy's level as it serializes.
+                level_settings: serde_json::to_value(
+                    boomerang::policy::Policy::load(&self.policy)
+                        .unwrap()
+                        .level("medium")
+                        .unwrap(),
+                )
+                .unwrap(),
                 model: self.dir.join("model"),
                 model_sha256: rows[0].model_sha256.clone(),
                 output: self.outputs.clone(),
@@ -238,6 +251,7 @@ struct Hashes {
     policy: String,
     model: String,
     embedder: String,
+    detector: String,
 }
 
 fn input_bytes(path: &str) -> Vec<u8> {
@@ -270,6 +284,7 @@ fn base(input: &str, hashes: &Hashes) -> ReportRow {
         faces_out: None,
         model_sha256: hashes.model.clone(),
         embedder_sha256: hashes.embedder.clone(),
+        detector_sha256: hashes.detector.clone(),
         policy_sha256: hashes.policy.clone(),
         width: None,
         height: None,
@@ -299,7 +314,12 @@ fn processed(
         start_timestep: Some(strength * 1000.0),
         steps: Some(10),
         scheduler: "ddim".into(),
-        seed: format!("{:064x}", input.len() * 7919),
+        // Derived as anonymize derives it, from the run seed (7) and the input's sha256.
+        seed: hex::encode(boomerang::diffusion::noise::image_seed(
+            7,
+            &Sha256::digest(input_bytes(input)).into(),
+            attempts - 1,
+        )),
         attempts: Some(attempts),
         distance: Some(distance),
         threshold: Some(0.6),
@@ -387,8 +407,9 @@ fn a_clean_run_has_no_findings_and_every_check_is_made() {
     assert_eq!(audit.outcome(), Outcome::Clean);
     assert_eq!(audit.entries.len(), 7);
     assert!(audit.run.is_some(), "run.json beside the report is found");
-    // Only recomputation, which needs the engine, is left.
-    assert_eq!(audit.not_checked.len(), 2, "{:?}", audit.not_checked);
+    // Only recomputation, which needs the engine, is left (re-scores, re-runs and the
+    // re-identification rate, shown as run.json's claim).
+    assert_eq!(audit.not_checked.len(), 3, "{:?}", audit.not_checked);
     assert!(audit
         .not_checked
         .iter()
@@ -814,6 +835,11 @@ impl Recomputer for Mock {
             .ok_or_else(|| anyhow::anyhow!("no face found in the output"))
     }
 
+    fn reidentify(&mut self, _rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {
+        // run.json of the world states 0.25.
+        Ok(Some((0.25, 1.0 / 6.0)))
+    }
+
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {
         self.rerun.push(row.input_path.clone());
         Ok(self
@@ -825,12 +851,13 @@ impl Recomputer for Mock {
 }
 
 #[test]
-fn recomputation_of_a_faithful_run_is_clean_and_drawn_from_the_chain_head() {
+fn recomputation_of_a_faithful_run_is_clean_and_drawn_by_the_nonce() {
     let world = World::new();
     let mut mock = Mock::faithful(&world);
     let args = AuditConfig {
         recompute: 3,
         seed_sample: 2,
+        nonce: Some("auditor's nonce".into()),
         ..world.args()
     };
     let audit = audit::audit(&args, Some(&mut mock)).unwrap();
@@ -838,17 +865,22 @@ fn recomputation_of_a_faithful_run_is_clean_and_drawn_from_the_chain_head() {
     assert!(audit.not_checked.is_empty(), "{:?}", audit.not_checked);
     // Rows with a distance and an output: lines 2, 3, 4, 5, 8; with an output: the same.
     let eligible = [2, 3, 4, 5, 8];
+    let key = audit::SampleKey {
+        nonce: "auditor's nonce",
+        chain_head: &audit.chain_head,
+    };
+    assert_eq!(audit.nonce, "auditor's nonce");
     assert_eq!(
         audit.rescored,
-        audit::sample(&audit.chain_head, audit::RESCORE_STREAM, &eligible, 3)
+        audit::sample(&key, audit::RESCORE_STREAM, &eligible, 3)
     );
     assert_eq!(
         audit.rerun,
-        audit::sample(&audit.chain_head, audit::RERUN_STREAM, &eligible, 2)
+        audit::sample(&key, audit::RERUN_STREAM, &eligible, 2)
     );
     assert_eq!(mock.rescored.len(), 3);
     assert_eq!(mock.rerun.len(), 2);
-    // The same report draws the same rows.
+    // The same report and nonce draw the same rows.
     let mut again = Mock::faithful(&world);
     let second = audit::audit(&args, Some(&mut again)).unwrap();
     assert_eq!(
@@ -906,16 +938,33 @@ fn recomputation_needs_a_recomputer() {
 fn the_sample_is_reproducible_distinct_per_stream_and_bounded() {
     let eligible: Vec<u64> = (2..202).collect();
     let head = "a".repeat(64);
-    let first = audit::sample(&head, 1, &eligible, 10);
-    assert_eq!(first, audit::sample(&head, 1, &eligible, 10));
+    let key = |nonce: &'static str, head: &str| -> Vec<u64> {
+        let key = audit::SampleKey {
+            nonce,
+            chain_head: head,
+        };
+        audit::sample(&key, 1, &eligible, 10)
+    };
+    let first = key("n", &head);
+    assert_eq!(first, key("n", &head));
+    assert_ne!(first, key("m", &head), "the nonce decides the draw");
+    let key = |nonce: &'static str| audit::SampleKey {
+        nonce,
+        chain_head: &head,
+    };
     assert_eq!(first.len(), 10);
     assert!(
         first.windows(2).all(|w| w[0] < w[1]),
         "sorted, no repeats: {first:?}"
     );
-    assert_ne!(first, audit::sample(&head, 2, &eligible, 10));
-    assert_ne!(first, audit::sample(&"b".repeat(64), 1, &eligible, 10));
-    assert_eq!(audit::sample(&head, 1, &eligible[..3], 10), [2, 3, 4]);
+    assert_ne!(first, audit::sample(&key("n"), 2, &eligible, 10));
+    let other_head = "b".repeat(64);
+    let other = audit::SampleKey {
+        nonce: "n",
+        chain_head: &other_head,
+    };
+    assert_ne!(first, audit::sample(&other, 1, &eligible, 10));
+    assert_eq!(audit::sample(&key("n"), 1, &eligible[..3], 10), [2, 3, 4]);
 }
 
 #[test]
@@ -1236,6 +1285,15 @@ fn another_embedder_spec_is_found() {
             "onnx = \"{}\"",
             root()
                 .join("models/dlib-face/dlib-face-resnet29.onnx")
+                .display()
+        ),
+    );
+    let text = text.replace(
+        "detector = \"../face-detector/blazeface-short-range.onnx\"",
+        &format!(
+            "detector = \"{}\"",
+            root()
+                .join("models/face-detector/blazeface-short-range.onnx")
                 .display()
         ),
     );

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 const HEADER: &str = "input_path,input_sha256,output_path,output_sha256,status,reason,level,\
 strength,start_timestep,steps,scheduler,seed,attempts,distance,threshold,metric,faces_in,\
-faces_out,model_sha256,embedder_sha256,policy_sha256,width,height,milliseconds,tool_version,chain";
+faces_out,model_sha256,embedder_sha256,detector_sha256,policy_sha256,width,height,milliseconds,tool_version,chain";
 
 fn row(i: u32) -> ReportRow {
     ReportRow {
@@ -33,6 +33,7 @@ fn row(i: u32) -> ReportRow {
         faces_out: Some(1),
         model_sha256: "50b4c2c12e045118b293821b694386c08abb5aee59edb1f8c4fd4f6ef3acea33".into(),
         embedder_sha256: "e4a003f695be5e07c1593caf71a3edf9b6c2c6d822bf62d8bfdbe707b591e82c".into(),
+        detector_sha256: "c15fab92a046e9935ae4784972dba0881688ddafa8ba739b6594fc1cef310bdf".into(),
         policy_sha256: "cec8102ce6c379859f99c97aabb3e330475c47c38d9f48e2450618f54790d955".into(),
         width: Some(250),
         height: Some(250),
@@ -132,13 +133,17 @@ fn header_is_written_at_creation_and_columns_are_exact() {
     assert_eq!(&first[9], "50");
     assert_eq!(&first[13], "0.7342");
     assert_eq!(&first[14], "0.6");
-    assert_eq!(&first[21], "250");
-    assert_eq!(first[25].len(), 64);
+    assert_eq!(
+        &first[20],
+        "c15fab92a046e9935ae4784972dba0881688ddafa8ba739b6594fc1cef310bdf"
+    );
+    assert_eq!(&first[22], "250");
+    assert_eq!(first[26].len(), 64);
     // Absent values are empty fields.
     let second = &records[1];
     assert_eq!(&second[4], "error");
     assert_eq!(&second[2], "");
-    for column in [7, 8, 9, 11, 12, 13, 14, 16, 17, 21, 22] {
+    for column in [7, 8, 9, 11, 12, 13, 14, 16, 17, 22, 23] {
         assert_eq!(&second[column], "", "column {column}");
     }
     assert_eq!(
@@ -534,6 +539,8 @@ fn run_record_is_written_atomically_as_json() {
         tool_version: "0.1.0".into(),
         config: RunConfig {
             batch: 1,
+            detector: "models/face-detector/blazeface-short-range.onnx".into(),
+            detector_sha256: "d".repeat(64),
             device: "cpu".into(),
             embedder: "models/dlib-face/embedder.toml".into(),
             embedder_sha256: "e".repeat(64),

@@ -31,7 +31,7 @@ import csv, hashlib, io, json, os, random, sys
 root, work = sys.argv[1], sys.argv[2]
 COLUMNS = ("input_path,input_sha256,output_path,output_sha256,status,reason,level,strength,"
            "start_timestep,steps,scheduler,seed,attempts,distance,threshold,metric,faces_in,"
-           "faces_out,model_sha256,embedder_sha256,policy_sha256,width,height,milliseconds,"
+           "faces_out,model_sha256,embedder_sha256,detector_sha256,policy_sha256,width,height,milliseconds,"
            "tool_version,chain").split(",")
 
 def sha(data):
@@ -47,6 +47,8 @@ policy = sha(open(os.path.join(root, "policies/demo.toml"), "rb").read())
 embedder = sha(open(os.path.join(root, "models/dlib-face/embedder.toml"), "rb").read())
 # The model hash is the sha256 of the SHA256SUMS text (src/diffusion/model_manifest.rs).
 model = sha(open(os.path.join(root, "models/tiny-sd/SHA256SUMS"), "rb").read())
+# The face detector the embedder spec pins (detector-sha256).
+detector = sha(open(os.path.join(root, "models/face-detector/blazeface-short-range.onnx"), "rb").read())
 
 rng = random.Random(20240501)
 out = os.path.join(work, "out")
@@ -56,7 +58,8 @@ for i in range(240):
     source = f"{folder}/person_{i:04d}.jpg"
     row = dict.fromkeys(COLUMNS[:-1], "")
     row.update(input_path=source, input_sha256=sha(source.encode()), model_sha256=model,
-               embedder_sha256=embedder, policy_sha256=policy, tool_version="0.1.0")
+               embedder_sha256=embedder, detector_sha256=detector, policy_sha256=policy,
+               tool_version="0.1.0")
     if i % 60 == 7:
         row.update(status="skipped", reason="not an image extension (.txt)",
                    input_path=f"{folder}/notes_{i}.txt")
@@ -97,7 +100,7 @@ counts = {s: sum(r["status"] == s for r in rows) for s in ("certified", "failed"
 record = {
     "tool_version": "0.1.0",
     "config": {"level": "medium", "policy": "policies/demo.toml", "policy_sha256": policy,
-               "model_sha256": model, "embedder_sha256": embedder},
+               "model_sha256": model, "embedder_sha256": embedder, "detector_sha256": detector},
     "onnxruntime_version": "1.31.1", "onnxruntime_library": "libonnxruntime.so.1.31.1",
     "execution_provider": "cpu", "counts": counts, "started": "2024-05-01T10:00:00Z",
     "finished": "2024-05-01T10:09:41Z", "report_path": report, "report_rows": len(rows),

@@ -118,7 +118,7 @@ pub(super) fn run_record(
         ));
     }
     let config = &record.config;
-    let columns: [(&str, &str, HashOf); 3] = [
+    let columns: [(&str, &str, HashOf); 4] = [
         ("policy_sha256", &config.policy_sha256, |row| {
             &row.policy_sha256
         }),
@@ -128,8 +128,15 @@ pub(super) fn run_record(
         ("embedder_sha256", &config.embedder_sha256, |row| {
             &row.embedder_sha256
         }),
+        ("detector_sha256", &config.detector_sha256, |row| {
+            &row.detector_sha256
+        }),
     ];
     for (column, recorded, of_row) in columns {
+        if recorded.is_empty() {
+            add(format!("{source} records no {column}"));
+            continue;
+        }
         let differing: BTreeSet<&str> = entries
             .iter()
             .filter_map(|e| e.row.as_ref())
@@ -220,9 +227,17 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
         }
     }
 
+    // Folders holding a listed output are the run's; any other folder (even an empty one, whose
+    // name alone can identify someone) is not.
+    let holders: BTreeSet<PathBuf> = listed
+        .keys()
+        .filter_map(|text| found.get(*text))
+        .flat_map(|(path, _)| path.ancestors().skip(1).map(Path::to_path_buf))
+        .collect();
     let mut unlisted: Vec<(&String, &(PathBuf, Kind))> = found
         .iter()
         .filter(|(text, _)| !listed.contains_key(text.as_str()))
+        .filter(|(_, (path, kind))| *kind != Kind::Folder || !holders.contains(path))
         .collect();
     unlisted.sort();
     for (text, (path, kind)) in unlisted {
@@ -236,6 +251,7 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
             Kind::Other => {
                 "not a regular file (a socket, FIFO or device), which a run never writes"
             }
+            Kind::Folder => "a folder that holds no listed output, which a run never leaves",
         };
         findings.push(Finding::new(FindingKind::OutputUnlisted, None, what).output(text));
     }
@@ -308,9 +324,10 @@ enum Kind {
     File,
     Symlink,
     Other,
+    Folder,
 }
 
-/// Every non-folder entry under `dir`, relative, without following symlinks.
+/// Every entry under `dir` (folders too), relative, without following symlinks.
 fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
     let mut found = Vec::new();
     let mut pending = vec![PathBuf::new()];
@@ -324,6 +341,7 @@ fn walk(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, AuditError> {
                 .file_type()
                 .map_err(|e| io_error(&dir.join(&child), e))?;
             if kind.is_dir() {
+                found.push((child.clone(), Kind::Folder));
                 pending.push(child);
             } else if kind.is_file() {
                 found.push((child, Kind::File));
@@ -360,8 +378,10 @@ pub(super) struct EmbedderFacts {
     pub graph_sha256: String,
     pub metric: String,
     pub thresholds: HashMap<String, f32>,
-    /// The spec pins a graph sha256 that its graph file does not have.
-    pub pin_mismatch: Option<Finding>,
+    /// The spec's `detector-sha256` pin.
+    pub detector_pin: Option<String>,
+    /// The spec pins a graph or detector sha256 that its file does not have.
+    pub pin_mismatch: Vec<Finding>,
 }
 
 pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
@@ -372,7 +392,7 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
     let spec_sha256 = sha256_file(path).map_err(|e| io_error(path, e))?;
     let graph = spec.onnx_path();
     let graph_sha256 = sha256_file(&graph).map_err(|e| io_error(&graph, e))?;
-    let pin_mismatch = spec
+    let mut pin_mismatch: Vec<Finding> = spec
         .sha256
         .as_ref()
         .filter(|pin| !pin.eq_ignore_ascii_case(&graph_sha256))
@@ -386,7 +406,31 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
                     graph.display()
                 ),
             )
-        });
+        })
+        .into_iter()
+        .collect();
+    if let (Some(pin), Some(detector)) = (&spec.detector_sha256, spec.detector_path()) {
+        match sha256_file(&detector) {
+            Ok(found) if found.eq_ignore_ascii_case(pin) => {}
+            Ok(found) => pin_mismatch.push(Finding::new(
+                FindingKind::Hash,
+                None,
+                format!(
+                    "the embedder spec pins detector-sha256 {}, but {} hashes to {found}",
+                    super::shown(pin),
+                    detector.display()
+                ),
+            )),
+            Err(e) => pin_mismatch.push(Finding::new(
+                FindingKind::Hash,
+                None,
+                format!(
+                    "the embedder spec's detector {} cannot be read: {e}",
+                    detector.display()
+                ),
+            )),
+        }
+    }
     let thresholds = spec
         .operating_points
         .iter()
@@ -400,6 +444,10 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
         })
         .collect();
     Ok(EmbedderFacts {
+        detector_pin: spec
+            .detector_sha256
+            .as_ref()
+            .map(|p| p.to_ascii_lowercase()),
         graph_sha256,
         spec_sha256,
         metric: spec.metric.to_string(),
@@ -420,7 +468,7 @@ pub(super) fn hashes(
     let mut findings = Vec::new();
     let pinned = policy.and_then(|p| p.model.manifest_sha256.clone());
     let embedder: Vec<&String> = given.embedder.iter().chain(&given.embedder_graph).collect();
-    let columns: [(&str, Column, Vec<&String>, &str); 3] = [
+    let columns: [(&str, Column, Vec<&String>, &str); 4] = [
         (
             "policy_sha256",
             |r| &r.policy_sha256,
@@ -438,6 +486,12 @@ pub(super) fn hashes(
             |r| &r.embedder_sha256,
             embedder,
             "--embedder spec",
+        ),
+        (
+            "detector_sha256",
+            |r| &r.detector_sha256,
+            given.detector.iter().collect(),
+            "--detector file (or the embedder spec's detector-sha256 pin)",
         ),
     ];
     for (column, get, expected, source) in columns {
@@ -732,4 +786,283 @@ fn policy_rules(
             );
         }
     }
+}
+
+/// The first-attempt strength, escalation and cap of run.json's `level_settings`.
+struct Escalation {
+    base: f64,
+    step: f64,
+    cap: f64,
+}
+
+impl Escalation {
+    fn of(settings: &serde_json::Value) -> Option<Escalation> {
+        let start = settings.get("start")?;
+        let base = match start.get("strength").and_then(serde_json::Value::as_f64) {
+            Some(strength) => strength,
+            None => start.get("timestep")?.as_f64()? / 1000.0,
+        };
+        Some(Escalation {
+            base,
+            step: settings.get("strength-step")?.as_f64()?,
+            cap: settings.get("max-strength")?.as_f64()?,
+        })
+    }
+
+    /// The strength of attempt `attempts` (1 = the first), in whole millionths as the policy
+    /// computes it ([`crate::policy::Level::strength_for_attempt`]).
+    fn strength(&self, attempts: u32) -> f64 {
+        let micros = |v: f64| (v * 1e6).round() as i64;
+        let base = micros(self.base);
+        let raised = base.saturating_add(
+            micros(self.step).saturating_mul(i64::from(attempts.saturating_sub(1))),
+        );
+        raised.min(micros(self.cap)).max(base) as f64 / 1e6
+    }
+}
+
+/// Every row against the configuration run.json records: its level, the level's steps,
+/// scheduler, escalated strength and threshold, and each seed derived from the run seed and the
+/// input's sha256 ([`crate::diffusion::noise::image_seed`]) at the row's last attempt.
+pub(super) fn run_config_rows(
+    entries: &[Entry],
+    run: &RunJson,
+    embedder: Option<&EmbedderFacts>,
+    not_checked: &mut Vec<String>,
+) -> Vec<Finding> {
+    use serde_json::Value;
+    let config = &run.record.config;
+    let settings = &config.level_settings;
+    let source = run.path.display();
+    let steps = settings.get("steps").and_then(Value::as_u64);
+    let scheduler = settings.get("scheduler").and_then(Value::as_str);
+    let escalation = Escalation::of(settings);
+    let threshold = match settings.get("threshold") {
+        Some(t) => match (
+            t.get("value").and_then(Value::as_f64),
+            t.get("operating-point").and_then(Value::as_str),
+        ) {
+            (Some(value), _) => Some(value as f32),
+            (None, Some(name)) => {
+                let found = embedder.and_then(|e| e.thresholds.get(name).copied());
+                if found.is_none() {
+                    not_checked.push(format!(
+                        "row thresholds against run.json's operating point `{}` (give the embedder spec that defines it with --embedder)",
+                        super::shown(name)
+                    ));
+                }
+                found
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    let mut findings = Vec::new();
+    for entry in entries {
+        let Some(row) = &entry.row else { continue };
+        let mut add = |message: String| {
+            let mut finding = Finding::new(FindingKind::RunRecord, Some(entry.line), message);
+            if !row.output_path.is_empty() {
+                finding = finding.output(&row.output_path);
+            }
+            findings.push(finding);
+        };
+        if !row.level.is_empty() && row.level != config.level {
+            add(format!(
+                "level `{}`, but {source} records a run at level `{}`",
+                super::shown(&row.level),
+                super::shown(&config.level)
+            ));
+        }
+        if let (Some(found), Some(expected)) = (row.steps, steps) {
+            if u64::from(found) != expected {
+                add(format!(
+                    "{found} steps, but {source} records {expected} steps"
+                ));
+            }
+        }
+        if let Some(expected) = scheduler {
+            if !row.scheduler.is_empty() && row.scheduler != expected {
+                add(format!(
+                    "scheduler `{}`, but {source} records `{}`",
+                    super::shown(&row.scheduler),
+                    super::shown(expected)
+                ));
+            }
+        }
+        if let (Some(found), Some(expected)) = (row.threshold, threshold) {
+            if (found - expected).abs() > THRESHOLD_SLACK {
+                add(format!(
+                    "threshold {found}, but {source} records a level that certifies at {expected}"
+                ));
+            }
+        }
+        if let (Some(found), Some(attempts), Some(escalation)) =
+            (row.strength, row.attempts, &escalation)
+        {
+            let expected = escalation.strength(attempts);
+            if (found - expected).abs() > STRENGTH_SLACK {
+                add(format!(
+                    "strength {found} at attempt {attempts}, but {source} records a level that escalates to {expected} there"
+                ));
+            }
+        }
+        if !row.seed.is_empty() {
+            let content: Option<[u8; 32]> = hex::decode(&row.input_sha256)
+                .ok()
+                .and_then(|b| b.try_into().ok());
+            match (content, row.attempts) {
+                (Some(content), Some(attempts)) if attempts >= 1 => {
+                    let expected = hex::encode(crate::diffusion::noise::image_seed(
+                        config.seed,
+                        &content,
+                        attempts - 1,
+                    ));
+                    if !expected.eq_ignore_ascii_case(&row.seed) {
+                        add(format!(
+                            "the seed is not the one derived from {source}'s run seed and the input's sha256 at attempt {attempts}: the seed, the run seed or the input hash was changed"
+                        ));
+                    }
+                }
+                _ => add(
+                    "a seed without the input sha256 and attempt count it is derived from"
+                        .to_string(),
+                ),
+            }
+        }
+    }
+    findings
+}
+
+/// run.json's `level_settings` against the level of the same name in the policy given.
+pub(super) fn level_settings(run: &RunJson, policy: &Policy) -> Vec<Finding> {
+    let config = &run.record.config;
+    let source = run.path.display();
+    let Ok(level) = policy.level(&config.level) else {
+        return vec![Finding::new(
+            FindingKind::RunRecord,
+            None,
+            format!(
+                "{source} records level `{}`, which the policy does not have (it has: {})",
+                super::shown(&config.level),
+                policy.level_names().join(", ")
+            ),
+        )];
+    };
+    let expected = serde_json::to_value(level).unwrap_or_default();
+    let (Some(expected), Some(found)) = (expected.as_object(), config.level_settings.as_object())
+    else {
+        return vec![Finding::new(
+            FindingKind::RunRecord,
+            None,
+            format!("{source}'s level_settings is not a map of settings"),
+        )];
+    };
+    let keys: BTreeSet<&String> = expected.keys().chain(found.keys()).collect();
+    keys.into_iter()
+        .filter(|key| expected.get(*key) != found.get(*key))
+        .map(|key| {
+            let show = |v: Option<&serde_json::Value>| {
+                v.map_or_else(|| "nothing".to_string(), |v| super::shown(&v.to_string()))
+            };
+            Finding::new(
+                FindingKind::RunRecord,
+                None,
+                format!(
+                    "{source} records level `{}` with {key} = {}, but the policy's level has {key} = {}",
+                    level.name,
+                    show(found.get(key)),
+                    show(expected.get(key))
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `skipped` rows of inputs that a run would have processed: the file is an image that decodes
+/// (under the run's limits), so only the policy's `on-no-face = "skip"` allows a skip, and only
+/// for an input with no face.
+pub(super) fn skipped_images(
+    entries: &[Entry],
+    dir: &Path,
+    policy: Option<&Policy>,
+    run: Option<&RunJson>,
+    not_checked: &mut Vec<String>,
+) -> Result<Vec<Finding>, AuditError> {
+    let walked: HashMap<String, crate::io::dataset::Entry> = crate::io::dataset::walk(dir)
+        .map_err(|source| AuditError::Walk {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .map(|entry| (path_text(&entry.relative), entry))
+        .collect();
+    let mut findings = Vec::new();
+    let mut unknown_policy = false;
+    for entry in entries {
+        let Some(row) = &entry.row else { continue };
+        if row.status != Status::Skipped {
+            continue;
+        }
+        let Some(walked) = walked.get(&row.input_path) else {
+            continue;
+        };
+        if !matches!(walked.kind, crate::io::dataset::EntryKind::Image) {
+            continue;
+        }
+        let Ok(loaded) = crate::io::dataset::load_image(&dir.join(&walked.relative)) else {
+            continue;
+        };
+        let mut add = |message: String| {
+            findings.push(
+                Finding::new(FindingKind::Rule, Some(entry.line), message).input(&row.input_path),
+            );
+        };
+        if !row.input_sha256.is_empty()
+            && !row.input_sha256.eq_ignore_ascii_case(&loaded.sha256_hex())
+        {
+            // The input-hash check names this already.
+            continue;
+        }
+        let level_name = if row.level.is_empty() {
+            run.map(|r| r.record.config.level.as_str())
+        } else {
+            Some(row.level.as_str())
+        };
+        let level = match (policy, level_name) {
+            (Some(policy), Some(name)) => match policy.level(name) {
+                Ok(level) => level,
+                Err(_) => {
+                    add(format!(
+                        "skipped, yet the input is an image that decodes, and level `{}` is not in the policy",
+                        super::shown(name)
+                    ));
+                    continue;
+                }
+            },
+            _ => {
+                unknown_policy = true;
+                continue;
+            }
+        };
+        if level.on_no_face != crate::policy::OnNoFace::Skip {
+            add(format!(
+                "skipped, yet the input is an image that decodes and level `{}` processes every image (on-no-face = {}): the row hides an image that was not anonymized, or its output",
+                level.name,
+                serde_json::to_value(level.on_no_face).unwrap_or_default()
+            ));
+        } else if row.faces_in != Some(0) {
+            add(
+                "skipped, yet the input is an image that decodes and the row does not record that no face was found (faces_in = 0), the only skip the policy allows"
+                    .to_string(),
+            );
+        }
+    }
+    if unknown_policy {
+        not_checked.push(
+            "whether the policy allows skipping the valid images that rows mark skipped (give --policy FILE and run.json)"
+                .to_string(),
+        );
+    }
+    Ok(findings)
 }

@@ -144,17 +144,20 @@ fn write_cards(
             count_of(counts, status)
         )?;
     }
-    let run = audit.run.as_ref();
-    let rate = run
-        .and_then(|r| r.reidentification_rate)
-        .map_or_else(|| "n/a".to_string(), |r| format!("{:.2} %", r * 100.0));
-    let label = match run.and_then(|r| r.reidentification_chance) {
+    let reid = audit.reidentification.as_ref();
+    let rate = reid.map_or_else(|| "n/a".to_string(), |r| format!("{:.2} %", r.rate * 100.0));
+    let mut label = match reid.and_then(|r| r.chance) {
         Some(chance) => format!(
             "top-1 re-identification rate (chance {:.2} %)",
             chance * 100.0
         ),
         None => "top-1 re-identification rate".to_string(),
     };
+    match reid {
+        Some(r) if r.verified => label.push_str(", recomputed by this audit"),
+        Some(_) => label.push_str(", unverified (from run.json)"),
+        None => {}
+    }
     card(out, &rate, &label)?;
     let wall = audit
         .run
@@ -163,7 +166,7 @@ fn write_cards(
     card(
         out,
         &wall.map_or_else(|| "n/a".to_string(), duration),
-        "run wall time",
+        "run wall time, unverified (from run.json)",
     )?;
     let millis: Vec<u64> = rows.iter().filter_map(|r| r.milliseconds).collect();
     let per_image = if millis.is_empty() {
@@ -174,12 +177,16 @@ fn write_cards(
             millis.iter().sum::<u64>() as f64 / millis.len() as f64
         )
     };
-    card(out, &per_image, "mean time per image")?;
+    card(
+        out,
+        &per_image,
+        "mean time per image, unverified (as the rows state)",
+    )?;
     out.push_str("</div>\n");
     if let Some(run) = &audit.run {
         writeln!(
             out,
-            "<p class=\"sub\">Run from {} to {} on {} (ONNX Runtime {}); per-image time: total {}, slowest {}.</p>",
+            "<p class=\"sub\">Run from {} to {} on {} (ONNX Runtime {}); per-image time: total {}, slowest {} (times are as run.json and the rows state them: unverified).</p>",
             escape(&run.record.started),
             escape(&run.record.finished),
             escape(&run.record.execution_provider),
@@ -510,7 +517,7 @@ fn write_finding(out: &mut String, finding: &Finding) -> fmt::Result {
 
 fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Result {
     out.push_str("<section><h2>What was involved</h2><table><tr><th>item</th><th>in the report</th><th>given to the audit</th></tr>\n");
-    let given: [(&str, Vec<&str>); 3] = [
+    let given: [(&str, Vec<&str>); 4] = [
         (
             "policy",
             audit.given.policy.iter().map(String::as_str).collect(),
@@ -529,11 +536,16 @@ fn write_hashes(out: &mut String, audit: &Audit, rows: &[&ReportRow]) -> fmt::Re
                 .map(String::as_str)
                 .collect(),
         ),
+        (
+            "detector",
+            audit.given.detector.iter().map(String::as_str).collect(),
+        ),
     ];
-    let columns: [fn(&ReportRow) -> &str; 3] = [
+    let columns: [fn(&ReportRow) -> &str; 4] = [
         |r| &r.policy_sha256,
         |r| &r.model_sha256,
         |r| &r.embedder_sha256,
+        |r| &r.detector_sha256,
     ];
     for ((what, given), column) in given.into_iter().zip(columns) {
         let values: BTreeSet<&str> = rows

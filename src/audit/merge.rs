@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::chain;
-use super::checks::{self, Column};
+use super::checks;
 use crate::records::report::{ReportError, ReportRow, ReportWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,8 @@ pub enum MergeError {
 pub enum ConflictKind {
     /// The same input or output path in two rows.
     Overlap,
-    /// Different policy, model or embedder hashes.
+    /// Different policy, model, embedder or detector hashes, or run configurations (level,
+    /// strength, steps, scheduler, threshold).
     Mixed,
 }
 
@@ -63,7 +64,7 @@ impl std::fmt::Display for Conflict {
             ),
             ConflictKind::Mixed => write!(
                 f,
-                "the parts were made with different {}: {} ({first}:{}) and {} ({second}:{}); a merged report must describe one policy, model and embedder",
+                "the parts were made with different {}: {} ({first}:{}) and {} ({second}:{}); a merged report must describe one run configuration (policy, level and its settings, model, embedder, detector)",
                 self.what, self.first_value, self.first_line, self.second_value, self.second_line
             ),
         }
@@ -81,6 +82,9 @@ pub struct MergeSummary {
     /// Parts without a run.json beside them: rows cut from their end could not be detected.
     pub unrecorded: Vec<PathBuf>,
 }
+
+/// One column of a row, as text (empty: absent).
+type RowValue = fn(&ReportRow) -> String;
 
 /// Where a value was first seen: part and line.
 type Seen<'a> = HashMap<String, (&'a Path, u64)>;
@@ -101,6 +105,8 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
 
     let mut all: Vec<(&Path, u64, ReportRow)> = Vec::new();
     let mut unrecorded = Vec::new();
+    // Each recorded part's level and level settings, for comparison.
+    let mut configs: Vec<(&Path, String, String)> = Vec::new();
     for part in parts {
         let read = chain::read(part)?;
         if let Some(finding) = read.findings.first() {
@@ -123,6 +129,12 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
                         problem: problem.to_string(),
                     });
                 }
+                let config = &run.record.config;
+                configs.push((
+                    part.as_path(),
+                    config.level.clone(),
+                    config.level_settings.to_string(),
+                ));
             }
             None => unrecorded.push(part.clone()),
         }
@@ -142,28 +154,71 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
             overlap("output path", &row.output_path, part, *line, &mut outputs)?;
         }
     }
-    let columns: [(&str, Column); 3] = [
-        ("policy hashes (policy_sha256)", |r| &r.policy_sha256),
-        ("model hashes (model_sha256)", |r| &r.model_sha256),
-        ("embedder hashes (embedder_sha256)", |r| &r.embedder_sha256),
+    for (what, get) in [
+        ("levels (run.json)", 1),
+        (
+            "level settings (run.json: strength, steps, scheduler, threshold...)",
+            2,
+        ),
+    ] {
+        let mut first: Option<&(&Path, String, String)> = None;
+        for config in &configs {
+            let value = if get == 1 { &config.1 } else { &config.2 };
+            match first {
+                None => first = Some(config),
+                Some(seen) => {
+                    let seen_value = if get == 1 { &seen.1 } else { &seen.2 };
+                    if seen_value != value {
+                        return Err(MergeError::Conflict(Box::new(Conflict {
+                            kind: ConflictKind::Mixed,
+                            what,
+                            first_value: super::shown(seen_value),
+                            first: seen.0.to_path_buf(),
+                            first_line: 1,
+                            second_value: super::shown(value),
+                            second: config.0.to_path_buf(),
+                            second_line: 1,
+                        })));
+                    }
+                }
+            }
+        }
+    }
+    let columns: [(&str, RowValue); 8] = [
+        ("policy hashes (policy_sha256)", |r| r.policy_sha256.clone()),
+        ("model hashes (model_sha256)", |r| r.model_sha256.clone()),
+        ("embedder hashes (embedder_sha256)", |r| {
+            r.embedder_sha256.clone()
+        }),
+        ("detector hashes (detector_sha256)", |r| {
+            r.detector_sha256.clone()
+        }),
+        ("levels (level)", |r| r.level.clone()),
+        ("steps (steps)", |r| {
+            r.steps.map(|s| s.to_string()).unwrap_or_default()
+        }),
+        ("schedulers (scheduler)", |r| r.scheduler.clone()),
+        ("thresholds (threshold)", |r| {
+            r.threshold.map(|t| t.to_string()).unwrap_or_default()
+        }),
     ];
     for (what, get) in columns {
-        let mut first: Option<(&str, &Path, u64)> = None;
+        let mut first: Option<(String, &Path, u64)> = None;
         for (part, line, row) in &all {
             let value = get(row);
             if value.is_empty() {
                 continue;
             }
-            match first {
+            match &first {
                 None => first = Some((value, part, *line)),
-                Some((seen, seen_part, seen_line)) if seen != value => {
+                Some((seen, seen_part, seen_line)) if *seen != value => {
                     return Err(MergeError::Conflict(Box::new(Conflict {
                         kind: ConflictKind::Mixed,
                         what,
                         first_value: super::shown(seen),
                         first: seen_part.to_path_buf(),
-                        first_line: seen_line,
-                        second_value: super::shown(value),
+                        first_line: *seen_line,
+                        second_value: super::shown(&value),
                         second: part.to_path_buf(),
                         second_line: *line,
                     })))

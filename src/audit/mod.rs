@@ -21,7 +21,9 @@ use crate::policy::{Policy, PolicyError};
 use crate::records::report::{ReportRow, RunRecord};
 
 pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary};
-pub use sample::{sample, Recomputer, RERUN_STREAM, RESCORE_STREAM};
+pub use sample::{
+    random_nonce, sample, Key as SampleKey, Recomputer, RERUN_STREAM, RESCORE_STREAM,
+};
 
 /// Default `--distance-tolerance`: re-scoring on another machine or execution provider moves
 /// distances in the last float digits, not by 1e-4.
@@ -49,13 +51,19 @@ pub struct AuditConfig {
     /// The embedder spec file: its sha256 (or its ONNX graph's) must match every row, its metric
     /// each row's, and its operating points give the thresholds a policy names
     pub embedder: Option<PathBuf>,
-    /// Re-score N rows (drawn by a sample seeded from the report's chain head) with the embedder
-    /// and compare their distances, and re-run Boomerang for N rows (as --seed-sample N). Needs
-    /// --inputs, --outputs and --policy
+    /// The face detector ONNX file: its sha256 must match every row's `detector_sha256` (without
+    /// it, rows are checked against the embedder spec's `detector-sha256` pin)
+    pub detector: Option<PathBuf>,
+    /// Re-score N rows (drawn by a sample keyed by --nonce) with the embedder and compare their
+    /// distances, re-run Boomerang for N rows (as --seed-sample N) and recompute the
+    /// re-identification rate. Needs --inputs, --outputs and --policy
     pub recompute: usize,
-    /// Re-run Boomerang for N rows, drawn by a sample seeded from the chain head, from their seeds
-    /// and check the outputs are byte-identical
+    /// Re-run Boomerang for N rows, drawn by a sample keyed by --nonce, from their seeds and check
+    /// the outputs are byte-identical
     pub seed_sample: usize,
+    /// The auditor's text that decides which rows --recompute and --seed-sample draw (default: a
+    /// random one from the operating system, printed so the audit can be repeated)
+    pub nonce: Option<String>,
     /// Largest difference between a re-scored and a reported distance that is not a finding
     pub distance_tolerance: f32,
     /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
@@ -75,8 +83,10 @@ impl Default for AuditConfig {
             policy: None,
             model: None,
             embedder: None,
+            detector: None,
             recompute: 0,
             seed_sample: 0,
+            nonce: None,
             distance_tolerance: DEFAULT_DISTANCE_TOLERANCE,
             html: None,
             json: false,
@@ -281,6 +291,37 @@ pub struct GivenHashes {
     /// sha256 of the spec's ONNX graph (also accepted as `embedder_sha256`: it identifies the
     /// same embedder).
     pub embedder_graph: Option<String>,
+    /// sha256 of the `--detector` file, else the embedder spec's `detector-sha256` pin.
+    pub detector: Option<String>,
+}
+
+/// The dataset-level re-identification rate the audit shows, and whether it recomputed it or
+/// only repeats run.json's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Reidentification {
+    pub rate: f64,
+    pub chance: Option<f64>,
+    /// Recomputed from the files by this audit (`--recompute`); otherwise taken from run.json.
+    pub verified: bool,
+}
+
+impl Reidentification {
+    /// E.g. `12.50 % (chance 33.33 %), recomputed` or `... unverified (from run.json)`.
+    pub fn describe(&self) -> String {
+        let chance = self
+            .chance
+            .map(|c| format!(" (chance {:.2} %)", c * 100.0))
+            .unwrap_or_default();
+        format!(
+            "{:.2} %{chance}, {}",
+            self.rate * 100.0,
+            if self.verified {
+                "recomputed by this audit"
+            } else {
+                "unverified (from run.json)"
+            }
+        )
+    }
 }
 
 /// Everything an audit found out.
@@ -298,6 +339,10 @@ pub struct Audit {
     /// Report lines re-scored and re-run.
     pub rescored: Vec<u64>,
     pub rerun: Vec<u64>,
+    /// The text that keyed the sample of rows to recompute (give it as --nonce to draw the same).
+    pub nonce: String,
+    /// The re-identification rate shown, recomputed or marked as run.json's claim.
+    pub reidentification: Option<Reidentification>,
 }
 
 /// How an audit ended, when it could run.
@@ -406,6 +451,7 @@ pub fn audit(
             let facts = checks::embedder_facts(path)?;
             given.embedder = Some(facts.spec_sha256.clone());
             given.embedder_graph = Some(facts.graph_sha256.clone());
+            given.detector.clone_from(&facts.detector_pin);
             findings.extend(facts.pin_mismatch.clone());
             Some(facts)
         }
@@ -414,7 +460,44 @@ pub fn audit(
             None
         }
     };
+    if let Some(path) = &args.detector {
+        given.detector =
+            Some(crate::io::hashing::sha256_file(path).map_err(|e| io_error(path, e))?);
+    }
+    if given.detector.is_none() {
+        not_checked.push(
+            "the detector hash (give --detector FILE, or an --embedder spec that pins detector-sha256)"
+                .to_string(),
+        );
+    }
     findings.extend(checks::hashes(&entries, &given, policy.as_ref()));
+    match &run {
+        Some(run) => {
+            findings.extend(checks::run_config_rows(
+                &entries,
+                run,
+                embedder.as_ref(),
+                &mut not_checked,
+            ));
+            if let Some(policy) = &policy {
+                findings.extend(checks::level_settings(run, policy));
+            }
+        }
+        None => not_checked.push(
+            "rows against the run's configuration (level, strength, steps, scheduler, threshold, seeds: give --run-json FILE)"
+                .to_string(),
+        ),
+    }
+    match &args.inputs {
+        Some(dir) => findings.extend(checks::skipped_images(
+            &entries,
+            dir,
+            policy.as_ref(),
+            run.as_ref(),
+            &mut not_checked,
+        )?),
+        None => not_checked.push("skipped rows of valid images (give --inputs DIR)".to_string()),
+    }
     findings.extend(checks::verdicts(
         &entries,
         policy.as_ref(),
@@ -422,12 +505,23 @@ pub fn audit(
         &mut not_checked,
     ));
 
+    let nonce = args.nonce.clone().unwrap_or_else(random_nonce);
+    let mut reidentification = run.as_ref().and_then(|r| {
+        Some(Reidentification {
+            rate: r.reidentification_rate?,
+            chance: r.reidentification_chance,
+            verified: false,
+        })
+    });
     let mut rescored = Vec::new();
     let mut rerun = Vec::new();
     if let Some(recomputer) = recomputer {
         let done = sample::recompute(
             &entries,
-            &chain_head,
+            &sample::Key {
+                nonce: &nonce,
+                chain_head: &chain_head,
+            },
             args.recompute,
             args.seed_sample,
             args.distance_tolerance,
@@ -436,6 +530,18 @@ pub fn audit(
         findings.extend(done.findings);
         rescored = done.rescored;
         rerun = done.rerun;
+        if args.recompute > 0 {
+            let (figure, finding) =
+                sample::reidentify(&entries, run.as_ref(), recomputer, reidentification);
+            reidentification = figure;
+            findings.extend(finding);
+        }
+    }
+    if reidentification.is_some_and(|r| !r.verified) {
+        not_checked.push(
+            "the re-identification rate, shown as run.json states it (give --recompute N to recompute it)"
+                .to_string(),
+        );
     }
     if args.recompute == 0 {
         not_checked.push(
@@ -461,5 +567,7 @@ pub fn audit(
         not_checked,
         rescored,
         rerun,
+        nonce,
+        reidentification,
     })
 }

@@ -1,11 +1,12 @@
 //! Recomputation of a sample of rows: re-scoring distances with the embedder and re-running
 //! Boomerang from the rows' seeds. The work itself needs the anonymize engine, behind
-//! [`Recomputer`]; which rows are rechecked is decided here, reproducibly from the report alone.
+//! [`Recomputer`]; which rows are rechecked is decided here, by the auditor's nonce: whoever
+//! writes the report (and so its chain head) cannot know which rows will be drawn.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{Entry, Finding, FindingKind};
+use super::{Entry, Finding, FindingKind, Reidentification, RunJson};
 use crate::io::hashing::sha256_bytes;
 use crate::records::report::{ReportRow, Status};
 
@@ -23,14 +24,47 @@ pub trait Recomputer {
     /// The bytes the run would write for the row's output: Boomerang on the row's input with its
     /// seed, level, strength, steps and scheduler, encoded exactly as the run encodes outputs.
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>>;
+    /// The dataset-level top-1 re-identification rate and its chance level over `rows` (those
+    /// with outputs), computed afresh from the files as `anonymize` computes it; `None` when this
+    /// recomputer cannot.
+    fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {
+        let _ = rows;
+        Ok(None)
+    }
+}
+
+/// What keys a sample: the auditor's nonce, and the chain head of the report being audited.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub nonce: &'a str,
+    pub chain_head: &'a str,
+}
+
+impl Key<'_> {
+    fn seed(&self) -> [u8; 32] {
+        let mut text = Vec::new();
+        text.extend_from_slice(b"boomerang/audit-sample/v2\0");
+        text.extend_from_slice(self.nonce.as_bytes());
+        text.push(0);
+        text.extend_from_slice(self.chain_head.as_bytes());
+        sha256_bytes(&text)
+    }
+}
+
+/// A fresh nonce from the operating system: 128 bits as 32 hex digits.
+pub fn random_nonce() -> String {
+    let mut bytes = [0u8; 16];
+    ChaCha20Rng::from_os_rng().fill(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// `n` of the report lines in `eligible` (all of them when there are no more), drawn without
-/// replacement by a partial Fisher-Yates shuffle with ChaCha20 keyed by sha256 of the chain head's
-/// text, on stream `stream`. Anyone holding the report draws the same rows; nobody can choose
-/// them without changing the chain head, which run.json records. Returned in report order.
-pub fn sample(chain_head: &str, stream: u64, eligible: &[u64], n: usize) -> Vec<u64> {
-    let mut rng = ChaCha20Rng::from_seed(sha256_bytes(chain_head.as_bytes()));
+/// replacement by a partial Fisher-Yates shuffle with ChaCha20 keyed by sha256 of
+/// `boomerang/audit-sample/v2 NUL nonce NUL chain head`, on stream `stream`. The same nonce draws
+/// the same rows (an audit can be repeated); the report's author, who does not know the nonce,
+/// cannot steer the draw by grinding the chain head. Returned in report order.
+pub fn sample(key: &Key, stream: u64, eligible: &[u64], n: usize) -> Vec<u64> {
+    let mut rng = ChaCha20Rng::from_seed(key.seed());
     rng.set_stream(stream);
     let mut pool = eligible.to_vec();
     let n = n.min(pool.len());
@@ -51,7 +85,7 @@ pub(super) struct Recomputed {
 
 pub(super) fn recompute(
     entries: &[Entry],
-    chain_head: &str,
+    key: &Key,
     rescore_count: usize,
     rerun_count: usize,
     tolerance: f32,
@@ -70,8 +104,8 @@ pub(super) fn recompute(
             && !r.output_path.is_empty()
     });
     let rerunnable = rows(|r| !r.output_path.is_empty() && !r.output_sha256.is_empty());
-    let rescored = sample(chain_head, RESCORE_STREAM, &rescorable, rescore_count);
-    let rerun = sample(chain_head, RERUN_STREAM, &rerunnable, rerun_count);
+    let rescored = sample(key, RESCORE_STREAM, &rescorable, rescore_count);
+    let rerun = sample(key, RERUN_STREAM, &rerunnable, rerun_count);
     let row_at = |line: u64| {
         entries
             .iter()
@@ -133,5 +167,61 @@ pub(super) fn recompute(
         findings,
         rescored,
         rerun,
+    }
+}
+
+/// Largest difference between a recomputed and a recorded re-identification rate that is not a
+/// finding: both are ratios of small counts, so any real difference is far larger.
+const RATE_SLACK: f64 = 1e-9;
+
+/// Recomputes the re-identification rate; returns the figure to show and a finding when run.json
+/// claims another one.
+pub(super) fn reidentify(
+    entries: &[Entry],
+    run: Option<&RunJson>,
+    recomputer: &mut dyn Recomputer,
+    recorded: Option<Reidentification>,
+) -> (Option<Reidentification>, Option<Finding>) {
+    let rows: Vec<&ReportRow> = entries
+        .iter()
+        .filter_map(|e| e.row.as_ref())
+        .filter(|r| !r.output_path.is_empty())
+        .collect();
+    let source = run.map_or_else(|| "run.json".to_string(), |r| r.path.display().to_string());
+    match recomputer.reidentify(&rows) {
+        Err(e) => (
+            recorded,
+            Some(Finding::new(
+                FindingKind::Recompute,
+                None,
+                format!("recomputing the re-identification rate failed: {e:#}"),
+            )),
+        ),
+        Ok(None) => (recorded, None),
+        Ok(Some((rate, chance))) => {
+            let figure = Reidentification {
+                rate,
+                chance: Some(chance),
+                verified: true,
+            };
+            let claimed = run.and_then(|r| r.reidentification_rate);
+            let finding = match claimed {
+                Some(claimed) if (claimed - rate).abs() <= RATE_SLACK => None,
+                Some(claimed) => Some(Finding::new(
+                    FindingKind::RunRecord,
+                    None,
+                    format!(
+                        "{source} states a re-identification rate of {claimed}, recomputed from the files it is {rate}"
+                    ),
+                )),
+                None if run.is_some() && !rows.is_empty() => Some(Finding::new(
+                    FindingKind::RunRecord,
+                    None,
+                    format!("{source} states no re-identification rate, recomputed it is {rate}"),
+                )),
+                None => None,
+            };
+            (Some(figure), finding)
+        }
     }
 }

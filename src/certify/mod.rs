@@ -42,6 +42,15 @@ pub enum CertifyError {
     EmbedderNotFound { name: String, looked: String },
     #[error("face detector model not found: looked for {looked}. Pass --detector PATH or set {MODELS_ENV}")]
     DetectorNotFound { looked: String },
+    #[error("face detector {path}: {message}")]
+    DetectorRead { path: PathBuf, message: String },
+    #[error("face detector {path} has sha256 {found}, but embedder spec {spec} pins detector-sha256 = {expected}; refusing to certify with a detector the spec does not name")]
+    DetectorHash {
+        path: PathBuf,
+        spec: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -115,6 +124,39 @@ pub fn resolve_detector(explicit: Option<&Path>) -> Result<PathBuf, CertifyError
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// The face detector an embedder spec certifies with, and its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedDetector {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// The detector of `spec`: its `detector` file (relative to the spec, like its graph), else the
+/// default one in the model folders; hashed, and refused when it differs from the spec's
+/// `detector-sha256` pin.
+pub fn pinned_detector(spec: &EmbedderSpec) -> Result<PinnedDetector, CertifyError> {
+    let path = match spec.detector_path() {
+        Some(path) => path,
+        None => resolve_detector(None)?,
+    };
+    let sha256 =
+        crate::io::hashing::sha256_file(&path).map_err(|e| CertifyError::DetectorRead {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    if let Some(expected) = &spec.detector_sha256 {
+        if !expected.eq_ignore_ascii_case(&sha256) {
+            return Err(CertifyError::DetectorHash {
+                path,
+                spec: spec.source.clone(),
+                found: sha256,
+                expected: expected.clone(),
+            });
+        }
+    }
+    Ok(PinnedDetector { path, sha256 })
 }
 
 /// One detected face and its identity embedding.

@@ -6,6 +6,8 @@
 //! name = "arcface-r100"
 //! onnx = "arcface-r100.onnx"          # relative to the spec file
 //! sha256 = "..."                      # optional; checked when the model is loaded
+//! detector = "../face-detector/blazeface-short-range.onnx"  # relative to the spec file
+//! detector-sha256 = "..."             # the detector's pin; a mismatch is refused
 //! input-name = "input"
 //! output-name = "embedding"
 //! input-size = [112, 112]             # [width, height] of the aligned chip
@@ -119,6 +121,14 @@ pub struct EmbedderSpec {
     pub name: String,
     pub onnx: PathBuf,
     pub sha256: Option<String>,
+    /// The face detector ONNX file, relative to the spec's folder (default: looked up in the
+    /// model folders, see [`super::resolve_detector`]).
+    #[serde(default)]
+    pub detector: Option<PathBuf>,
+    /// The detector's sha256: the detector that finds the faces decides every certificate, so it
+    /// is pinned like the embedder graph.
+    #[serde(default)]
+    pub detector_sha256: Option<String>,
     pub input_name: String,
     pub output_name: String,
     pub input_size: [u32; 2],
@@ -170,6 +180,15 @@ impl EmbedderSpec {
         }
     }
 
+    /// The detector file the spec names, resolved against the spec's folder.
+    pub fn detector_path(&self) -> Option<PathBuf> {
+        let detector = self.detector.as_ref()?;
+        Some(match self.source.parent() {
+            Some(dir) => dir.join(detector),
+            None => detector.clone(),
+        })
+    }
+
     /// The operating point called `name`, or the spec's default one.
     pub fn operating_point(&self, name: Option<&str>) -> Result<&OperatingPoint, SpecError> {
         let name = name.unwrap_or(&self.default_operating_point);
@@ -209,10 +228,22 @@ impl EmbedderSpec {
         if self.onnx.as_os_str().is_empty() {
             return Err(self.invalid("onnx", "must name the model file"));
         }
-        if let Some(sha) = &self.sha256 {
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(self.invalid("sha256", "must be 64 hexadecimal digits"));
+        for (key, pin) in [
+            ("sha256", &self.sha256),
+            ("detector-sha256", &self.detector_sha256),
+        ] {
+            if let Some(sha) = pin {
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(self.invalid(key, "must be 64 hexadecimal digits"));
+                }
             }
+        }
+        if self
+            .detector
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(self.invalid("detector", "must name the detector model file"));
         }
         let [w, h] = self.input_size;
         if w == 0 || h == 0 || w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE {
@@ -492,6 +523,8 @@ provenance = "test"
         assert_eq!(dlib.metric, Metric::Euclidean);
         assert_eq!(dlib.operating_point(None).unwrap().max_distance, Some(0.6));
         assert!(dlib.onnx_path().is_file());
+        assert!(dlib.detector_path().unwrap().is_file());
+        assert!(dlib.detector_sha256.is_some());
         let alt = EmbedderSpec::load(&root.join("tests/fixtures/faces/embedder-alt.toml")).unwrap();
         assert_eq!(
             std::fs::canonicalize(alt.onnx_path()).unwrap(),

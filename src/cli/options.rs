@@ -616,15 +616,24 @@ pub struct AuditArgs {
     /// each row's, and its operating points give the thresholds a policy names
     #[arg(long, value_name = "SPEC")]
     pub embedder: Option<PathBuf>,
-    /// Re-score N rows (drawn by a sample seeded from the report's chain head) with the embedder
-    /// and compare their distances, and re-run Boomerang for N rows (as --seed-sample N). Needs
-    /// --inputs, --outputs and --policy
+    /// The face detector ONNX file: its sha256 must match every row's detector_sha256 (default:
+    /// the --embedder spec's detector-sha256 pin)
+    #[arg(long, value_name = "FILE")]
+    pub detector: Option<PathBuf>,
+    /// Re-score N rows (drawn by a sample keyed by --nonce) with the embedder and compare their
+    /// distances, re-run Boomerang for N rows (as --seed-sample N), and recompute the
+    /// re-identification rate. Needs --inputs, --outputs and --policy
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub recompute: usize,
-    /// Re-run Boomerang for N rows, drawn by a sample seeded from the chain head, from their seeds
-    /// and check the outputs are byte-identical
+    /// Re-run Boomerang for N rows, drawn by a sample keyed by --nonce, from their seeds and check
+    /// the outputs are byte-identical
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed_sample: usize,
+    /// Any text of the auditor's that decides which rows --recompute and --seed-sample draw; the
+    /// report's author cannot know it, so cannot steer the draw. Default: a random nonce from the
+    /// operating system, printed so the same audit can be repeated with --nonce
+    #[arg(long, value_name = "TEXT")]
+    pub nonce: Option<String>,
     /// Largest difference between a re-scored and a reported distance that is not a finding
     #[arg(long, default_value_t = DEFAULT_DISTANCE_TOLERANCE, value_name = "D")]
     pub distance_tolerance: f32,
@@ -646,7 +655,9 @@ impl AuditArgs {
             policy: self.policy.clone(),
             model: self.model.clone(),
             embedder: self.embedder.clone(),
+            detector: self.detector.clone(),
             recompute: self.recompute,
+            nonce: self.nonce.clone(),
             // --recompute both re-scores and re-runs; --seed-sample can ask for more re-runs.
             seed_sample: self.seed_sample.max(self.recompute),
             distance_tolerance: self.distance_tolerance,
@@ -661,7 +672,7 @@ run.json for it lies beside it, its row count and last chain value. The merged r
 parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
 keep the parts' run.json files with it.\n\n\
 Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
-parts made with different policy, model or embedder hashes. The output file must not exist.";
+parts made with different policy, model, embedder or detector hashes, or with different run configurations (level, strength, steps, scheduler, threshold: run.json's level and level settings when present, and the rows' columns). The output file must not exist.";
 
 /// `boomerang report merge`.
 #[derive(Debug, Clone, Args)]

@@ -112,6 +112,7 @@ struct Prepared {
     model_dir: PathBuf,
     model_sha256: String,
     embedder_sha256: String,
+    detector: certify::PinnedDetector,
     schedulers: SchedulerSetup,
 }
 
@@ -151,6 +152,9 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
     }
     let embedder_sha256 = sha256_file(&policy.embedder.spec)
         .with_context(|| format!("reading embedder spec {}", policy.embedder.spec.display()))?;
+    // Pinned by the spec and checked here, before anything is created.
+    let detector =
+        certify::pinned_detector(&certify::spec::EmbedderSpec::load(&policy.embedder.spec)?)?;
     let settings = level_settings(&level);
     let schedulers = SchedulerSetup::load(&model_dir.join("scheduler/scheduler_config.json"))?;
     Ok(Prepared {
@@ -160,6 +164,7 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         model_dir,
         model_sha256,
         embedder_sha256,
+        detector,
         schedulers,
     })
 }
@@ -494,11 +499,10 @@ impl Models {
         runtime: &Runtime,
     ) -> anyhow::Result<Models> {
         let engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
-        let detector = certify::resolve_detector(None)?;
         let certifier = Certifier::load(
             runtime,
             &prepared.policy.embedder.spec,
-            &detector,
+            &prepared.detector.path,
             &config.session,
         )?;
         let point = operating_point(&prepared.level, &certifier)?;
@@ -528,6 +532,7 @@ impl<'a> Certifying<'a> {
             level: &prepared.level,
             model_sha256: &prepared.model_sha256,
             embedder_sha256: &prepared.embedder_sha256,
+            detector_sha256: &prepared.detector.sha256,
             policy_sha256: &prepared.policy.sha256,
             metric: certifier.spec().metric.to_string(),
             threshold: threshold_distance(&point),
@@ -737,6 +742,8 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunCo
         model_sha256: prepared.model_sha256.clone(),
         embedder: prepared.policy.embedder.spec.clone(),
         embedder_sha256: prepared.embedder_sha256.clone(),
+        detector: prepared.detector.path.clone(),
+        detector_sha256: prepared.detector.sha256.clone(),
         seed,
         batch: config.batch,
         threads: config.session.threads,
@@ -917,6 +924,7 @@ struct RowContext<'a> {
     level: &'a Level,
     model_sha256: &'a str,
     embedder_sha256: &'a str,
+    detector_sha256: &'a str,
     policy_sha256: &'a str,
     metric: String,
     threshold: Option<f32>,
@@ -949,6 +957,7 @@ impl RowContext<'_> {
             faces_out: None,
             model_sha256: self.model_sha256.to_string(),
             embedder_sha256: self.embedder_sha256.to_string(),
+            detector_sha256: self.detector_sha256.to_string(),
             policy_sha256: self.policy_sha256.to_string(),
             width: None,
             height: None,
@@ -1257,8 +1266,9 @@ fn representative(analysis: FaceAnalysis) -> Option<Embedding> {
 }
 
 /// Dataset-level top-1 re-identification: every input is the gallery, every written output a
-/// probe. Recomputed from the files, so resumed runs count every row.
-fn reidentification(
+/// probe. Recomputed from the files, so resumed runs count every row (and `audit --recompute`
+/// recomputes it the same way).
+pub(crate) fn reidentification(
     rows: &[ReportRow],
     paths: &HashMap<String, (PathBuf, PathBuf)>,
     certifier: &mut Certifier,

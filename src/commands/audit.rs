@@ -34,6 +34,9 @@ struct JsonSummary<'a> {
     given_hashes: &'a GivenHashes,
     rescored_lines: &'a [u64],
     rerun_lines: &'a [u64],
+    /// The nonce that drew the recomputed rows (repeat with --nonce).
+    nonce: &'a str,
+    reidentification: Option<crate::audit::Reidentification>,
 }
 
 /// `boomerang audit`: audits, prints, writes the page; returns the outcome (`Err`: exit 1).
@@ -64,6 +67,8 @@ pub fn run(
             given_hashes: &audit.given,
             rescored_lines: &audit.rescored,
             rerun_lines: &audit.rerun,
+            nonce: &audit.nonce,
+            reidentification: audit.reidentification,
         };
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -72,6 +77,15 @@ pub fn run(
         }
         for what in &audit.not_checked {
             println!("not checked: {what}");
+        }
+        if let Some(reid) = &audit.reidentification {
+            println!("re-identification rate: {}", reid.describe());
+        }
+        if config.recompute > 0 || config.seed_sample > 0 {
+            println!(
+                "sample nonce: {} (repeat this audit's draw with --nonce {})",
+                audit.nonce, audit.nonce
+            );
         }
         if !audit.rescored.is_empty() {
             println!("re-scored lines: {}", join_lines(&audit.rescored));

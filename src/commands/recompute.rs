@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 
 use crate::audit::AuditConfig;
 use crate::audit::Recomputer;
+use crate::certify::spec::EmbedderSpec;
 use crate::certify::{self, Certifier};
 use crate::commands::anonymize::level_settings;
 use crate::diffusion::engine::{Engine, Settings};
@@ -60,12 +61,12 @@ impl RunRecomputer {
         let runtime = runtime::init(None)?;
         let options = SessionOptions::default();
         let engine = Engine::open(&model, runtime, &options)?;
-        let certifier = Certifier::load(
-            runtime,
-            &embedder,
-            &certify::resolve_detector(None)?,
-            &options,
-        )?;
+        // The detector the embedder spec pins, found as anonymize finds it (or the one given).
+        let detector = match &args.detector {
+            Some(path) => path.clone(),
+            None => certify::pinned_detector(&EmbedderSpec::load(&embedder)?)?.path,
+        };
+        let certifier = Certifier::load(runtime, &embedder, &detector, &options)?;
         Ok(RunRecomputer {
             engine,
             certifier,
@@ -93,6 +94,24 @@ impl Recomputer for RunRecomputer {
         let faces_in = self.certifier.analyze(&input.image)?;
         let faces_out = self.certifier.analyze(&output.image)?;
         Ok(self.certifier.compare(&faces_in, &faces_out)?.distance)
+    }
+
+    fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {
+        let mut paths = HashMap::new();
+        let mut listed = Vec::new();
+        for row in rows {
+            let input = self.input(row)?.clone();
+            let output = self
+                .outputs
+                .get(&row.output_path)
+                .with_context(|| format!("output {} not found in --outputs", row.output_path))?
+                .clone();
+            paths.insert(row.input_path.clone(), (input, output));
+            listed.push((*row).clone());
+        }
+        let reid =
+            crate::commands::anonymize::reidentification(&listed, &paths, &mut self.certifier)?;
+        Ok(reid.map(|r| (r.top1_rate, r.chance)))
     }
 
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {

@@ -54,7 +54,14 @@ pub struct ScoreReport {
 pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
     let runtime = config.runtime.init()?;
     let spec_path = resolve_embedder(&config.embedder)?;
-    let detector = resolve_detector(config.detector.as_deref())?;
+    // An explicit --detector is the caller's choice; otherwise the one the spec pins.
+    let detector = match config.detector.as_deref() {
+        Some(path) => resolve_detector(Some(path))?,
+        None => {
+            let spec = crate::certify::spec::EmbedderSpec::load(&spec_path)?;
+            crate::certify::pinned_detector(&spec)?.path
+        }
+    };
     let mut certifier = Certifier::load(runtime, &spec_path, &detector, &config.runtime.session)?;
     // Fail on an unknown operating point before spending time on the images.
     certifier

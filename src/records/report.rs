@@ -7,7 +7,7 @@
 //! ```text
 //! prev = sha256(header_line).hexdigest()          # header_line without its "\n"
 //! for line in rows:                               # each without its "\n"
-//!     body, chain = line.rsplit(",", 1)           # body: the row's other 25 fields, as written
+//!     body, chain = line.rsplit(",", 1)           # body: the row's other 26 fields, as written
 //!     assert chain == sha256((prev + body).encode()).hexdigest()
 //!     prev = chain
 //! ```
@@ -28,7 +28,7 @@ use crate::io::hashing::sha256_bytes;
 use crate::io::lock::{self, LockError};
 
 /// The report's columns, in order.
-pub const COLUMNS: [&str; 26] = [
+pub const COLUMNS: [&str; 27] = [
     "input_path",
     "input_sha256",
     "output_path",
@@ -49,6 +49,7 @@ pub const COLUMNS: [&str; 26] = [
     "faces_out",
     "model_sha256",
     "embedder_sha256",
+    "detector_sha256",
     "policy_sha256",
     "width",
     "height",
@@ -131,6 +132,8 @@ pub struct ReportRow {
     pub faces_out: Option<u32>,
     pub model_sha256: String,
     pub embedder_sha256: String,
+    /// sha256 of the face detector ONNX file that found the faces (pinned by the embedder spec).
+    pub detector_sha256: String,
     pub policy_sha256: String,
     pub width: Option<u32>,
     pub height: Option<u32>,
@@ -255,7 +258,7 @@ fn encode_fields<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// The row's first 25 fields as CSV, encoded exactly as a verifier re-encodes what it reads.
+/// The row's first 26 fields as CSV, encoded exactly as a verifier re-encodes what it reads.
 fn encode_body(row: &ReportRow) -> Result<Vec<u8>, String> {
     let mut writer = csv_writer();
     writer.serialize(row).map_err(|e| e.to_string())?;
@@ -698,6 +701,12 @@ impl StatusCounts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub batch: usize,
+    /// The face detector ONNX file (resolved from the embedder spec's `detector`).
+    #[serde(default)]
+    pub detector: PathBuf,
+    /// Its sha256 (the spec's `detector-sha256` pin, when it has one).
+    #[serde(default)]
+    pub detector_sha256: String,
     /// The execution provider, as `--device` names it.
     pub device: String,
     /// The embedder spec file.
@@ -839,6 +848,8 @@ mod tests {
     fn run_config_writes_the_bytes_of_the_sorted_json_map_it_replaces() {
         let config = RunConfig {
             batch: 4,
+            detector: "models/face-detector/blazeface-short-range.onnx".into(),
+            detector_sha256: "d".repeat(64),
             device: "cpu".into(),
             embedder: "models/dlib-face/embedder.toml".into(),
             embedder_sha256: "e".repeat(64),
@@ -868,6 +879,8 @@ mod tests {
             "embedder_sha256": config.embedder_sha256,
             "seed": config.seed,
             "batch": config.batch,
+            "detector": config.detector,
+            "detector_sha256": config.detector_sha256,
             "threads": config.threads,
             "device": config.device,
             "report": config.report,
