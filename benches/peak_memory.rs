@@ -1,7 +1,8 @@
 //! Peak memory of `anonymize` must not grow with the dataset: runs 100 and 1000 small images
 //! through the tiny model and prints both peaks (VmHWM) and their ratio; then the peak for 8
 //! images at the largest size the default pixel budget allows (50 megapixels), with --batch 8.
-//! Run: cargo bench --bench peak_memory   (about 5 minutes on 2 cores)
+//! Run: cargo bench --bench peak_memory   (about 5 minutes on 2 cores); add `-- growth` or
+//! `-- largest` for one of the two measurements.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -99,12 +100,29 @@ fn main() {
         println!("peak_memory: measurement skipped (run `cargo bench --bench peak_memory`)");
         return;
     }
+    let only = |name: &str| {
+        let filters: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
+        filters.is_empty() || filters.iter().any(|f| f == name)
+    };
     let temp = tempfile::tempdir().expect("temp dir");
     let policy = policy(temp.path());
+    if only("growth") {
+        growth(temp.path(), &policy);
+    }
+    if only("largest") {
+        largest(temp.path(), &policy);
+    }
+}
+
+/// Peak RSS at 100 and 1000 images: must not grow with the dataset.
+fn growth(dir: &Path, policy: &Path) {
     let mut peaks = Vec::new();
     for count in [100, 1000] {
-        let input = dataset(temp.path(), count);
-        let (kb, elapsed) = peak_kb(&policy, &input, &temp.path().join(format!("out{count}")));
+        let input = dataset(dir, count);
+        let (kb, elapsed) = peak_kb(policy, &input, &dir.join(format!("out{count}")));
         println!(
             "{count:>5} images: peak RSS {:.1} MiB, {:.1} s",
             kb as f64 / 1024.0,
@@ -113,14 +131,12 @@ fn main() {
         peaks.push(kb as f64);
     }
     println!("peak ratio 1000/100: {:.3}", peaks[1] / peaks[0]);
+}
 
-    let input = largest_allowed(temp.path());
-    let (kb, elapsed) = peak_kb_with(
-        &policy,
-        &input,
-        &temp.path().join("out-largest"),
-        &["--batch", "8"],
-    );
+/// Peak RSS for 8 images at the default pixel budget, batched together.
+fn largest(dir: &Path, policy: &Path) {
+    let input = largest_allowed(dir);
+    let (kb, elapsed) = peak_kb_with(policy, &input, &dir.join("out-largest"), &["--batch", "8"]);
     println!(
         "    8 images of 50 megapixels, --batch 8: peak RSS {:.1} MiB, {:.1} s",
         kb as f64 / 1024.0,
