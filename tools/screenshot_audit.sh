@@ -4,12 +4,17 @@
 #
 #   tools/screenshot_audit.sh [WORKDIR]      # default: a fresh temp folder
 #
-# Writes WORKDIR/audit.html and WORKDIR/audit.png. The synthetic run (240 rows, two levels of the demo policy
-# with seeded distances, attempts and times, fake output files, run.json) is written by the Python
-# below, which computes the hash chain from the formula in src/records/report.rs's documentation: a second,
-# independent implementation of it. Two things are tampered with so the page shows findings: one
-# output file is replaced and a stray file named `<b>&.png` is dropped in the output folder (its
-# name must show escaped). Same bytes on every run (seeded, fixed times).
+# Writes WORKDIR/audit.html and WORKDIR/audit.png. The synthetic run (240 rows at level `medium` of
+# the demo policy with seeded distances, attempts and times, fake output files, and a run.json with
+# every field a real `anonymize` run records) is written by the Python below, consistent with what
+# the audit checks rows against run.json for: one level, its steps, scheduler, threshold and
+# escalated strengths, and each seed derived from the run seed and the input's sha256 as
+# src/diffusion/noise.rs image_seed does. The Python computes those seeds and the hash chain (from
+# the formula in src/records/report.rs's documentation) itself: a second, independent
+# implementation of both. Two things are tampered with so the page shows findings, and they are its
+# only findings: one output file is replaced and a stray file named `<b>&.png` is dropped in the
+# output folder (its name must show escaped). Same bytes on every run with the same checkout and
+# WORKDIR (seeded, fixed times; run.json records their paths).
 #
 # Needs python3, cargo (or BOOMERANG=path/to/boomerang) and /usr/bin/chromium (Debian: `apt-get
 # install chromium`). Without Chromium it stops after writing the page, with exit status 2.
@@ -50,41 +55,92 @@ model = sha(open(os.path.join(root, "models/tiny-sd/SHA256SUMS"), "rb").read())
 # The face detector the embedder spec pins (detector-sha256).
 detector = sha(open(os.path.join(root, "models/face-detector/blazeface-short-range.onnx"), "rb").read())
 
-rng = random.Random(20240501)
+# run.json's configuration, as `anonymize --policy policies/demo.toml --level medium --seed 20240501
+# --report WORK/run.report.csv IN WORK/out` writes it (src/records/report.rs RunConfig: keys in
+# alphabetical order). level_settings is the policy level serialized (kebab-case keys, sorted): the
+# audit compares it with demo.toml's `medium`, so a change there shows up as findings here.
+RUN_SEED = 20240501
+LEVEL = {
+    "eta": 1.0, "guidance": 1.0, "max-attempts": 3, "max-strength": 0.7, "name": "medium",
+    "negative-prompt": "", "on-failure": "flag", "on-no-face": "whole-image", "prompt": "person",
+    "rename-files": True, "scheduler": "ddim", "start": {"strength": 0.5}, "steps": 10,
+    "strength-step": 0.1, "threshold": {"operating-point": "same-person"},
+}
+THRESHOLD = 0.6  # the embedder spec's `same-person` operating point
 out = os.path.join(work, "out")
+report = os.path.join(work, "run.report.csv")
+config = {
+    "batch": 1,
+    "detector": os.path.join(root, "models/dlib-face", "../face-detector/blazeface-short-range.onnx"),
+    "detector_sha256": detector, "device": "cpu",
+    "embedder": os.path.join(root, "models/dlib-face/embedder.toml"), "embedder_sha256": embedder,
+    "input": os.path.join(work, "in"), "level": LEVEL["name"], "level_settings": LEVEL,
+    "model": os.path.join(root, "models/tiny-sd"), "model_sha256": model, "output": out,
+    "policy": os.path.join(root, "policies/demo.toml"), "policy_sha256": policy, "report": report,
+    "seed": RUN_SEED, "threads": 0,
+}
+
+def image_seed(run_seed, content_sha256_hex, sample_index):
+    # src/diffusion/noise.rs image_seed: sha256 of a tag, the run seed (u64 little-endian), the
+    # input's sha256 (32 bytes) and the sample index (u32 little-endian); the report records the
+    # seed of the last attempt, sample index attempts - 1.
+    return sha(b"boomerang/image-seed/v1" + run_seed.to_bytes(8, "little")
+               + bytes.fromhex(content_sha256_hex) + sample_index.to_bytes(4, "little"))
+
+def strength_for(attempt):
+    # The level's escalation in whole millionths (policy::Level::strength_for_attempt).
+    micros = lambda v: round(v * 1e6)
+    base = micros(LEVEL["start"]["strength"])
+    raised = base + micros(LEVEL["strength-step"]) * (attempt - 1)
+    return max(min(raised, micros(LEVEL["max-strength"])), base) / 1e6
+
+def start_timestep(strength):
+    # DDIM over 1000 training steps, "leading" spacing with offset 1 (901, 801, ..., 1), entered
+    # as diffusers' get_timesteps does (src/diffusion/pipeline.rs StartPlan).
+    steps = LEVEL["steps"]
+    t_start = steps - min(int(steps * strength), steps)
+    return float(1000 // steps * (steps - 1 - t_start) + 1)
+
+rng = random.Random(20240501)
 rows = []
 for i in range(240):
     folder = ("class_a", "class_b", "class_c")[i % 3]
     source = f"{folder}/person_{i:04d}.jpg"
     row = dict.fromkeys(COLUMNS[:-1], "")
-    row.update(input_path=source, input_sha256=sha(source.encode()), model_sha256=model,
-               embedder_sha256=embedder, detector_sha256=detector, policy_sha256=policy,
-               tool_version="0.1.0")
+    # The columns every row of a run shares (anonymize's RowContext), skipped and error rows too.
+    row.update(input_path=source, level=LEVEL["name"], steps=str(LEVEL["steps"]),
+               scheduler=LEVEL["scheduler"], threshold=repr(THRESHOLD), metric="euclidean",
+               model_sha256=model, embedder_sha256=embedder, detector_sha256=detector,
+               policy_sha256=policy, tool_version="boomerang 0.1.0")
     if i % 60 == 7:
         row.update(status="skipped", reason="not an image extension (.txt)",
                    input_path=f"{folder}/notes_{i}.txt")
     elif i % 80 == 13:
-        row.update(status="error", reason="cannot decode: unexpected end of file")
+        row.update(status="error", reason="truncated JPEG (the data ends early)")
     else:
-        level, start = ("high", 0.7) if i % 4 == 3 else ("medium", 0.5)
-        for attempt in (1, 2, 3):
-            distance = round(rng.gauss(0.42 + 0.1 * attempt + (start - 0.5) / 2, 0.08), 4)
-            if distance >= 0.6:
+        input_sha = sha(source.encode())
+        for attempt in range(1, LEVEL["max-attempts"] + 1):
+            distance = round(rng.gauss(0.42 + 0.1 * attempt, 0.08), 4)
+            if distance >= THRESHOLD:
                 break
-        strength = round(start + 0.1 * (attempt - 1), 6)
-        output = f"{folder}/{sha(source.encode())[:12]}.png"
+        strength = strength_for(attempt)
+        certified = distance >= THRESHOLD
+        output = f"{folder}/{sha(source.encode())[:16]}.png"
         data = f"synthetic output {output}".encode()
         path = os.path.join(out, output)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "wb").write(data)
-        row.update(status="certified" if distance >= 0.6 else "failed",
-                   reason="" if distance >= 0.6 else "still the same person after 3 attempts",
-                   output_path=output, output_sha256=sha(data), level=level,
-                   strength=repr(strength), start_timestep=repr(strength * 1000), steps="10",
-                   scheduler="ddim", seed=sha(f"seed {i} {attempt}".encode()),
-                   attempts=str(attempt), distance=repr(distance), threshold="0.6",
-                   metric="euclidean", faces_in="1", faces_out="1", width="250", height="250",
-                   milliseconds=str(int(attempt * rng.uniform(1100, 1500))))
+        rule = f"distance < {THRESHOLD}"
+        row.update(status="certified" if certified else "failed",
+                   reason=(f"closest face pair is not the same identity at operating point "
+                           f"`same-person` ({rule})") if certified else
+                          (f"still the same identity ({rule}) after {attempt} attempts; output "
+                           f"kept and flagged (policy: on-failure = flag)"),
+                   input_sha256=input_sha, output_path=output, output_sha256=sha(data),
+                   strength=repr(strength), start_timestep=repr(start_timestep(strength)),
+                   seed=image_seed(RUN_SEED, input_sha, attempt - 1), attempts=str(attempt),
+                   distance=repr(distance), faces_in="1", faces_out="1", width="250",
+                   height="250", milliseconds=str(int(attempt * rng.uniform(1100, 1500))))
     rows.append(row)
 
 previous = sha(",".join(COLUMNS).encode())
@@ -93,15 +149,13 @@ for row in rows:
     body = csv_text([row[c] for c in COLUMNS[:-1]])
     previous = sha((previous + body).encode())
     lines.append(f"{body},{previous}")
-report = os.path.join(work, "run.report.csv")
 open(report, "w", newline="").write("\n".join(lines) + "\n")
 
 counts = {s: sum(r["status"] == s for r in rows) for s in ("certified", "failed", "error", "skipped")}
 record = {
-    "tool_version": "0.1.0",
-    "config": {"level": "medium", "policy": "policies/demo.toml", "policy_sha256": policy,
-               "model_sha256": model, "embedder_sha256": embedder, "detector_sha256": detector},
-    "onnxruntime_version": "1.31.1", "onnxruntime_library": "libonnxruntime.so.1.31.1",
+    "tool_version": "boomerang 0.1.0", "config": config,
+    "onnxruntime_version": "1.31.1",
+    "onnxruntime_library": "/root/.cache/boomerang/onnxruntime/1.31.1/libonnxruntime.so.1.31.1",
     "execution_provider": "cpu", "counts": counts, "started": "2024-05-01T10:00:00Z",
     "finished": "2024-05-01T10:09:41Z", "report_path": report, "report_rows": len(rows),
     "report_chain_head": previous, "reidentification_rate": 0.0125,
