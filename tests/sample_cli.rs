@@ -250,3 +250,17 @@ fn bad_arguments_are_refused_with_the_reason() {
         .failure()
         .stderr(predicate::str::contains("--eta applies to ddim only"));
 }
+
+#[test]
+fn guidance_and_eta_have_the_policy_bounds() {
+    for (flag, value, expected) in [
+        ("--guidance", "1e30", "is outside 0..=30"),
+        ("--eta", "1.5", "--eta 1.5 is outside 0..=1"),
+    ] {
+        boomerang()
+            .args(["sample", "--model", "x", flag, value, "-o", "o", "i.png"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(expected));
+    }
+}

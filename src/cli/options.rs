@@ -18,6 +18,7 @@ use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::runtime::{Device, RuntimeConfig, SessionOptions};
+use crate::policy::MAX_GUIDANCE;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -153,7 +154,7 @@ pub struct BoomerangArgs {
     /// ddim, ddpm, euler-ancestral or pndm (default: the model's scheduler_config.json)
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<SchedulerKind>,
-    /// DDIM's eta: 0 is deterministic after the start noise, 1 is DDPM-like
+    /// DDIM's eta, 0..=1: 0 is deterministic after the start noise, 1 is DDPM-like
     #[arg(long, value_name = "E")]
     pub eta: Option<f32>,
     /// Text prompt (the paper used "person" for faces)
@@ -162,7 +163,7 @@ pub struct BoomerangArgs {
     /// Negative prompt, used only with --guidance > 1
     #[arg(long, default_value = "", value_name = "TEXT")]
     pub negative_prompt: String,
-    /// Classifier-free guidance scale; 1 (default) disables it and halves the UNet work
+    /// Classifier-free guidance scale, 0..=30; 1 (default) disables it and halves the UNet work
     #[arg(long, default_value_t = 1.0, value_name = "G")]
     pub guidance: f32,
     /// Run seed: a number reproduces a run byte for byte; `random` (default) draws one from the OS
@@ -214,12 +215,16 @@ impl BoomerangArgs {
         if self.batch == 0 {
             bail!("--batch must be at least 1");
         }
-        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
-            bail!("--guidance {} must be a finite number >= 0", self.guidance);
+        // The same bounds as a policy level: beyond them outputs degenerate (flat colour).
+        if !(0.0..=MAX_GUIDANCE).contains(&f64::from(self.guidance)) {
+            bail!(
+                "--guidance {} is outside 0..={MAX_GUIDANCE}: give a finite number, 1 turns guidance off",
+                self.guidance
+            );
         }
         let eta = match (self.eta, self.scheduler) {
-            (Some(eta), _) if !(eta.is_finite() && eta >= 0.0) => {
-                bail!("--eta {eta} must be >= 0")
+            (Some(eta), _) if !(0.0..=1.0).contains(&eta) => {
+                bail!("--eta {eta} is outside 0..=1")
             }
             (Some(eta), Some(SchedulerKind::Ddim) | None) => eta,
             (Some(_), Some(other)) => bail!("--eta applies to ddim only, not {other}"),
