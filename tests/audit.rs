@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use boomerang::audit::{
-    self, html, AuditConfig, AuditError, Finding, FindingKind, Outcome, Recomputer,
+    self, html, AuditConfig, AuditError, ClaimedFiles, Finding, FindingKind, Outcome, Recomputer,
+    RunFiles,
 };
 use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::records::report::{
@@ -220,12 +221,18 @@ impl World {
 
     fn args(&self) -> AuditConfig {
         AuditConfig {
-            report: self.report.clone(),
-            outputs: Some(self.outputs.clone()),
-            inputs: Some(self.inputs.clone()),
-            policy: Some(self.policy.clone()),
-            model: Some(root().join("models/tiny-sd")),
-            embedder: Some(embedder_spec()),
+            run: RunFiles {
+                report: self.report.clone(),
+                outputs: Some(self.outputs.clone()),
+                inputs: Some(self.inputs.clone()),
+                ..RunFiles::default()
+            },
+            claimed: ClaimedFiles {
+                policy: Some(self.policy.clone()),
+                model: Some(root().join("models/tiny-sd")),
+                embedder: Some(embedder_spec()),
+                ..ClaimedFiles::default()
+            },
             ..AuditConfig::default()
         }
     }
@@ -659,10 +666,11 @@ fn a_different_policy_model_or_embedder_is_found() {
     )
     .unwrap();
     let audit = audit::audit(
-        &AuditConfig {
-            policy: Some(other_policy),
-            model: Some(root().join("models/tiny-sd-vpred")),
-            ..world.args()
+        &{
+            let mut args = world.args();
+            args.claimed.policy = Some(other_policy);
+            args.claimed.model = Some(root().join("models/tiny-sd-vpred"));
+            args
         },
         None,
     )
@@ -735,9 +743,10 @@ fn rows_without_reasons_or_with_impossible_outputs_are_found() {
     std::fs::remove_file(&world.report).unwrap();
     world.write_report(&world.report, &rows);
     let audit = audit::audit(
-        &AuditConfig {
-            outputs: None,
-            ..world.args()
+        &{
+            let mut args = world.args();
+            args.run.outputs = None;
+            args
         },
         None,
     )
@@ -771,7 +780,10 @@ fn without_the_files_the_checks_are_listed_as_not_checked() {
     let world = World::new();
     let audit = audit::audit(
         &AuditConfig {
-            report: world.report.clone(),
+            run: RunFiles {
+                report: world.report.clone(),
+                ..RunFiles::default()
+            },
             ..AuditConfig::default()
         },
         None,
@@ -854,11 +866,12 @@ impl Recomputer for Mock {
 fn recomputation_of_a_faithful_run_is_clean_and_drawn_by_the_nonce() {
     let world = World::new();
     let mut mock = Mock::faithful(&world);
-    let args = AuditConfig {
-        recompute: 3,
-        seed_sample: 2,
-        nonce: Some("auditor's nonce".into()),
-        ..world.args()
+    let args = {
+        let mut args = world.args();
+        args.recheck.recompute = 3;
+        args.recheck.seed_sample = 2;
+        args.recheck.nonce = Some("auditor's nonce".into());
+        args
     };
     let audit = audit::audit(&args, Some(&mut mock)).unwrap();
     assert_eq!(audit.findings, Vec::<Finding>::new());
@@ -901,10 +914,11 @@ fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
         bytes.push(b'!');
     }
     let audit = audit::audit(
-        &AuditConfig {
-            recompute: 5,
-            seed_sample: 5,
-            ..world.args()
+        &{
+            let mut args = world.args();
+            args.recheck.recompute = 5;
+            args.recheck.seed_sample = 5;
+            args
         },
         Some(&mut mock),
     )
@@ -924,9 +938,10 @@ fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
 fn recomputation_needs_a_recomputer() {
     let world = World::new();
     let error = audit::audit(
-        &AuditConfig {
-            seed_sample: 1,
-            ..world.args()
+        &{
+            let mut args = world.args();
+            args.recheck.seed_sample = 1;
+            args
         },
         None,
     )
@@ -1109,9 +1124,10 @@ fn merging_parts_gives_the_report_of_the_whole_run() {
     assert_eq!(rows.len(), 7);
     assert_eq!(summary.chain_head, rows[6].chain);
     let audit = audit::audit(
-        &AuditConfig {
-            report: merged,
-            ..world.args()
+        &{
+            let mut args = world.args();
+            args.run.report = merged;
+            args
         },
         None,
     )
@@ -1248,7 +1264,10 @@ fn an_empty_report_audits_clean_and_renders() {
     drop(ReportWriter::create(&report, false).unwrap());
     let audit = audit::audit(
         &AuditConfig {
-            report,
+            run: RunFiles {
+                report,
+                ..RunFiles::default()
+            },
             ..AuditConfig::default()
         },
         None,
@@ -1303,9 +1322,10 @@ fn another_embedder_spec_is_found() {
     )
     .unwrap();
     let audit = audit::audit(
-        &AuditConfig {
-            embedder: Some(spec),
-            ..world.args()
+        &{
+            let mut args = world.args();
+            args.claimed.embedder = Some(spec);
+            args
         },
         None,
     )

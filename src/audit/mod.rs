@@ -30,8 +30,23 @@ pub use sample::{
 pub const DEFAULT_DISTANCE_TOLERANCE: f32 = 1e-4;
 
 /// What to audit and against what (`boomerang audit`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AuditConfig {
+    /// The run's own files: its report, folders and run.json
+    pub run: RunFiles,
+    /// The files the run claims to have used, each checked against every row
+    pub claimed: ClaimedFiles,
+    /// Which rows to re-score and re-run, and how closely they must agree
+    pub recheck: Recheck,
+    /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
+    pub html: Option<PathBuf>,
+    /// Print the result as JSON on stdout instead of lines
+    pub json: bool,
+}
+
+/// The files of the audited run (`boomerang audit REPORT --outputs --inputs --run-json`).
+#[derive(Debug, Clone, Default)]
+pub struct RunFiles {
     /// The run's private CSV report
     pub report: PathBuf,
     /// The run's output folder: every listed output must be there with its sha256, and nothing
@@ -43,6 +58,11 @@ pub struct AuditConfig {
     /// The run's run.json (default: OUT.run.json or run.json beside the report, when it names
     /// this report)
     pub run_json: Option<PathBuf>,
+}
+
+/// The files an audited run claims to have used (`--policy --model --embedder --detector`).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedFiles {
     /// The policy file the run claims: its sha256 must match every row, and each row's verdict,
     /// threshold, attempts and strength must follow its rules
     pub policy: Option<PathBuf>,
@@ -54,6 +74,11 @@ pub struct AuditConfig {
     /// The face detector ONNX file: its sha256 must match every row's `detector_sha256` (without
     /// it, rows are checked against the embedder spec's `detector-sha256` pin)
     pub detector: Option<PathBuf>,
+}
+
+/// The rows an audit recomputes (`--recompute --seed-sample --nonce --distance-tolerance`).
+#[derive(Debug, Clone)]
+pub struct Recheck {
     /// Re-score N rows (drawn by a sample keyed by --nonce) with the embedder and compare their
     /// distances, re-run Boomerang for N rows (as --seed-sample N) and recompute the
     /// re-identification rate. Needs --inputs, --outputs and --policy
@@ -66,30 +91,16 @@ pub struct AuditConfig {
     pub nonce: Option<String>,
     /// Largest difference between a re-scored and a reported distance that is not a finding
     pub distance_tolerance: f32,
-    /// Also write a one-page HTML summary (self-contained; no input pixels or input file names)
-    pub html: Option<PathBuf>,
-    /// Print the result as JSON on stdout instead of lines
-    pub json: bool,
 }
 
-impl Default for AuditConfig {
-    /// No report, every option at its command-line default.
+impl Default for Recheck {
+    /// Nothing recomputed, every option at its command-line default.
     fn default() -> Self {
-        AuditConfig {
-            report: PathBuf::new(),
-            outputs: None,
-            inputs: None,
-            run_json: None,
-            policy: None,
-            model: None,
-            embedder: None,
-            detector: None,
+        Recheck {
             recompute: 0,
             seed_sample: 0,
             nonce: None,
             distance_tolerance: DEFAULT_DISTANCE_TOLERANCE,
-            html: None,
-            json: false,
         }
     }
 }
@@ -389,13 +400,13 @@ pub fn audit(
     args: &AuditConfig,
     recomputer: Option<&mut dyn Recomputer>,
 ) -> Result<Audit, AuditError> {
-    if !(args.distance_tolerance.is_finite() && args.distance_tolerance >= 0.0) {
-        return Err(AuditError::Tolerance(args.distance_tolerance));
+    if !(args.recheck.distance_tolerance.is_finite() && args.recheck.distance_tolerance >= 0.0) {
+        return Err(AuditError::Tolerance(args.recheck.distance_tolerance));
     }
-    if (args.recompute > 0 || args.seed_sample > 0) && recomputer.is_none() {
+    if (args.recheck.recompute > 0 || args.recheck.seed_sample > 0) && recomputer.is_none() {
         return Err(AuditError::NoRecomputer);
     }
-    let read = chain::read(&args.report)?;
+    let read = chain::read(&args.run.report)?;
     let mut findings = read.findings;
     let entries = read.entries;
     let chain_head = entries
@@ -403,30 +414,35 @@ pub fn audit(
         .map_or_else(crate::records::report::genesis, |e| e.chain.clone());
     let mut not_checked = Vec::new();
 
-    let run = match &args.run_json {
+    let run = match &args.run.run_json {
         Some(path) => Some(checks::load_run_json(path)?),
-        None => checks::find_run_json(&args.report, &mut not_checked)?,
+        None => checks::find_run_json(&args.run.report, &mut not_checked)?,
     };
     match &run {
-        Some(run) => findings.extend(checks::run_record(&args.report, &entries, &chain_head, run)),
+        Some(run) => findings.extend(checks::run_record(
+            &args.run.report,
+            &entries,
+            &chain_head,
+            run,
+        )),
         None => not_checked.push(
             "rows cut from the end of the report (no run.json found: give --run-json FILE)".into(),
         ),
     }
 
-    match &args.outputs {
+    match &args.run.outputs {
         Some(dir) => findings.extend(checks::outputs(&entries, dir)?),
         None => {
             not_checked.push("output files and unlisted files (give --outputs DIR)".to_string())
         }
     }
-    match &args.inputs {
+    match &args.run.inputs {
         Some(dir) => findings.extend(checks::inputs(&entries, dir)?),
         None => not_checked.push("input files (give --inputs DIR)".to_string()),
     }
 
     let mut given = GivenHashes::default();
-    let policy = match &args.policy {
+    let policy = match &args.claimed.policy {
         Some(path) => {
             let policy = Policy::load(path)?;
             given.policy = Some(policy.sha256.clone());
@@ -440,13 +456,13 @@ pub fn audit(
             None
         }
     };
-    if let Some(dir) = &args.model {
+    if let Some(dir) = &args.claimed.model {
         given.model =
             Some(crate::diffusion::model_manifest::ModelManifest::compute(dir)?.model_hash());
     } else {
         not_checked.push("the model hash (give --model DIR)".to_string());
     }
-    let embedder = match &args.embedder {
+    let embedder = match &args.claimed.embedder {
         Some(path) => {
             let facts = checks::embedder_facts(path)?;
             given.embedder = Some(facts.spec_sha256.clone());
@@ -460,7 +476,7 @@ pub fn audit(
             None
         }
     };
-    if let Some(path) = &args.detector {
+    if let Some(path) = &args.claimed.detector {
         given.detector =
             Some(crate::io::hashing::sha256_file(path).map_err(|e| io_error(path, e))?);
     }
@@ -488,7 +504,7 @@ pub fn audit(
                 .to_string(),
         ),
     }
-    match &args.inputs {
+    match &args.run.inputs {
         Some(dir) => findings.extend(checks::skipped_images(
             &entries,
             dir,
@@ -505,7 +521,7 @@ pub fn audit(
         &mut not_checked,
     ));
 
-    let nonce = args.nonce.clone().unwrap_or_else(random_nonce);
+    let nonce = args.recheck.nonce.clone().unwrap_or_else(random_nonce);
     let mut reidentification = run.as_ref().and_then(|r| {
         Some(Reidentification {
             rate: r.reidentification_rate?,
@@ -522,15 +538,15 @@ pub fn audit(
                 nonce: &nonce,
                 chain_head: &chain_head,
             },
-            args.recompute,
-            args.seed_sample,
-            args.distance_tolerance,
+            args.recheck.recompute,
+            args.recheck.seed_sample,
+            args.recheck.distance_tolerance,
             recomputer,
         );
         findings.extend(done.findings);
         rescored = done.rescored;
         rerun = done.rerun;
-        if args.recompute > 0 {
+        if args.recheck.recompute > 0 {
             let (figure, finding) =
                 sample::reidentify(&entries, run.as_ref(), recomputer, reidentification);
             reidentification = figure;
@@ -543,13 +559,13 @@ pub fn audit(
                 .to_string(),
         );
     }
-    if args.recompute == 0 {
+    if args.recheck.recompute == 0 {
         not_checked.push(
             "re-scored distances (give --recompute N with --inputs, --outputs and --policy)"
                 .to_string(),
         );
     }
-    if args.seed_sample == 0 {
+    if args.recheck.seed_sample == 0 {
         not_checked.push(
             "reproducibility of outputs (give --recompute N or --seed-sample N with --inputs, --outputs and --policy)"
                 .to_string(),
@@ -558,7 +574,7 @@ pub fn audit(
 
     findings.sort_by_key(|f| f.line.unwrap_or(u64::MAX));
     Ok(Audit {
-        report: args.report.clone(),
+        report: args.run.report.clone(),
         entries,
         chain_head,
         run,

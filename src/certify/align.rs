@@ -105,30 +105,15 @@ fn shrink_region(
         t.apply(0.0, f64::from(height)),
         t.apply(f64::from(width), f64::from(height)),
     ];
-    let min_x = corners
-        .iter()
-        .map(|c| c.0)
-        .fold(f64::INFINITY, f64::min)
-        .floor()
-        - 2.0;
-    let min_y = corners
-        .iter()
-        .map(|c| c.1)
-        .fold(f64::INFINITY, f64::min)
-        .floor()
-        - 2.0;
-    let max_x = corners
-        .iter()
-        .map(|c| c.0)
-        .fold(f64::NEG_INFINITY, f64::max)
-        .ceil()
-        + 2.0;
-    let max_y = corners
-        .iter()
-        .map(|c| c.1)
-        .fold(f64::NEG_INFINITY, f64::max)
-        .ceil()
-        + 2.0;
+    let (mut min_x, mut min_y) = (f64::INFINITY, f64::INFINITY);
+    let (mut max_x, mut max_y) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for (x, y) in corners {
+        (min_x, min_y) = (min_x.min(x), min_y.min(y));
+        (max_x, max_y) = (max_x.max(x), max_y.max(y));
+    }
+    // Two pixels of margin on every side.
+    let (min_x, min_y) = (min_x.floor() - 2.0, min_y.floor() - 2.0);
+    let (max_x, max_y) = (max_x.ceil() + 2.0, max_y.ceil() + 2.0);
     let x0 = min_x.max(0.0) as u32;
     let y0 = min_y.max(0.0) as u32;
     let x1 = (max_x.min(f64::from(image.width()))).max(0.0) as u32;
@@ -260,6 +245,11 @@ mod tests {
         ));
     }
 
+    /// `source = [a -b; b a] * chip + [tx, ty]`.
+    fn similarity(a: f64, b: f64, tx: f64, ty: f64) -> Similarity {
+        Similarity { a, b, tx, ty }
+    }
+
     /// An image whose pixel value encodes its position, to check where samples come from.
     fn ramp(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 7]))
@@ -268,19 +258,9 @@ mod tests {
     #[test]
     fn identity_warp_copies_pixels_and_fills_outside_with_black() {
         let image = ramp(20, 10);
-        let id = Similarity {
-            a: 1.0,
-            b: 0.0,
-            tx: 0.0,
-            ty: 0.0,
-        };
+        let id = similarity(1.0, 0.0, 0.0, 0.0);
         assert_eq!(warp(&image, &id, 20, 10), image);
-        let shifted = Similarity {
-            a: 1.0,
-            b: 0.0,
-            tx: 15.0,
-            ty: 0.0,
-        };
+        let shifted = similarity(1.0, 0.0, 15.0, 0.0);
         let out = warp(&image, &shifted, 10, 10);
         assert_eq!(out.get_pixel(0, 3), &Rgb([15, 3, 7]));
         assert_eq!(out.get_pixel(9, 3), &Rgb([0, 0, 0]));
@@ -290,12 +270,7 @@ mod tests {
     fn rotation_by_90_degrees_reads_the_rotated_pixel() {
         let image = ramp(10, 10);
         // chip (x, y) -> source (10 - y, x): a quarter turn about the origin, shifted back in.
-        let t = Similarity {
-            a: 0.0,
-            b: 1.0,
-            tx: 10.0,
-            ty: 0.0,
-        };
+        let t = similarity(0.0, 1.0, 10.0, 0.0);
         let out = warp(&image, &t, 10, 10);
         // chip pixel (2, 1), center (2.5, 1.5) -> source (8.5, 2.5) = pixel (8, 2)
         assert_eq!(out.get_pixel(2, 1), &Rgb([8, 2, 7]));
@@ -311,12 +286,7 @@ mod tests {
                 Rgb([0; 3])
             }
         });
-        let t = Similarity {
-            a: 4.0,
-            b: 0.0,
-            tx: 0.0,
-            ty: 0.0,
-        };
+        let t = similarity(4.0, 0.0, 0.0, 0.0);
         let out = warp(&image, &t, 100, 100);
         let center = out.get_pixel(50, 50)[0];
         assert!(

@@ -461,59 +461,53 @@ provenance = "test"
 
     #[test]
     fn semantic_errors_name_the_key() {
-        assert_eq!(
-            invalid_key(&SPEC.replace("[112, 112]", "[0, 112]")),
-            "input-size"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("std = [127.5, 127.5, 127.5]", "std = [1.0, 0.0, 1.0]")),
-            "std"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("[0.34, 0.46]", "[0.7, 0.46]")),
-            "alignment.left-eye"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("[0.66, 0.46]", "[1.5, 0.46]")),
-            "alignment.right-eye"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace(
+        for (from, to, key) in [
+            ("[112, 112]", "[0, 112]", "input-size"),
+            (
+                "std = [127.5, 127.5, 127.5]",
+                "std = [1.0, 0.0, 1.0]",
+                "std",
+            ),
+            ("[0.34, 0.46]", "[0.7, 0.46]", "alignment.left-eye"),
+            ("[0.66, 0.46]", "[1.5, 0.46]", "alignment.right-eye"),
+            (
                 "default-operating-point = \"strict\"",
-                "default-operating-point = \"x\""
-            )),
-            "default-operating-point"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("metric = \"cosine\"", "metric = \"euclidean\"")),
-            "operating-point[0].min-similarity"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("name = \"loose\"", "name = \"strict\"")),
-            "operating-point[1].name"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace(
+                "default-operating-point = \"x\"",
+                "default-operating-point",
+            ),
+            (
+                "metric = \"cosine\"",
+                "metric = \"euclidean\"",
+                "operating-point[0].min-similarity",
+            ),
+            (
+                "name = \"loose\"",
+                "name = \"strict\"",
+                "operating-point[1].name",
+            ),
+            (
                 "max-distance = 0.8",
-                "max-distance = 0.8\nmin-similarity = 0.1"
-            )),
-            "operating-point[1]"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("max-distance = 0.8", "max-distance = -1.0")),
-            "operating-point[1].max-distance"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace(
+                "max-distance = 0.8\nmin-similarity = 0.1",
+                "operating-point[1]",
+            ),
+            (
+                "max-distance = 0.8",
+                "max-distance = -1.0",
+                "operating-point[1].max-distance",
+            ),
+            (
                 "onnx = \"model.onnx\"",
-                "onnx = \"m.onnx\"\nsha256 = \"abc\""
-            )),
-            "sha256"
-        );
-        assert_eq!(
-            invalid_key(&SPEC.replace("provenance = \"test\"\n\n", "provenance = \" \"\n\n")),
-            "operating-point[0].provenance"
-        );
+                "onnx = \"m.onnx\"\nsha256 = \"abc\"",
+                "sha256",
+            ),
+            (
+                "provenance = \"test\"\n\n",
+                "provenance = \" \"\n\n",
+                "operating-point[0].provenance",
+            ),
+        ] {
+            assert_eq!(invalid_key(&SPEC.replace(from, to)), key, "{from} -> {to}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::{AuditConfig, DEFAULT_DISTANCE_TOLERANCE};
+use crate::audit::{AuditConfig, ClaimedFiles, Recheck, RunFiles, DEFAULT_DISTANCE_TOLERANCE};
 use crate::certify::DEFAULT_EMBEDDER;
 use crate::commands::anonymize::AnonymizeConfig;
 use crate::commands::augment::AugmentConfig;
@@ -653,19 +653,25 @@ pub struct AuditArgs {
 impl AuditArgs {
     pub fn config(&self) -> AuditConfig {
         AuditConfig {
-            report: self.report.clone(),
-            outputs: self.outputs.clone(),
-            inputs: self.inputs.clone(),
-            run_json: self.run_json.clone(),
-            policy: self.policy.clone(),
-            model: self.model.clone(),
-            embedder: self.embedder.clone(),
-            detector: self.detector.clone(),
-            recompute: self.recompute,
-            nonce: self.nonce.clone(),
-            // --recompute both re-scores and re-runs; --seed-sample can ask for more re-runs.
-            seed_sample: self.seed_sample.max(self.recompute),
-            distance_tolerance: self.distance_tolerance,
+            run: RunFiles {
+                report: self.report.clone(),
+                outputs: self.outputs.clone(),
+                inputs: self.inputs.clone(),
+                run_json: self.run_json.clone(),
+            },
+            claimed: ClaimedFiles {
+                policy: self.policy.clone(),
+                model: self.model.clone(),
+                embedder: self.embedder.clone(),
+                detector: self.detector.clone(),
+            },
+            recheck: Recheck {
+                recompute: self.recompute,
+                nonce: self.nonce.clone(),
+                // --recompute both re-scores and re-runs; --seed-sample can ask for more re-runs.
+                seed_sample: self.seed_sample.max(self.recompute),
+                distance_tolerance: self.distance_tolerance,
+            },
             html: self.html.clone(),
             json: self.json,
         }

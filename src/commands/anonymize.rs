@@ -587,23 +587,17 @@ impl<'a> Certifying<'a> {
                 continue;
             }
             let config = self.config;
-            let job = match &item.action {
-                Action::Process { output } => match self.claims.clash(output) {
-                    Some(reason) => Err(Box::new(self.context.row(
-                        &input_text,
-                        Status::Error,
-                        format!("{reason}; this image was not anonymized"),
-                    ))),
-                    None => prepare_job(
-                        item,
-                        &input_text,
-                        &self.context,
-                        config,
-                        &mut self.certifier,
-                        self.size,
-                    ),
-                },
-                Action::Skip(_) => prepare_job(
+            let clash = match &item.action {
+                Action::Process { output } => self.claims.clash(output),
+                Action::Skip(_) => None,
+            };
+            let job = match clash {
+                Some(reason) => Err(Box::new(self.context.row(
+                    &input_text,
+                    Status::Error,
+                    format!("{reason}; this image was not anonymized"),
+                ))),
+                None => prepare_job(
                     item,
                     &input_text,
                     &self.context,

@@ -9,7 +9,7 @@ use crate::audit::{audit, html, AuditConfig, Finding, GivenHashes, Outcome, Reco
 
 /// With `--recompute` or `--seed-sample`, re-scores and re-runs with the real engine.
 pub fn run_with_engine(config: &AuditConfig) -> anyhow::Result<Outcome> {
-    let mut recomputer = if config.recompute > 0 || config.seed_sample > 0 {
+    let mut recomputer = if config.recheck.recompute > 0 || config.recheck.seed_sample > 0 {
         Some(RunRecomputer::open(config)?)
     } else {
         None
@@ -81,7 +81,7 @@ pub fn run(
         if let Some(reid) = &audit.reidentification {
             println!("re-identification rate: {}", reid.describe());
         }
-        if config.recompute > 0 || config.seed_sample > 0 {
+        if config.recheck.recompute > 0 || config.recheck.seed_sample > 0 {
             println!(
                 "sample nonce: {} (repeat this audit's draw with --nonce {})",
                 audit.nonce, audit.nonce

@@ -28,7 +28,7 @@ use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::pipeline::Encoding;
 use crate::diffusion::timing::Stage;
-use crate::io::dataset::{self, path_text, EntryKind};
+use crate::io::dataset::{self, path_text, EntryKind, OutputClaims};
 use crate::io::imageio::{self, Placement};
 use crate::io::runtime::RuntimeConfig;
 
@@ -117,44 +117,8 @@ enum Planned {
     Skip { relative: PathBuf, reason: String },
 }
 
-/// Output paths claimed so far, to give a later input whose outputs clash a skipped row.
-#[derive(Default)]
-struct Claims {
-    files: HashMap<PathBuf, PathBuf>,
-    folders: HashMap<PathBuf, PathBuf>,
-}
-
-impl Claims {
-    /// The earlier input already writing `output` (or a file where `output` needs a folder, or a
-    /// folder where it is a file).
-    fn clash(&self, output: &Path) -> Option<&PathBuf> {
-        self.files
-            .get(output)
-            .or_else(|| self.folders.get(output))
-            .or_else(|| {
-                output
-                    .ancestors()
-                    .skip(1)
-                    .find_map(|dir| self.files.get(dir))
-            })
-    }
-
-    fn claim(&mut self, output: &Path, source: &Path) {
-        for folder in output.ancestors().skip(1) {
-            if folder.as_os_str().is_empty() {
-                break;
-            }
-            self.folders
-                .entry(folder.to_path_buf())
-                .or_insert_with(|| source.to_path_buf());
-        }
-        self.files
-            .insert(output.to_path_buf(), source.to_path_buf());
-    }
-}
-
 fn plan(config: &AugmentConfig, entries: Vec<dataset::Entry>) -> Vec<Planned> {
-    let mut claims = Claims::default();
+    let mut claims = OutputClaims::default();
     entries
         .into_iter()
         .map(|entry| {
@@ -170,7 +134,7 @@ fn plan(config: &AugmentConfig, entries: Vec<dataset::Entry>) -> Vec<Planned> {
                 .collect();
             let mut mine = HashSet::new();
             for output in original.iter().chain(&samples) {
-                let taken = claims.clash(output).or_else(|| {
+                let taken = claims.earlier(output).or_else(|| {
                     // `a_aug0.png` can itself be an input's name in the same folder.
                     mine.contains(output).then_some(&entry.relative)
                 });

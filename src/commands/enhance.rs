@@ -147,15 +147,29 @@ pub fn upsample(image: &DynamicImage, scale: u32) -> RgbImage {
     image::imageops::resize(&rgb, width * scale, height * scale, FilterType::Lanczos3)
 }
 
+/// Where the tiles start along one side of the (padded) image, and each one's blend weights.
+struct TileAxis {
+    starts: Vec<u32>,
+    weights: Vec<Vec<f32>>,
+}
+
+impl TileAxis {
+    fn new(length: u32, tiling: Tiling) -> TileAxis {
+        let starts = tile_starts(length, tiling);
+        let weights = (0..starts.len())
+            .map(|i| axis_weights(&starts, i, tiling.tile))
+            .collect();
+        TileAxis { starts, weights }
+    }
+}
+
 /// The tiles of an image and the running weighted sum of their results.
 pub struct TileBlend {
     width: u32,
     height: u32,
     tile: u32,
-    xs: Vec<u32>,
-    ys: Vec<u32>,
-    x_weights: Vec<Vec<f32>>,
-    y_weights: Vec<Vec<f32>>,
+    columns: TileAxis,
+    rows: TileAxis,
     /// `[3, padded height, padded width]`
     sum: Array3<f32>,
     weight: Array2<f32>,
@@ -166,35 +180,35 @@ impl TileBlend {
     pub fn new(width: u32, height: u32, tiling: Tiling) -> TileBlend {
         let tile = tiling.tile;
         let (padded_width, padded_height) = (width.max(tile), height.max(tile));
-        let xs = tile_starts(padded_width, tiling);
-        let ys = tile_starts(padded_height, tiling);
         TileBlend {
             width,
             height,
             tile,
-            x_weights: (0..xs.len()).map(|i| axis_weights(&xs, i, tile)).collect(),
-            y_weights: (0..ys.len()).map(|i| axis_weights(&ys, i, tile)).collect(),
-            xs,
-            ys,
+            columns: TileAxis::new(padded_width, tiling),
+            rows: TileAxis::new(padded_height, tiling),
             sum: Array3::zeros((3, padded_height as usize, padded_width as usize)),
             weight: Array2::zeros((padded_height as usize, padded_width as usize)),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.xs.len() * self.ys.len()
+        self.columns.starts.len() * self.rows.starts.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The column and row of tile `index` (row-major).
+    fn column_row(&self, index: usize) -> (usize, usize) {
+        let columns = self.columns.starts.len();
+        (index % columns, index / columns)
+    }
+
     /// Top-left corner of tile `index` (row-major).
     pub fn origin(&self, index: usize) -> (u32, u32) {
-        (
-            self.xs[index % self.xs.len()],
-            self.ys[index / self.xs.len()],
-        )
+        let (column, row) = self.column_row(index);
+        (self.columns.starts[column], self.rows.starts[row])
     }
 
     /// The model input for tile `index`, `[3, tile, tile]` in `[-1, 1]`; past the image's right
@@ -216,8 +230,8 @@ impl TileBlend {
     pub fn add(&mut self, index: usize, result: ArrayView3<f32>) {
         let (x0, y0) = self.origin(index);
         let (x0, y0, t) = (x0 as usize, y0 as usize, self.tile as usize);
-        let wx = &self.x_weights[index % self.xs.len()];
-        let wy = &self.y_weights[index / self.xs.len()];
+        let (column, row) = self.column_row(index);
+        let (wx, wy) = (&self.columns.weights[column], &self.rows.weights[row]);
         let mut weight = self.weight.slice_mut(s![y0..y0 + t, x0..x0 + t]);
         for ((y, x), w) in weight.indexed_iter_mut() {
             *w += wy[y] * wx[x];

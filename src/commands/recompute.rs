@@ -45,16 +45,18 @@ impl RunRecomputer {
     /// Needs the run's inputs, outputs and policy; the model and embedder default to the policy's.
     pub fn open(args: &AuditConfig) -> anyhow::Result<RunRecomputer> {
         let (Some(inputs), Some(outputs), Some(policy)) =
-            (&args.inputs, &args.outputs, &args.policy)
+            (&args.run.inputs, &args.run.outputs, &args.claimed.policy)
         else {
             bail!("--recompute and --seed-sample need --inputs, --outputs and --policy");
         };
         let policy = Policy::load(policy)?;
         let model = args
+            .claimed
             .model
             .clone()
             .unwrap_or_else(|| policy.model.path.clone());
         let embedder = args
+            .claimed
             .embedder
             .clone()
             .unwrap_or_else(|| policy.embedder.spec.clone());
@@ -62,7 +64,7 @@ impl RunRecomputer {
         let options = SessionOptions::default();
         let engine = Engine::open(&model, runtime, &options)?;
         // The detector the embedder spec pins, found as anonymize finds it (or the one given).
-        let detector = match &args.detector {
+        let detector = match &args.claimed.detector {
             Some(path) => path.clone(),
             None => certify::pinned_detector(&EmbedderSpec::load(&embedder)?)?.path,
         };

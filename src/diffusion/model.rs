@@ -203,6 +203,31 @@ const fn port(name: &'static str, ranks: &'static [usize]) -> Port {
     Port { name, ranks }
 }
 
+/// The ports a graph must have, for [`check_ports`].
+struct Ports {
+    inputs: &'static [Port],
+    outputs: &'static [Port],
+}
+
+const TEXT_ENCODER_PORTS: Ports = Ports {
+    inputs: &[port("input_ids", &[2])],
+    outputs: &[port("last_hidden_state", &[3])],
+};
+
+const UNET_PORTS: Ports = Ports {
+    inputs: &[
+        port("sample", &[4]),
+        port("timestep", &[0, 1]),
+        port("encoder_hidden_states", &[3]),
+    ],
+    outputs: &[port("out_sample", &[4])],
+};
+
+const VAE_DECODER_PORTS: Ports = Ports {
+    inputs: &[port("latent_sample", &[4])],
+    outputs: &[port("sample", &[4])],
+};
+
 impl SdModel {
     pub fn load(
         root: &Path,
@@ -214,13 +239,8 @@ impl SdModel {
         let manifest = ModelManifest::compute(root)?;
         manifest.check_against_file(root)?;
 
-        let text_encoder = runtime.session(&layout.text_encoder, options)?;
-        check_ports(
-            &layout.text_encoder,
-            &text_encoder,
-            &[port("input_ids", &[2])],
-            &[port("last_hidden_state", &[3])],
-        )?;
+        let text_encoder =
+            open_checked(runtime, &layout.text_encoder, options, &TEXT_ENCODER_PORTS)?;
         let input_ids_type = input_type(&text_encoder, "input_ids");
         if !matches!(
             input_ids_type,
@@ -234,17 +254,7 @@ impl SdModel {
             });
         }
 
-        let unet = runtime.session(&layout.unet, options)?;
-        check_ports(
-            &layout.unet,
-            &unet,
-            &[
-                port("sample", &[4]),
-                port("timestep", &[0, 1]),
-                port("encoder_hidden_states", &[3]),
-            ],
-            &[port("out_sample", &[4])],
-        )?;
+        let unet = open_checked(runtime, &layout.unet, options, &UNET_PORTS)?;
         let scalar_timestep = input_rank(&unet, "timestep") == Some(0);
 
         let vae_encoder = runtime.session(&layout.vae_encoder, options)?;
@@ -270,13 +280,7 @@ impl SdModel {
             })?,
         }
 
-        let vae_decoder = runtime.session(&layout.vae_decoder, options)?;
-        check_ports(
-            &layout.vae_decoder,
-            &vae_decoder,
-            &[port("latent_sample", &[4])],
-            &[port("sample", &[4])],
-        )?;
+        let vae_decoder = open_checked(runtime, &layout.vae_decoder, options, &VAE_DECODER_PORTS)?;
 
         Ok(SdModel {
             layout,
@@ -326,6 +330,18 @@ fn input_type(session: &Session, name: &str) -> TensorElementType {
 
 fn has_output(session: &Session, name: &str) -> bool {
     session.outputs().iter().any(|o| o.name() == name)
+}
+
+/// A session on `path`, refused unless it has the ports [`check_ports`] looks for.
+fn open_checked(
+    runtime: &Runtime,
+    path: &Path,
+    options: &SessionOptions,
+    ports: &Ports,
+) -> Result<Session, ModelError> {
+    let session = runtime.session(path, options)?;
+    check_ports(path, &session, ports.inputs, ports.outputs)?;
+    Ok(session)
 }
 
 /// Every expected port must exist with an accepted rank, and the graph may not require inputs

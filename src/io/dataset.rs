@@ -762,11 +762,10 @@ pub struct OutputClaims {
 }
 
 impl OutputClaims {
-    /// Why `output` cannot be written: the same file, a file where a folder is needed, or a
-    /// folder where the file would go, taken by an earlier input.
-    pub fn clash(&self, output: &Path) -> Option<SkipReason> {
-        let earlier = self
-            .files
+    /// The earlier input that took `output`: the same file, a file where a folder is needed, or
+    /// a folder where the file would go.
+    pub fn earlier(&self, output: &Path) -> Option<&PathBuf> {
+        self.files
             .get(output)
             .or_else(|| self.folders.get(output))
             .or_else(|| {
@@ -774,7 +773,12 @@ impl OutputClaims {
                     .ancestors()
                     .skip(1)
                     .find_map(|dir| self.files.get(dir))
-            })?;
+            })
+    }
+
+    /// Why `output` cannot be written: [`OutputClaims::earlier`] took it.
+    pub fn clash(&self, output: &Path) -> Option<SkipReason> {
+        let earlier = self.earlier(output)?;
         Some(SkipReason::OutputCollision {
             output: output.to_path_buf(),
             earlier: earlier.clone(),

@@ -4,8 +4,8 @@ use ndarray::{ArrayD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig};
 use super::{
-    add_scaled_noise, clip_range, discrete, final_alpha_cumprod, predict_original, spacing,
-    Schedule, Scheduler, SchedulerError, StepInput,
+    add_scaled_noise, clip_range, discrete, final_alpha_cumprod, spacing, Schedule, Scheduler,
+    SchedulerError, StepAlphas, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -42,34 +42,25 @@ impl Scheduler for Ddim {
     }
 
     fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
-        let StepInput {
-            model_output,
-            t,
-            sample,
-        } = input;
-        let t = discrete(t);
+        let t = discrete(input.t);
         let prev_t = t - self.step_ratio;
-        let alpha_t = self.schedule.alpha_at(t, self.final_alpha_cumprod);
-        let alpha_prev = self.schedule.alpha_at(prev_t, self.final_alpha_cumprod);
-        let beta_t = 1.0 - alpha_t;
-        let (sqrt_alpha, sqrt_beta) = (alpha_t.sqrt(), beta_t.sqrt());
-
-        let pred_original = predict_original(
-            self.prediction_type,
-            &model_output,
-            &sample,
+        let alphas = StepAlphas::new(&self.schedule, t, prev_t, self.final_alpha_cumprod);
+        let StepAlphas {
+            alpha_t,
+            alpha_prev,
+            beta_t,
             sqrt_alpha,
             sqrt_beta,
-            self.clip_range,
-        );
+        } = alphas;
+        let pred_original = alphas.predict_original(self.prediction_type, &input, self.clip_range);
         // From the model output, not from the (possibly clipped) original prediction.
         let pred_epsilon = match self.prediction_type {
-            PredictionType::Epsilon => model_output.to_owned(),
-            PredictionType::Sample => Zip::from(&sample)
-                .and(&model_output)
+            PredictionType::Epsilon => input.model_output.to_owned(),
+            PredictionType::Sample => Zip::from(&input.sample)
+                .and(&input.model_output)
                 .map_collect(|&x, &x0| (x - sqrt_alpha * x0) / sqrt_beta),
-            PredictionType::VPrediction => Zip::from(&sample)
-                .and(&model_output)
+            PredictionType::VPrediction => Zip::from(&input.sample)
+                .and(&input.model_output)
                 .map_collect(|&x, &v| sqrt_alpha * v + sqrt_beta * x),
         };
 

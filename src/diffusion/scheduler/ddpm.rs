@@ -4,8 +4,8 @@ use ndarray::{ArrayD, Zip};
 
 use super::config::{PredictionType, ResolvedConfig, VarianceType};
 use super::{
-    add_scaled_noise, clip_range, discrete, predict_original, spacing, Schedule, Scheduler,
-    SchedulerError, StepInput,
+    add_scaled_noise, clip_range, discrete, spacing, Schedule, Scheduler, SchedulerError,
+    StepAlphas, StepInput,
 };
 use crate::diffusion::noise::NoiseSource;
 
@@ -51,34 +51,25 @@ impl Scheduler for Ddpm {
     }
 
     fn step(&mut self, input: StepInput<'_>, noise: &mut dyn NoiseSource) -> ArrayD<f32> {
-        let StepInput {
-            model_output,
-            t,
-            sample,
-        } = input;
-        let t = discrete(t);
+        let t = discrete(input.t);
         let prev_t = self.previous_timestep(t);
-        let alpha_t = self.schedule.alpha_at(t, 1.0);
-        let alpha_prev = self.schedule.alpha_at(prev_t, 1.0);
-        let beta_t = 1.0 - alpha_t;
+        let alphas = StepAlphas::new(&self.schedule, t, prev_t, 1.0);
+        let StepAlphas {
+            alpha_t,
+            alpha_prev,
+            beta_t,
+            ..
+        } = alphas;
         let beta_prev = 1.0 - alpha_prev;
         let current_alpha = alpha_t / alpha_prev;
         let current_beta = 1.0 - current_alpha;
-        let (sqrt_alpha, sqrt_beta) = (alpha_t.sqrt(), beta_t.sqrt());
 
-        let pred_original = predict_original(
-            self.prediction_type,
-            &model_output,
-            &sample,
-            sqrt_alpha,
-            sqrt_beta,
-            self.clip_range,
-        );
+        let pred_original = alphas.predict_original(self.prediction_type, &input, self.clip_range);
 
         let original_coeff = (alpha_prev.sqrt() * current_beta) / beta_t;
         let sample_coeff = current_alpha.sqrt() * beta_prev / beta_t;
         let mut prev = Zip::from(&pred_original)
-            .and(&sample)
+            .and(&input.sample)
             .map_collect(|&x0, &x| original_coeff * x0 + sample_coeff * x);
 
         if t > 0 {

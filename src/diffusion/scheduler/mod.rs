@@ -304,30 +304,56 @@ fn final_alpha_cumprod(config: &ResolvedConfig, alphas_cumprod: &[f32]) -> f32 {
     }
 }
 
-/// diffusers' `pred_original_sample` of DDIM and DDPM from the model output, clipped to
-/// `clip_range` when set. `sqrt_alpha`, `sqrt_beta` are `sqrt(alphas_cumprod[t])` and
-/// `sqrt(1 - alphas_cumprod[t])`.
-fn predict_original(
-    prediction_type: PredictionType,
-    model_output: &ArrayViewD<f32>,
-    sample: &ArrayViewD<f32>,
+/// The cumulative alphas DDIM and DDPM start a step from: at `t` and at the step's previous
+/// timestep (`before_start` when that is below 0), with `1 - alpha_t` and both square roots.
+struct StepAlphas {
+    alpha_t: f32,
+    alpha_prev: f32,
+    beta_t: f32,
+    /// `sqrt(alphas_cumprod[t])`.
     sqrt_alpha: f32,
+    /// `sqrt(1 - alphas_cumprod[t])`.
     sqrt_beta: f32,
-    clip_range: Option<f32>,
-) -> ArrayD<f32> {
-    let mut pred_original = match prediction_type {
-        PredictionType::Epsilon => Zip::from(sample)
-            .and(model_output)
-            .map_collect(|&x, &e| (x - sqrt_beta * e) / sqrt_alpha),
-        PredictionType::Sample => model_output.to_owned(),
-        PredictionType::VPrediction => Zip::from(sample)
-            .and(model_output)
-            .map_collect(|&x, &v| sqrt_alpha * x - sqrt_beta * v),
-    };
-    if let Some(range) = clip_range {
-        clamp_symmetric(&mut pred_original, range);
+}
+
+impl StepAlphas {
+    fn new(schedule: &Schedule, t: i64, prev_t: i64, before_start: f32) -> Self {
+        let alpha_t = schedule.alpha_at(t, before_start);
+        let alpha_prev = schedule.alpha_at(prev_t, before_start);
+        let beta_t = 1.0 - alpha_t;
+        StepAlphas {
+            alpha_t,
+            alpha_prev,
+            beta_t,
+            sqrt_alpha: alpha_t.sqrt(),
+            sqrt_beta: beta_t.sqrt(),
+        }
     }
-    pred_original
+
+    /// diffusers' `pred_original_sample` of DDIM and DDPM from the model output, clipped to
+    /// `clip_range` when set.
+    fn predict_original(
+        &self,
+        prediction_type: PredictionType,
+        input: &StepInput<'_>,
+        clip_range: Option<f32>,
+    ) -> ArrayD<f32> {
+        let (model_output, sample) = (&input.model_output, &input.sample);
+        let (sqrt_alpha, sqrt_beta) = (self.sqrt_alpha, self.sqrt_beta);
+        let mut pred_original = match prediction_type {
+            PredictionType::Epsilon => Zip::from(sample)
+                .and(model_output)
+                .map_collect(|&x, &e| (x - sqrt_beta * e) / sqrt_alpha),
+            PredictionType::Sample => model_output.to_owned(),
+            PredictionType::VPrediction => Zip::from(sample)
+                .and(model_output)
+                .map_collect(|&x, &v| sqrt_alpha * x - sqrt_beta * v),
+        };
+        if let Some(range) = clip_range {
+            clamp_symmetric(&mut pred_original, range);
+        }
+        pred_original
+    }
 }
 
 /// The ancestral noise term: `prev += scale * z` with `z` drawn from `noise` in `prev`'s shape.

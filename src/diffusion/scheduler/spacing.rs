@@ -100,17 +100,14 @@ pub fn float_descending(
             .rev()
             .map(|t| t as f32)
             .collect(),
-        TimestepSpacing::Leading => {
-            let ratio = train / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio) as f32 + offset as f32)
+        // Whole numbers below 2^24 (far above any training schedule), exact in float32: the
+        // same values as computing them in float32.
+        TimestepSpacing::Leading | TimestepSpacing::Trailing => {
+            integer_descending(spacing, train, steps, offset)
+                .into_iter()
+                .map(|t| t as f32)
                 .collect()
         }
-        TimestepSpacing::Trailing => trailing(train, steps)
-            .into_iter()
-            .map(|t| np_round(t) as f32 - 1.0)
-            .collect(),
     }
 }
 
