@@ -10,7 +10,7 @@ use crate::audit::{AuditConfig, ClaimedFiles, Recheck, RunFiles, DEFAULT_DISTANC
 use crate::certify::DEFAULT_EMBEDDER;
 use crate::commands::anonymize::AnonymizeConfig;
 use crate::commands::augment::AugmentConfig;
-use crate::commands::dataset_run::DatasetOptions;
+use crate::commands::dataset_run::{DatasetOptions, SamplerOptions};
 use crate::commands::enhance::EnhanceConfig;
 use crate::commands::report_merge::MergeConfig;
 use crate::commands::sample::SampleConfig;
@@ -204,6 +204,18 @@ impl SeedArg {
 }
 
 impl BoomerangArgs {
+    /// The sampler of a dataset command that can resume (`--seed random` defers to the resumed
+    /// run's seed), with `settings` already checked.
+    pub fn sampler(&self, settings: Settings) -> SamplerOptions {
+        SamplerOptions {
+            model: self.model.clone(),
+            settings,
+            seed: seed_option(self.seed),
+            batch: self.batch,
+            runtime: self.runtime.config(),
+        }
+    }
+
     /// Range checks that clap cannot express.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         if !(0.0..=1.0).contains(&self.strength) {
@@ -496,15 +508,11 @@ impl AugmentArgs {
             None => vec![settings.strength],
         };
         Ok(AugmentConfig {
-            model: self.boomerang.model.clone(),
-            settings,
+            sampler: self.boomerang.sampler(settings),
             strengths,
-            seed: seed_option(self.boomerang.seed),
             count: self.count,
-            batch: self.boomerang.batch,
             originals: !self.no_originals,
             dataset: self.dataset.options(),
-            runtime: self.boomerang.runtime.config(),
         })
     }
 }
@@ -535,15 +543,11 @@ pub struct EnhanceArgs {
 impl EnhanceArgs {
     pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
         Ok(EnhanceConfig {
-            model: self.boomerang.model.clone(),
-            settings: self.boomerang.settings()?,
-            seed: seed_option(self.boomerang.seed),
+            sampler: self.boomerang.sampler(self.boomerang.settings()?),
             scale: self.scale,
             tile: self.tile,
             overlap: self.overlap,
-            batch: self.boomerang.batch,
             dataset: self.dataset.options(),
-            runtime: self.boomerang.runtime.config(),
         })
     }
 }

@@ -70,8 +70,22 @@ pub struct Summary {
     pub reidentification_rate: Option<f64>,
     pub reidentification_chance: Option<f64>,
     pub seconds: f64,
+    #[serde(flatten)]
+    pub private: PrivateRecords,
+    #[serde(flatten)]
+    pub hashes: RunHashes,
+}
+
+/// The private files a run writes beside OUT.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrivateRecords {
     pub report: PathBuf,
     pub run_record: PathBuf,
+}
+
+/// What ran: the model, policy and embedder hashes every row records too.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunHashes {
     pub model_sha256: String,
     pub policy_sha256: String,
     pub embedder_sha256: String,
@@ -263,11 +277,15 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         reidentification_rate: rate,
         reidentification_chance: chance,
         seconds: started.elapsed().as_secs_f64(),
-        report: config.report.clone(),
-        run_record: record.path(),
-        model_sha256: prepared.model_sha256.clone(),
-        policy_sha256: prepared.policy.sha256.clone(),
-        embedder_sha256: prepared.embedder_sha256.clone(),
+        private: PrivateRecords {
+            report: config.report.clone(),
+            run_record: record.path(),
+        },
+        hashes: RunHashes {
+            model_sha256: prepared.model_sha256.clone(),
+            policy_sha256: prepared.policy.sha256.clone(),
+            embedder_sha256: prepared.embedder_sha256.clone(),
+        },
     }))
 }
 
@@ -1349,8 +1367,8 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
                     counts.error,
                     counts.skipped,
                     summary.seconds,
-                    summary.report.display(),
-                    summary.run_record.display()
+                    summary.private.report.display(),
+                    summary.private.run_record.display()
                 );
             }
             Ok(if summary.all_certified() {

@@ -23,6 +23,7 @@ use ndarray::{concatenate, Array4, ArrayView3, Axis};
 
 use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
+    SamplerOptions,
 };
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
@@ -30,7 +31,6 @@ use crate::diffusion::pipeline::Encoding;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, EntryKind, OutputClaims};
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::RuntimeConfig;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "augment.csv";
@@ -38,19 +38,14 @@ pub const MANIFEST_NAME: &str = "augment.csv";
 /// Validated `augment` configuration.
 #[derive(Debug, Clone)]
 pub struct AugmentConfig {
-    pub model: PathBuf,
-    /// Everything but the strength, which comes from `strengths`.
-    pub settings: Settings,
+    /// Its settings are everything but the strength, which comes from `strengths`; its batch
+    /// counts images whose encodings and samples are batched together.
+    pub sampler: SamplerOptions,
     /// Sample k uses `strengths[k % strengths.len()]`; never empty.
     pub strengths: Vec<f64>,
-    /// `None`: the resumed manifest's run seed, else a fresh random one.
-    pub seed: Option<u64>,
     pub count: u32,
-    /// Images whose encodings and samples are batched together.
-    pub batch: usize,
     pub originals: bool,
     pub dataset: DatasetOptions,
-    pub runtime: RuntimeConfig,
 }
 
 impl AugmentConfig {
@@ -63,7 +58,7 @@ impl AugmentConfig {
     fn settings_at(&self, strength: f64) -> Settings {
         Settings {
             strength,
-            ..self.settings.clone()
+            ..self.sampler.settings.clone()
         }
     }
 }
@@ -180,14 +175,14 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
         config,
         dataset::walk(&config.dataset.input).map_err(Refused::from)?,
     );
-    let engine = dataset_run::open_engine(&config.model, &config.runtime)?;
+    let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
             output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
             resume: config.dataset.resume,
-            seed: config.seed,
+            seed: config.sampler.seed,
             outputs: &planned_outputs(&planned),
             resume_with: "the arguments of that run (-n, --no-originals)",
         },
@@ -205,7 +200,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
         .run
         .show_progress(images.len(), config.dataset.quiet);
     augmenting.log_skipped(&planned)?;
-    for group in images.chunks(config.batch) {
+    for group in images.chunks(config.sampler.batch) {
         let loaded = augmenting.load_group(group)?;
         if !loaded.is_empty() {
             augmenting.sample_group(&loaded)?;
@@ -250,7 +245,10 @@ impl<'a> Augmenting<'a> {
     ) -> anyhow::Result<Augmenting<'a>> {
         let engine = &run.engine;
         let size = engine.model.geometry.image_size() as u32;
-        let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
+        let scheduler = engine
+            .schedulers
+            .kind(&config.sampler.settings)?
+            .to_string();
         let mut starts = HashMap::new();
         for &strength in &config.strengths {
             let (_, start) = engine.schedulers.plan(&config.settings_at(strength))?;
@@ -278,14 +276,14 @@ impl<'a> Augmenting<'a> {
         let (size, scheduler) = (self.size, &self.scheduler);
         println!(
             "model {} (manifest sha256 {}), working size {size}x{size}",
-            config.model.display(),
+            config.sampler.model.display(),
             self.run.model_sha256
         );
         for &strength in &config.strengths {
             match self.start_of(strength) {
                 Some(t) => println!(
                     "strength {strength}: {} steps of {scheduler}, start timestep {t}",
-                    config.settings.steps
+                    config.sampler.settings.steps
                 ),
                 None => println!("strength {strength}: no noise added (the VAE round trip)"),
             }
@@ -377,7 +375,7 @@ impl<'a> Augmenting<'a> {
                 row.sample == Some(k)
                     && row.seed == seed
                     && row.strength == Some(strength)
-                    && row.steps == Some(config.settings.steps)
+                    && row.steps == Some(config.sampler.settings.steps)
                     && row.scheduler == self.scheduler
             };
             if !self.is_kept(output, source_sha256, &same)? {
@@ -500,7 +498,7 @@ impl<'a> Augmenting<'a> {
             sample: Some(sample.k),
             strength: Some(sample.strength),
             start_timestep: sample.start_timestep,
-            steps: Some(config.settings.steps),
+            steps: Some(config.sampler.settings.steps),
             scheduler: self.scheduler.clone(),
             seed: hex::encode(sample.seed),
             ..self.run.row(&input.image.relative)

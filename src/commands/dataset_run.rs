@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::Exit;
-use crate::diffusion::engine::Engine;
+use crate::diffusion::engine::{Engine, Settings};
 use crate::io::dataset::{self, DatasetError, Entry, EntryKind};
 use crate::io::runtime::RuntimeConfig;
 use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
@@ -123,6 +123,17 @@ pub struct DatasetOptions {
     pub quiet: bool,
     /// Print time per stage at the end.
     pub timings: bool,
+}
+
+/// The Boomerang sampler a dataset command runs.
+#[derive(Debug, Clone)]
+pub struct SamplerOptions {
+    pub model: PathBuf,
+    pub settings: Settings,
+    /// `None`: the resumed manifest's run seed, else a fresh random one.
+    pub seed: Option<u64>,
+    pub batch: usize,
+    pub runtime: RuntimeConfig,
 }
 
 /// Where a run writes and how it starts: a new run, or the resumption of the one in OUT.

@@ -29,13 +29,13 @@ use sha2::{Digest, Sha256};
 
 use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
+    SamplerOptions,
 };
 use crate::diffusion::engine::{Engine, EngineError, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, Action, LoadedInput};
 use crate::io::imageio;
-use crate::io::runtime::RuntimeConfig;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "enhance.csv";
@@ -46,19 +46,14 @@ pub const MAX_OUTPUT_SIDE: u32 = 8192;
 /// Validated `enhance` configuration.
 #[derive(Debug, Clone)]
 pub struct EnhanceConfig {
-    pub model: PathBuf,
-    pub settings: Settings,
-    /// `None`: the resumed manifest's run seed, else a fresh random one.
-    pub seed: Option<u64>,
+    /// Its batch counts tiles per UNet batch.
+    pub sampler: SamplerOptions,
     pub scale: u32,
     /// `None`: the model's working size.
     pub tile: Option<u32>,
     /// `None`: a quarter of the tile.
     pub overlap: Option<u32>,
-    /// Tiles per UNet batch.
-    pub batch: usize,
     pub dataset: DatasetOptions,
-    pub runtime: RuntimeConfig,
 }
 
 /// Tile side and the least overlap between neighbours, in pixels of the upsampled image.
@@ -361,7 +356,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             Action::Skip(_) => None,
         })
         .collect();
-    let engine = dataset_run::open_engine(&config.model, &config.runtime)?;
+    let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
     let tiling = tiling_for(config, &engine)?;
     let (run, kept) = DatasetRun::start(
         engine,
@@ -369,7 +364,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
             resume: config.dataset.resume,
-            seed: config.seed,
+            seed: config.sampler.seed,
             outputs: &outputs,
             resume_with: "the input of that run",
         },
@@ -421,8 +416,11 @@ impl<'a> Enhancing<'a> {
         root: PathBuf,
     ) -> anyhow::Result<Enhancing<'a>> {
         let engine = &run.engine;
-        let scheduler = engine.schedulers.kind(&config.settings)?.to_string();
-        let (_, start) = engine.schedulers.plan(&config.settings)?;
+        let scheduler = engine
+            .schedulers
+            .kind(&config.sampler.settings)?
+            .to_string();
+        let (_, start) = engine.schedulers.plan(&config.sampler.settings)?;
         Ok(Enhancing {
             config,
             kept,
@@ -441,18 +439,18 @@ impl<'a> Enhancing<'a> {
         }
         println!(
             "model {} (manifest sha256 {}), working size {}",
-            config.model.display(),
+            config.sampler.model.display(),
             self.run.model_sha256,
             self.run.engine.model.geometry.image_size()
         );
         println!(
             "scale {} (Lanczos3), strength {}: {}; tiles {}x{} overlapping by at least {} px",
             config.scale,
-            config.settings.strength,
+            config.sampler.settings.strength,
             match self.start_timestep {
                 Some(t) => format!(
                     "{} steps of {}, start timestep {t}",
-                    config.settings.steps, self.scheduler
+                    config.sampler.settings.steps, self.scheduler
                 ),
                 None => "no noise added (the VAE round trip)".into(),
             },
@@ -512,9 +510,9 @@ impl<'a> Enhancing<'a> {
             source_sha256: hex::encode(input.sha256),
             output: path_text(output),
             scale: Some(config.scale),
-            strength: Some(config.settings.strength),
+            strength: Some(config.sampler.settings.strength),
             start_timestep: self.start_timestep,
-            steps: Some(config.settings.steps),
+            steps: Some(config.sampler.settings.steps),
             scheduler: self.scheduler.clone(),
             tile: Some(self.tiling.tile),
             overlap: Some(self.tiling.overlap),
@@ -546,11 +544,11 @@ impl<'a> Enhancing<'a> {
         let seed = image_seed(self.run.run_seed, &input.sha256, 0);
         let (result, tiles) = enhance_image(
             &mut self.run.engine,
-            &config.settings,
+            &config.sampler.settings,
             &input.image,
             config.scale,
             self.tiling,
-            config.batch,
+            config.sampler.batch,
             &seed,
         )?;
         let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
