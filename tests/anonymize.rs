@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{png_chunks, tree};
+use common::{anonymize, crc32, demo_policy, faces, png_chunks, report_path, root, tree};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,29 +13,6 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use boomerang::records::report::{verify, Status};
 use predicates::prelude::*;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// policies/demo.toml with absolute model paths, 5 steps, and the given level overrides.
-fn write_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
-    let mut text = std::fs::read_to_string(root().join("policies/demo.toml"))
-        .unwrap()
-        .replace("\"../models/", &format!("\"{}/models/", root().display()))
-        .replace("steps = 10", "steps = 5");
-    for (from, to) in replacements {
-        assert!(text.contains(from), "policy has no `{from}`");
-        text = text.replace(from, to);
-    }
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn faces() -> PathBuf {
-    root().join("tests/fixtures/faces")
-}
 
 /// Two class folders of faces, a photo with GPS EXIF and a non-image.
 fn dataset(dir: &Path) -> PathBuf {
@@ -54,31 +31,13 @@ fn dataset(dir: &Path) -> PathBuf {
     input
 }
 
-fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::cargo_bin("boomerang").unwrap();
-    command
-        .args(["anonymize", "--quiet", "--policy"])
-        .arg(policy)
-        .args(extra)
-        .arg(input)
-        .arg(output);
-    command
-}
-
-fn report_path(output: &Path) -> PathBuf {
-    output.with_file_name(format!(
-        "{}.report.csv",
-        output.file_name().unwrap().to_string_lossy()
-    ))
-}
-
 #[test]
 fn run_keeps_layout_writes_a_verifiable_report_and_strips_metadata() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
     let before = tree(&input);
     let output = temp.path().join("out");
-    let policy = write_policy(temp.path(), &[]);
+    let policy = demo_policy(temp.path(), &[]);
     anonymize(
         &policy,
         &input,
@@ -160,7 +119,7 @@ fn run_keeps_layout_writes_a_verifiable_report_and_strips_metadata() {
 fn same_seed_gives_same_bytes_whatever_threads_or_batch() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path(), &[]);
+    let policy = demo_policy(temp.path(), &[]);
     let first = temp.path().join("first");
     let second = temp.path().join("second");
     anonymize(&policy, &input, &first, &["--seed", "11", "--threads", "1"])
@@ -199,7 +158,7 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
         bytes.extend_from_slice(&[k as u8; 4]);
         std::fs::write(input.join(format!("img{k}.jpg")), bytes).unwrap();
     }
-    let policy = write_policy(temp.path(), &[]);
+    let policy = demo_policy(temp.path(), &[]);
     let reference = temp.path().join("reference");
     anonymize(&policy, &input, &reference, &["--seed", "3"])
         .assert()
@@ -246,7 +205,7 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
 fn unsafe_folders_and_tampered_models_are_refused() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path(), &[]);
+    let policy = demo_policy(temp.path(), &[]);
     anonymize(&policy, &input, &input.join("out"), &["--seed", "1"])
         .assert()
         .code(1)
@@ -296,7 +255,7 @@ fn exit_codes_follow_the_verdicts() {
     std::fs::create_dir_all(&input).unwrap();
     std::fs::copy(faces().join("obama.jpg"), input.join("a.jpg")).unwrap();
     // A threshold nothing can pass, and one everything passes.
-    let text = std::fs::read_to_string(write_policy(temp.path(), &[])).unwrap();
+    let text = std::fs::read_to_string(demo_policy(temp.path(), &[])).unwrap();
     let strict = temp.path().join("strict.toml");
     let lenient = temp.path().join("lenient.toml");
     std::fs::write(
@@ -342,7 +301,7 @@ fn exit_codes_follow_the_verdicts() {
 fn dry_run_prints_the_plan_and_writes_nothing() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path(), &[]);
+    let policy = demo_policy(temp.path(), &[]);
     let output = temp.path().join("out");
     Command::cargo_bin("anonymize")
         .unwrap()
@@ -357,21 +316,6 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         .stdout(predicate::str::contains("nothing written"));
     assert!(!output.exists());
     assert!(!report_path(&output).exists());
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A PNG that declares 100000 x 100000 pixels: decoding it must be refused, not attempted.
@@ -430,7 +374,7 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
     )
     .unwrap();
     std::os::unix::fs::symlink("loop", input.join("loop")).unwrap();
-    let policy = write_policy(temp.path(), &[("max-attempts = 3", "max-attempts = 1")]);
+    let policy = demo_policy(temp.path(), &[("max-attempts = 3", "max-attempts = 1")]);
     let output = temp.path().join("out");
     anonymize(&policy, &input, &output, &["--seed", "2", "--level", "low"])
         .assert()
@@ -491,7 +435,7 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
 fn audit_recompute_reproduces_a_run_byte_for_byte() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path(), &[]);
+    let policy = demo_policy(temp.path(), &[]);
     let output = temp.path().join("out");
     anonymize(&policy, &input, &output, &["--seed", "9"])
         .assert()

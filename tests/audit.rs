@@ -5,6 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{root, sha};
+use sha2::{Digest, Sha256};
+
 use assert_cmd::Command;
 use boomerang::audit::{
     self, html, AuditConfig, AuditError, ClaimedFiles, Finding, FindingKind, Outcome, Recomputer,
@@ -14,15 +19,6 @@ use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::records::report::{
     ReportRow, ReportWriter, RunConfig, RunRecord, Status, StatusCounts,
 };
-use sha2::{Digest, Sha256};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// The demo policy with its model and embedder paths made absolute, so it can live in a tempdir.
 fn policy_text() -> String {

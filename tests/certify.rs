@@ -341,11 +341,11 @@ fn reid_rate_is_one_for_identical_probes_and_about_chance_for_unrelated_ones() {
     );
 }
 
-#[test]
-fn score_command_reports_same_and_different_identity() {
-    let args = |a: &str, b: &str| ScoreConfig {
-        image_a: fixture(a),
-        image_b: fixture(b),
+/// `boomerang score A B` with the dlib embedder on the CPU.
+fn score_config(image_a: PathBuf, image_b: PathBuf) -> ScoreConfig {
+    ScoreConfig {
+        image_a,
+        image_b,
         embedder: "dlib-face".to_string(),
         operating_point: None,
         detector: None,
@@ -357,7 +357,12 @@ fn score_command_reports_same_and_different_identity() {
                 threads: 1,
             },
         },
-    };
+    }
+}
+
+#[test]
+fn score_command_reports_same_and_different_identity() {
+    let args = |a: &str, b: &str| score_config(fixture(a), fixture(b));
     let same = score(&args("obama.jpg", "obama2.jpg")).unwrap();
     let text = render(&same);
     eprintln!("{text}");
@@ -410,21 +415,7 @@ fn score_decodes_an_exif_rotated_face_as_anonymize_does() {
     assert_eq!(rotated.image.as_bytes(), upright.image.as_bytes());
 
     // `score` sees the same pixels: same dimensions, same faces, and distance 0 to the source.
-    let args = ScoreConfig {
-        image_a: rotated_fixture(),
-        image_b: fixture("obama.jpg"),
-        embedder: "dlib-face".to_string(),
-        operating_point: None,
-        detector: None,
-        json: false,
-        runtime: RuntimeConfig {
-            onnxruntime: None,
-            session: SessionOptions {
-                device: Device::Cpu,
-                threads: 1,
-            },
-        },
-    };
+    let args = score_config(rotated_fixture(), fixture("obama.jpg"));
     let report = score(&args).unwrap();
     let a = &report.image_a.analysis;
     assert_eq!(

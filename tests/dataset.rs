@@ -2,6 +2,10 @@
 //! collisions. Inputs are generated into temp folders; only what the Rust encoders cannot make
 //! is committed (tests/fixtures/bad_inputs, from tools/make_bad_inputs.py).
 
+mod common;
+
+use common::crc32;
+
 use std::fs;
 use std::io::Cursor;
 use std::os::unix::ffi::OsStrExt;
@@ -468,21 +472,6 @@ fn truncated_png_and_jpeg_are_errors() {
     padded.extend_from_slice(b"trailing junk");
     let path = write(dir.path(), "padded.jpg", &padded);
     assert!(load_image(&path).is_ok());
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A valid small PNG whose header claims another size, bit depth and colour type.

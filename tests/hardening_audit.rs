@@ -5,25 +5,16 @@
 //!
 //! Every test works on a copy of one real run of the demo policy (tiny model, dlib embedder).
 
+mod common;
+
+use common::{faces, root, sha};
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use assert_cmd::Command;
 use boomerang::records::report::{verify, ReportRow, ReportWriter};
 use predicates::prelude::*;
-use sha2::{Digest, Sha256};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn faces() -> PathBuf {
-    root().join("tests/fixtures/faces")
-}
 
 fn boomerang() -> Command {
     Command::cargo_bin("boomerang").unwrap()

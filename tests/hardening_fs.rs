@@ -4,7 +4,14 @@
 
 mod common;
 
-use common::{png_chunks, tree};
+use common::{demo_policy, faces, png_chunks, report_path, run_json_path, sibling, tree};
+
+/// [`common::anonymize`] with a timeout: a run must never hang on a FIFO.
+fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = common::anonymize(policy, input, output, extra);
+    command.timeout(Duration::from_secs(300));
+    command
+}
 
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
@@ -13,25 +20,6 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn faces() -> PathBuf {
-    root().join("tests/fixtures/faces")
-}
-
-/// policies/demo.toml with absolute model paths and 5 steps (the runs here are about files).
-fn write_policy(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("policies/demo.toml"))
-        .unwrap()
-        .replace("\"../models/", &format!("\"{}/models/", root().display()))
-        .replace("steps = 10", "steps = 5");
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// Two class folders `a/` and `b/` with one face each.
 fn dataset(dir: &Path) -> PathBuf {
@@ -43,37 +31,21 @@ fn dataset(dir: &Path) -> PathBuf {
     input
 }
 
-fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::cargo_bin("boomerang").unwrap();
-    command
-        .args(["anonymize", "--quiet", "--policy"])
-        .arg(policy)
-        .args(extra)
-        .arg(input)
-        .arg(output)
-        .timeout(Duration::from_secs(300));
-    command
-}
-
-fn sibling(output: &Path, suffix: &str) -> PathBuf {
-    output.with_file_name(format!(
-        "{}.{suffix}",
-        output.file_name().unwrap().to_string_lossy()
-    ))
-}
-
-fn report_path(output: &Path) -> PathBuf {
-    sibling(output, "report.csv")
-}
-
-fn run_json_path(output: &Path) -> PathBuf {
-    sibling(output, "run.json")
-}
-
 fn recorded_seed(run_json: &Path) -> u64 {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_json).unwrap()).unwrap();
     record["config"]["seed"].as_u64().unwrap()
+}
+
+/// A finished run of the demo policy over [`dataset`] at seed 7 in `dir`: (IN, policy, OUT).
+fn finished_run(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let input = dataset(dir);
+    let policy = demo_policy(dir, &[]);
+    let output = dir.join("out");
+    anonymize(&policy, &input, &output, &["--seed", "7"])
+        .assert()
+        .code(ok());
+    (input, policy, output)
 }
 
 fn ok() -> impl predicates::Predicate<i32> {
@@ -95,7 +67,7 @@ fn mkfifo(path: &Path) {
 fn run_record_is_named_from_the_report_and_never_overwritten() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
+    let policy = demo_policy(temp.path(), &[]);
     let first = temp.path().join("out");
     anonymize(&policy, &input, &first, &["--seed", "7"])
         .assert()
@@ -154,7 +126,7 @@ fn run_record_is_named_from_the_report_and_never_overwritten() {
 fn a_second_run_on_a_locked_output_or_report_exits_1() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
+    let policy = demo_policy(temp.path(), &[]);
 
     // Another run holds OUT (the lock is taken here, by this process).
     let output = temp.path().join("out");
@@ -196,12 +168,7 @@ fn a_second_run_on_a_locked_output_or_report_exits_1() {
 #[test]
 fn resume_refuses_a_missing_or_edited_run_json() {
     let temp = tempfile::tempdir().unwrap();
-    let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
-    let output = temp.path().join("out");
-    anonymize(&policy, &input, &output, &["--seed", "7"])
-        .assert()
-        .code(ok());
+    let (input, policy, output) = finished_run(temp.path());
     let run_json = run_json_path(&output);
     let record = std::fs::read_to_string(&run_json).unwrap();
     let report = std::fs::read(report_path(&output)).unwrap();
@@ -229,12 +196,7 @@ fn resume_refuses_a_missing_or_edited_run_json() {
 #[test]
 fn resume_refuses_a_report_that_does_not_belong_to_out() {
     let temp = tempfile::tempdir().unwrap();
-    let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
-    let output = temp.path().join("out");
-    anonymize(&policy, &input, &output, &["--seed", "7"])
-        .assert()
-        .code(ok());
+    let (input, policy, output) = finished_run(temp.path());
     let outputs = tree(&output);
     let report = std::fs::read(report_path(&output)).unwrap();
 
@@ -274,12 +236,7 @@ fn resume_refuses_a_report_that_does_not_belong_to_out() {
 #[test]
 fn symlinks_inside_out_are_never_followed() {
     let temp = tempfile::tempdir().unwrap();
-    let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
-    let output = temp.path().join("out");
-    anonymize(&policy, &input, &output, &["--seed", "7"])
-        .assert()
-        .code(ok());
+    let (input, policy, output) = finished_run(temp.path());
     let elsewhere = temp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::remove_dir_all(output.join("b")).unwrap();
@@ -301,7 +258,7 @@ fn symlinks_inside_out_are_never_followed() {
 fn output_through_dotdot_creates_nothing_in_the_input() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
+    let policy = demo_policy(temp.path(), &[]);
     let before = tree(&input);
     let output = input.join("newdir/../../out");
     anonymize(&policy, &input, &output, &["--seed", "7"])
@@ -317,7 +274,7 @@ fn output_through_dotdot_creates_nothing_in_the_input() {
 fn private_files_are_0600_and_outputs_follow_the_umask() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
+    let policy = demo_policy(temp.path(), &[]);
     let run = |umask: &str, output: &Path, extra: &str| {
         let script = format!(
             "umask {umask}; exec \"$0\" anonymize --quiet --policy \"$1\" {extra} \"$2\" \"$3\""
@@ -371,7 +328,7 @@ fn private_files_are_0600_and_outputs_follow_the_umask() {
 fn fifo_report_or_run_json_is_refused_without_hanging() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
-    let policy = write_policy(temp.path());
+    let policy = demo_policy(temp.path(), &[]);
 
     let fresh = temp.path().join("fresh");
     mkfifo(&run_json_path(&fresh));

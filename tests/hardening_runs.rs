@@ -2,65 +2,22 @@
 //! only when written, resume re-hashing inputs and keeping walk order, the pixel budget, and
 //! smaller fixes (errors printed once, `--batch 0`, the runtime version, CSV formula cells).
 
-#[allow(dead_code)]
 mod common;
 
-use common::tree;
+use common::{anonymize, crc32, demo_policy, faces, report_path, root, run_json_path, tree};
+
+/// The demo policy with one attempt per image, and the given overrides.
+fn write_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
+    let mut all = vec![("max-attempts = 3", "max-attempts = 1")];
+    all.extend_from_slice(replacements);
+    demo_policy(dir, &all)
+}
 
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use boomerang::records::report::{verify, ReportRow, Status};
 use predicates::prelude::*;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// policies/demo.toml with absolute model paths, 5 steps, one attempt, and the given overrides.
-fn write_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
-    let mut text = std::fs::read_to_string(root().join("policies/demo.toml"))
-        .unwrap()
-        .replace("\"../models/", &format!("\"{}/models/", root().display()))
-        .replace("steps = 10", "steps = 5")
-        .replace("max-attempts = 3", "max-attempts = 1");
-    for (from, to) in replacements {
-        assert!(text.contains(from), "policy has no `{from}`");
-        text = text.replace(from, to);
-    }
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn faces() -> PathBuf {
-    root().join("tests/fixtures/faces")
-}
-
-fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
-    let mut command = Command::cargo_bin("boomerang").unwrap();
-    command
-        .args(["anonymize", "--quiet", "--policy"])
-        .arg(policy)
-        .args(extra)
-        .arg(input)
-        .arg(output);
-    command
-}
-
-fn report_path(output: &Path) -> PathBuf {
-    output.with_file_name(format!(
-        "{}.report.csv",
-        output.file_name().unwrap().to_string_lossy()
-    ))
-}
-
-fn run_json_path(output: &Path) -> PathBuf {
-    output.with_file_name(format!(
-        "{}.run.json",
-        output.file_name().unwrap().to_string_lossy()
-    ))
-}
 
 fn small_png(width: u32, height: u32, shade: u8) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
@@ -332,21 +289,6 @@ fn resume_after_deleting_an_output_keeps_walk_order() {
         reference_rows.iter().map(timeless).collect::<Vec<_>>(),
         "resumed report rows differ from the uninterrupted run's (timing and chain aside)"
     );
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A PNG declaring `width` x `height` RGB pixels whose data is cut short after the first bytes

@@ -1,7 +1,12 @@
 //! Helpers shared by the integration tests.
 
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
 
 /// Every file under `dir`, relative path → bytes.
 pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -32,4 +37,79 @@ pub fn png_chunks(bytes: &[u8]) -> Vec<String> {
         at += 12 + length;
     }
     chunks
+}
+
+/// The repository root (models, policies, fixtures).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn faces() -> PathBuf {
+    root().join("tests/fixtures/faces")
+}
+
+/// policies/demo.toml with absolute model paths, 5 steps, and the given overrides (each must
+/// match), written into `dir`.
+pub fn demo_policy(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("policies/demo.toml"))
+        .unwrap()
+        .replace("\"../models/", &format!("\"{}/models/", root().display()))
+        .replace("steps = 10", "steps = 5");
+    for (from, to) in replacements {
+        assert!(text.contains(from), "policy has no `{from}`");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `boomerang anonymize --quiet --policy POLICY EXTRA.. INPUT OUTPUT`.
+pub fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::cargo_bin("boomerang").unwrap();
+    command
+        .args(["anonymize", "--quiet", "--policy"])
+        .arg(policy)
+        .args(extra)
+        .arg(input)
+        .arg(output);
+    command
+}
+
+/// `OUT.<suffix>` beside OUT, where anonymize writes its report and run record by default.
+pub fn sibling(output: &Path, suffix: &str) -> PathBuf {
+    output.with_file_name(format!(
+        "{}.{suffix}",
+        output.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+pub fn report_path(output: &Path) -> PathBuf {
+    sibling(output, "report.csv")
+}
+
+pub fn run_json_path(output: &Path) -> PathBuf {
+    sibling(output, "run.json")
+}
+
+/// The CRC-32 of PNG chunks (over type and data), to build crafted PNGs.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Hex sha256 of `bytes`, as reports record hashes.
+pub fn sha(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
 }
