@@ -908,16 +908,8 @@ pub(super) fn run_config_rows(
             }
         }
         if !row.seed.is_empty() {
-            let content: Option<[u8; 32]> = hex::decode(&row.input_sha256)
-                .ok()
-                .and_then(|b| b.try_into().ok());
-            match (content, row.attempts) {
-                (Some(content), Some(attempts)) if attempts >= 1 => {
-                    let expected = hex::encode(crate::diffusion::noise::image_seed(
-                        config.seed,
-                        &content,
-                        attempts - 1,
-                    ));
+            match (row.expected_seed(config.seed), row.attempts) {
+                (Some(expected), Some(attempts)) => {
                     if !expected.eq_ignore_ascii_case(&row.seed) {
                         add(format!(
                             "the seed is not the one derived from {source}'s run seed and the input's sha256 at attempt {attempts}: the seed, the run seed or the input hash was changed"

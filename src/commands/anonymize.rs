@@ -852,14 +852,10 @@ fn check_kept_seeds(report: &Path, record_path: &Path, run_seed: u64) -> anyhow:
         return Ok(());
     };
     for row in rows {
-        let (Some(attempts), false) = (row.attempts, row.seed.is_empty()) else {
+        if row.attempts.is_none() || row.seed.is_empty() {
             continue;
-        };
-        let derived = <[u8; 32]>::try_from(hex::decode(&row.input_sha256).unwrap_or_default())
-            .ok()
-            .filter(|_| attempts > 0)
-            .map(|content| hex::encode(image_seed(run_seed, &content, attempts - 1)));
-        if derived.as_deref() != Some(row.seed.as_str()) {
+        }
+        if row.expected_seed(run_seed).as_deref() != Some(row.seed.as_str()) {
             bail!(
                 "{}: the seed of the row for {} does not derive from the run seed in {}: run.json was edited or belongs to another run; refusing to resume with it",
                 report.display(),

@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::append::{AppendError, SyncedAppend};
+use crate::diffusion::noise::image_seed;
 use crate::io::hashing::sha256_bytes;
 use crate::io::lock::{self, LockError};
 
@@ -141,6 +142,16 @@ pub struct ReportRow {
     pub tool_version: String,
     /// Written by [`ReportWriter::append`]; whatever a caller puts here is ignored.
     pub chain: String,
+}
+
+impl ReportRow {
+    /// The seed this row's last attempt must have drawn, hex: `image_seed(run seed, input sha256,
+    /// attempts - 1)`. `None` when the row lacks the input hash or attempt count it derives from.
+    pub fn expected_seed(&self, run_seed: u64) -> Option<String> {
+        let content: [u8; 32] = hex::decode(&self.input_sha256).ok()?.try_into().ok()?;
+        let attempt = self.attempts?.checked_sub(1)?;
+        Some(hex::encode(image_seed(run_seed, &content, attempt)))
+    }
 }
 
 /// What is wrong with one line of a report.
