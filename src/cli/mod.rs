@@ -21,16 +21,12 @@ pub fn main() -> ExitCode {
 pub fn anonymize_main() -> ExitCode {
     ignore_sigpipe();
     let opts = AnonymizeOpts::parse();
-    finish(
-        opts.args
-            .config()
-            .and_then(|c| commands::anonymize::command(&c)),
-    )
+    finish(commands::anonymize::command(&opts.args.config()))
 }
 
 fn run(opts: Opts) -> anyhow::Result<Exit> {
     match opts.command {
-        Command::Anonymize(args) => commands::anonymize::command(&args.config()?),
+        Command::Anonymize(args) => commands::anonymize::command(&args.config()),
         Command::Augment(args) => Ok(commands::augment::run(&args.config()?)?.exit()),
         Command::Enhance(args) => Ok(commands::enhance::run(&args.config()?)?.exit()),
         Command::Sample(args) => commands::sample::run(&args.config()?).map(|()| Exit::Success),

@@ -224,9 +224,6 @@ impl BoomerangArgs {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        if self.batch == 0 {
-            bail!("--batch must be at least 1");
-        }
         // The same bounds as a policy level: beyond them outputs degenerate (flat colour).
         if !(0.0..=MAX_GUIDANCE).contains(&f64::from(self.guidance)) {
             bail!(
@@ -371,34 +368,27 @@ Example (bundled tiny model; random weights, so most images fail certification a
   boomerang anonymize --policy policies/demo.toml --level medium examples/ out/anonymized";
 
 impl AnonymizeArgs {
-    pub fn config(&self) -> anyhow::Result<AnonymizeConfig> {
-        if self.batch == 0 {
-            bail!("--batch must be at least 1");
-        }
+    pub fn config(&self) -> AnonymizeConfig {
         let report = self
             .report
             .clone()
             .unwrap_or_else(|| crate::records::report::default_report_path(&self.output));
-        Ok(AnonymizeConfig {
+        AnonymizeConfig {
             input: self.input.clone(),
             output: self.output.clone(),
             policy: self.policy.clone(),
             level: self.level.clone(),
             model: self.model.clone(),
-            seed: match self.seed {
-                SeedArg::Fixed(seed) => Some(seed),
-                SeedArg::Random => None,
-            },
+            seed: seed_option(self.seed),
             batch: self.batch,
             max_megapixels: self.max_megapixels,
-            session: self.runtime.session_options(),
-            onnxruntime: self.runtime.onnxruntime.clone(),
+            runtime: self.runtime.config(),
             report,
             resume: self.resume,
             dry_run: self.dry_run,
             quiet: self.quiet,
             json: self.json,
-        })
+        }
     }
 }
 

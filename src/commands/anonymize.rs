@@ -25,7 +25,7 @@ use crate::diffusion::noise::image_seed;
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, Placement};
-use crate::io::runtime::{self, Runtime, SessionOptions};
+use crate::io::runtime::{Runtime, RuntimeConfig};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy, Threshold};
 use crate::records::report::{
     rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunConfig, RunRecord, Status,
@@ -38,7 +38,7 @@ pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_MAX_MEGAPIXELS: f64 = 50.0;
 
 /// Validated `anonymize` configuration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AnonymizeConfig {
     pub input: PathBuf,
     pub output: PathBuf,
@@ -46,14 +46,11 @@ pub struct AnonymizeConfig {
     pub level: Option<String>,
     pub model: Option<PathBuf>,
     /// `None`: a fresh random seed, or the recorded one when resuming.
-    #[serde(skip)]
     pub seed: Option<u64>,
     pub batch: usize,
     /// Pixel budget per image: larger images get an error row, read from their header only.
     pub max_megapixels: f64,
-    #[serde(skip)]
-    pub session: SessionOptions,
-    pub onnxruntime: Option<PathBuf>,
+    pub runtime: RuntimeConfig,
     pub report: PathBuf,
     pub resume: bool,
     pub dry_run: bool,
@@ -231,7 +228,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let planned = dataset::plan_outputs_unclaimed(dataset::walk(&config.input)?, key.as_ref());
     // Everything that can fail before the first image is checked before anything is created,
     // and a dry run checks it too: runtime, execution provider, models, operating point.
-    let runtime = runtime::init(config.onnxruntime.as_deref())?;
+    let runtime = config.runtime.init()?;
     let models = Models::open(config, &prepared, runtime)?;
     if config.dry_run {
         return Ok(Outcome::Planned(dry_run(config, &prepared, &planned)?));
@@ -469,7 +466,7 @@ impl RecordTemplate<'_> {
             config: run_config(config, self.prepared, self.seed),
             onnxruntime_version: self.runtime.info().version.clone(),
             onnxruntime_library: self.runtime.info().library.display().to_string(),
-            execution_provider: config.session.device.to_string(),
+            execution_provider: config.runtime.session.device.to_string(),
             counts: *counts,
             started: rfc3339_utc(self.started_at),
             finished: finished.map(rfc3339_utc).unwrap_or_default(),
@@ -516,12 +513,12 @@ impl Models {
         prepared: &Prepared,
         runtime: &Runtime,
     ) -> anyhow::Result<Models> {
-        let engine = Engine::open(&prepared.model_dir, runtime, &config.session)?;
+        let engine = Engine::open(&prepared.model_dir, runtime, &config.runtime.session)?;
         let certifier = Certifier::load(
             runtime,
             &prepared.policy.embedder.spec,
             &prepared.detector.path,
-            &config.session,
+            &config.runtime.session,
         )?;
         let point = operating_point(&prepared.level, &certifier)?;
         Ok(Models {
@@ -758,8 +755,8 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunCo
         detector_sha256: prepared.detector.sha256.clone(),
         seed,
         batch: config.batch,
-        threads: config.session.threads,
-        device: config.session.device.to_string(),
+        threads: config.runtime.session.threads,
+        device: config.runtime.session.device.to_string(),
         report: config.report.clone(),
     }
 }
