@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use assert_cmd::Command;
 use boomerang::audit::{
     self, html, AuditConfig, AuditError, ClaimedFiles, Finding, FindingKind, Outcome, Recomputer,
-    RunFiles,
+    Rescored, RunFiles,
 };
+use boomerang::certify::CertificateKind;
 use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::records::report::{
     ReportRow, ReportWriter, RunConfig, RunRecord, Status, StatusCounts,
@@ -272,6 +273,7 @@ fn base(input: &str, hashes: &Hashes) -> ReportRow {
         output_path: String::new(),
         output_sha256: String::new(),
         status: Status::Skipped,
+        certificate: None,
         reason: String::new(),
         level: String::new(),
         strength: None,
@@ -312,6 +314,7 @@ fn processed(
         output_path: output.into(),
         output_sha256: sha(&output_bytes(output)),
         status,
+        certificate: Some(CertificateKind::Face),
         level: level.into(),
         strength: Some(strength),
         start_timestep: Some(strength * 1000.0),
@@ -835,12 +838,17 @@ impl Mock {
 }
 
 impl Recomputer for Mock {
-    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<f32> {
+    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<Rescored> {
         self.rescored.push(row.input_path.clone());
-        self.distances
+        let distance = self
+            .distances
             .get(&row.input_path)
             .copied()
-            .ok_or_else(|| anyhow::anyhow!("no face found in the output"))
+            .ok_or_else(|| anyhow::anyhow!("no face found in the output"))?;
+        Ok(Rescored {
+            certificate: CertificateKind::Face,
+            distance: Some(distance),
+        })
     }
 
     fn reidentify(&mut self, _rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {

@@ -3,6 +3,8 @@
 //!
 //! Needs ONNX Runtime (ORT_DYLIB_PATH, boomerang's cache or python3's onnxruntime package).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -10,7 +12,7 @@ use boomerang::certify::detector::{DetectorConfig, FaceDetector};
 use boomerang::certify::embedder::Embedder;
 use boomerang::certify::metric::{Embedding, Metric};
 use boomerang::certify::spec::EmbedderSpec;
-use boomerang::certify::{reid, Certifier, FaceAnalysis, Subject};
+use boomerang::certify::{reid, CertificateKind, Certifier, FaceAnalysis, Subject};
 use boomerang::commands::score::{render, run, score, ScoreConfig};
 use boomerang::io::dataset::load_image;
 use boomerang::io::runtime::{self, Device, Runtime, RuntimeConfig, SessionOptions};
@@ -178,7 +180,7 @@ fn every_same_person_pair_is_closer_than_every_different_person_pair() {
     let (mut same, mut different) = (Vec::new(), Vec::new());
     for (i, (a, fa)) in all.iter().enumerate() {
         assert_eq!(fa.faces.len(), 1, "{a}");
-        assert!(fa.whole_image_fallback.is_none());
+        assert!(fa.whole_image.is_none());
         for (b, fb) in &all[i + 1..] {
             let d = Metric::Euclidean
                 .distance(&fa.faces[0].embedding, &fb.faces[0].embedding)
@@ -238,7 +240,8 @@ fn a_second_spec_changes_metric_and_verdicts_without_code() {
     let c = certifier.compare(&obama, &obama2).unwrap();
     assert_eq!(c.metric, Metric::Cosine);
     let similarity = c.similarity.unwrap();
-    assert!((similarity - (1.0 - c.distance)).abs() < 1e-6 && similarity > 0.0 && similarity < 1.0);
+    let distance = c.distance.unwrap();
+    assert!((similarity - (1.0 - distance)).abs() < 1e-6 && similarity > 0.0 && similarity < 1.0);
     let verdict = certifier.verdict(&c, None).unwrap();
     assert_eq!(verdict.operating_point, "test-only");
     assert_eq!(verdict.same_identity, similarity >= 0.9);
@@ -249,25 +252,37 @@ fn a_second_spec_changes_metric_and_verdicts_without_code() {
 }
 
 #[test]
-fn coffee_has_no_face_and_falls_back_to_the_whole_image() {
+fn a_face_the_output_lost_is_never_compared_with_a_whole_image() {
     let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
-    let coffee = certifier
-        .analyze(&load_image(&fixture("coffee.jpg")).unwrap().image)
-        .unwrap();
-    assert!(coffee.faces.is_empty());
-    assert_eq!(coffee.whole_image_fallback.as_ref().unwrap().len(), 128);
-    let obama = certifier
-        .analyze(&load_image(&fixture("obama.jpg")).unwrap().image)
-        .unwrap();
-    let c = certifier.compare(&obama, &coffee).unwrap();
-    assert!(c.fallback_used);
-    assert_eq!((c.faces_in, c.faces_out), (1, 0));
-    assert_eq!(c.closest.output, Subject::WholeImage);
+    let coffee_image = load_image(&fixture("coffee.jpg")).unwrap().image;
+    let obama_image = load_image(&fixture("obama.jpg")).unwrap().image;
+    let obama = certifier.analyze(&obama_image).unwrap();
+    // Obama "anonymized" into a coffee cup: his face is lost, nothing was shown different.
+    let coffee_out = certifier.analyze_output(&coffee_image, &obama).unwrap();
+    assert!(coffee_out.faces.is_empty());
+    assert!(
+        coffee_out.whole_image.is_none(),
+        "no whole-image embedding is needed"
+    );
+    let c = certifier.compare(&obama, &coffee_out).unwrap();
+    assert_eq!(c.certificate, CertificateKind::FaceLost);
+    assert_eq!((c.faces_in, c.faces_out, c.distance), (1, 0, None));
+    assert!(!certifier.verdict(&c, None).unwrap().same_identity);
+    // The other way round the input has no face: a whole-image comparison, even though the
+    // output shows one.
+    let coffee = certifier.analyze(&coffee_image).unwrap();
+    assert_eq!(coffee.whole_image.as_ref().unwrap().len(), 128);
+    let obama_out = certifier.analyze_output(&obama_image, &coffee).unwrap();
+    assert!(obama_out.whole_image.is_some());
+    let c = certifier.compare(&coffee, &obama_out).unwrap();
+    assert_eq!(c.certificate, CertificateKind::WholeImage);
+    assert_eq!(c.closest.unwrap().output, Subject::WholeImage);
 }
 
 #[test]
 fn several_faces_in_one_image_are_each_matched() {
-    // Obama and Biden side by side, compared with Biden alone: the worst case is Biden's pair.
+    // Obama and Biden side by side, compared with Biden alone: Obama's face has no counterpart
+    // (lost), and Biden's face, elsewhere in the frame, is still compared with both.
     let obama = load_image(&fixture("obama.jpg")).unwrap().image.to_rgb8();
     let biden = load_image(&fixture("biden.jpg")).unwrap().image.to_rgb8();
     let h = obama.height().max(biden.height());
@@ -276,7 +291,7 @@ fn several_faces_in_one_image_are_each_matched() {
     imageops::replace(&mut both, &biden, i64::from(obama.width()), 0);
     let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
     let pair = certifier
-        .analyze(&image::DynamicImage::ImageRgb8(both))
+        .analyze(&image::DynamicImage::ImageRgb8(both.clone()))
         .unwrap();
     assert_eq!(
         pair.faces.len(),
@@ -284,22 +299,31 @@ fn several_faces_in_one_image_are_each_matched() {
         "{:?}",
         pair.faces.iter().map(|f| f.bbox).collect::<Vec<_>>()
     );
-    let alone = certifier
-        .analyze(&image::DynamicImage::ImageRgb8(biden))
-        .unwrap();
-    let c = certifier.compare(&pair, &alone).unwrap();
-    assert_eq!(c.best_matches.len(), 2);
     let biden_face = if pair.faces[0].bbox.x0 > obama.width() as f32 {
         0
     } else {
         1
     };
-    assert_eq!(c.closest.input, Subject::Face(biden_face));
-    assert!(c.distance < 0.3, "same photo of Biden: {}", c.distance);
-    assert!(
-        c.best_matches.iter().any(|p| p.distance > 0.6),
-        "Obama's best match is still far"
-    );
+    let alone = certifier
+        .analyze(&image::DynamicImage::ImageRgb8(biden))
+        .unwrap();
+    let c = certifier.compare(&pair, &alone).unwrap();
+    assert_eq!(c.certificate, CertificateKind::FaceLost);
+    assert_eq!(c.correspondences.len(), 2);
+    assert_eq!(c.correspondences[1 - biden_face].output, None);
+    assert_eq!(c.closest.unwrap().input, Subject::Face(biden_face));
+    let distance = c.distance.unwrap();
+    assert!(distance < 0.3, "same photo of Biden: {distance}");
+    // The same two faces at the same places: a face certificate, each face paired with itself.
+    let again = certifier
+        .analyze(&image::DynamicImage::ImageRgb8(both))
+        .unwrap();
+    let c = certifier.compare(&pair, &again).unwrap();
+    assert_eq!(c.certificate, CertificateKind::Face);
+    for pair in &c.correspondences {
+        assert_eq!(pair.output, Some(pair.input));
+        assert!(pair.iou > 0.99 && pair.distance.unwrap() < 1e-4, "{pair:?}");
+    }
 }
 
 /// The 100 LFW faces of scikit-image, each tile resized to the embedder's chip.
@@ -374,8 +398,11 @@ fn score_command_reports_same_and_different_identity() {
     assert!(text.contains("face #0: box"), "{text}");
     let different = score(&args("obama.jpg", "biden.jpg")).unwrap();
     eprintln!("{}", render(&different));
+    // Two portraits: Biden's face sits where Obama's was, a face-to-face comparison.
+    assert_eq!(different.certificate, CertificateKind::Face);
+    assert!(different.certified);
     assert_eq!(different.verdict_text, "different identity");
-    assert!(different.comparison.distance > 0.6);
+    assert!(different.comparison.distance.unwrap() > 0.6);
     let json = serde_json::to_value(&different).unwrap();
     assert_eq!(json["verdict"]["same_identity"], Value::Bool(false));
     assert_eq!(json["image_a"]["faces"].as_array().unwrap().len(), 1);
@@ -396,42 +423,44 @@ fn score_command_reports_same_and_different_identity() {
     assert!(err.contains("nope") && err.contains("same-person"), "{err}");
 }
 
-/// obama.jpg with EXIF Orientation 6 inserted and its compressed data untouched
-/// (tools/make_exif_rotated_face.py).
-fn rotated_fixture() -> PathBuf {
-    root().join("tests/fixtures/metadata/obama-orientation6.jpg")
+/// obama.jpg as a phone stores a photo taken sideways: pixels turned a quarter left, and EXIF
+/// Orientation 6 (rotate 90 clockwise to view), in a PNG eXIf chunk.
+fn sideways_photo(dir: &Path) -> PathBuf {
+    let upright = load_image(&fixture("obama.jpg")).unwrap().image;
+    let path = dir.join("sideways.png");
+    std::fs::write(&path, common::png_with_orientation(&upright.rotate270(), 6)).unwrap();
+    path
 }
 
 #[test]
-fn score_decodes_an_exif_rotated_face_as_anonymize_does() {
-    // The loader anonymize certifies with: stored pixel order, orientation reported only.
-    let rotated = load_image(&rotated_fixture()).unwrap();
+fn score_sees_a_sideways_phone_photo_upright_as_anonymize_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let sideways = sideways_photo(dir.path());
+    let loaded = load_image(&sideways).unwrap();
     let upright = load_image(&fixture("obama.jpg")).unwrap();
-    assert_eq!(rotated.orientation, image::metadata::Orientation::Rotate90);
-    assert_eq!(
-        (rotated.image.width(), rotated.image.height()),
-        (upright.image.width(), upright.image.height())
-    );
-    assert_eq!(rotated.image.as_bytes(), upright.image.as_bytes());
+    assert_eq!(loaded.orientation, image::metadata::Orientation::Rotate90);
+    assert_eq!(loaded.image.to_rgb8(), upright.image.to_rgb8());
 
-    // `score` sees the same pixels: same dimensions, same faces, and distance 0 to the source.
-    let args = score_config(rotated_fixture(), fixture("obama.jpg"));
-    let report = score(&args).unwrap();
+    // The face is found upright, paired with the upright file's face at the same place:
+    // distance 0, a face comparison, same identity.
+    let report = score(&score_config(sideways, fixture("obama.jpg"))).unwrap();
     let a = &report.image_a.analysis;
     assert_eq!(
         (a.width, a.height),
-        (rotated.image.width(), rotated.image.height())
+        (upright.image.width(), upright.image.height())
     );
-    let mut certifier = Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
-    assert_eq!(*a, certifier.analyze(&rotated.image).unwrap());
+    assert_eq!(a.faces.len(), 1);
     assert_eq!(a, &report.image_b.analysis);
-    assert_eq!(report.comparison.distance, 0.0);
+    assert_eq!(report.comparison.distance, Some(0.0));
+    assert_eq!(report.certificate, CertificateKind::Face);
+    assert!(!report.certified);
     assert_eq!(report.verdict_text, "same identity");
 }
 
 #[test]
-fn score_cli_runs_on_an_exif_rotated_face_and_names_bad_files() {
-    let rotated = rotated_fixture();
+fn score_cli_runs_on_a_sideways_photo_and_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotated = sideways_photo(dir.path());
     let output = assert_cmd::Command::cargo_bin("boomerang")
         .unwrap()
         .args(["score", "--threads", "1", "--json"])
@@ -445,6 +474,8 @@ fn score_cli_runs_on_an_exif_rotated_face_and_names_bad_files() {
     assert_eq!(report["image_a"]["width"], 420);
     assert_eq!(report["image_a"]["height"], 350);
     assert_eq!(report["verdict"]["same_identity"], Value::Bool(true));
+    assert_eq!(report["certificate"], "face");
+    assert_eq!(report["certified"], Value::Bool(false));
 
     // A file that is not an image fails with its path and the same reason anonymize reports.
     let dir = tempfile::tempdir().unwrap();

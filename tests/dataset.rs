@@ -405,10 +405,41 @@ fn cmyk_jpeg_is_converted_to_rgb_and_reported_as_cmyk() {
 }
 
 #[test]
-fn exif_orientation_is_reported_not_applied() {
+fn exif_orientation_is_applied_at_decode_in_all_eight_cases() {
+    // A 5x3 image whose every pixel differs, stored under each orientation tag; the expected
+    // upright image follows the EXIF definition of each tag, written out pixel by pixel here
+    // rather than taken from the library under test.
+    let (w, h) = (5u32, 3u32);
+    let stored = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8 * 40, y as u8 * 80, 7]));
+    let at = |x: u32, y: u32| *stored.get_pixel(x, y);
+    for tag in 1u16..=8 {
+        let (dw, dh) = if tag >= 5 { (h, w) } else { (w, h) };
+        let expected = image::RgbImage::from_fn(dw, dh, |x, y| match tag {
+            1 => at(x, y),
+            2 => at(w - 1 - x, y),
+            3 => at(w - 1 - x, h - 1 - y),
+            4 => at(x, h - 1 - y),
+            5 => at(y, x),
+            6 => at(y, h - 1 - x),
+            7 => at(w - 1 - y, h - 1 - x),
+            _ => at(w - 1 - y, x),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let bytes =
+            common::png_with_orientation(&image::DynamicImage::ImageRgb8(stored.clone()), tag);
+        let path = write(dir.path(), "photo.png", &bytes);
+        let loaded = load_image(&path).unwrap();
+        assert_eq!(loaded.image.to_rgb8(), expected, "orientation {tag}");
+        assert_eq!(
+            loaded.sha256,
+            <[u8; 32]>::from(Sha256::digest(&bytes)),
+            "hash of the file as read"
+        );
+    }
+    // A JPEG's tag is applied too.
     let loaded = load_image(&fixture("orientation6.jpg")).unwrap();
     assert_eq!(loaded.orientation, image::metadata::Orientation::Rotate90);
-    assert_eq!((loaded.image.width(), loaded.image.height()), (4, 2));
+    assert_eq!((loaded.image.width(), loaded.image.height()), (2, 4));
     let plain = load_image(&fixture("cmyk.jpg")).unwrap();
     assert_eq!(
         plain.orientation,

@@ -1,13 +1,14 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
+use boomerang::certify::CertificateKind;
 use boomerang::records::report::{
-    genesis, rfc3339_utc, verify, ChainError, ReportError, ReportRow, ReportWriter, RowProblem,
-    RunConfig, RunRecord, Status, StatusCounts,
+    genesis, rfc3339_utc, verify, ChainError, KindCounts, ReportError, ReportRow, ReportWriter,
+    RowProblem, RunConfig, RunRecord, Status, StatusCounts,
 };
 use sha2::{Digest, Sha256};
 
-const HEADER: &str = "input_path,input_sha256,output_path,output_sha256,status,reason,level,\
+const HEADER: &str = "input_path,input_sha256,output_path,output_sha256,status,certificate,reason,level,\
 strength,start_timestep,steps,scheduler,seed,attempts,distance,threshold,metric,faces_in,\
 faces_out,model_sha256,embedder_sha256,detector_sha256,policy_sha256,width,height,milliseconds,tool_version,chain";
 
@@ -18,6 +19,7 @@ fn row(i: u32) -> ReportRow {
         output_path: format!("class_{}/f3a9{i:02}.png", i % 2),
         output_sha256: format!("{:064x}", i + 1000),
         status: Status::Certified,
+        certificate: Some(CertificateKind::Face),
         reason: String::new(),
         level: "medium".into(),
         strength: Some(0.5),
@@ -50,6 +52,7 @@ fn awkward_row() -> ReportRow {
         output_path: String::new(),
         output_sha256: String::new(),
         status: Status::Error,
+        certificate: None,
         reason: "decode failed:\nunexpected end of file, at byte 12".into(),
         strength: None,
         start_timestep: None,
@@ -129,25 +132,26 @@ fn header_is_written_at_creation_and_columns_are_exact() {
     let first = &records[0];
     assert_eq!(&first[0], "class_1/img_001.jpg");
     assert_eq!(&first[4], "certified");
-    assert_eq!(&first[7], "0.5");
-    assert_eq!(&first[9], "50");
-    assert_eq!(&first[13], "0.7342");
-    assert_eq!(&first[14], "0.6");
+    assert_eq!(&first[5], "face");
+    assert_eq!(&first[8], "0.5");
+    assert_eq!(&first[10], "50");
+    assert_eq!(&first[14], "0.7342");
+    assert_eq!(&first[15], "0.6");
     assert_eq!(
-        &first[20],
+        &first[21],
         "c15fab92a046e9935ae4784972dba0881688ddafa8ba739b6594fc1cef310bdf"
     );
-    assert_eq!(&first[22], "250");
-    assert_eq!(first[26].len(), 64);
+    assert_eq!(&first[23], "250");
+    assert_eq!(first[27].len(), 64);
     // Absent values are empty fields.
     let second = &records[1];
     assert_eq!(&second[4], "error");
     assert_eq!(&second[2], "");
-    for column in [7, 8, 9, 11, 12, 13, 14, 16, 17, 22, 23] {
+    for column in [5, 8, 9, 10, 12, 13, 14, 15, 17, 18, 23, 24] {
         assert_eq!(&second[column], "", "column {column}");
     }
     assert_eq!(
-        &second[5],
+        &second[6],
         "decode failed:\nunexpected end of file, at byte 12"
     );
 }
@@ -503,9 +507,15 @@ fn status_counts_and_names() {
             certified: 1,
             failed: 0,
             error: 1,
-            skipped: 1
+            skipped: 1,
+            certified_by_kind: KindCounts {
+                face: 1,
+                face_lost: 0,
+                whole_image: 0
+            }
         }
     );
+    assert_eq!(counts.certified_by_kind.describe(), "1 face");
     assert_eq!(counts.total(), 3);
     let names: Vec<String> = Status::ALL.iter().map(|s| s.to_string()).collect();
     assert_eq!(names, ["certified", "failed", "error", "skipped"]);
@@ -566,6 +576,11 @@ fn run_record_is_written_atomically_as_json() {
             failed: 1,
             error: 0,
             skipped: 2,
+            certified_by_kind: KindCounts {
+                face: 2,
+                face_lost: 0,
+                whole_image: 1,
+            },
         },
         started: rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
         finished: rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_709_251_260)),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{io_error, AuditError, Entry, Finding, FindingKind, GivenHashes, RunJson};
 use crate::certify::spec::EmbedderSpec;
+use crate::certify::CertificateKind;
 use crate::io::dataset::{path_text, IMAGE_EXTENSIONS};
 use crate::io::hashing::sha256_file;
 use crate::policy::{OnFailure, Policy, Threshold};
@@ -167,8 +168,12 @@ type HashOf = fn(&ReportRow) -> &str;
 
 fn describe_counts(counts: &StatusCounts) -> String {
     format!(
-        "certified {}, failed {}, error {}, skipped {}",
-        counts.certified, counts.failed, counts.error, counts.skipped
+        "certified {} ({}), failed {}, error {}, skipped {}",
+        counts.certified,
+        counts.certified_by_kind.describe(),
+        counts.failed,
+        counts.error,
+        counts.skipped
     )
 }
 
@@ -610,8 +615,44 @@ pub(super) fn verdicts(
     findings
 }
 
+/// The certificate kind against the face counts it derives from: whole-image exactly when the
+/// input has no face; a face certificate needs an output face for every input face.
+fn own_certificate(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
+    let Some(kind) = row.certificate else {
+        if row.status == Status::Certified {
+            add(
+                FindingKind::Verdict,
+                "certified without a certificate kind (face, face-lost or whole-image)".into(),
+            );
+        }
+        return;
+    };
+    let (faces_in, faces_out) = (row.faces_in, row.faces_out);
+    let contradiction = match kind {
+        CertificateKind::WholeImage => faces_in.is_some_and(|n| n > 0),
+        CertificateKind::Face => {
+            faces_in == Some(0) || matches!((faces_in, faces_out), (Some(i), Some(o)) if o < i)
+        }
+        CertificateKind::FaceLost => faces_in == Some(0),
+    };
+    if contradiction {
+        add(
+            FindingKind::Verdict,
+            format!(
+                "certificate kind {kind}, but the row records {} input and {} output faces",
+                faces_in.map_or("no count of".to_string(), |n| n.to_string()),
+                faces_out.map_or("no count of".to_string(), |n| n.to_string())
+            ),
+        );
+    }
+}
+
 fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
     let known_metric = matches!(row.metric.as_str(), "euclidean" | "cosine");
+    own_certificate(row, add);
+    // A lost face with no output face at all has no pair, hence no distance.
+    let nothing_compared =
+        row.certificate == Some(CertificateKind::FaceLost) && row.faces_out == Some(0);
     match row.status {
         Status::Certified => {
             if row.output_path.is_empty() || row.output_sha256.is_empty() {
@@ -621,6 +662,7 @@ fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
                 );
             }
             match (row.distance, row.threshold) {
+                (None, Some(t)) if nothing_compared && t.is_finite() => {}
                 (Some(d), Some(t)) if d.is_finite() && t.is_finite() => {
                     if !known_metric {
                         add(
@@ -646,14 +688,23 @@ fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
                 ),
             }
         }
+        // Only a face certificate depends on the distance alone; the policy decides the others.
         Status::Failed => match (row.distance, row.threshold) {
-            (Some(d), Some(t)) if known_metric && d.is_finite() && t.is_finite() && d > t => add(
+            (Some(d), Some(t))
+                if row.certificate == Some(CertificateKind::Face)
+                    && known_metric
+                    && d.is_finite()
+                    && t.is_finite()
+                    && d > t =>
+            {
+                add(
                 FindingKind::Verdict,
                 format!(
                     "failed, but distance {d} is beyond the threshold {t} ({}): the row would be certified",
                     row.metric
                 ),
-            ),
+            )
+            }
             (Some(_), Some(_)) => {}
             _ if row.reason.trim().is_empty() => add(
                 FindingKind::Verdict,
@@ -696,6 +747,40 @@ fn policy_rules(
         );
         return;
     };
+    if let (Status::Certified, Some(kind)) = (row.status, row.certificate) {
+        if !level.accepts(kind) {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "certified with a {kind} certificate, which level `{}` does not accept (it accepts: {})",
+                    level.name,
+                    level
+                        .accepted_kinds()
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+    if let (Status::Failed, Some(kind)) = (row.status, row.certificate) {
+        // A face row is judged by own_verdict; here the kinds whose acceptance is the policy's.
+        let all_differ = match (row.distance, row.threshold) {
+            (Some(d), Some(t)) => d.is_finite() && t.is_finite() && d > t,
+            (None, _) => kind == CertificateKind::FaceLost && row.faces_out == Some(0),
+            _ => false,
+        };
+        if kind != CertificateKind::Face && level.accepts(kind) && all_differ {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "failed, but its {kind} comparison is beyond the threshold and level `{}` accepts {kind} certificates: the row would be certified",
+                    level.name
+                ),
+            );
+        }
+    }
     if row.status == Status::Failed {
         match (level.on_failure, row.output_path.is_empty()) {
             (OnFailure::Drop, false) => add(

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write};
 
 use super::{Audit, Finding};
+use crate::certify::CertificateKind;
 use crate::records::report::{ReportRow, Status, StatusCounts};
 
 /// Findings listed on the page; the rest are counted.
@@ -219,22 +220,32 @@ fn count_of(counts: &StatusCounts, status: Status) -> u64 {
 fn write_levels(out: &mut String, rows: &[&ReportRow], counts: &StatusCounts) -> fmt::Result {
     let mut levels: BTreeMap<&str, StatusCounts> = BTreeMap::new();
     for row in rows {
-        levels
-            .entry(row.level.as_str())
-            .or_default()
-            .add(row.status);
+        levels.entry(row.level.as_str()).or_default().add(row);
     }
     out.push_str("<section><h2>Rows per level and status</h2><table><tr><th>level</th>");
     for status in Status::ALL {
         write!(out, "<th class=\"n\">{status}</th>")?;
     }
-    out.push_str("<th class=\"n\">total</th></tr>\n");
+    out.push_str("<th class=\"n\">total</th>");
+    // A whole-image or lost-face certificate is weaker than a face one: counted apart.
+    for kind in CertificateKind::ALL {
+        write!(out, "<th class=\"n\">certified: {kind}</th>")?;
+    }
+    out.push_str("</tr>\n");
     let line = |out: &mut String, label: &str, c: &StatusCounts| -> fmt::Result {
         write!(out, "<tr><td>{label}</td>")?;
         for status in Status::ALL {
             write!(out, "<td class=\"n\">{}</td>", count_of(c, status))?;
         }
-        writeln!(out, "<td class=\"n\">{}</td></tr>", c.total())
+        write!(out, "<td class=\"n\">{}</td>", c.total())?;
+        for kind in CertificateKind::ALL {
+            write!(
+                out,
+                "<td class=\"n\">{}</td>",
+                c.certified_by_kind.get(kind)
+            )?;
+        }
+        writeln!(out, "</tr>")
     };
     for (level, c) in &levels {
         let label = if level.is_empty() {

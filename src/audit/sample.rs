@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::{Entry, Finding, FindingKind, Reidentification, RunJson};
+use crate::certify::CertificateKind;
 use crate::io::hashing::sha256_bytes;
 use crate::records::report::{ReportRow, Status};
 
@@ -18,9 +19,9 @@ pub const RERUN_STREAM: u64 = 2;
 /// Redoes a row's expensive work with the run's engine. The implementation knows the input and
 /// output folders, the model, the policy and the embedder; the audit hands it rows from the report.
 pub trait Recomputer {
-    /// The distance between the row's input and its output file under the run's embedder and
-    /// metric, computed afresh from the files.
-    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<f32>;
+    /// The certificate kind and distance of the row's input against its output file under the
+    /// run's detector, embedders and metric, computed afresh from the files.
+    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<Rescored>;
     /// The bytes the run would write for the row's output: Boomerang on the row's input with its
     /// seed, level, strength, steps and scheduler, encoded exactly as the run encodes outputs.
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>>;
@@ -77,6 +78,13 @@ pub fn sample(key: &Key, stream: u64, eligible: &[u64], n: usize) -> Vec<u64> {
     pool
 }
 
+/// What re-scoring a row found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rescored {
+    pub certificate: CertificateKind,
+    pub distance: Option<f32>,
+}
+
 pub(super) struct Recomputed {
     pub findings: Vec<Finding>,
     pub rescored: Vec<u64>,
@@ -100,7 +108,7 @@ pub(super) fn recompute(
     };
     let rescorable = rows(|r| {
         matches!(r.status, Status::Certified | Status::Failed)
-            && r.distance.is_some()
+            && r.certificate.is_some()
             && !r.output_path.is_empty()
     });
     let rerunnable = rows(|r| !r.output_path.is_empty() && !r.output_sha256.is_empty());
@@ -123,25 +131,52 @@ pub(super) fn recompute(
     };
     for &line in &rescored {
         let Some(row) = row_at(line) else { continue };
-        let Some(reported) = row.distance else {
+        let Some(reported_kind) = row.certificate else {
             continue;
         };
-        match recomputer.rescore(row) {
-            Err(e) => add(row, line, format!("re-scoring failed: {e:#}")),
-            Ok(found) if !found.is_finite() || (found - reported).abs() > tolerance => {
-                let flips = row
-                    .threshold
-                    .is_some_and(|t| (found >= t) != (reported >= t));
+        let found = match recomputer.rescore(row) {
+            Err(e) => {
+                add(row, line, format!("re-scoring failed: {e:#}"));
+                continue;
+            }
+            Ok(found) => found,
+        };
+        if found.certificate != reported_kind {
+            add(
+                row,
+                line,
+                format!(
+                    "re-scored certificate kind {}, the report says {reported_kind}",
+                    found.certificate
+                ),
+            );
+            continue;
+        }
+        match (found.distance, row.distance) {
+            (None, None) => {}
+            (Some(found), Some(reported))
+                if found.is_finite() && (found - reported).abs() <= tolerance => {}
+            (found, reported) => {
+                let flips = match (found, reported, row.threshold) {
+                    (Some(f), Some(r), Some(t)) => (f >= t) != (r >= t),
+                    _ => true,
+                };
+                let text = |d: Option<f32>| d.map_or("none".to_string(), |d| d.to_string());
                 add(
                     row,
                     line,
                     format!(
-                        "re-scored distance {found}, the report says {reported} (tolerance {tolerance}){}",
-                        if flips { "; the verdict would change" } else { "" }
+                        "re-scored distance {}, the report says {} (tolerance {tolerance}){}",
+                        text(found),
+                        text(reported),
+                        if flips {
+                            "; the verdict would change"
+                        } else {
+                            ""
+                        }
                     ),
                 );
             }
-            Ok(_) => {}
         }
     }
     for &line in &rerun {

@@ -5,8 +5,8 @@
 //! attack; [`score`] is the `boomerang score` command.
 //!
 //! Images are analyzed as [`crate::io::dataset::load_image`] decodes them, the one loader `anonymize`
-//! and `score` share: pixels in stored order, EXIF orientation reported but not applied, so a
-//! score of two files sees exactly the pixels a run certified.
+//! and `score` share (EXIF orientation applied), so a score of two files sees exactly the pixels
+//! a run certified.
 //!
 //! Independent of the diffusion pipeline: it needs only ONNX Runtime and the two models.
 
@@ -20,7 +20,7 @@ pub mod spec;
 use std::path::{Path, PathBuf};
 
 use image::DynamicImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::io::runtime::{Runtime, SessionOptions};
 use align::AlignError;
@@ -177,9 +177,82 @@ pub struct FaceAnalysis {
     pub height: u32,
     /// Faces found, best score first.
     pub faces: Vec<Face>,
-    /// Set exactly when no face was found: the embedding of the whole (center-cropped) image. What
-    /// a faceless image means is the caller's policy; comparisons report when it was used.
-    pub whole_image_fallback: Option<Embedding>,
+    /// The embedding of the whole image, made only when a whole-image comparison can happen:
+    /// the input has no face (see [`Certifier::analyze_output`]).
+    pub whole_image: Option<Embedding>,
+}
+
+impl FaceAnalysis {
+    /// A face's box as fractions of the image's width and height, so boxes of two images of
+    /// different sizes (a resized copy) can be compared.
+    fn unit_box(&self, face: &Face) -> BoundingBox {
+        let (w, h) = (self.width.max(1) as f32, self.height.max(1) as f32);
+        BoundingBox {
+            x0: face.bbox.x0 / w,
+            y0: face.bbox.y0 / h,
+            x1: face.bbox.x1 / w,
+            y1: face.bbox.y1 / h,
+        }
+    }
+}
+
+/// What a comparison of an input with its output rests on: the report's `certificate` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateKind {
+    /// Every input face has an output face at its place, each compared with it; and every
+    /// input face was compared with every output face.
+    Face,
+    /// At least one input face has no output face at its place: the detector no longer finds
+    /// it, so nothing shows it became someone else. Never a certificate unless a policy says
+    /// `on-face-lost = "accept"`.
+    FaceLost,
+    /// The input has no face: whole-image embeddings were compared (a near-duplicate check,
+    /// not an identity check).
+    WholeImage,
+}
+
+impl CertificateKind {
+    pub const ALL: [CertificateKind; 3] = [
+        CertificateKind::Face,
+        CertificateKind::FaceLost,
+        CertificateKind::WholeImage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateKind::Face => "face",
+            CertificateKind::FaceLost => "face-lost",
+            CertificateKind::WholeImage => "whole-image",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for CertificateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Boxes (as fractions of their image) overlapping at least this much show the same face
+/// before and after: Boomerang keeps the layout of the image (it starts from the input's
+/// latents), so a face stays where it was; 0.3 leaves room for the reshaped face and the
+/// detector's jitter, and stays far above boxes of two neighbouring faces.
+pub const MIN_CORRESPONDENCE_IOU: f32 = 0.3;
+
+/// An input face and the output face found at its place, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Correspondence {
+    pub input: usize,
+    pub output: Option<usize>,
+    /// Overlap of the two boxes (0 without a counterpart).
+    pub iou: f32,
+    /// Distance between the two faces' embeddings.
+    pub distance: Option<f32>,
 }
 
 /// What stood for an image in a comparison.
@@ -197,80 +270,134 @@ pub struct Pair {
     pub distance: f32,
 }
 
-/// Input vs output: every input face is matched to its closest output face, and the closest of
-/// those pairs (the worst case for privacy) decides.
+/// Input vs output, face to face: each input face is paired with the output face at its place
+/// ([`Correspondence`]), and every input face is compared with every output face; the closest
+/// of all those pairs (the worst case for privacy) is the comparison's distance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
+    pub certificate: CertificateKind,
+    /// The metric of the embedder that made the compared embeddings (the whole-image embedder's
+    /// for [`CertificateKind::WholeImage`]).
     pub metric: Metric,
-    /// Distance of the closest pair (for cosine, `1 - similarity`).
-    pub distance: f32,
+    /// Distance of the closest pair (for cosine, `1 - similarity`); `None` when there was no
+    /// pair at all (an input face lost and no output face).
+    pub distance: Option<f32>,
     /// Cosine similarity of the closest pair, for the cosine metric.
     pub similarity: Option<f32>,
-    pub closest: Pair,
-    /// Each input face (or the whole input image) with its best output match.
-    pub best_matches: Vec<Pair>,
+    pub closest: Option<Pair>,
+    /// One per input face, in input order.
+    pub correspondences: Vec<Correspondence>,
     pub faces_in: usize,
     pub faces_out: usize,
-    /// Whether either side had no face and its whole-image embedding was used.
-    pub fallback_used: bool,
 }
 
-fn subjects<'a>(
-    analysis: &'a FaceAnalysis,
-    side: &'static str,
-) -> Result<Vec<(Subject, &'a Embedding)>, CertifyError> {
-    if !analysis.faces.is_empty() {
-        return Ok(analysis
-            .faces
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Subject::Face(i), &f.embedding))
-            .collect());
-    }
-    match &analysis.whole_image_fallback {
-        Some(embedding) => Ok(vec![(Subject::WholeImage, embedding)]),
-        None => Err(CertifyError::NothingToCompare { side }),
+impl Comparison {
+    /// Whether every compared pair is a different identity at `point` (true when nothing was
+    /// compared: whether that may certify is the certificate kind's question, not this one's).
+    pub fn all_pairs_differ(&self, point: &OperatingPoint) -> bool {
+        self.distance.is_none_or(|d| !point.same_identity(d))
     }
 }
 
-/// Compares an input image's analysis with an output image's (see [`Comparison`]).
+/// Pairs input faces with output faces by box overlap, greedily from the largest overlap, one
+/// output face per input face.
+fn correspond(input: &FaceAnalysis, output: &FaceAnalysis) -> Vec<Option<(usize, f32)>> {
+    let mut overlaps = Vec::new();
+    for (i, a) in input.faces.iter().enumerate() {
+        for (o, b) in output.faces.iter().enumerate() {
+            let iou = input.unit_box(a).iou(&output.unit_box(b));
+            if iou >= MIN_CORRESPONDENCE_IOU {
+                overlaps.push((iou, i, o));
+            }
+        }
+    }
+    overlaps.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut paired = vec![None; input.faces.len()];
+    let mut taken = vec![false; output.faces.len()];
+    for (iou, i, o) in overlaps {
+        if paired[i].is_none() && !taken[o] {
+            paired[i] = Some((o, iou));
+            taken[o] = true;
+        }
+    }
+    paired
+}
+
+/// Compares an input image's analysis with its output's (see [`Comparison`]). `face_metric`
+/// is the face embedder's; `whole_image_metric` the metric of the embedder that made the
+/// whole-image embeddings.
 pub fn compare(
-    metric: Metric,
+    face_metric: Metric,
+    whole_image_metric: Metric,
     input: &FaceAnalysis,
     output: &FaceAnalysis,
 ) -> Result<Comparison, CertifyError> {
-    let ins = subjects(input, "input")?;
-    let outs = subjects(output, "output")?;
-    let mut best_matches = Vec::with_capacity(ins.len());
-    for (input_subject, a) in &ins {
-        let mut best: Option<Pair> = None;
-        for (output_subject, b) in &outs {
-            let distance = metric.distance(a, b)?;
-            if best.is_none_or(|p| distance < p.distance) {
-                best = Some(Pair {
-                    input: *input_subject,
-                    output: *output_subject,
+    let (faces_in, faces_out) = (input.faces.len(), output.faces.len());
+    if input.faces.is_empty() {
+        let a = input
+            .whole_image
+            .as_ref()
+            .ok_or(CertifyError::NothingToCompare { side: "input" })?;
+        let b = output
+            .whole_image
+            .as_ref()
+            .ok_or(CertifyError::NothingToCompare { side: "output" })?;
+        let distance = whole_image_metric.distance(a, b)?;
+        return Ok(Comparison {
+            certificate: CertificateKind::WholeImage,
+            metric: whole_image_metric,
+            distance: Some(distance),
+            similarity: whole_image_metric.similarity_of(distance),
+            closest: Some(Pair {
+                input: Subject::WholeImage,
+                output: Subject::WholeImage,
+                distance,
+            }),
+            correspondences: Vec::new(),
+            faces_in,
+            faces_out,
+        });
+    }
+    let mut closest: Option<Pair> = None;
+    let mut distances = vec![vec![0.0f32; faces_out]; faces_in];
+    for (i, a) in input.faces.iter().enumerate() {
+        for (o, b) in output.faces.iter().enumerate() {
+            let distance = face_metric.distance(&a.embedding, &b.embedding)?;
+            distances[i][o] = distance;
+            if closest.is_none_or(|p| distance < p.distance) {
+                closest = Some(Pair {
+                    input: Subject::Face(i),
+                    output: Subject::Face(o),
                     distance,
                 });
             }
         }
-        // `subjects` never returns an empty list, so every input has a best match.
-        best_matches.extend(best);
     }
-    let closest = best_matches
-        .iter()
-        .copied()
-        .min_by(|a, b| a.distance.total_cmp(&b.distance))
-        .ok_or(CertifyError::NothingToCompare { side: "input" })?;
+    let correspondences: Vec<Correspondence> = correspond(input, output)
+        .into_iter()
+        .enumerate()
+        .map(|(i, paired)| Correspondence {
+            input: i,
+            output: paired.map(|(o, _)| o),
+            iou: paired.map_or(0.0, |(_, iou)| iou),
+            distance: paired.map(|(o, _)| distances[i][o]),
+        })
+        .collect();
+    let certificate = if correspondences.iter().all(|c| c.output.is_some()) {
+        CertificateKind::Face
+    } else {
+        CertificateKind::FaceLost
+    };
+    let distance = closest.map(|p| p.distance);
     Ok(Comparison {
-        metric,
-        distance: closest.distance,
-        similarity: metric.similarity_of(closest.distance),
+        certificate,
+        metric: face_metric,
+        distance,
+        similarity: distance.and_then(|d| face_metric.similarity_of(d)),
         closest,
-        best_matches,
-        faces_in: input.faces.len(),
-        faces_out: output.faces.len(),
-        fallback_used: input.faces.is_empty() || output.faces.is_empty(),
+        correspondences,
+        faces_in,
+        faces_out,
     })
 }
 
@@ -279,6 +406,7 @@ pub fn compare(
 pub struct Verdict {
     pub operating_point: String,
     pub rule: String,
+    /// Some compared pair is the same identity at the operating point.
     pub same_identity: bool,
 }
 
@@ -287,15 +415,19 @@ impl Verdict {
         Self {
             operating_point: point.name.clone(),
             rule: point.rule(),
-            same_identity: point.same_identity(comparison.distance),
+            same_identity: !comparison.all_pairs_differ(point),
         }
     }
 }
 
-/// Detector + embedder, loaded once and used image after image.
+/// Detector + face embedder (+ an optional whole-image embedder), loaded once and used image
+/// after image.
 pub struct Certifier {
     detector: FaceDetector,
     embedder: Embedder,
+    /// Embeds whole images for [`CertificateKind::WholeImage`]; without it the face embedder
+    /// embeds a centre crop, which says little (the comparison records whose metric it used).
+    whole_image_embedder: Option<Embedder>,
 }
 
 impl Certifier {
@@ -311,15 +443,59 @@ impl Certifier {
         let embedder = Embedder::load(runtime, spec, options)?;
         let detector =
             FaceDetector::load(runtime, detector_model, options, DetectorConfig::default())?;
-        Ok(Self { detector, embedder })
+        Ok(Self {
+            detector,
+            embedder,
+            whole_image_embedder: None,
+        })
+    }
+
+    /// Embeds whole images with the embedder of `spec` instead of the face embedder.
+    pub fn with_whole_image_embedder(
+        mut self,
+        runtime: &Runtime,
+        spec: &Path,
+        options: &SessionOptions,
+    ) -> Result<Self, CertifyError> {
+        let spec = EmbedderSpec::load(spec)?;
+        self.whole_image_embedder = Some(Embedder::load(runtime, spec, options)?);
+        Ok(self)
     }
 
     pub fn spec(&self) -> &EmbedderSpec {
         self.embedder.spec()
     }
 
-    /// Finds, aligns and embeds every face; embeds the whole image when there is none.
+    /// The spec of the embedder whole images are embedded with.
+    pub fn whole_image_spec(&self) -> &EmbedderSpec {
+        self.whole_image_embedder
+            .as_ref()
+            .unwrap_or(&self.embedder)
+            .spec()
+    }
+
+    /// Finds, aligns and embeds every face of an input; embeds the whole image when there is
+    /// none.
     pub fn analyze(&mut self, image: &DynamicImage) -> Result<FaceAnalysis, CertifyError> {
+        self.analyze_with(image, None)
+    }
+
+    /// [`Self::analyze`] of an output made from `input`: the whole image is embedded exactly
+    /// when the input has no face, whatever the output shows.
+    pub fn analyze_output(
+        &mut self,
+        image: &DynamicImage,
+        input: &FaceAnalysis,
+    ) -> Result<FaceAnalysis, CertifyError> {
+        self.analyze_with(image, Some(input.faces.is_empty()))
+    }
+
+    /// `whole_image`: whether to embed the whole image; `None`: when no face is found.
+    fn analyze_with(
+        &mut self,
+        image: &DynamicImage,
+        whole_image: Option<bool>,
+    ) -> Result<FaceAnalysis, CertifyError> {
         let rgb = image.to_rgb8();
         let detections = self.detector.detect(&rgb)?;
         let mut faces = Vec::with_capacity(detections.len());
@@ -333,9 +509,13 @@ impl Certifier {
                 keypoints: detection.keypoints,
             });
         }
-        let whole_image_fallback = if faces.is_empty() {
-            let [w, h] = self.embedder.spec().input_size;
-            Some(self.embedder.embed(&align::whole_image_chip(&rgb, w, h))?)
+        let whole_image = if whole_image.unwrap_or(faces.is_empty()) {
+            let embedder = self
+                .whole_image_embedder
+                .as_mut()
+                .unwrap_or(&mut self.embedder);
+            let [w, h] = embedder.spec().input_size;
+            Some(embedder.embed(&align::whole_image_chip(&rgb, w, h))?)
         } else {
             None
         };
@@ -343,17 +523,38 @@ impl Certifier {
             width: rgb.width(),
             height: rgb.height(),
             faces,
-            whole_image_fallback,
+            whole_image,
         })
     }
 
-    /// [`compare`] with this embedder's metric.
+    /// [`compare`] with this certifier's metrics.
     pub fn compare(
         &self,
         input: &FaceAnalysis,
         output: &FaceAnalysis,
     ) -> Result<Comparison, CertifyError> {
-        compare(self.spec().metric, input, output)
+        compare(
+            self.spec().metric,
+            self.whole_image_spec().metric,
+            input,
+            output,
+        )
+    }
+
+    /// The operating point a comparison of `kind` is judged at: `face_point` (a point of the
+    /// face embedder) for faces, the whole-image embedder's default point for whole images
+    /// when there is a whole-image embedder.
+    pub fn operating_point(
+        &self,
+        kind: CertificateKind,
+        face_point: Option<&str>,
+    ) -> Result<&OperatingPoint, CertifyError> {
+        match (kind, &self.whole_image_embedder) {
+            (CertificateKind::WholeImage, Some(embedder)) => {
+                Ok(embedder.spec().operating_point(None)?)
+            }
+            _ => Ok(self.spec().operating_point(face_point)?),
+        }
     }
 
     /// Judges a comparison at the named operating point, or the spec's default one.
@@ -363,7 +564,7 @@ impl Certifier {
         operating_point: Option<&str>,
     ) -> Result<Verdict, CertifyError> {
         Ok(Verdict::new(
-            self.spec().operating_point(operating_point)?,
+            self.operating_point(comparison.certificate, operating_point)?,
             comparison,
         ))
     }
@@ -373,14 +574,15 @@ impl Certifier {
 mod tests {
     use super::*;
 
-    fn face(v: &[f32]) -> Face {
+    /// A face at box (x, y)-(x+10, y+10).
+    fn face_at(x: f32, y: f32, v: &[f32]) -> Face {
         let p = Point { x: 0.0, y: 0.0 };
         Face {
             bbox: BoundingBox {
-                x0: 0.0,
-                y0: 0.0,
-                x1: 1.0,
-                y1: 1.0,
+                x0: x,
+                y0: y,
+                x1: x + 10.0,
+                y1: y + 10.0,
             },
             score: 0.9,
             keypoints: [p; 6],
@@ -388,47 +590,116 @@ mod tests {
         }
     }
 
-    fn analysis(faces: Vec<Face>, fallback: Option<&[f32]>) -> FaceAnalysis {
+    fn analysis(size: u32, faces: Vec<Face>, whole_image: Option<&[f32]>) -> FaceAnalysis {
         FaceAnalysis {
-            width: 10,
-            height: 10,
+            width: size,
+            height: size,
             faces,
-            whole_image_fallback: fallback.map(|v| Embedding::new(v.to_vec()).unwrap()),
+            whole_image: whole_image.map(|v| Embedding::new(v.to_vec()).unwrap()),
         }
     }
 
-    #[test]
-    fn several_faces_keep_the_worst_case_pair() {
-        let input = analysis(vec![face(&[0.0, 0.0]), face(&[10.0, 0.0])], None);
-        let output = analysis(
-            vec![face(&[0.0, 5.0]), face(&[10.0, 1.0]), face(&[20.0, 0.0])],
-            None,
-        );
-        let c = compare(Metric::Euclidean, &input, &output).unwrap();
-        assert_eq!(c.best_matches.len(), 2);
-        assert_eq!(c.best_matches[0].output, Subject::Face(0));
-        assert_eq!(c.best_matches[0].distance, 5.0);
-        assert_eq!(c.best_matches[1].output, Subject::Face(1));
-        assert_eq!(c.closest, c.best_matches[1]);
-        assert_eq!(c.distance, 1.0);
-        assert_eq!((c.faces_in, c.faces_out, c.fallback_used), (2, 3, false));
-        assert_eq!(c.similarity, None);
+    fn face_compare(input: &FaceAnalysis, output: &FaceAnalysis) -> Comparison {
+        compare(Metric::Euclidean, Metric::Cosine, input, output).unwrap()
     }
 
     #[test]
-    fn faceless_images_use_their_whole_image_embedding_and_say_so() {
-        let input = analysis(vec![face(&[1.0, 0.0])], None);
-        let output = analysis(vec![], Some(&[0.0, 1.0]));
-        let c = compare(Metric::Cosine, &input, &output).unwrap();
-        assert!(c.fallback_used);
-        assert_eq!(c.closest.output, Subject::WholeImage);
-        assert!((c.distance - 1.0).abs() < 1e-6);
+    fn faces_pair_by_place_and_every_cross_pair_counts() {
+        let input = analysis(
+            100,
+            vec![
+                face_at(0.0, 0.0, &[0.0, 0.0]),
+                face_at(50.0, 50.0, &[10.0, 0.0]),
+            ],
+            None,
+        );
+        // Output face 0 sits where input face 1 was, and looks like input face 0 (a face moved
+        // onto its neighbour's place): the cross pair decides.
+        let output = analysis(
+            100,
+            vec![
+                face_at(51.0, 50.0, &[0.0, 0.5]),
+                face_at(1.0, 0.0, &[10.0, 9.0]),
+            ],
+            None,
+        );
+        let c = face_compare(&input, &output);
+        assert_eq!(c.certificate, CertificateKind::Face);
+        assert_eq!(c.correspondences[0].output, Some(1));
+        assert_eq!(
+            c.correspondences[0].distance,
+            Some((100.0f32 + 81.0).sqrt())
+        );
+        assert_eq!(c.correspondences[1].output, Some(0));
+        assert!(c.correspondences[1].iou > 0.8);
+        assert_eq!(c.distance, Some(0.5));
+        let closest = c.closest.unwrap();
+        assert_eq!(
+            (closest.input, closest.output),
+            (Subject::Face(0), Subject::Face(0))
+        );
+        let point = OperatingPoint {
+            name: "p".into(),
+            max_distance: Some(0.6),
+            min_similarity: None,
+            provenance: String::new(),
+        };
+        assert!(!c.all_pairs_differ(&point));
+        assert!(Verdict::new(&point, &c).same_identity);
+    }
+
+    #[test]
+    fn a_face_without_a_counterpart_is_lost_not_certified_by_a_whole_image() {
+        let input = analysis(100, vec![face_at(0.0, 0.0, &[0.0, 0.0])], None);
+        // No face found in the output: no pair, whatever its whole-image embedding says.
+        let empty = analysis(100, vec![], Some(&[5.0, 5.0]));
+        let c = face_compare(&input, &empty);
+        assert_eq!(c.certificate, CertificateKind::FaceLost);
+        assert_eq!((c.distance, c.closest), (None, None));
+        assert_eq!(c.correspondences[0].output, None);
+        // A face elsewhere is not this face's counterpart, but still compared with it.
+        let moved = analysis(100, vec![face_at(60.0, 60.0, &[3.0, 4.0])], None);
+        let c = face_compare(&input, &moved);
+        assert_eq!(c.certificate, CertificateKind::FaceLost);
+        assert_eq!(c.distance, Some(5.0));
+        assert_eq!(c.correspondences[0].iou, 0.0);
+    }
+
+    #[test]
+    fn boxes_compare_as_fractions_of_their_image() {
+        let input = analysis(100, vec![face_at(20.0, 20.0, &[0.0, 0.0])], None);
+        // The same face in a copy at twice the size.
+        let mut output = analysis(200, vec![face_at(40.0, 40.0, &[1.0, 0.0])], None);
+        output.faces[0].bbox.x1 = 60.0;
+        output.faces[0].bbox.y1 = 60.0;
+        let c = face_compare(&input, &output);
+        assert_eq!(c.certificate, CertificateKind::Face);
+        assert!((c.correspondences[0].iou - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn faceless_inputs_compare_whole_images_with_the_whole_image_metric() {
+        let input = analysis(10, vec![], Some(&[1.0, 0.0]));
+        // Faces appearing in the output do not matter: the input had none to protect.
+        let output = analysis(10, vec![face_at(0.0, 0.0, &[0.0, 0.0])], Some(&[0.0, 1.0]));
+        let c = face_compare(&input, &output);
+        assert_eq!(c.certificate, CertificateKind::WholeImage);
+        assert_eq!(c.metric, Metric::Cosine);
+        assert!((c.distance.unwrap() - 1.0).abs() < 1e-6);
         assert!(c.similarity.unwrap().abs() < 1e-6);
-        let broken = analysis(vec![], None);
+        let broken = analysis(10, vec![], None);
         assert!(matches!(
-            compare(Metric::Cosine, &input, &broken),
+            compare(Metric::Euclidean, Metric::Cosine, &input, &broken),
             Err(CertifyError::NothingToCompare { side: "output" })
         ));
+    }
+
+    #[test]
+    fn certificate_kinds_round_trip_their_names() {
+        for kind in CertificateKind::ALL {
+            assert_eq!(CertificateKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(CertificateKind::parse("whole"), None);
     }
 
     #[test]

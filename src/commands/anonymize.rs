@@ -18,7 +18,7 @@ use super::Exit;
 use crate::certify::metric::Embedding;
 use crate::certify::reid::{self, Probe};
 use crate::certify::spec::OperatingPoint;
-use crate::certify::{self, Certifier, FaceAnalysis};
+use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis};
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::image_seed;
@@ -668,7 +668,7 @@ impl<'a> Certifying<'a> {
 
     fn finish_row(&mut self, row: ReportRow) -> anyhow::Result<()> {
         let counts = &mut self.counts;
-        counts.add(row.status);
+        counts.add(&row);
         self.progress.inc(1);
         self.progress.set_message(format!(
             "certified {} failed {} errors {}",
@@ -943,6 +943,7 @@ impl RowContext<'_> {
             output_path: String::new(),
             output_sha256: String::new(),
             status,
+            certificate: None,
             reason,
             level: self.level.name.clone(),
             strength: None,
@@ -1077,9 +1078,9 @@ struct ImageToCertify {
 /// The last attempt of one image.
 struct Attempt {
     image: DynamicImage,
-    distance: f32,
-    whole_image: bool,
-    faces_out: usize,
+    comparison: Comparison,
+    /// The threshold it was judged at, as a distance in its metric.
+    threshold: Option<f32>,
     certified: bool,
     /// Attempts made so far (this one included).
     number: u32,
@@ -1158,14 +1159,15 @@ fn attempt_round(
         let job = &jobs[i];
         let image =
             imageio::from_working_tensor(output.images.index_axis(Axis(0), slot), &job.placement);
-        let faces_out = certifier.analyze(&image)?;
+        let faces_out = certifier.analyze_output(&image, &job.faces_in)?;
         let comparison = certifier.compare(&job.faces_in, &faces_out)?;
-        let certified = !context.point.same_identity(comparison.distance);
+        let point = context.point;
+        // A certificate needs a kind the level accepts, and every compared pair different.
+        let certified = level.accepts(comparison.certificate) && comparison.all_pairs_differ(point);
         results[i] = Some(Attempt {
             image,
-            distance: comparison.distance,
-            whole_image: comparison.fallback_used,
-            faces_out: faces_out.faces.len(),
+            threshold: threshold_distance(point),
+            comparison,
             certified,
             number: attempt + 1,
             strength: settings.strength,
@@ -1197,8 +1199,11 @@ fn verdict(
     row.start_timestep = result.start_timestep;
     row.seed = hex::encode(result.seed);
     row.attempts = Some(result.number);
-    row.distance = Some(result.distance);
-    row.faces_out = Some(result.faces_out as u32);
+    row.certificate = Some(result.comparison.certificate);
+    row.distance = result.comparison.distance;
+    row.metric = result.comparison.metric.to_string();
+    row.threshold = result.threshold;
+    row.faces_out = Some(result.comparison.faces_out as u32);
     let no_face = job.faces_in.faces.is_empty();
     let (status, reason, keep) = judge(context, &result, no_face);
     row.status = status;
@@ -1227,20 +1232,35 @@ fn judge(context: &BatchContext, result: &Attempt, no_face: bool) -> (Status, St
             "no face found in the input (policy: on-no-face = flag); output kept, not certified";
         (Status::Failed, reason.into(), true)
     } else if result.certified {
-        let reason = if result.whole_image {
-            format!(
-                "whole-image embeddings (no face on one side) {}",
+        let reason = match result.comparison.certificate {
+            CertificateKind::Face => format!(
+                "every input face has its output face at its place, and every pair of faces {}",
                 beyond(point)
-            )
-        } else {
-            format!("closest face pair {}", beyond(point))
+            ),
+            CertificateKind::FaceLost => format!(
+                "an input face has no output face at its place (accepted: on-face-lost = accept); every pair of faces still found {}",
+                beyond(point)
+            ),
+            CertificateKind::WholeImage => format!(
+                "no face in the input: the whole images {} (a near-duplicate check, not an identity check)",
+                beyond(point)
+            ),
         };
         (Status::Certified, reason, true)
     } else {
         let flagged = level.on_failure == OnFailure::Flag;
+        let why = if !result.comparison.all_pairs_differ(point) {
+            format!("still the same identity ({})", point.rule())
+        } else if result.comparison.certificate == CertificateKind::FaceLost {
+            "an input face has no output face at its place (on-face-lost = fail: a face the detector stops finding is not shown to be someone else)".to_string()
+        } else {
+            format!(
+                "a {} comparison, which this level does not accept",
+                result.comparison.certificate
+            )
+        };
         let reason = format!(
-            "still the same identity ({}) after {} attempts; {}",
-            point.rule(),
+            "{why} after {} attempts; {}",
             result.number,
             if flagged {
                 "output kept and flagged (policy: on-failure = flag)"
@@ -1260,14 +1280,14 @@ fn beyond(point: &OperatingPoint) -> String {
     )
 }
 
-/// The representative embedding of an image: its most confident face, else the whole image.
+/// The identity an attacker would look up: the image's most confident face. Images without a
+/// face are left out: re-identification is about people.
 fn representative(analysis: FaceAnalysis) -> Option<Embedding> {
-    let best = analysis
+    analysis
         .faces
         .into_iter()
         .max_by(|a, b| a.score.total_cmp(&b.score))
-        .map(|face| face.embedding);
-    best.or(analysis.whole_image_fallback)
+        .map(|face| face.embedding)
 }
 
 /// Dataset-level top-1 re-identification: every input is the gallery, every written output a
@@ -1353,9 +1373,10 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
                     _ => "n/a (no outputs)".to_string(),
                 };
                 println!(
-                    "level {}: {} certified, {} failed, {} errors, {} skipped in {:.1} s\ntop-1 re-identification rate of outputs against inputs: {reid}\nreport {} and run record {} are private: they link outputs to inputs and hold the seed",
+                    "level {}: {} certified ({}), {} failed, {} errors, {} skipped in {:.1} s\ntop-1 re-identification rate of outputs against inputs: {reid}\nreport {} and run record {} are private: they link outputs to inputs and hold the seed",
                     summary.level,
                     counts.certified,
+                    counts.certified_by_kind.describe(),
                     counts.failed,
                     counts.error,
                     counts.skipped,

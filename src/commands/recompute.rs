@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::audit::AuditConfig;
-use crate::audit::Recomputer;
+use crate::audit::{Recomputer, Rescored};
 use crate::certify::spec::EmbedderSpec;
 use crate::certify::{self, Certifier};
 use crate::commands::anonymize::level_settings;
@@ -86,7 +86,7 @@ impl RunRecomputer {
 }
 
 impl Recomputer for RunRecomputer {
-    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<f32> {
+    fn rescore(&mut self, row: &ReportRow) -> anyhow::Result<Rescored> {
         let input = dataset::load_image(self.input(row)?)?;
         let output_path = self
             .outputs
@@ -94,8 +94,12 @@ impl Recomputer for RunRecomputer {
             .with_context(|| format!("output {} not found in --outputs", row.output_path))?;
         let output = dataset::load_image(output_path)?;
         let faces_in = self.certifier.analyze(&input.image)?;
-        let faces_out = self.certifier.analyze(&output.image)?;
-        Ok(self.certifier.compare(&faces_in, &faces_out)?.distance)
+        let faces_out = self.certifier.analyze_output(&output.image, &faces_in)?;
+        let comparison = self.certifier.compare(&faces_in, &faces_out)?;
+        Ok(Rescored {
+            certificate: comparison.certificate,
+            distance: comparison.distance,
+        })
     }
 
     fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {

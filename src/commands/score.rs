@@ -1,13 +1,15 @@
-//! `boomerang score IMAGE_A IMAGE_B`: the faces found in two images, the distance between their
-//! closest faces and whether the embedder's operating point calls them the same identity.
+//! `boomerang score IMAGE_A IMAGE_B`: the faces found in two images, how they correspond, the
+//! distance between their closest faces, and the certificate `anonymize` would grant B as an
+//! anonymized A: its kind (face, face-lost, whole-image) and whether it holds.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::certify::{
-    resolve_detector, resolve_embedder, Certifier, Comparison, FaceAnalysis, Subject, Verdict,
+    resolve_detector, resolve_embedder, CertificateKind, Certifier, Comparison, FaceAnalysis,
+    Subject, Verdict,
 };
 use crate::io::dataset;
 use crate::io::runtime::{RuntimeConfig, RuntimeInfo};
@@ -46,7 +48,14 @@ pub struct ScoreReport {
     pub image_b: ImageReport,
     pub comparison: Comparison,
     pub verdict: Verdict,
-    /// "same identity" or "different identity".
+    /// What the comparison rests on (the report's `certificate` column).
+    pub certificate: CertificateKind,
+    /// Whether B would be certified as an anonymized A: a face-to-face comparison where every
+    /// pair differs, or a whole-image one (A has no face) where the images differ. A lost face is
+    /// never a certificate here (policies must opt in with `on-face-lost = "accept"`).
+    pub certified: bool,
+    /// "same identity", "different identity", "face lost" or "whole images differ" / "near
+    /// duplicate": never "different identity" without a face-to-face comparison.
     pub verdict_text: &'static str,
 }
 
@@ -67,19 +76,33 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
     certifier
         .spec()
         .operating_point(config.operating_point.as_deref())?;
-    let mut analyze = |path: &Path| -> anyhow::Result<ImageReport> {
-        // The loader anonymize uses, so both see the same pixels (stored order, EXIF
-        // orientation not applied) under the same size limits.
-        let image = dataset::load_image(path)?.image;
-        Ok(ImageReport {
-            path: path.to_path_buf(),
-            analysis: certifier.analyze(&image)?,
-        })
+    // The loader anonymize uses, so both see the same pixels (EXIF orientation applied) under
+    // the same size limits.
+    let image_a = ImageReport {
+        path: config.image_a.clone(),
+        analysis: certifier.analyze(&dataset::load_image(&config.image_a)?.image)?,
     };
-    let image_a = analyze(&config.image_a)?;
-    let image_b = analyze(&config.image_b)?;
+    // B as anonymize sees an output: its whole image is embedded exactly when A has no face.
+    let image_b = ImageReport {
+        path: config.image_b.clone(),
+        analysis: certifier.analyze_output(
+            &dataset::load_image(&config.image_b)?.image,
+            &image_a.analysis,
+        )?,
+    };
     let comparison = certifier.compare(&image_a.analysis, &image_b.analysis)?;
     let verdict = certifier.verdict(&comparison, config.operating_point.as_deref())?;
+    let certificate = comparison.certificate;
+    let (certified, verdict_text) = match (certificate, verdict.same_identity) {
+        (CertificateKind::Face, false) => (true, "different identity"),
+        (CertificateKind::WholeImage, false) => (true, "whole images differ (no face in A)"),
+        (CertificateKind::WholeImage, true) => (false, "near duplicate (no face in A)"),
+        (CertificateKind::FaceLost, false) => (
+            false,
+            "face lost: a face of A has no face of B at its place",
+        ),
+        (_, true) => (false, "same identity"),
+    };
     Ok(ScoreReport {
         embedder: certifier.spec().name.clone(),
         embedder_spec: spec_path,
@@ -87,11 +110,9 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
         runtime: runtime.info().clone(),
         image_a,
         image_b,
-        verdict_text: if verdict.same_identity {
-            "same identity"
-        } else {
-            "different identity"
-        },
+        verdict_text,
+        certificate,
+        certified,
         comparison,
         verdict,
     })
@@ -107,10 +128,7 @@ fn describe_image(out: &mut String, label: &str, image: &ImageReport) -> std::fm
         a.height
     )?;
     if a.faces.is_empty() {
-        writeln!(
-            out,
-            "  no face found: the whole image was embedded instead (fallback)"
-        )?;
+        writeln!(out, "  no face found")?;
     }
     for (i, face) in a.faces.iter().enumerate() {
         let b = face.bbox;
@@ -143,28 +161,50 @@ fn render_into(out: &mut String, report: &ScoreReport) -> std::fmt::Result {
     describe_image(out, "A", &report.image_a)?;
     describe_image(out, "B", &report.image_b)?;
     writeln!(out, "embedder: {} ({} metric)", report.embedder, c.metric)?;
-    let similarity = c
-        .similarity
-        .map(|s| format!(", cosine similarity {s:.4}"))
-        .unwrap_or_default();
-    writeln!(
-        out,
-        "distance: {:.4}{similarity} (A {} vs B {})",
-        c.distance,
-        subject(c.closest.input),
-        subject(c.closest.output)
-    )?;
+    for pair in &c.correspondences {
+        match (pair.output, pair.distance) {
+            (Some(o), Some(d)) => writeln!(
+                out,
+                "A face #{} <-> B face #{o} (box overlap {:.2}): distance {d:.4}",
+                pair.input, pair.iou
+            )?,
+            _ => writeln!(
+                out,
+                "A face #{}: no face of B at its place (face lost)",
+                pair.input
+            )?,
+        }
+    }
+    match (c.distance, c.closest) {
+        (Some(distance), Some(closest)) => {
+            let similarity = c
+                .similarity
+                .map(|s| format!(", cosine similarity {s:.4}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "closest pair: distance {distance:.4}{similarity} (A {} vs B {})",
+                subject(closest.input),
+                subject(closest.output)
+            )?;
+        }
+        _ => writeln!(out, "closest pair: none (B has no face to compare)")?,
+    }
     writeln!(
         out,
         "operating point: {} ({})",
         report.verdict.operating_point, report.verdict.rule
     )?;
-    if c.fallback_used {
-        writeln!(
-            out,
-            "note: at least one image had no face; its whole-image embedding was compared"
-        )?;
-    }
+    writeln!(
+        out,
+        "certificate: {} ({})",
+        report.certificate,
+        if report.certified {
+            "holds"
+        } else {
+            "does not hold"
+        }
+    )?;
     writeln!(out, "verdict: {}", report.verdict_text)
 }
 

@@ -442,7 +442,7 @@ pub struct LoadedInput {
     /// Format found from the content, whatever the extension says.
     pub format: image::ImageFormat,
     pub original_color: image::ExtendedColorType,
-    /// EXIF orientation, not applied: `image` holds the stored pixel order.
+    /// The file's EXIF orientation, already applied: `image` is upright (as viewers show it).
     pub orientation: image::metadata::Orientation,
 }
 
@@ -500,9 +500,8 @@ pub enum InputErrorKind {
 
 /// [`load_image_with_limits`] with [`DecodeLimits::default`]: the one image loader of the
 /// commands (`anonymize` and its certification, `score`, `sample`, `augment`, `enhance`, audit
-/// recomputation), so every command sees a file's pixels alike. EXIF orientation is reported in
-/// [`LoadedInput::orientation`], never applied: pixels stay in stored order, as anonymize has
-/// always processed and certified them.
+/// recomputation), so every command sees a file's pixels alike, upright (EXIF orientation
+/// applied by [`crate::io::imageio::decode_with_limits`]).
 pub fn load_image(path: &Path) -> Result<LoadedInput, InputError> {
     load_image_with_limits(path, &DecodeLimits::default())
 }

@@ -164,7 +164,7 @@ pub struct Decoded {
     /// Colour type as stored in the file (a 16-bit PNG says `Rgb16`; a CMYK JPEG says `Cmyk8`
     /// although its pixels arrive converted to RGB).
     pub original_color: image::ExtendedColorType,
-    /// EXIF orientation, not applied to `image`: the pixels stay in stored order.
+    /// The file's EXIF orientation, already applied to `image`.
     pub orientation: image::metadata::Orientation,
 }
 
@@ -201,7 +201,10 @@ pub fn decode_with_limits(bytes: &[u8], limits: image::Limits) -> image::ImageRe
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let image = DynamicImage::from_decoder(decoder)?;
+    let mut image = DynamicImage::from_decoder(decoder)?;
+    // Applied once, here, for every command: a sideways phone photo is anonymized, certified
+    // and written upright (the detector finds upright faces; outputs carry no orientation tag).
+    image.apply_orientation(orientation);
     Ok(Decoded {
         image,
         format,

@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::certify::CertificateKind;
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::hashing::sha256_bytes;
 
@@ -153,6 +154,19 @@ pub enum OnNoFace {
     Flag,
 }
 
+/// What happens when an input face has no output face at its place (see
+/// `certify::CertificateKind::FaceLost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFaceLost {
+    /// A failed attempt: retried, and `failed` after the last one. Nothing showed the face
+    /// became someone else; the detector only stopped finding it.
+    Fail,
+    /// Certified when every face still found is a different identity (an explicit choice: a
+    /// face the detector misses in the output may still be recognisable to people).
+    Accept,
+}
+
 /// The certification threshold: a named operating point of the embedder spec, or a distance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -203,10 +217,31 @@ pub struct Level {
     pub max_strength: f64,
     pub on_failure: OnFailure,
     pub on_no_face: OnNoFace,
+    pub on_face_lost: OnFaceLost,
     pub rename_files: bool,
+    /// Class folders get keyed names too (the mapping is only in the private report).
+    pub rename_folders: bool,
 }
 
 impl Level {
+    /// Whether this level certifies an output whose comparison was of `kind` (when every
+    /// compared pair is a different identity).
+    pub fn accepts(&self, kind: CertificateKind) -> bool {
+        match kind {
+            CertificateKind::Face => true,
+            CertificateKind::FaceLost => self.on_face_lost == OnFaceLost::Accept,
+            CertificateKind::WholeImage => self.on_no_face == OnNoFace::WholeImage,
+        }
+    }
+
+    /// The certificate kinds this level accepts, for messages.
+    pub fn accepted_kinds(&self) -> Vec<CertificateKind> {
+        CertificateKind::ALL
+            .into_iter()
+            .filter(|kind| self.accepts(*kind))
+            .collect()
+    }
+
     /// The strength of the first attempt.
     pub fn strength(&self) -> f64 {
         self.start.strength()
@@ -430,7 +465,9 @@ struct RawLevel {
     max_strength: Spanned<f64>,
     on_failure: Spanned<String>,
     on_no_face: Spanned<String>,
+    on_face_lost: Option<Spanned<String>>,
     rename_files: Spanned<bool>,
+    rename_folders: Option<Spanned<bool>>,
 }
 
 impl RawLevel {
@@ -444,6 +481,8 @@ impl RawLevel {
             self.eta.as_ref().map(|v| v.span().start),
             self.operating_point.as_ref().map(|v| v.span().start),
             self.threshold.as_ref().map(|v| v.span().start),
+            self.on_face_lost.as_ref().map(|v| v.span().start),
+            self.rename_folders.as_ref().map(|v| v.span().start),
         ];
         let required = [
             self.steps.span().start,
@@ -672,7 +711,9 @@ fn validate_level(name: &str, raw: &RawLevel, problems: &mut Problems) -> Option
         max_strength: escalation.max_strength,
         on_failure: rules.on_failure,
         on_no_face: rules.on_no_face,
+        on_face_lost: rules.on_face_lost,
         rename_files: *raw.rename_files.get_ref(),
+        rename_folders: raw.rename_folders.as_ref().is_some_and(|v| *v.get_ref()),
     })
 }
 
@@ -695,6 +736,7 @@ struct Escalation {
 struct Rules {
     on_failure: OnFailure,
     on_no_face: OnNoFace,
+    on_face_lost: OnFaceLost,
 }
 
 /// One level being validated: each method checks one section of it and returns `None` when
@@ -958,14 +1000,32 @@ impl LevelCheck<'_, '_, '_> {
         })
     }
 
-    /// `on-failure` and `on-no-face`.
+    /// `on-failure`, `on-no-face` and `on-face-lost`.
     fn rules(&mut self) -> Option<Rules> {
         let on_failure = self.on_failure();
         let on_no_face = self.on_no_face();
+        let on_face_lost = self.on_face_lost();
         Some(Rules {
             on_failure: on_failure?,
             on_no_face: on_no_face?,
+            on_face_lost: on_face_lost?,
         })
+    }
+
+    /// Absent means "fail": accepting a lost face must be written down.
+    fn on_face_lost(&mut self) -> Option<OnFaceLost> {
+        let Some(at) = &self.raw.on_face_lost else {
+            return Some(OnFaceLost::Fail);
+        };
+        match at.get_ref().as_str() {
+            "fail" => Some(OnFaceLost::Fail),
+            "accept" => Some(OnFaceLost::Accept),
+            other => {
+                let message = format!("unknown value `{other}`; use \"fail\" or \"accept\"");
+                self.add("on-face-lost", at, message);
+                None
+            }
+        }
     }
 
     fn on_failure(&mut self) -> Option<OnFailure> {

@@ -24,17 +24,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::append::{AppendError, SyncedAppend};
+use crate::certify::CertificateKind;
 use crate::diffusion::noise::image_seed;
 use crate::io::hashing::sha256_bytes;
 use crate::io::lock::{self, LockError};
 
 /// The report's columns, in order.
-pub const COLUMNS: [&str; 27] = [
+pub const COLUMNS: [&str; 28] = [
     "input_path",
     "input_sha256",
     "output_path",
     "output_sha256",
     "status",
+    "certificate",
     "reason",
     "level",
     "strength",
@@ -116,6 +118,8 @@ pub struct ReportRow {
     pub output_path: String,
     pub output_sha256: String,
     pub status: Status,
+    /// What the last attempt's comparison rested on; empty when no comparison was made.
+    pub certificate: Option<CertificateKind>,
     pub reason: String,
     pub level: String,
     /// Of the last attempt.
@@ -674,29 +678,80 @@ fn sync_parent(path: &Path) -> Result<(), ReportError> {
     Ok(())
 }
 
-/// Rows per status.
+/// Rows per status, and certified rows per certificate kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusCounts {
     pub certified: u64,
     pub failed: u64,
     pub error: u64,
     pub skipped: u64,
+    /// The certified rows by what their certificate rests on.
+    #[serde(default)]
+    pub certified_by_kind: KindCounts,
+}
+
+/// Rows per certificate kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct KindCounts {
+    pub face: u64,
+    pub face_lost: u64,
+    pub whole_image: u64,
+}
+
+impl KindCounts {
+    pub fn add(&mut self, kind: CertificateKind) {
+        *self.get_mut(kind) += 1;
+    }
+
+    pub fn get(&self, kind: CertificateKind) -> u64 {
+        match kind {
+            CertificateKind::Face => self.face,
+            CertificateKind::FaceLost => self.face_lost,
+            CertificateKind::WholeImage => self.whole_image,
+        }
+    }
+
+    fn get_mut(&mut self, kind: CertificateKind) -> &mut u64 {
+        match kind {
+            CertificateKind::Face => &mut self.face,
+            CertificateKind::FaceLost => &mut self.face_lost,
+            CertificateKind::WholeImage => &mut self.whole_image,
+        }
+    }
+
+    /// "12 face, 3 whole-image" (kinds with no row left out; "none" when empty).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = CertificateKind::ALL
+            .into_iter()
+            .filter(|kind| self.get(*kind) > 0)
+            .map(|kind| format!("{} {kind}", self.get(kind)))
+            .collect();
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 impl StatusCounts {
-    pub fn add(&mut self, status: Status) {
-        match status {
+    pub fn add(&mut self, row: &ReportRow) {
+        match row.status {
             Status::Certified => self.certified += 1,
             Status::Failed => self.failed += 1,
             Status::Error => self.error += 1,
             Status::Skipped => self.skipped += 1,
+        }
+        if let (Status::Certified, Some(kind)) = (row.status, row.certificate) {
+            self.certified_by_kind.add(kind);
         }
     }
 
     pub fn of<'a>(rows: impl IntoIterator<Item = &'a ReportRow>) -> StatusCounts {
         let mut counts = StatusCounts::default();
         for row in rows {
-            counts.add(row.status);
+            counts.add(row);
         }
         counts
     }

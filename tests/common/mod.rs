@@ -113,3 +113,27 @@ pub fn sha(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
 }
+
+/// `image` encoded as PNG with an eXIf chunk whose Orientation tag is `orientation` (1..=8), the
+/// way a camera stores a photo whose pixels are not upright.
+pub fn png_with_orientation(image: &image::DynamicImage, orientation: u16) -> Vec<u8> {
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    // Big-endian TIFF header, one IFD with one SHORT entry: Orientation (0x0112).
+    let mut exif = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
+    exif.extend_from_slice(&orientation.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut chunk = Vec::new();
+    chunk.extend_from_slice(&(exif.len() as u32).to_be_bytes());
+    let mut typed = b"eXIf".to_vec();
+    typed.extend_from_slice(&exif);
+    chunk.extend_from_slice(&typed);
+    chunk.extend_from_slice(&crc32(&typed).to_be_bytes());
+    // Right after IHDR (8-byte signature + 25-byte IHDR chunk), before any IDAT.
+    let mut out = png[..33].to_vec();
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&png[33..]);
+    out
+}
