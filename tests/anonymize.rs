@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use boomerang::certify::CertificateKind;
 use boomerang::records::report::{verify, Status};
 use predicates::prelude::*;
 
@@ -76,7 +77,14 @@ fn run_keeps_layout_writes_a_verifiable_report_and_strips_metadata() {
         "one output per image (demo policy flags failures)"
     );
     for row in rows.iter().filter(|r| r.status != Status::Skipped) {
-        assert!(!row.seed.is_empty() && row.attempts.is_some() && row.distance.is_some());
+        assert!(!row.seed.is_empty() && row.attempts.is_some());
+        // The random model leaves no face to compare: a lost face (the demo policy accepts it)
+        // has no distance; every other comparison has one.
+        let lost = row.certificate == Some(CertificateKind::FaceLost) && row.faces_out == Some(0);
+        assert!(
+            row.certificate.is_some() && (row.distance.is_some() || lost),
+            "{row:?}"
+        );
         // medium renames files: the folder (class label) stays, the stem is replaced.
         let output_path = Path::new(&row.output_path);
         let input_path = Path::new(&row.input_path);
@@ -260,7 +268,8 @@ fn exit_codes_follow_the_verdicts() {
     let lenient = temp.path().join("lenient.toml");
     std::fs::write(
         &strict,
-        text.replace("operating-point = \"same-person\"", "threshold = 1000.0"),
+        text.replace("operating-point = \"same-person\"", "threshold = 1000.0")
+            .replace("on-face-lost = \"accept\"", "on-face-lost = \"fail\""),
     )
     .unwrap();
     std::fs::write(
@@ -270,12 +279,27 @@ fn exit_codes_follow_the_verdicts() {
     .unwrap();
     anonymize(&lenient, &input, &temp.path().join("a"), &["--seed", "1"])
         .assert()
-        .code(0);
+        .code(0)
+        .stdout(predicate::str::contains("1 certified (1 face-lost)"));
+    // run.json counts certificates per kind, as the summary does.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::run_json_path(&temp.path().join("a"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["counts"]["certified_by_kind"]["face-lost"], 1);
+    assert_eq!(record["counts"]["certified_by_kind"]["face"], 0);
     anonymize(&strict, &input, &temp.path().join("b"), &["--seed", "1"])
         .assert()
         .code(3);
     let rows = verify(&report_path(&temp.path().join("b"))).unwrap();
     assert_eq!(rows[0].status, Status::Failed);
+    // Lost faces are retried like any failed attempt when the policy does not accept them.
+    assert_eq!(rows[0].certificate, Some(CertificateKind::FaceLost));
+    assert!(
+        rows[0].reason.contains("no output face at its place"),
+        "{}",
+        rows[0].reason
+    );
     assert_eq!(
         rows[0].attempts,
         Some(3),

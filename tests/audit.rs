@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use assert_cmd::Command;
 use boomerang::audit::{
-    self, html, AuditConfig, AuditError, ClaimedFiles, Finding, FindingKind, Outcome, Recomputer,
-    Rescored, RunFiles,
+    self, html, AuditConfig, AuditError, ClaimedFiles, Finding, FindingKind, Outcome,
+    RecomputedRate, Recomputer, Rescored, RunFiles,
 };
 use boomerang::certify::CertificateKind;
 use boomerang::diffusion::model_manifest::ModelManifest;
@@ -851,9 +851,12 @@ impl Recomputer for Mock {
         })
     }
 
-    fn reidentify(&mut self, _rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {
+    fn reidentify(&mut self, _rows: &[&ReportRow]) -> anyhow::Result<RecomputedRate> {
         // run.json of the world states 0.25.
-        Ok(Some((0.25, 1.0 / 6.0)))
+        Ok(RecomputedRate::Rate {
+            rate: 0.25,
+            chance: 1.0 / 6.0,
+        })
     }
 
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {

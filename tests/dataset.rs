@@ -759,6 +759,43 @@ fn renamed_stems_are_keyed_stable_and_keep_class_folders() {
 }
 
 #[test]
+fn renamed_folders_hide_class_names_and_keep_images_of_a_folder_together() {
+    let key = NameKey::from_run_seed(42);
+    let rename = |input: &str| {
+        let input = Path::new(input);
+        key.rename_folders(input, &output_relative(input, Some(&key)))
+    };
+    let first = rename("George_W_Bush/George_W_Bush_0001.jpg");
+    let second = rename("George_W_Bush/George_W_Bush_0002.jpg");
+    let other = rename("Laura_Bush/Laura_Bush_0001.jpg");
+    // The folder is the keyed name of the folder's path; the file keeps its keyed stem.
+    assert_eq!(
+        first,
+        Path::new(&key.stem_for(Path::new("George_W_Bush"))).join("7b0e0b42807b89be.png")
+    );
+    assert_eq!(first.parent(), second.parent());
+    assert_ne!(first.parent(), other.parent());
+    assert!(!first.to_string_lossy().contains("Bush"));
+    // Nested folders are renamed level by level; a file at the top stays at the top.
+    let nested = rename("people/George_W_Bush/x.jpg");
+    let parts: Vec<_> = nested.components().collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(
+        Path::new(parts[0].as_os_str()),
+        Path::new(&key.stem_for(Path::new("people")))
+    );
+    assert_ne!(parts[1].as_os_str(), first.parent().unwrap().as_os_str());
+    assert_eq!(rename("top.jpg").components().count(), 1);
+    // Without renamed files the stems stay, only folders change.
+    let kept = key.rename_folders(
+        Path::new("George_W_Bush/a.jpg"),
+        &output_relative(Path::new("George_W_Bush/a.jpg"), None),
+    );
+    assert_eq!(kept.file_name().unwrap(), "a.png");
+    assert_eq!(kept.parent(), first.parent());
+}
+
+#[test]
 fn colliding_outputs_skip_the_later_input() {
     let dir = tempfile::tempdir().unwrap();
     for name in [

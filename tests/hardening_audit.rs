@@ -337,14 +337,18 @@ fn an_edited_run_json_is_found() {
 fn a_forged_row_cannot_dodge_a_sample_drawn_by_the_auditors_nonce() {
     let run = Run::copy();
     let mut rows = run.rows();
+    // The random model loses every face; the forger claims a face certificate far beyond the
+    // threshold for one of them.
     let forged = rows
         .iter()
-        .position(|r| r.distance.is_some() && !r.output_path.is_empty())
+        .position(|r| r.faces_in == Some(1) && !r.output_path.is_empty())
         .unwrap();
     let threshold = rows[forged].threshold.unwrap();
     rows[forged].status = boomerang::records::report::Status::Certified;
-    rows[forged].distance = Some(threshold + 0.3 + rows[forged].distance.unwrap().abs());
-    rows[forged].reason = "closest face pair is not the same identity".into();
+    rows[forged].certificate = Some(boomerang::certify::CertificateKind::Face);
+    rows[forged].faces_out = Some(1);
+    rows[forged].distance = Some(threshold + 0.3);
+    rows[forged].reason = "every pair of faces is not the same identity".into();
     run.forge(&rows);
 
     // The nonce is printed, and the same nonce draws the same rows.

@@ -1,8 +1,11 @@
 use std::path::{Path, PathBuf};
 
+use boomerang::certify::CertificateKind;
 use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::diffusion::scheduler::SchedulerKind;
-use boomerang::policy::{OnFailure, OnNoFace, Policy, PolicyError, Problem, Start, Threshold};
+use boomerang::policy::{
+    OnFaceLost, OnFailure, OnNoFace, Policy, PolicyError, Problem, Start, Threshold,
+};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -110,7 +113,46 @@ fn shipped_policies_load_and_validate() {
     );
     for level in &default.levels {
         assert_eq!(level.on_failure, OnFailure::Drop);
+        // A lost face is never a certificate in the shipped policy; class folders are renamed
+        // wherever file names are.
+        assert_eq!(level.on_face_lost, OnFaceLost::Fail);
+        assert!(!level.accepts(CertificateKind::FaceLost));
+        assert_eq!(level.rename_folders, level.rename_files, "{}", level.name);
     }
+}
+
+#[test]
+fn on_face_lost_must_be_written_out_to_accept_and_is_checked() {
+    let accepting = replace(
+        "rename-files = true\n",
+        "rename-files = true\non-face-lost = \"accept\"\nrename-folders = true\n",
+    );
+    let (_dir, result) = load_text(&accepting);
+    let policy = result.unwrap();
+    let level = policy.level("medium").unwrap();
+    assert_eq!(level.on_face_lost, OnFaceLost::Accept);
+    assert!(level.accepts(CertificateKind::FaceLost));
+    assert!(level.rename_folders);
+    let flagging = replace("on-no-face = \"whole-image\"", "on-no-face = \"flag\"");
+    let (_dir, result) = load_text(&flagging);
+    assert_eq!(
+        result.unwrap().level("medium").unwrap().accepted_kinds(),
+        [CertificateKind::Face]
+    );
+    let typo = replace(
+        "rename-files = true\n",
+        "rename-files = true\non-face-lost = \"ignore\"\n",
+    );
+    let p = problem(&typo);
+    assert_eq!(
+        (p.table.as_str(), p.key.as_str()),
+        ("levels.medium", "on-face-lost")
+    );
+    assert!(
+        p.message.contains("\"fail\" or \"accept\""),
+        "{}",
+        p.message
+    );
 }
 
 #[test]
@@ -137,6 +179,13 @@ fn base_policy_parses_every_field() {
     assert_eq!(level.on_failure, OnFailure::Flag);
     assert_eq!(level.on_no_face, OnNoFace::WholeImage);
     assert!(level.rename_files);
+    // Optional keys: a lost face fails, folders keep their names.
+    assert_eq!(level.on_face_lost, OnFaceLost::Fail);
+    assert!(!level.rename_folders);
+    assert_eq!(
+        level.accepted_kinds(),
+        [CertificateKind::Face, CertificateKind::WholeImage]
+    );
     let root = dir.path().canonicalize().unwrap();
     assert_eq!(policy.source, root.join("policies/p.toml"));
     assert_eq!(policy.version, 1);

@@ -22,7 +22,8 @@ use crate::records::report::{ReportRow, RunRecord};
 
 pub use merge::{merge, Conflict, ConflictKind, MergeError, MergeSummary};
 pub use sample::{
-    random_nonce, sample, Key as SampleKey, Recomputer, Rescored, RERUN_STREAM, RESCORE_STREAM,
+    random_nonce, sample, Key as SampleKey, RecomputedRate, Recomputer, Rescored, RERUN_STREAM,
+    RESCORE_STREAM,
 };
 
 /// Default `--distance-tolerance`: re-scoring on another machine or execution provider moves

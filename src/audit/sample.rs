@@ -26,11 +26,10 @@ pub trait Recomputer {
     /// seed, level, strength, steps and scheduler, encoded exactly as the run encodes outputs.
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>>;
     /// The dataset-level top-1 re-identification rate and its chance level over `rows` (those
-    /// with outputs), computed afresh from the files as `anonymize` computes it; `None` when this
-    /// recomputer cannot.
-    fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {
+    /// with outputs), computed afresh from the files as `anonymize` computes it.
+    fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<RecomputedRate> {
         let _ = rows;
-        Ok(None)
+        Ok(RecomputedRate::Unavailable)
     }
 }
 
@@ -76,6 +75,19 @@ pub fn sample(key: &Key, stream: u64, eligible: &[u64], n: usize) -> Vec<u64> {
     pool.truncate(n);
     pool.sort_unstable();
     pool
+}
+
+/// What recomputing the re-identification rate found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RecomputedRate {
+    /// This recomputer cannot recompute it.
+    Unavailable,
+    /// No output shows a face to look up: there is no rate.
+    NoProbes,
+    Rate {
+        rate: f64,
+        chance: f64,
+    },
 }
 
 /// What re-scoring a row found.
@@ -232,8 +244,20 @@ pub(super) fn reidentify(
                 format!("recomputing the re-identification rate failed: {e:#}"),
             )),
         ),
-        Ok(None) => (recorded, None),
-        Ok(Some((rate, chance))) => {
+        Ok(RecomputedRate::Unavailable) => (recorded, None),
+        Ok(RecomputedRate::NoProbes) => {
+            let finding = run.and_then(|r| r.reidentification_rate).map(|claimed| {
+                Finding::new(
+                    FindingKind::RunRecord,
+                    None,
+                    format!(
+                        "{source} states a re-identification rate of {claimed}, but no output shows a face to re-identify"
+                    ),
+                )
+            });
+            (None, finding)
+        }
+        Ok(RecomputedRate::Rate { rate, chance }) => {
             let figure = Reidentification {
                 rate,
                 chance: Some(chance),

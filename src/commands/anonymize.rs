@@ -219,13 +219,19 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let resolved = with_resolved_paths(config)?;
     let config = &resolved;
     let (prepared, seed) = prepare_run(config)?;
-    let key = prepared
-        .level
-        .rename_files
-        .then(|| NameKey::from_run_seed(seed));
+    let level = &prepared.level;
+    let key = (level.rename_files || level.rename_folders).then(|| NameKey::from_run_seed(seed));
+    let file_key = key.as_ref().filter(|_| level.rename_files);
     // Output names are taken when outputs are written (Certifying::claims), not here: an input
     // that fails leaves its name to the next one.
-    let planned = dataset::plan_outputs_unclaimed(dataset::walk(&config.input)?, key.as_ref());
+    let mut planned = dataset::plan_outputs_unclaimed(dataset::walk(&config.input)?, file_key);
+    if let Some(key) = key.as_ref().filter(|_| level.rename_folders) {
+        for item in &mut planned {
+            if let Action::Process { output } = &mut item.action {
+                *output = key.rename_folders(&item.relative, output);
+            }
+        }
+    }
     // Everything that can fail before the first image is checked before anything is created,
     // and a dry run checks it too: runtime, execution provider, models, operating point.
     let runtime = config.runtime.init()?;
@@ -1370,7 +1376,7 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
                     summary.reidentification_chance,
                 ) {
                     (Some(rate), Some(chance)) => format!("{rate:.3} (chance {chance:.3})"),
-                    _ => "n/a (no outputs)".to_string(),
+                    _ => "n/a (no output with a face)".to_string(),
                 };
                 println!(
                     "level {}: {} certified ({}), {} failed, {} errors, {} skipped in {:.1} s\ntop-1 re-identification rate of outputs against inputs: {reid}\nreport {} and run record {} are private: they link outputs to inputs and hold the seed",

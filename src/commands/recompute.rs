@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::audit::AuditConfig;
-use crate::audit::{Recomputer, Rescored};
+use crate::audit::{RecomputedRate, Recomputer, Rescored};
 use crate::certify::spec::EmbedderSpec;
 use crate::certify::{self, Certifier};
 use crate::commands::anonymize::level_settings;
@@ -102,7 +102,7 @@ impl Recomputer for RunRecomputer {
         })
     }
 
-    fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<Option<(f64, f64)>> {
+    fn reidentify(&mut self, rows: &[&ReportRow]) -> anyhow::Result<RecomputedRate> {
         let mut paths = HashMap::new();
         let mut listed = Vec::new();
         for row in rows {
@@ -117,7 +117,12 @@ impl Recomputer for RunRecomputer {
         }
         let reid =
             crate::commands::anonymize::reidentification(&listed, &paths, &mut self.certifier)?;
-        Ok(reid.map(|r| (r.top1_rate, r.chance)))
+        Ok(
+            reid.map_or(RecomputedRate::NoProbes, |r| RecomputedRate::Rate {
+                rate: r.top1_rate,
+                chance: r.chance,
+            }),
+        )
     }
 
     fn rerun(&mut self, row: &ReportRow) -> anyhow::Result<Vec<u8>> {

@@ -649,6 +649,23 @@ impl NameKey {
         }
         hex::encode(&hmac_sha256(&self.0, &message)[..8])
     }
+
+    /// `output` (relative to OUT, made from the input at `relative` by [`output_relative`])
+    /// with every folder replaced by the keyed name of that input folder's path: class folders
+    /// named after people ("George_W_Bush") disappear, images of one folder stay together, and
+    /// only the private report (input and output paths) maps them back.
+    pub fn rename_folders(&self, relative: &Path, output: &Path) -> PathBuf {
+        let mut renamed = PathBuf::new();
+        let mut prefix = PathBuf::new();
+        if let Some(parent) = relative.parent() {
+            for component in parent.components() {
+                prefix.push(component);
+                renamed.push(self.stem_for(&prefix));
+            }
+        }
+        renamed.push(output.file_name().unwrap_or(output.as_os_str()));
+        renamed
+    }
 }
 
 fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
