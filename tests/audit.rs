@@ -734,6 +734,60 @@ fn rows_that_do_not_follow_the_policy_are_found() {
 }
 
 #[test]
+fn certificate_kinds_are_checked_against_the_faces_and_the_policy() {
+    // The demo policy accepts lost faces; this one, like the default policy, does not.
+    let strict = policy_text().replace("on-face-lost = \"accept\"", "on-face-lost = \"fail\"");
+    let world = World::with_policy(&strict);
+    let mut rows = world.rows.clone();
+    // Line 2: a lost face sold as a certificate.
+    rows[0].certificate = Some(CertificateKind::FaceLost);
+    rows[0].faces_out = Some(0);
+    rows[0].distance = None;
+    // Line 3: a certified row that does not say what it rests on.
+    rows[1].certificate = None;
+    // Line 5: a whole-image certificate for an input with a face.
+    rows[3].certificate = Some(CertificateKind::WholeImage);
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = world.audit();
+    let rule = of_kind(&audit.findings, FindingKind::Rule);
+    assert_eq!(rule.len(), 1, "{rule:?}");
+    assert_eq!(rule[0].0, Some(2));
+    assert!(
+        rule[0].1.contains("certified with a face-lost certificate, which level `medium` does not accept (it accepts: face, whole-image)"),
+        "{}",
+        rule[0].1
+    );
+    let verdict = of_kind(&audit.findings, FindingKind::Verdict);
+    assert_eq!(
+        verdict,
+        [
+            (
+                Some(3),
+                "certified without a certificate kind (face, face-lost or whole-image)".to_string()
+            ),
+            (
+                Some(5),
+                "certificate kind whole-image, but the row records 1 input and 1 output faces"
+                    .to_string()
+            )
+        ]
+    );
+    // Under the demo policy the lost face is an accepted (if weak) certificate, and the
+    // summary counts it apart.
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    rows[0].certificate = Some(CertificateKind::FaceLost);
+    rows[0].faces_out = Some(0);
+    rows[0].distance = None;
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = world.audit();
+    assert!(of_kind(&audit.findings, FindingKind::Rule).is_empty());
+    assert!(of_kind(&audit.findings, FindingKind::Verdict).is_empty());
+}
+
+#[test]
 fn rows_without_reasons_or_with_impossible_outputs_are_found() {
     let world = World::new();
     let mut rows = world.rows.clone();
