@@ -14,6 +14,8 @@ pub enum AlignError {
     DegenerateEyes { x: f32, y: f32 },
     #[error("eye keypoint ({x}, {y}) is not a finite position")]
     NotFinite { x: f32, y: f32 },
+    #[error("embedder `{embedder}` embeds whole images (subject = \"whole-image\"); it has no face alignment")]
+    NotAFaceEmbedder { embedder: String },
 }
 
 /// `source = [a -b; b a] * chip + [tx, ty]`: maps chip positions to source image positions.
@@ -183,6 +185,11 @@ pub fn align_face(
     face: &Detection,
     spec: &EmbedderSpec,
 ) -> Result<RgbImage, AlignError> {
+    let alignment = spec
+        .alignment
+        .ok_or_else(|| AlignError::NotAFaceEmbedder {
+            embedder: spec.name.clone(),
+        })?;
     let [w, h] = spec.input_size;
     let template = |p: [f32; 2]| Point {
         x: p[0] * w as f32,
@@ -190,8 +197,8 @@ pub fn align_face(
     };
     // The chip's left eye is the subject's right eye (an upright, unmirrored face).
     let t = Similarity::from_eyes(
-        template(spec.alignment.left_eye),
-        template(spec.alignment.right_eye),
+        template(alignment.left_eye),
+        template(alignment.right_eye),
         face.keypoint(Keypoint::RightEye),
         face.keypoint(Keypoint::LeftEye),
     )?;
