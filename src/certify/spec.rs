@@ -562,6 +562,47 @@ provenance = "test"
     }
 
     #[test]
+    fn whole_image_specs_have_no_alignment_and_no_detector() {
+        let alignment = "[alignment]\nleft-eye = [0.34, 0.46]\nright-eye = [0.66, 0.46]\n";
+        assert!(SPEC.contains(alignment));
+        let whole = SPEC.replace(alignment, "").replace(
+            "metric = \"cosine\"",
+            "metric = \"cosine\"\nsubject = \"whole-image\"",
+        );
+        let spec = parse(&whole).unwrap();
+        assert_eq!(spec.subject, EmbedderSubject::WholeImage);
+        assert!(spec.is_whole_image() && spec.alignment.is_none());
+        // A face spec is the default and keeps its alignment.
+        let face = parse(SPEC).unwrap();
+        assert_eq!(face.subject, EmbedderSubject::Face);
+        assert!(!face.is_whole_image() && face.alignment.is_some());
+
+        let with_alignment = SPEC.replace(
+            "metric = \"cosine\"",
+            "metric = \"cosine\"\nsubject = \"whole-image\"",
+        );
+        assert_eq!(invalid_key(&with_alignment), "alignment");
+        for (extra, key) in [
+            ("detector = \"d.onnx\"", "detector"),
+            (
+                &format!("detector-sha256 = \"{}\"", "a".repeat(64)),
+                "detector-sha256",
+            ),
+        ] {
+            let text = whole.replace(
+                "onnx = \"model.onnx\"",
+                &format!("onnx = \"model.onnx\"\n{extra}"),
+            );
+            assert_eq!(invalid_key(&text), key, "{extra}");
+        }
+        assert_eq!(invalid_key(&SPEC.replace(alignment, "")), "alignment");
+        let text = parse(&whole.replace("whole-image", "hands"))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("subject") && text.contains("hands"), "{text}");
+    }
+
+    #[test]
     fn the_committed_specs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dlib = EmbedderSpec::load(&root.join("models/dlib-face/embedder.toml")).unwrap();
@@ -570,6 +611,13 @@ provenance = "test"
         assert!(dlib.onnx_path().is_file());
         assert!(dlib.detector_path().unwrap().is_file());
         assert!(dlib.detector_sha256.is_some());
+        // The fetched embedders' specs are committed (their models are not: tools/fetch_models.py).
+        let feature =
+            EmbedderSpec::load(&root.join("models/efficientnet-lite0/embedder.toml")).unwrap();
+        assert!(feature.is_whole_image() && feature.sha256.is_some());
+        let face = EmbedderSpec::load(&root.join("models/mobilefacenet/embedder.toml")).unwrap();
+        assert!(!face.is_whole_image() && face.sha256.is_some());
+        assert_eq!(face.detector_sha256, dlib.detector_sha256);
         let alt = EmbedderSpec::load(&root.join("tests/fixtures/faces/embedder-alt.toml")).unwrap();
         assert_eq!(
             std::fs::canonicalize(alt.onnx_path()).unwrap(),
