@@ -245,8 +245,7 @@ fn a_whole_image_spec_aligns_no_faces() {
     )
     .and_then(|mut c| c.analyze(&DynamicImage::ImageRgb8(image(&fixture("obama.jpg")))));
     let text = err
-        .err()
-        .expect("a whole-image spec must not align faces")
+        .expect_err("a whole-image spec must not align faces")
         .to_string();
     assert!(text.contains("whole-image"), "{text}");
 }
