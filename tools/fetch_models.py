@@ -22,8 +22,9 @@ library. Otherwise it makes its own venv in boomerang's cache ($BOOMERANG_CACHE_
 $XDG_CACHE_HOME/boomerang, else ~/.cache/boomerang; the same choice as `boomerang
 fetch-onnxruntime`) from tools/requirements-fetch.txt and reruns itself there.
 
-usage: python3 tools/fetch_models.py [--check] [--only efficientnet-lite0|mobilefacenet]
-  --check   rebuild into a temporary folder and compare with the pins, writing nothing
+usage: python3 tools/fetch_models.py [--check] [--print-sha] [--only efficientnet-lite0|mobilefacenet]
+  --check      rebuild into a temporary folder and compare with the pins, writing nothing
+  --print-sha  build and print the sha256 and size without checking (to update the pins)
 """
 import argparse
 import collections
