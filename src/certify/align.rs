@@ -14,6 +14,8 @@ pub enum AlignError {
     DegenerateEyes { x: f32, y: f32 },
     #[error("eye keypoint ({x}, {y}) is not a finite position")]
     NotFinite { x: f32, y: f32 },
+    #[error("embedder `{embedder}` embeds whole images (subject = \"whole-image\"); it has no face alignment")]
+    NotAFaceEmbedder { embedder: String },
 }
 
 /// `source = [a -b; b a] * chip + [tx, ty]`: maps chip positions to source image positions.
@@ -183,6 +185,9 @@ pub fn align_face(
     face: &Detection,
     spec: &EmbedderSpec,
 ) -> Result<RgbImage, AlignError> {
+    let alignment = spec.alignment.ok_or_else(|| AlignError::NotAFaceEmbedder {
+        embedder: spec.name.clone(),
+    })?;
     let [w, h] = spec.input_size;
     let template = |p: [f32; 2]| Point {
         x: p[0] * w as f32,
@@ -190,8 +195,8 @@ pub fn align_face(
     };
     // The chip's left eye is the subject's right eye (an upright, unmirrored face).
     let t = Similarity::from_eyes(
-        template(spec.alignment.left_eye),
-        template(spec.alignment.right_eye),
+        template(alignment.left_eye),
+        template(alignment.right_eye),
         face.keypoint(Keypoint::RightEye),
         face.keypoint(Keypoint::LeftEye),
     )?;
@@ -293,6 +298,56 @@ mod tests {
             (100..=155).contains(&center),
             "expected a mid grey, got {center}"
         );
+    }
+
+    #[test]
+    fn a_whole_image_spec_refuses_to_align_a_face() {
+        let spec = EmbedderSpec::parse(
+            r#"name = "features"
+onnx = "m.onnx"
+subject = "whole-image"
+input-name = "i"
+output-name = "o"
+input-size = [8, 8]
+layout = "nchw"
+channel-order = "rgb"
+mean = [0.0, 0.0, 0.0]
+std = [1.0, 1.0, 1.0]
+metric = "cosine"
+default-operating-point = "p"
+[[operating-point]]
+name = "p"
+max-distance = 0.4
+provenance = "test"
+"#,
+            std::path::Path::new("spec.toml"),
+        )
+        .unwrap();
+        let face = Detection {
+            bbox: crate::certify::detector::BoundingBox {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 10.0,
+                y1: 10.0,
+            },
+            score: 1.0,
+            keypoints: [
+                p(3.0, 4.0),
+                p(7.0, 4.0),
+                p(5.0, 6.0),
+                p(5.0, 8.0),
+                p(1.0, 4.0),
+                p(9.0, 4.0),
+            ],
+        };
+        let err = align_face(&ramp(10, 10), &face, &spec).unwrap_err();
+        assert_eq!(
+            err,
+            AlignError::NotAFaceEmbedder {
+                embedder: "features".into()
+            }
+        );
+        assert!(err.to_string().contains("whole-image"));
     }
 
     #[test]

@@ -154,6 +154,14 @@ impl Embedder {
         &self.spec
     }
 
+    /// The embedding of a whole picture: its largest centered region with the input's aspect
+    /// ratio, resized to the spec's input size ([`super::align::whole_image_chip`]). This is how a
+    /// whole-image spec (`subject = "whole-image"`) is meant to be used.
+    pub fn embed_whole_image(&mut self, image: &RgbImage) -> Result<Embedding, EmbedderError> {
+        let [w, h] = self.spec.input_size;
+        self.embed(&super::align::whole_image_chip(image, w, h))
+    }
+
     /// The embedding of one aligned chip of the spec's input size. Chips run one at a time:
     /// many exported embedders have a fixed batch of one.
     pub fn embed(&mut self, chip: &RgbImage) -> Result<Embedding, EmbedderError> {

@@ -18,8 +18,10 @@
 //! metric = "cosine"                   # or "euclidean"
 //! l2-normalize = false                # optional: normalize embeddings before the metric
 //! default-operating-point = "fmr-1e-3"
+//! subject = "face"                    # optional: "face" (default) or "whole-image"
 //!
-//! [alignment]                         # eye centers in the chip, fractions of width / height;
+//! [alignment]                         # required for faces; a whole-image spec has none.
+//!                                     # Eye centers in the chip, fractions of width / height;
 //! left-eye = [0.3419, 0.4616]         # left = left side of the chip (the subject's right eye)
 //! right-eye = [0.6565, 0.4598]
 //!
@@ -70,6 +72,16 @@ pub enum Layout {
 pub enum ChannelOrder {
     Rgb,
     Bgr,
+}
+
+/// What an embedder is given: aligned face chips, or whole pictures (a general image feature
+/// embedder for images without faces, judged by a near-duplicate threshold, not an identity one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmbedderSubject {
+    #[default]
+    Face,
+    WholeImage,
 }
 
 /// Eye centers in the aligned chip, as fractions of its width and height.
@@ -140,7 +152,12 @@ pub struct EmbedderSpec {
     #[serde(default)]
     pub l2_normalize: bool,
     pub default_operating_point: String,
-    pub alignment: Alignment,
+    /// Faces (the default) or whole images.
+    #[serde(default)]
+    pub subject: EmbedderSubject,
+    /// Where the eyes go in the chip: required for a face embedder, refused for a whole-image one.
+    #[serde(default)]
+    pub alignment: Option<Alignment>,
     #[serde(rename = "operating-point")]
     pub operating_points: Vec<OperatingPoint>,
     /// Where the spec was read from; the ONNX path is relative to its folder.
@@ -187,6 +204,12 @@ impl EmbedderSpec {
             Some(dir) => dir.join(detector),
             None => detector.clone(),
         })
+    }
+
+    /// Whether the spec embeds whole images (center crop resized to `input-size`) rather than
+    /// aligned faces.
+    pub fn is_whole_image(&self) -> bool {
+        self.subject == EmbedderSubject::WholeImage
     }
 
     /// The operating point called `name`, or the spec's default one.
@@ -263,10 +286,38 @@ impl EmbedderSpec {
     }
 
     fn validate_alignment(&self) -> Result<(), SpecError> {
+        let alignment = match (self.subject, self.alignment) {
+            (EmbedderSubject::WholeImage, None) => {
+                return match (&self.detector, &self.detector_sha256) {
+                    (None, None) => Ok(()),
+                    (Some(_), _) => Err(self.invalid(
+                        "detector",
+                        "a whole-image embedder (subject = \"whole-image\") looks for no faces; remove it",
+                    )),
+                    (None, Some(_)) => Err(self.invalid(
+                        "detector-sha256",
+                        "a whole-image embedder (subject = \"whole-image\") looks for no faces; remove it",
+                    )),
+                }
+            }
+            (EmbedderSubject::WholeImage, Some(_)) => {
+                return Err(self.invalid(
+                    "alignment",
+                    "a whole-image embedder (subject = \"whole-image\") is given whole pictures, not aligned faces; remove [alignment]",
+                ))
+            }
+            (EmbedderSubject::Face, None) => {
+                return Err(self.invalid(
+                    "alignment",
+                    "a face embedder needs [alignment] (left-eye, right-eye); for a general image embedder set subject = \"whole-image\"",
+                ))
+            }
+            (EmbedderSubject::Face, Some(alignment)) => alignment,
+        };
         let Alignment {
             left_eye,
             right_eye,
-        } = self.alignment;
+        } = alignment;
         for (key, eye) in [
             ("alignment.left-eye", left_eye),
             ("alignment.right-eye", right_eye),
@@ -511,6 +562,47 @@ provenance = "test"
     }
 
     #[test]
+    fn whole_image_specs_have_no_alignment_and_no_detector() {
+        let alignment = "[alignment]\nleft-eye = [0.34, 0.46]\nright-eye = [0.66, 0.46]\n";
+        assert!(SPEC.contains(alignment));
+        let whole = SPEC.replace(alignment, "").replace(
+            "metric = \"cosine\"",
+            "metric = \"cosine\"\nsubject = \"whole-image\"",
+        );
+        let spec = parse(&whole).unwrap();
+        assert_eq!(spec.subject, EmbedderSubject::WholeImage);
+        assert!(spec.is_whole_image() && spec.alignment.is_none());
+        // A face spec is the default and keeps its alignment.
+        let face = parse(SPEC).unwrap();
+        assert_eq!(face.subject, EmbedderSubject::Face);
+        assert!(!face.is_whole_image() && face.alignment.is_some());
+
+        let with_alignment = SPEC.replace(
+            "metric = \"cosine\"",
+            "metric = \"cosine\"\nsubject = \"whole-image\"",
+        );
+        assert_eq!(invalid_key(&with_alignment), "alignment");
+        for (extra, key) in [
+            ("detector = \"d.onnx\"", "detector"),
+            (
+                &format!("detector-sha256 = \"{}\"", "a".repeat(64)),
+                "detector-sha256",
+            ),
+        ] {
+            let text = whole.replace(
+                "onnx = \"model.onnx\"",
+                &format!("onnx = \"model.onnx\"\n{extra}"),
+            );
+            assert_eq!(invalid_key(&text), key, "{extra}");
+        }
+        assert_eq!(invalid_key(&SPEC.replace(alignment, "")), "alignment");
+        let text = parse(&whole.replace("whole-image", "hands"))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("subject") && text.contains("hands"), "{text}");
+    }
+
+    #[test]
     fn the_committed_specs_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dlib = EmbedderSpec::load(&root.join("models/dlib-face/embedder.toml")).unwrap();
@@ -519,6 +611,13 @@ provenance = "test"
         assert!(dlib.onnx_path().is_file());
         assert!(dlib.detector_path().unwrap().is_file());
         assert!(dlib.detector_sha256.is_some());
+        // The fetched embedders' specs are committed (their models are not: tools/fetch_models.py).
+        let feature =
+            EmbedderSpec::load(&root.join("models/efficientnet-lite0/embedder.toml")).unwrap();
+        assert!(feature.is_whole_image() && feature.sha256.is_some());
+        let face = EmbedderSpec::load(&root.join("models/mobilefacenet/embedder.toml")).unwrap();
+        assert!(!face.is_whole_image() && face.sha256.is_some());
+        assert_eq!(face.detector_sha256, dlib.detector_sha256);
         let alt = EmbedderSpec::load(&root.join("tests/fixtures/faces/embedder-alt.toml")).unwrap();
         assert_eq!(
             std::fs::canonicalize(alt.onnx_path()).unwrap(),
