@@ -36,6 +36,7 @@ fn policy_text() -> String {
                 root().join("models/dlib-face/embedder.toml").display()
             ),
         )
+        .replace("\"../models/", &format!("\"{}/models/", root().display()))
 }
 
 fn embedder_spec() -> PathBuf {
@@ -174,6 +175,7 @@ impl World {
                 device: "cpu".into(),
                 embedder: self.dir.join("embedder.toml"),
                 embedder_sha256: rows[0].embedder_sha256.clone(),
+                feature_embedder: None,
                 input: self.inputs.clone(),
                 level: "medium".into(),
                 // What anonymize records: the policy's level as it serializes.
@@ -190,6 +192,7 @@ impl World {
                 policy: self.policy.clone(),
                 policy_sha256: rows[0].policy_sha256.clone(),
                 report: path.to_path_buf(),
+                second_opinions: Vec::new(),
                 seed: 7,
                 threads: 0,
             },
@@ -287,6 +290,7 @@ fn base(input: &str, hashes: &Hashes) -> ReportRow {
         metric: String::new(),
         faces_in: None,
         faces_out: None,
+        second_opinions: String::new(),
         model_sha256: hashes.model.clone(),
         embedder_sha256: hashes.embedder.clone(),
         detector_sha256: hashes.detector.clone(),

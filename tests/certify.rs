@@ -373,6 +373,8 @@ fn score_config(image_a: PathBuf, image_b: PathBuf) -> ScoreConfig {
         embedder: "dlib-face".to_string(),
         operating_point: None,
         detector: None,
+        policy: None,
+        level: None,
         json: false,
         runtime: RuntimeConfig {
             onnxruntime: None,

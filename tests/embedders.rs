@@ -235,19 +235,31 @@ fn feature_embedder_finds_a_blurred_copy_nearer_than_another_picture() {
 }
 
 #[test]
-fn a_whole_image_spec_aligns_no_faces() {
+fn whole_image_and_face_specs_are_refused_in_each_others_roles() {
     fetched(&feature_spec_path());
-    let err = Certifier::load(
-        rt(),
-        &feature_spec_path(),
-        &root().join("models/face-detector/blazeface-short-range.onnx"),
-        &options(),
-    )
-    .and_then(|mut c| c.analyze(&DynamicImage::ImageRgb8(image(&fixture("obama.jpg")))));
-    let text = err
-        .expect_err("a whole-image spec must not align faces")
-        .to_string();
-    assert!(text.contains("whole-image"), "{text}");
+    let detector = root().join(boomerang::certify::DEFAULT_DETECTOR);
+    let Err(err) = Certifier::load(rt(), &feature_spec_path(), &detector, &options()) else {
+        panic!("a whole-image spec must not certify faces");
+    };
+    assert!(err.to_string().contains("subject = \"face\""), "{err}");
+    let face = root().join("models/dlib-face/embedder.toml");
+    let certifier = Certifier::load(rt(), &face, &detector, &options()).unwrap();
+    let Err(err) = certifier.with_whole_image_embedder(rt(), &face, &options()) else {
+        panic!("a face spec must not embed whole images");
+    };
+    assert!(
+        err.to_string().contains("subject = \"whole-image\""),
+        "{err}"
+    );
+    // And a whole-image embedder embeds pictures without aligning anything.
+    let mut certifier = Certifier::load(rt(), &face, &detector, &options())
+        .unwrap()
+        .with_whole_image_embedder(rt(), &feature_spec_path(), &options())
+        .unwrap();
+    let coffee = certifier
+        .analyze(&DynamicImage::ImageRgb8(image(&fixture("coffee.jpg"))))
+        .unwrap();
+    assert_eq!(coffee.whole_image.unwrap().len(), 1280);
 }
 
 // ------------------------------------------------------------------ MobileFaceNet
@@ -269,7 +281,7 @@ fn analyze(c: &mut Certifier, img: &RgbImage) -> FaceAnalysis {
 
 fn face_distance(c: &mut Certifier, a: &FaceAnalysis, b: &FaceAnalysis) -> f32 {
     assert!(!a.faces.is_empty() && !b.faces.is_empty());
-    c.compare(a, b).unwrap().distance
+    c.compare(a, b).unwrap().distance.unwrap()
 }
 
 #[test]

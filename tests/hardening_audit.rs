@@ -31,7 +31,9 @@ fn write_policy(dir: &Path, embedder: &Path) -> PathBuf {
         .replace(
             "\"../models/dlib-face/embedder.toml\"",
             &format!("\"{}\"", embedder.display()),
-        );
+        )
+        // The whole-image embedder and second opinion, where the checkout has them.
+        .replace("\"../models/", &format!("\"{}/models/", root().display()));
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
     path

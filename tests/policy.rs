@@ -4,7 +4,7 @@ use boomerang::certify::CertificateKind;
 use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::diffusion::scheduler::SchedulerKind;
 use boomerang::policy::{
-    OnFaceLost, OnFailure, OnNoFace, Policy, PolicyError, Problem, Start, Threshold,
+    OnFaceLost, OnFailure, OnNoFace, Policy, PolicyError, Problem, SecondOpinion, Start, Threshold,
 };
 
 fn repo() -> PathBuf {
@@ -20,6 +20,9 @@ path = "../models/tiny-sd"
 
 [embedder]
 spec = "../models/dlib-face/embedder.toml"
+
+[feature-embedder]
+spec = "../models/efficientnet-lite0/embedder.toml"
 
 [levels.medium]
 strength = 0.5
@@ -152,6 +155,48 @@ fn on_face_lost_must_be_written_out_to_accept_and_is_checked() {
         p.message.contains("\"fail\" or \"accept\""),
         "{}",
         p.message
+    );
+}
+
+#[test]
+fn whole_image_certificates_need_a_feature_embedder_and_second_opinions_are_listed() {
+    let without = replace(
+        "[feature-embedder]\nspec = \"../models/efficientnet-lite0/embedder.toml\"\n",
+        "",
+    );
+    let p = problem(&without);
+    assert_eq!(
+        (p.table.as_str(), p.key.as_str()),
+        ("levels.medium", "on-no-face")
+    );
+    assert!(p.message.contains("[feature-embedder]"), "{}", p.message);
+    // Without whole-image certificates no feature embedder is needed.
+    let skipping = without.replace("on-no-face = \"whole-image\"", "on-no-face = \"skip\"");
+    let (_dir, result) = load_text(&skipping);
+    assert_eq!(result.unwrap().feature_embedder, None);
+
+    let with_opinions = format!(
+        "{BASE}\n[[second-opinion]]\nspec = \"../models/mobilefacenet/embedder.toml\"\n\n[[second-opinion]]\nspec = \"other.toml\"\noperating-point = \"strict\"\n"
+    );
+    let (dir, result) = load_text(&with_opinions);
+    let policy = result.unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        policy.second_opinions,
+        [
+            SecondOpinion {
+                spec: root.join("models/mobilefacenet/embedder.toml"),
+                operating_point: None
+            },
+            SecondOpinion {
+                spec: root.join("policies/other.toml"),
+                operating_point: Some("strict".into())
+            }
+        ]
+    );
+    assert_eq!(
+        policy.feature_embedder.unwrap().spec,
+        root.join("models/efficientnet-lite0/embedder.toml")
     );
 }
 

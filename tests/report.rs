@@ -3,14 +3,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use boomerang::certify::CertificateKind;
 use boomerang::records::report::{
-    genesis, rfc3339_utc, verify, ChainError, KindCounts, ReportError, ReportRow, ReportWriter,
-    RowProblem, RunConfig, RunRecord, Status, StatusCounts,
+    genesis, rfc3339_utc, verify, ChainError, KindCounts, RecordedSpec, ReportError, ReportRow,
+    ReportWriter, RowProblem, RunConfig, RunRecord, Status, StatusCounts,
 };
 use sha2::{Digest, Sha256};
 
 const HEADER: &str = "input_path,input_sha256,output_path,output_sha256,status,certificate,reason,level,\
 strength,start_timestep,steps,scheduler,seed,attempts,distance,threshold,metric,faces_in,\
-faces_out,model_sha256,embedder_sha256,detector_sha256,policy_sha256,width,height,milliseconds,tool_version,chain";
+faces_out,second_opinions,model_sha256,embedder_sha256,detector_sha256,policy_sha256,width,height,milliseconds,tool_version,chain";
 
 fn row(i: u32) -> ReportRow {
     ReportRow {
@@ -33,6 +33,7 @@ fn row(i: u32) -> ReportRow {
         metric: "euclidean".into(),
         faces_in: Some(1),
         faces_out: Some(1),
+        second_opinions: "mobilefacenet:1.2:1".into(),
         model_sha256: "50b4c2c12e045118b293821b694386c08abb5aee59edb1f8c4fd4f6ef3acea33".into(),
         embedder_sha256: "e4a003f695be5e07c1593caf71a3edf9b6c2c6d822bf62d8bfdbe707b591e82c".into(),
         detector_sha256: "c15fab92a046e9935ae4784972dba0881688ddafa8ba739b6594fc1cef310bdf".into(),
@@ -137,17 +138,18 @@ fn header_is_written_at_creation_and_columns_are_exact() {
     assert_eq!(&first[10], "50");
     assert_eq!(&first[14], "0.7342");
     assert_eq!(&first[15], "0.6");
+    assert_eq!(&first[19], "mobilefacenet:1.2:1");
     assert_eq!(
-        &first[21],
+        &first[22],
         "c15fab92a046e9935ae4784972dba0881688ddafa8ba739b6594fc1cef310bdf"
     );
-    assert_eq!(&first[23], "250");
-    assert_eq!(first[27].len(), 64);
+    assert_eq!(&first[24], "250");
+    assert_eq!(first[28].len(), 64);
     // Absent values are empty fields.
     let second = &records[1];
     assert_eq!(&second[4], "error");
     assert_eq!(&second[2], "");
-    for column in [5, 8, 9, 10, 12, 13, 14, 15, 17, 18, 23, 24] {
+    for column in [5, 8, 9, 10, 12, 13, 14, 15, 17, 18, 24, 25] {
         assert_eq!(&second[column], "", "column {column}");
     }
     assert_eq!(
@@ -556,6 +558,10 @@ fn run_record_is_written_atomically_as_json() {
             device: "cpu".into(),
             embedder: "models/dlib-face/embedder.toml".into(),
             embedder_sha256: "e".repeat(64),
+            feature_embedder: Some(RecordedSpec {
+                spec: "models/efficientnet-lite0/embedder.toml".into(),
+                sha256: "f".repeat(64),
+            }),
             input: "/data/in".into(),
             level: "medium".into(),
             level_settings: serde_json::json!({"name": "medium"}),
@@ -565,6 +571,7 @@ fn run_record_is_written_atomically_as_json() {
             policy: "policies/demo.toml".into(),
             policy_sha256: "p".repeat(64),
             report: "/data/out.report.csv".into(),
+            second_opinions: Vec::new(),
             seed: 0x00ff,
             threads: 2,
         },

@@ -383,6 +383,8 @@ pub(super) struct EmbedderFacts {
     pub graph_sha256: String,
     pub metric: String,
     pub thresholds: HashMap<String, f32>,
+    /// The threshold of the spec's default operating point, as a distance.
+    pub default_threshold: Option<f32>,
     /// The spec's `detector-sha256` pin.
     pub detector_pin: Option<String>,
     /// The spec pins a graph or detector sha256 that its file does not have.
@@ -436,7 +438,7 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
             )),
         }
     }
-    let thresholds = spec
+    let thresholds: HashMap<String, f32> = spec
         .operating_points
         .iter()
         .filter_map(|point| {
@@ -449,6 +451,7 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
         })
         .collect();
     Ok(EmbedderFacts {
+        default_threshold: thresholds.get(&spec.default_operating_point).copied(),
         detector_pin: spec
             .detector_sha256
             .as_ref()
@@ -574,6 +577,7 @@ pub(super) fn verdicts(
     entries: &[Entry],
     policy: Option<&Policy>,
     embedder: Option<&EmbedderFacts>,
+    feature: Option<&EmbedderFacts>,
     not_checked: &mut Vec<String>,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -588,7 +592,12 @@ pub(super) fn verdicts(
             findings.push(finding);
         };
         own_verdict(row, &mut add);
-        if let Some(embedder) = embedder {
+        let judge = if whole_image_judge(row, feature) {
+            feature
+        } else {
+            embedder
+        };
+        if let Some(embedder) = judge {
             if matches!(row.status, Status::Certified | Status::Failed)
                 && row.metric != embedder.metric
             {
@@ -604,7 +613,12 @@ pub(super) fn verdicts(
         }
         if let Some(policy) = policy {
             let thresholds = embedder.map(|e| &e.thresholds);
-            policy_rules(row, policy, thresholds, &mut unresolved, &mut add);
+            let feature_threshold = feature.and_then(|f| f.default_threshold);
+            let judged = Judged {
+                operating_points: thresholds,
+                whole_image: whole_image_judge(row, feature).then_some(feature_threshold),
+            };
+            policy_rules(row, policy, judged, &mut unresolved, &mut add);
         }
     }
     for name in unresolved {
@@ -647,9 +661,50 @@ fn own_certificate(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
     }
 }
 
+/// A certified row's second opinions must each be beyond their own threshold.
+fn own_second_opinions(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
+    if row.status != Status::Certified || row.second_opinions.is_empty() {
+        return;
+    }
+    for opinion in row.second_opinions.split(';') {
+        let parts: Vec<&str> = opinion.split(':').collect();
+        let [name, distance, threshold] = parts[..] else {
+            add(
+                FindingKind::Verdict,
+                format!(
+                    "second opinion `{}` is not name:distance:threshold",
+                    super::shown(opinion)
+                ),
+            );
+            continue;
+        };
+        let (distance, threshold) = (distance.parse::<f32>(), threshold.parse::<f32>());
+        match (distance, threshold) {
+            (Ok(d), Ok(t)) if d.is_finite() && t.is_finite() && d >= t => {}
+            (Ok(d), Ok(t)) => add(
+                FindingKind::Verdict,
+                format!(
+                    "certified, but second opinion {} finds distance {d}, not beyond its threshold {t}",
+                    super::shown(name)
+                ),
+            ),
+            // No face pair to compare (a lost face and no output face).
+            (Err(_), Ok(_)) if row.faces_out == Some(0) => {}
+            _ => add(
+                FindingKind::Verdict,
+                format!(
+                    "certified, but second opinion {} has no finite distance and threshold",
+                    super::shown(name)
+                ),
+            ),
+        }
+    }
+}
+
 fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
     let known_metric = matches!(row.metric.as_str(), "euclidean" | "cosine");
     own_certificate(row, add);
+    own_second_opinions(row, add);
     // A lost face with no output face at all has no pair, hence no distance.
     let nothing_compared =
         row.certificate == Some(CertificateKind::FaceLost) && row.faces_out == Some(0);
@@ -726,13 +781,28 @@ fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
     }
 }
 
+/// Whether a row was judged by the policy's whole-image (feature) embedder rather than the face
+/// embedder: a whole-image comparison in a run that had one.
+fn whole_image_judge(row: &ReportRow, feature: Option<&EmbedderFacts>) -> bool {
+    feature.is_some() && row.certificate == Some(CertificateKind::WholeImage)
+}
+
+/// The thresholds a row may be judged at.
+struct Judged<'a> {
+    /// The face embedder's operating points, when its spec was given.
+    operating_points: Option<&'a HashMap<String, f32>>,
+    /// For a row judged by the whole-image embedder: that embedder's default threshold.
+    whole_image: Option<Option<f32>>,
+}
+
 fn policy_rules(
     row: &ReportRow,
     policy: &Policy,
-    operating_points: Option<&HashMap<String, f32>>,
+    judged: Judged,
     unresolved: &mut BTreeSet<String>,
     add: &mut impl FnMut(FindingKind, String),
 ) {
+    let operating_points = judged.operating_points;
     if !matches!(row.status, Status::Certified | Status::Failed) {
         return;
     }
@@ -800,9 +870,10 @@ fn policy_rules(
             _ => {}
         }
     }
-    let expected_threshold = match &level.threshold {
-        Threshold::Value(value) => Some(*value),
-        Threshold::OperatingPoint(name) => {
+    let expected_threshold = match (&level.threshold, judged.whole_image) {
+        (_, Some(whole_image)) => whole_image,
+        (Threshold::Value(value), None) => Some(*value),
+        (Threshold::OperatingPoint(name), None) => {
             let found = operating_points.and_then(|points| points.get(name).copied());
             if found.is_none() {
                 unresolved.insert(name.clone());
@@ -913,6 +984,7 @@ pub(super) fn run_config_rows(
     entries: &[Entry],
     run: &RunJson,
     embedder: Option<&EmbedderFacts>,
+    feature: Option<&EmbedderFacts>,
     not_checked: &mut Vec<String>,
 ) -> Vec<Finding> {
     use serde_json::Value;
@@ -975,7 +1047,12 @@ pub(super) fn run_config_rows(
                 ));
             }
         }
-        if let (Some(found), Some(expected)) = (row.threshold, threshold) {
+        let expected = match (whole_image_judge(row, feature), feature) {
+            (true, Some(feature)) => feature.default_threshold,
+            (true, None) => None,
+            (false, _) => threshold,
+        };
+        if let (Some(found), Some(expected)) = (row.threshold, expected) {
             if (found - expected).abs() > THRESHOLD_SLACK {
                 add(format!(
                     "threshold {found}, but {source} records a level that certifies at {expected}"

@@ -477,6 +477,12 @@ pub fn audit(
             None
         }
     };
+    // Whole-image rows are judged by the policy's feature embedder: its spec, as the policy
+    // names it.
+    let feature = match policy.as_ref().and_then(|p| p.feature_embedder.as_ref()) {
+        Some(feature) => Some(checks::embedder_facts(&feature.spec)?),
+        None => None,
+    };
     if let Some(path) = &args.claimed.detector {
         given.detector =
             Some(crate::io::hashing::sha256_file(path).map_err(|e| io_error(path, e))?);
@@ -494,6 +500,7 @@ pub fn audit(
                 &entries,
                 run,
                 embedder.as_ref(),
+                feature.as_ref(),
                 &mut not_checked,
             ));
             if let Some(policy) = &policy {
@@ -519,6 +526,7 @@ pub fn audit(
         &entries,
         policy.as_ref(),
         embedder.as_ref(),
+        feature.as_ref(),
         &mut not_checked,
     ));
 

@@ -63,6 +63,12 @@ pub enum CertifyError {
     Metric(#[from] MetricError),
     #[error("{side} analysis has neither faces nor a whole-image embedding; build it with Certifier::analyze")]
     NothingToCompare { side: &'static str },
+    #[error("{spec}: {role} needs a spec with subject = \"{wanted}\"")]
+    WrongSubject {
+        spec: PathBuf,
+        role: &'static str,
+        wanted: &'static str,
+    },
 }
 
 /// Folders searched for models, in order: `$BOOMERANG_MODELS`, `./models`, and the source tree's
@@ -168,6 +174,9 @@ pub struct Face {
     /// subject's right and left).
     pub keypoints: [Point; 6],
     pub embedding: Embedding,
+    /// The same face by each second-opinion embedder, in the certifier's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub second_opinions: Vec<Embedding>,
 }
 
 /// Everything certification needs from one image.
@@ -332,6 +341,19 @@ pub fn compare(
     input: &FaceAnalysis,
     output: &FaceAnalysis,
 ) -> Result<Comparison, CertifyError> {
+    compare_by(face_metric, whole_image_metric, input, output, |face| {
+        Some(&face.embedding)
+    })
+}
+
+/// [`compare`] of the face embeddings `embedding_of` picks (a second opinion's).
+fn compare_by<'a>(
+    face_metric: Metric,
+    whole_image_metric: Metric,
+    input: &'a FaceAnalysis,
+    output: &'a FaceAnalysis,
+    embedding_of: impl Fn(&'a Face) -> Option<&'a Embedding>,
+) -> Result<Comparison, CertifyError> {
     let (faces_in, faces_out) = (input.faces.len(), output.faces.len());
     if input.faces.is_empty() {
         let a = input
@@ -360,9 +382,13 @@ pub fn compare(
     }
     let mut closest: Option<Pair> = None;
     let mut distances = vec![vec![0.0f32; faces_out]; faces_in];
+    let missing = |side| CertifyError::NothingToCompare { side };
     for (i, a) in input.faces.iter().enumerate() {
         for (o, b) in output.faces.iter().enumerate() {
-            let distance = face_metric.distance(&a.embedding, &b.embedding)?;
+            let distance = face_metric.distance(
+                embedding_of(a).ok_or(missing("input"))?,
+                embedding_of(b).ok_or(missing("output"))?,
+            )?;
             distances[i][o] = distance;
             if closest.is_none_or(|p| distance < p.distance) {
                 closest = Some(Pair {
@@ -420,14 +446,27 @@ impl Verdict {
     }
 }
 
-/// Detector + face embedder (+ an optional whole-image embedder), loaded once and used image
-/// after image.
+/// Detector + face embedder (+ an optional whole-image embedder and second-opinion face
+/// embedders), loaded once and used image after image.
 pub struct Certifier {
     detector: FaceDetector,
     embedder: Embedder,
     /// Embeds whole images for [`CertificateKind::WholeImage`]; without it the face embedder
     /// embeds a centre crop, which says little (the comparison records whose metric it used).
     whole_image_embedder: Option<Embedder>,
+    /// Face embedders that must agree, each with the operating point it judges at.
+    second_opinions: Vec<(Embedder, OperatingPoint)>,
+}
+
+/// One second opinion on a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Opinion {
+    /// The embedder spec's name.
+    pub embedder: String,
+    pub comparison: Comparison,
+    pub operating_point: OperatingPoint,
+    /// Every compared pair is a different identity at its operating point.
+    pub differs: bool,
 }
 
 impl Certifier {
@@ -443,23 +482,67 @@ impl Certifier {
         let embedder = Embedder::load(runtime, spec, options)?;
         let detector =
             FaceDetector::load(runtime, detector_model, options, DetectorConfig::default())?;
+        if embedder.spec().is_whole_image() {
+            return Err(CertifyError::WrongSubject {
+                spec: embedder_spec.to_path_buf(),
+                role: "the face embedder",
+                wanted: "face",
+            });
+        }
         Ok(Self {
             detector,
             embedder,
             whole_image_embedder: None,
+            second_opinions: Vec::new(),
         })
     }
 
-    /// Embeds whole images with the embedder of `spec` instead of the face embedder.
+    /// Embeds whole images with the embedder of `spec` (`subject = "whole-image"`) instead of
+    /// a centre crop through the face embedder.
     pub fn with_whole_image_embedder(
         mut self,
         runtime: &Runtime,
         spec: &Path,
         options: &SessionOptions,
     ) -> Result<Self, CertifyError> {
-        let spec = EmbedderSpec::load(spec)?;
-        self.whole_image_embedder = Some(Embedder::load(runtime, spec, options)?);
+        let loaded = EmbedderSpec::load(spec)?;
+        if !loaded.is_whole_image() {
+            return Err(CertifyError::WrongSubject {
+                spec: spec.to_path_buf(),
+                role: "a whole-image (feature) embedder",
+                wanted: "whole-image",
+            });
+        }
+        self.whole_image_embedder = Some(Embedder::load(runtime, loaded, options)?);
         Ok(self)
+    }
+
+    /// Adds a face embedder whose verdict must agree, judged at `operating_point` of its spec
+    /// (`None`: its default point).
+    pub fn with_second_opinion(
+        mut self,
+        runtime: &Runtime,
+        spec: &Path,
+        operating_point: Option<&str>,
+        options: &SessionOptions,
+    ) -> Result<Self, CertifyError> {
+        let loaded = EmbedderSpec::load(spec)?;
+        if loaded.is_whole_image() {
+            return Err(CertifyError::WrongSubject {
+                spec: spec.to_path_buf(),
+                role: "a second opinion",
+                wanted: "face",
+            });
+        }
+        let point = loaded.operating_point(operating_point)?.clone();
+        let embedder = Embedder::load(runtime, loaded, options)?;
+        self.second_opinions.push((embedder, point));
+        Ok(self)
+    }
+
+    /// The specs of the second-opinion embedders, in order.
+    pub fn second_opinion_specs(&self) -> impl Iterator<Item = &EmbedderSpec> {
+        self.second_opinions.iter().map(|(e, _)| e.spec())
     }
 
     pub fn spec(&self) -> &EmbedderSpec {
@@ -500,22 +583,31 @@ impl Certifier {
         let detections = self.detector.detect(&rgb)?;
         let mut faces = Vec::with_capacity(detections.len());
         for (i, detection) in detections.into_iter().enumerate() {
-            let chip = align::align_face(&rgb, &detection, self.embedder.spec())
-                .map_err(|source| CertifyError::Align { face: i, source })?;
+            let align_error = |source| CertifyError::Align { face: i, source };
+            let chip =
+                align::align_face(&rgb, &detection, self.embedder.spec()).map_err(align_error)?;
+            let mut second_opinions = Vec::with_capacity(self.second_opinions.len());
+            for (embedder, _) in &mut self.second_opinions {
+                let chip =
+                    align::align_face(&rgb, &detection, embedder.spec()).map_err(align_error)?;
+                second_opinions.push(embedder.embed(&chip)?);
+            }
             faces.push(Face {
                 embedding: self.embedder.embed(&chip)?,
+                second_opinions,
                 bbox: detection.bbox,
                 score: detection.score,
                 keypoints: detection.keypoints,
             });
         }
         let whole_image = if whole_image.unwrap_or(faces.is_empty()) {
-            let embedder = self
-                .whole_image_embedder
-                .as_mut()
-                .unwrap_or(&mut self.embedder);
-            let [w, h] = embedder.spec().input_size;
-            Some(embedder.embed(&align::whole_image_chip(&rgb, w, h))?)
+            Some(match self.whole_image_embedder.as_mut() {
+                Some(embedder) => embedder.embed_whole_image(&rgb)?,
+                None => {
+                    let [w, h] = self.embedder.spec().input_size;
+                    self.embedder.embed(&align::whole_image_chip(&rgb, w, h))?
+                }
+            })
         } else {
             None
         };
@@ -539,6 +631,34 @@ impl Certifier {
             input,
             output,
         )
+    }
+
+    /// Each second opinion on the faces of `input` and `output` (none for a whole-image
+    /// comparison: second opinions are face matchers).
+    pub fn second_opinions(
+        &self,
+        input: &FaceAnalysis,
+        output: &FaceAnalysis,
+    ) -> Result<Vec<Opinion>, CertifyError> {
+        if input.faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let metric = self.whole_image_spec().metric;
+        self.second_opinions
+            .iter()
+            .enumerate()
+            .map(|(k, (embedder, point))| {
+                let comparison = compare_by(embedder.spec().metric, metric, input, output, |f| {
+                    f.second_opinions.get(k)
+                })?;
+                Ok(Opinion {
+                    embedder: embedder.spec().name.clone(),
+                    differs: comparison.all_pairs_differ(point),
+                    operating_point: point.clone(),
+                    comparison,
+                })
+            })
+            .collect()
     }
 
     /// The operating point a comparison of `kind` is judged at: `face_point` (a point of the
@@ -587,6 +707,7 @@ mod tests {
             score: 0.9,
             keypoints: [p; 6],
             embedding: Embedding::new(v.to_vec()).unwrap(),
+            second_opinions: Vec::new(),
         }
     }
 

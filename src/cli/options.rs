@@ -549,14 +549,21 @@ pub struct ScoreArgs {
     /// Second image (treated as the output).
     pub image_b: PathBuf,
     /// Embedder: a name under a models folder, a folder holding embedder.toml, or a spec file.
-    #[arg(long, default_value = DEFAULT_EMBEDDER)]
+    #[arg(long, default_value = DEFAULT_EMBEDDER, conflicts_with = "policy")]
     pub embedder: String,
     /// Operating point of the embedder's spec to judge by (default: the spec's default).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub operating_point: Option<String>,
-    /// Face detector ONNX model (default: models/face-detector/blazeface-short-range.onnx).
+    /// Face detector ONNX model (default: the one the embedder spec pins).
     #[arg(long)]
     pub detector: Option<PathBuf>,
+    /// Judge B exactly as this anonymization policy would: its embedder, whole-image embedder,
+    /// second opinions, operating point and the certificate kinds the level accepts.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The policy's level (default: the policy's default level).
+    #[arg(long, requires = "policy")]
+    pub level: Option<String>,
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
@@ -572,6 +579,8 @@ impl ScoreArgs {
             embedder: self.embedder.clone(),
             operating_point: self.operating_point.clone(),
             detector: self.detector.clone(),
+            policy: self.policy.clone(),
+            level: self.level.clone(),
             json: self.json,
             runtime: self.runtime.config(),
         }

@@ -18,7 +18,7 @@ use super::Exit;
 use crate::certify::metric::Embedding;
 use crate::certify::reid::{self, Probe};
 use crate::certify::spec::OperatingPoint;
-use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis};
+use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis, Opinion};
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::image_seed;
@@ -26,10 +26,10 @@ use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, Placement};
 use crate::io::runtime::{Runtime, RuntimeConfig};
-use crate::policy::{Level, OnFailure, OnNoFace, Policy, Threshold};
+use crate::policy::{Level, OnFailure, OnNoFace, Policy};
 use crate::records::report::{
-    rfc3339_utc, run_record_path, ReportRow, ReportWriter, RunConfig, RunRecord, Status,
-    StatusCounts,
+    rfc3339_utc, run_record_path, RecordedSpec, ReportRow, ReportWriter, RunConfig, RunRecord,
+    Status, StatusCounts,
 };
 
 pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
@@ -123,8 +123,20 @@ struct Prepared {
     model_dir: PathBuf,
     model_sha256: String,
     embedder_sha256: String,
+    /// The policy's whole-image embedder and second opinions, with their spec hashes.
+    feature_embedder: Option<RecordedSpec>,
+    second_opinions: Vec<RecordedSpec>,
     detector: certify::PinnedDetector,
     schedulers: SchedulerSetup,
+}
+
+/// The spec at `path` with the sha256 of its file, as run.json records it.
+fn recorded_spec(path: &Path) -> anyhow::Result<RecordedSpec> {
+    Ok(RecordedSpec {
+        spec: path.to_path_buf(),
+        sha256: sha256_file(path)
+            .with_context(|| format!("reading embedder spec {}", path.display()))?,
+    })
 }
 
 fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
@@ -161,8 +173,16 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
             );
         }
     }
-    let embedder_sha256 = sha256_file(&policy.embedder.spec)
-        .with_context(|| format!("reading embedder spec {}", policy.embedder.spec.display()))?;
+    let embedder_sha256 = recorded_spec(&policy.embedder.spec)?.sha256;
+    let feature_embedder = match &policy.feature_embedder {
+        Some(feature) => Some(recorded_spec(&feature.spec)?),
+        None => None,
+    };
+    let second_opinions = policy
+        .second_opinions
+        .iter()
+        .map(|opinion| recorded_spec(&opinion.spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // Pinned by the spec and checked here, before anything is created.
     let detector =
         certify::pinned_detector(&certify::spec::EmbedderSpec::load(&policy.embedder.spec)?)?;
@@ -175,6 +195,8 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         model_dir,
         model_sha256,
         embedder_sha256,
+        feature_embedder,
+        second_opinions,
         detector,
         schedulers,
     })
@@ -193,21 +215,8 @@ pub fn level_settings(level: &Level) -> Settings {
     }
 }
 
-/// The operating point a level certifies against.
-fn operating_point(level: &Level, certifier: &Certifier) -> anyhow::Result<OperatingPoint> {
-    Ok(match &level.threshold {
-        Threshold::OperatingPoint(name) => certifier.spec().operating_point(Some(name))?.clone(),
-        Threshold::Value(max_distance) => OperatingPoint {
-            name: "policy threshold".into(),
-            max_distance: Some(*max_distance),
-            min_similarity: None,
-            provenance: "the policy's threshold value".into(),
-        },
-    })
-}
-
 /// The threshold expressed as a distance in the embedder's metric, for the report.
-fn threshold_distance(point: &OperatingPoint) -> Option<f32> {
+pub(crate) fn threshold_distance(point: &OperatingPoint) -> Option<f32> {
     point
         .max_distance
         .or(point.min_similarity.map(|similarity| 1.0 - similarity))
@@ -492,7 +501,7 @@ struct Certifying<'a> {
     run_seed: u64,
     engine: Engine,
     certifier: Certifier,
-    point: OperatingPoint,
+    points: Points,
     context: RowContext<'a>,
     size: u32,
     writer: ReportWriter,
@@ -508,7 +517,24 @@ struct Certifying<'a> {
 struct Models {
     engine: Engine,
     certifier: Certifier,
-    point: OperatingPoint,
+    points: Points,
+}
+
+/// The operating points a level judges at: its own for faces, the whole-image embedder's
+/// for whole images (the face one when the policy has no whole-image embedder).
+#[derive(Clone)]
+struct Points {
+    face: OperatingPoint,
+    whole_image: OperatingPoint,
+}
+
+impl Points {
+    fn for_kind(&self, kind: CertificateKind) -> &OperatingPoint {
+        match kind {
+            CertificateKind::WholeImage => &self.whole_image,
+            CertificateKind::Face | CertificateKind::FaceLost => &self.face,
+        }
+    }
 }
 
 impl Models {
@@ -520,17 +546,35 @@ impl Models {
         runtime: &Runtime,
     ) -> anyhow::Result<Models> {
         let engine = Engine::open(&prepared.model_dir, runtime, &config.runtime.session)?;
-        let certifier = Certifier::load(
+        let session = &config.runtime.session;
+        let policy = &prepared.policy;
+        let mut certifier = Certifier::load(
             runtime,
-            &prepared.policy.embedder.spec,
+            &policy.embedder.spec,
             &prepared.detector.path,
-            &config.runtime.session,
+            session,
         )?;
-        let point = operating_point(&prepared.level, &certifier)?;
+        if let Some(feature) = &policy.feature_embedder {
+            certifier = certifier.with_whole_image_embedder(runtime, &feature.spec, session)?;
+        }
+        for opinion in &policy.second_opinions {
+            certifier = certifier.with_second_opinion(
+                runtime,
+                &opinion.spec,
+                opinion.operating_point.as_deref(),
+                session,
+            )?;
+        }
+        let points = Points {
+            face: prepared.level.operating_point(certifier.spec())?,
+            whole_image: certifier
+                .operating_point(CertificateKind::WholeImage, None)?
+                .clone(),
+        };
         Ok(Models {
             engine,
             certifier,
-            point,
+            points,
         })
     }
 }
@@ -547,7 +591,7 @@ impl<'a> Certifying<'a> {
         let Models {
             engine,
             certifier,
-            point,
+            points,
         } = models;
         let context = RowContext {
             level: &prepared.level,
@@ -556,7 +600,7 @@ impl<'a> Certifying<'a> {
             detector_sha256: &prepared.detector.sha256,
             policy_sha256: &prepared.policy.sha256,
             metric: certifier.spec().metric.to_string(),
-            threshold: threshold_distance(&point),
+            threshold: threshold_distance(&points.face),
         };
         Certifying {
             config,
@@ -565,7 +609,7 @@ impl<'a> Certifying<'a> {
             size: engine.model.geometry.image_size() as u32,
             engine,
             certifier,
-            point,
+            points,
             context,
             writer,
             counts,
@@ -654,7 +698,7 @@ impl<'a> Certifying<'a> {
     fn flush(&mut self) -> anyhow::Result<()> {
         let jobs = std::mem::take(&mut self.batch);
         let context = BatchContext {
-            point: &self.point,
+            points: &self.points,
             prepared: self.prepared,
             run_seed: self.run_seed,
             output_root: &self.config.output,
@@ -757,6 +801,8 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunCo
         model_sha256: prepared.model_sha256.clone(),
         embedder: prepared.policy.embedder.spec.clone(),
         embedder_sha256: prepared.embedder_sha256.clone(),
+        feature_embedder: prepared.feature_embedder.clone(),
+        second_opinions: prepared.second_opinions.clone(),
         detector: prepared.detector.path.clone(),
         detector_sha256: prepared.detector.sha256.clone(),
         seed,
@@ -967,6 +1013,7 @@ impl RowContext<'_> {
             metric: self.metric.clone(),
             faces_in: None,
             faces_out: None,
+            second_opinions: String::new(),
             model_sha256: self.model_sha256.to_string(),
             embedder_sha256: self.embedder_sha256.to_string(),
             detector_sha256: self.detector_sha256.to_string(),
@@ -1062,7 +1109,7 @@ fn over_pixel_budget(
 
 /// What every batch of a run shares.
 struct BatchContext<'a> {
-    point: &'a OperatingPoint,
+    points: &'a Points,
     prepared: &'a Prepared,
     run_seed: u64,
     output_root: &'a Path,
@@ -1087,6 +1134,7 @@ struct Attempt {
     comparison: Comparison,
     /// The threshold it was judged at, as a distance in its metric.
     threshold: Option<f32>,
+    opinions: Vec<Opinion>,
     certified: bool,
     /// Attempts made so far (this one included).
     number: u32,
@@ -1167,12 +1215,17 @@ fn attempt_round(
             imageio::from_working_tensor(output.images.index_axis(Axis(0), slot), &job.placement);
         let faces_out = certifier.analyze_output(&image, &job.faces_in)?;
         let comparison = certifier.compare(&job.faces_in, &faces_out)?;
-        let point = context.point;
-        // A certificate needs a kind the level accepts, and every compared pair different.
-        let certified = level.accepts(comparison.certificate) && comparison.all_pairs_differ(point);
+        let point = context.points.for_kind(comparison.certificate);
+        let opinions = certifier.second_opinions(&job.faces_in, &faces_out)?;
+        // A certificate needs a kind the level accepts, and every compared pair different by
+        // the certifying embedder and by every second opinion.
+        let certified = level.accepts(comparison.certificate)
+            && comparison.all_pairs_differ(point)
+            && opinions.iter().all(|opinion| opinion.differs);
         results[i] = Some(Attempt {
             image,
             threshold: threshold_distance(point),
+            opinions,
             comparison,
             certified,
             number: attempt + 1,
@@ -1210,6 +1263,7 @@ fn verdict(
     row.metric = result.comparison.metric.to_string();
     row.threshold = result.threshold;
     row.faces_out = Some(result.comparison.faces_out as u32);
+    row.second_opinions = opinions_cell(&result.opinions);
     let no_face = job.faces_in.faces.is_empty();
     let (status, reason, keep) = judge(context, &result, no_face);
     row.status = status;
@@ -1232,7 +1286,7 @@ fn verdict(
 /// The status, the reason and whether the output is kept, per the policy.
 fn judge(context: &BatchContext, result: &Attempt, no_face: bool) -> (Status, String, bool) {
     let level = &context.prepared.level;
-    let point = context.point;
+    let point = context.points.for_kind(result.comparison.certificate);
     if no_face && level.on_no_face == OnNoFace::Flag {
         let reason =
             "no face found in the input (policy: on-no-face = flag); output kept, not certified";
@@ -1243,20 +1297,31 @@ fn judge(context: &BatchContext, result: &Attempt, no_face: bool) -> (Status, St
                 "every input face has its output face at its place, and every pair of faces {}",
                 beyond(point)
             ),
+            CertificateKind::FaceLost if result.comparison.faces_out == 0 => {
+                "an input face has no output face at its place, and the output shows no face (accepted: on-face-lost = accept)".to_string()
+            }
             CertificateKind::FaceLost => format!(
                 "an input face has no output face at its place (accepted: on-face-lost = accept); every pair of faces still found {}",
                 beyond(point)
             ),
             CertificateKind::WholeImage => format!(
-                "no face in the input: the whole images {} (a near-duplicate check, not an identity check)",
-                beyond(point)
+                "no face in the input: the whole images are no near duplicates at operating point `{}` ({}); a picture check, not an identity check",
+                point.name,
+                point.rule()
             ),
         };
         (Status::Certified, reason, true)
     } else {
         let flagged = level.on_failure == OnFailure::Flag;
+        let dissent = result.opinions.iter().find(|opinion| !opinion.differs);
         let why = if !result.comparison.all_pairs_differ(point) {
             format!("still the same identity ({})", point.rule())
+        } else if let Some(opinion) = dissent {
+            format!(
+                "still the same identity by second opinion {} ({})",
+                opinion.embedder,
+                opinion.operating_point.rule()
+            )
         } else if result.comparison.certificate == CertificateKind::FaceLost {
             "an input face has no output face at its place (on-face-lost = fail: a face the detector stops finding is not shown to be someone else)".to_string()
         } else {
@@ -1276,6 +1341,28 @@ fn judge(context: &BatchContext, result: &Attempt, no_face: bool) -> (Status, St
         );
         (Status::Failed, reason, flagged)
     }
+}
+
+/// The report's `second_opinions` cell: `name:distance:threshold` per opinion.
+fn opinions_cell(opinions: &[Opinion]) -> String {
+    opinions
+        .iter()
+        .map(|opinion| {
+            format!(
+                "{}:{}:{}",
+                opinion.embedder,
+                opinion
+                    .comparison
+                    .distance
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                threshold_distance(&opinion.operating_point)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn beyond(point: &OperatingPoint) -> String {

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::certify::spec::EmbedderSpec;
 use crate::certify::{
-    resolve_detector, resolve_embedder, CertificateKind, Certifier, Comparison, FaceAnalysis,
-    Subject, Verdict,
+    pinned_detector, resolve_detector, resolve_embedder, CertificateKind, Certifier, Comparison,
+    FaceAnalysis, Opinion, Subject, Verdict,
 };
 use crate::io::dataset;
 use crate::io::runtime::{RuntimeConfig, RuntimeInfo};
+use crate::policy::{Level, Policy};
 
 /// What `boomerang score` compares, and with what.
 #[derive(Debug, Clone)]
@@ -25,8 +27,13 @@ pub struct ScoreConfig {
     pub embedder: String,
     /// `None`: the spec's default operating point.
     pub operating_point: Option<String>,
-    /// `None`: the bundled short-range BlazeFace.
+    /// `None`: the detector the embedder spec pins.
     pub detector: Option<PathBuf>,
+    /// Judge as this policy's level does: its embedder, whole-image embedder, second opinions,
+    /// operating point and accepted certificate kinds (`embedder` and `operating_point` unused).
+    pub policy: Option<PathBuf>,
+    /// The policy's level (`None`: its default level).
+    pub level: Option<String>,
     pub json: bool,
     pub runtime: RuntimeConfig,
 }
@@ -48,6 +55,8 @@ pub struct ScoreReport {
     pub image_b: ImageReport,
     pub comparison: Comparison,
     pub verdict: Verdict,
+    /// The second opinions of the policy, each of which must agree.
+    pub second_opinions: Vec<Opinion>,
     /// What the comparison rests on (the report's `certificate` column).
     pub certificate: CertificateKind,
     /// Whether B would be certified as an anonymized A: a face-to-face comparison where every
@@ -59,23 +68,59 @@ pub struct ScoreReport {
     pub verdict_text: &'static str,
 }
 
-/// Analyzes both images and builds the report.
-pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
-    let runtime = config.runtime.init()?;
-    let spec_path = resolve_embedder(&config.embedder)?;
+/// The certifier and the level `score` judges with: a policy's, or the named embedder's.
+fn certifier_for(
+    config: &ScoreConfig,
+    runtime: &crate::io::runtime::Runtime,
+) -> anyhow::Result<(Certifier, PathBuf, PathBuf, Option<Level>)> {
+    let session = &config.runtime.session;
+    let policy = config.policy.as_deref().map(Policy::load).transpose()?;
+    let level = match &policy {
+        Some(policy) => Some(
+            policy
+                .level(config.level.as_deref().unwrap_or(&policy.default_level))?
+                .clone(),
+        ),
+        None => None,
+    };
+    let spec_path = match &policy {
+        Some(policy) => policy.embedder.spec.clone(),
+        None => resolve_embedder(&config.embedder)?,
+    };
     // An explicit --detector is the caller's choice; otherwise the one the spec pins.
     let detector = match config.detector.as_deref() {
         Some(path) => resolve_detector(Some(path))?,
-        None => {
-            let spec = crate::certify::spec::EmbedderSpec::load(&spec_path)?;
-            crate::certify::pinned_detector(&spec)?.path
-        }
+        None => pinned_detector(&EmbedderSpec::load(&spec_path)?)?.path,
     };
-    let mut certifier = Certifier::load(runtime, &spec_path, &detector, &config.runtime.session)?;
+    let mut certifier = Certifier::load(runtime, &spec_path, &detector, session)?;
+    if let Some(policy) = &policy {
+        if let Some(feature) = &policy.feature_embedder {
+            certifier = certifier.with_whole_image_embedder(runtime, &feature.spec, session)?;
+        }
+        for opinion in &policy.second_opinions {
+            certifier = certifier.with_second_opinion(
+                runtime,
+                &opinion.spec,
+                opinion.operating_point.as_deref(),
+                session,
+            )?;
+        }
+    }
+    Ok((certifier, spec_path, detector, level))
+}
+
+/// Analyzes both images and builds the report.
+pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
+    let runtime = config.runtime.init()?;
+    let (mut certifier, spec_path, detector, level) = certifier_for(config, runtime)?;
     // Fail on an unknown operating point before spending time on the images.
-    certifier
-        .spec()
-        .operating_point(config.operating_point.as_deref())?;
+    let face_point = match &level {
+        Some(level) => level.operating_point(certifier.spec())?,
+        None => certifier
+            .spec()
+            .operating_point(config.operating_point.as_deref())?
+            .clone(),
+    };
     // The loader anonymize uses, so both see the same pixels (EXIF orientation applied) under
     // the same size limits.
     let image_a = ImageReport {
@@ -91,17 +136,28 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
         )?,
     };
     let comparison = certifier.compare(&image_a.analysis, &image_b.analysis)?;
-    let verdict = certifier.verdict(&comparison, config.operating_point.as_deref())?;
     let certificate = comparison.certificate;
-    let (certified, verdict_text) = match (certificate, verdict.same_identity) {
-        (CertificateKind::Face, false) => (true, "different identity"),
-        (CertificateKind::WholeImage, false) => (true, "whole images differ (no face in A)"),
-        (CertificateKind::WholeImage, true) => (false, "near duplicate (no face in A)"),
-        (CertificateKind::FaceLost, false) => (
-            false,
-            "face lost: a face of A has no face of B at its place",
-        ),
-        (_, true) => (false, "same identity"),
+    let point = match certificate {
+        CertificateKind::WholeImage => certifier.operating_point(certificate, None)?.clone(),
+        CertificateKind::Face | CertificateKind::FaceLost => face_point,
+    };
+    let verdict = Verdict::new(&point, &comparison);
+    let second_opinions = certifier.second_opinions(&image_a.analysis, &image_b.analysis)?;
+    let dissent = second_opinions.iter().any(|opinion| !opinion.differs);
+    // Without a policy: what the default policy accepts (faces, and whole images of faceless
+    // inputs); a lost face is never a certificate.
+    let accepted = match &level {
+        Some(level) => level.accepts(certificate),
+        None => certificate != CertificateKind::FaceLost,
+    };
+    let certified = accepted && !verdict.same_identity && !dissent;
+    let verdict_text = match (certificate, verdict.same_identity) {
+        (_, true) if certificate != CertificateKind::WholeImage => "same identity",
+        (CertificateKind::WholeImage, true) => "near duplicate (no face in A)",
+        (CertificateKind::WholeImage, false) => "whole images differ (no face in A)",
+        (CertificateKind::FaceLost, _) => "face lost: a face of A has no face of B at its place",
+        (CertificateKind::Face, _) if dissent => "same identity by a second opinion",
+        (CertificateKind::Face, _) => "different identity",
     };
     Ok(ScoreReport {
         embedder: certifier.spec().name.clone(),
@@ -113,6 +169,7 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
         verdict_text,
         certificate,
         certified,
+        second_opinions,
         comparison,
         verdict,
     })
@@ -195,6 +252,23 @@ fn render_into(out: &mut String, report: &ScoreReport) -> std::fmt::Result {
         "operating point: {} ({})",
         report.verdict.operating_point, report.verdict.rule
     )?;
+    for opinion in &report.second_opinions {
+        let distance = opinion
+            .comparison
+            .distance
+            .map_or("none".to_string(), |d| format!("{d:.4}"));
+        writeln!(
+            out,
+            "second opinion {}: closest pair distance {distance} ({}: {})",
+            opinion.embedder,
+            opinion.operating_point.rule(),
+            if opinion.differs {
+                "differs"
+            } else {
+                "same identity"
+            }
+        )?;
+    }
     writeln!(
         out,
         "certificate: {} ({})",

@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::certify::spec::{EmbedderSpec, OperatingPoint, SpecError};
 use crate::certify::CertificateKind;
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::hashing::sha256_bytes;
@@ -234,6 +235,20 @@ impl Level {
         }
     }
 
+    /// The face operating point this level certifies at: the named point of `spec`, or its
+    /// threshold value as a point of its own.
+    pub fn operating_point(&self, spec: &EmbedderSpec) -> Result<OperatingPoint, SpecError> {
+        Ok(match &self.threshold {
+            Threshold::OperatingPoint(name) => spec.operating_point(Some(name))?.clone(),
+            Threshold::Value(max_distance) => OperatingPoint {
+                name: "policy threshold".into(),
+                max_distance: Some(*max_distance),
+                min_similarity: None,
+                provenance: "the policy's threshold value".into(),
+            },
+        })
+    }
+
     /// The certificate kinds this level accepts, for messages.
     pub fn accepted_kinds(&self) -> Vec<CertificateKind> {
         CertificateKind::ALL
@@ -289,6 +304,17 @@ pub struct EmbedderRef {
     pub spec: PathBuf,
 }
 
+/// A second face embedder that must agree: a row is certified only when every second opinion
+/// also finds every compared face pair a different identity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SecondOpinion {
+    /// Absolute path of the embedder spec (TOML).
+    pub spec: PathBuf,
+    /// `None`: the spec's default operating point.
+    pub operating_point: Option<String>,
+}
+
 /// A loaded, validated policy file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -301,6 +327,10 @@ pub struct Policy {
     pub default_level: String,
     pub model: ModelRef,
     pub embedder: EmbedderRef,
+    /// Embeds whole images for `whole-image` certificates (a spec with `subject =
+    /// "whole-image"`); required when a level certifies images without a face.
+    pub feature_embedder: Option<EmbedderRef>,
+    pub second_opinions: Vec<SecondOpinion>,
     /// In file order.
     pub levels: Vec<Level>,
 }
@@ -428,7 +458,17 @@ struct RawPolicy {
     default_level: Spanned<String>,
     model: RawModel,
     embedder: RawEmbedder,
+    feature_embedder: Option<RawEmbedder>,
+    #[serde(default)]
+    second_opinion: Vec<RawSecondOpinion>,
     levels: BTreeMap<String, RawLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawSecondOpinion {
+    spec: Spanned<String>,
+    operating_point: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -582,7 +622,49 @@ fn validate(raw: RawPolicy, folder: &Path, problems: &mut Problems) -> Option<Po
         );
     }
 
+    let feature_spec = raw
+        .feature_embedder
+        .as_ref()
+        .map(|feature| non_empty_path("feature-embedder", "spec", &feature.spec, folder, problems));
+    let whole_image_level = levels
+        .iter()
+        .find(|level| level.on_no_face == OnNoFace::WholeImage);
+    if let (None, Some(level)) = (&raw.feature_embedder, whole_image_level) {
+        // A face embedder on a picture without a face says nothing about it.
+        let at = raw
+            .levels
+            .get(&level.name)
+            .map_or(raw.default_level.span().start, |l| {
+                l.on_no_face.span().start
+            });
+        problems.add_at(
+            &format!("levels.{}", level.name),
+            "on-no-face",
+            at,
+            "\"whole-image\" needs a [feature-embedder] with a whole-image spec (e.g. spec = \"../models/efficientnet-lite0/embedder.toml\"): a face embedder says nothing about a picture without a face",
+        );
+    }
+    let second_opinions: Vec<Option<SecondOpinion>> = raw
+        .second_opinion
+        .iter()
+        .map(|opinion| {
+            let spec = non_empty_path("second-opinion", "spec", &opinion.spec, folder, problems)?;
+            Some(SecondOpinion {
+                spec,
+                operating_point: opinion
+                    .operating_point
+                    .as_ref()
+                    .map(|p| p.get_ref().clone()),
+            })
+        })
+        .collect();
+
     let (model, spec) = (model?, spec?);
+    let feature_embedder = match feature_spec {
+        Some(spec) => Some(EmbedderRef { spec: spec? }),
+        None => None,
+    };
+    let second_opinions: Option<Vec<SecondOpinion>> = second_opinions.into_iter().collect();
     if !all_levels_valid {
         return None;
     }
@@ -593,6 +675,8 @@ fn validate(raw: RawPolicy, folder: &Path, problems: &mut Problems) -> Option<Po
         default_level,
         model,
         embedder: EmbedderRef { spec },
+        feature_embedder,
+        second_opinions: second_opinions?,
         levels,
     })
 }

@@ -30,7 +30,7 @@ use crate::io::hashing::sha256_bytes;
 use crate::io::lock::{self, LockError};
 
 /// The report's columns, in order.
-pub const COLUMNS: [&str; 28] = [
+pub const COLUMNS: [&str; 29] = [
     "input_path",
     "input_sha256",
     "output_path",
@@ -50,6 +50,7 @@ pub const COLUMNS: [&str; 28] = [
     "metric",
     "faces_in",
     "faces_out",
+    "second_opinions",
     "model_sha256",
     "embedder_sha256",
     "detector_sha256",
@@ -135,6 +136,9 @@ pub struct ReportRow {
     pub metric: String,
     pub faces_in: Option<u32>,
     pub faces_out: Option<u32>,
+    /// Each second opinion as `name:distance:threshold`, `;`-separated, in run.json's order
+    /// (distance empty when no face pair existed); empty without second opinions.
+    pub second_opinions: String,
     pub model_sha256: String,
     pub embedder_sha256: String,
     /// sha256 of the face detector ONNX file that found the faces (pinned by the embedder spec).
@@ -778,6 +782,9 @@ pub struct RunConfig {
     /// The embedder spec file.
     pub embedder: PathBuf,
     pub embedder_sha256: String,
+    /// The whole-image (feature) embedder spec of `whole-image` certificates, and its sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_embedder: Option<RecordedSpec>,
     pub input: PathBuf,
     /// The policy level's name.
     pub level: String,
@@ -790,10 +797,20 @@ pub struct RunConfig {
     pub policy: PathBuf,
     pub policy_sha256: String,
     pub report: PathBuf,
+    /// Face embedders that had to agree, in the order of the report's `second_opinions` column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub second_opinions: Vec<RecordedSpec>,
     /// The run seed (secret: see SECURITY.md).
     pub seed: u64,
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
+}
+
+/// An embedder spec a run used, with the sha256 of the spec file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedSpec {
+    pub spec: PathBuf,
+    pub sha256: String,
 }
 
 /// `run.json`: what ran, with what, and how it ended. Private, like the report (it holds the
@@ -919,6 +936,7 @@ mod tests {
             device: "cpu".into(),
             embedder: "models/dlib-face/embedder.toml".into(),
             embedder_sha256: "e".repeat(64),
+            feature_embedder: None,
             input: "data/in".into(),
             level: "medium".into(),
             level_settings: serde_json::json!({"strength": 0.5, "eta": 0.1f32, "name": "medium"}),
@@ -928,6 +946,7 @@ mod tests {
             policy: "policies/demo.toml".into(),
             policy_sha256: "p".repeat(64),
             report: "out/anonymized.report.csv".into(),
+            second_opinions: Vec::new(),
             seed: u64::MAX,
             threads: 0,
         };
