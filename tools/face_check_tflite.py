@@ -7,9 +7,11 @@ face_detection_full_range graph does (48x48 anchors, sigmoid clipped at 100, wei
 IoU 0.3) and prints the largest raw output difference and the largest box / keypoint difference
 in image pixels. Exits 1 when the face counts differ or a box moves by more than 0.5 px.
 
-With --write-reference it also writes the tflite detections into the `detections` of
-tests/fixtures/faces/reference.json (the embeddings there are kept), the reference
-tests/certify.rs checks boomerang's own decoding against.
+With --write-reference it also writes into tests/fixtures/faces/reference.json the references
+tests/certify.rs checks boomerang against: the tflite detections (`detections`) and, under
+`aligned-embeddings`, the dlib embedding of each portrait aligned on those detections' eyes by
+tools/face_fixtures.py's reference alignment. (The `embeddings` of the committed chips, aligned
+on the short-range detector's eyes when they were made, are kept as they are.)
 
 usage: python tools/face_check_tflite.py [--cache DIR] [--write-reference]
 """
@@ -25,6 +27,7 @@ import tensorflow as tf
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import face_fixtures as fixtures  # noqa: E402
 import face_sources as src  # noqa: E402
 import make_face_models as models  # noqa: E402
 
@@ -143,6 +146,17 @@ def main():
         with open(ref_path) as f:
             reference = json.load(f)
         reference["detections"] = detections
+        spec = fixtures.load_spec(fixtures.SPECS["dlib"])
+        emb = ort.InferenceSession(spec["onnx-path"], opts, providers=["CPUExecutionProvider"])
+        aligned = {}
+        for name, faces in detections.items():
+            if len(faces) != 1:
+                continue
+            kp = faces[0]["keypoints"]
+            chip = fixtures.align(Image.open(os.path.join(FACES, name)).convert("RGB"), kp[0], kp[1], spec)
+            x = fixtures.tensor(chip, spec)
+            aligned[name] = [float(v) for v in emb.run([spec["output-name"]], {spec["input-name"]: x})[0][0]]
+        reference["aligned-embeddings"] = {"dlib": aligned}
         with open(ref_path, "w") as f:
             json.dump(reference, f, indent=1, sort_keys=True)
             f.write("\n")
