@@ -184,6 +184,21 @@ fn small_faces_in_a_large_picture_are_found_where_they_were_pasted() {
     }
 }
 
+/// A graph that is not BlazeFace (here the embedder: NCHW 150x150 input) is refused on load,
+/// naming the file, instead of being decoded with the wrong anchors.
+#[test]
+fn a_graph_of_another_shape_is_refused_as_a_detector() {
+    let embedder = root().join("models/dlib-face/dlib-face-resnet29.onnx");
+    let err = FaceDetector::load(rt(), &embedder, &options(), DetectorConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("dlib-face-resnet29.onnx") && err.contains("128 or 192"),
+        "{err}"
+    );
+}
+
 /// Embedding of every committed chip under both specs (one ONNX file) equals python
 /// onnxruntime's within 1e-4: the spec alone decides channel order, normalization and layout.
 #[test]

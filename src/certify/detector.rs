@@ -187,8 +187,7 @@ pub struct Anchor {
 }
 
 /// Which BlazeFace graph is loaded, told apart by its input side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// face_detection_short_range: 128x128 input, 896 anchors.
     ShortRange,
@@ -493,7 +492,8 @@ pub fn tiles(width: u32, height: u32, side: u32) -> Vec<Tile> {
             return vec![(0, extent)];
         }
         let span = (extent - tile) as f32;
-        let n = (span / (tile as f32 - overlap)).ceil() as u32 + 1;
+        // overlap < tile for both variants; the floor keeps a changed constant from looping
+        let n = (span / (tile as f32 - overlap).max(1.0)).ceil() as u32 + 1;
         (0..n)
             .map(|i| (((span * i as f32) / (n - 1) as f32).round() as u32, tile))
             .collect()
@@ -529,10 +529,6 @@ impl FaceDetector {
     ) -> Result<Self, DetectorError> {
         config.validate()?;
         let session = runtime.session(model, options)?;
-        let graph_error = |message: String| DetectorError::Graph {
-            path: model.to_path_buf(),
-            message,
-        };
         let input_shape = session
             .inputs()
             .iter()
@@ -546,10 +542,11 @@ impl FaceDetector {
             (Some(&[1, h, w, 3]), true) if h == w => Variant::from_input_side(h),
             _ => None,
         }
-        .ok_or_else(|| {
-            graph_error(format!(
+        .ok_or_else(|| DetectorError::Graph {
+            path: model.to_path_buf(),
+            message: format!(
                 "expected input `input` [1, 128 or 192, same, 3] (found {input_shape:?}) and outputs `regressors`, `classificators` (BlazeFace short or full range, as made by tools/make_face_models.py)"
-            ))
+            ),
         })?;
         Ok(Self {
             session,
@@ -561,10 +558,6 @@ impl FaceDetector {
 
     pub fn config(&self) -> &DetectorConfig {
         &self.config
-    }
-
-    pub fn variant(&self) -> Variant {
-        self.variant
     }
 
     /// Faces in `image`, best first, in image pixels: the whole image and, when the config
