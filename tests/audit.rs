@@ -72,7 +72,7 @@ impl World {
             // What anonymize records: the spec file's sha256.
             embedder: sha(&std::fs::read(embedder_spec()).unwrap()),
             detector: sha(&std::fs::read(
-                root().join("models/face-detector/blazeface-short-range.onnx"),
+                root().join("models/face-detector/blazeface-full-range.onnx"),
             )
             .unwrap()),
         };
@@ -170,7 +170,7 @@ impl World {
             tool_version: "0.1.0".into(),
             config: RunConfig {
                 batch: 1,
-                detector: root().join("models/face-detector/blazeface-short-range.onnx"),
+                detector: root().join("models/face-detector/blazeface-full-range.onnx"),
                 detector_sha256: rows[0].detector_sha256.clone(),
                 device: "cpu".into(),
                 embedder: self.dir.join("embedder.toml"),
@@ -1373,11 +1373,11 @@ fn another_embedder_spec_is_found() {
         ),
     );
     let text = text.replace(
-        "detector = \"../face-detector/blazeface-short-range.onnx\"",
+        "detector = \"../face-detector/blazeface-full-range.onnx\"",
         &format!(
             "detector = \"{}\"",
             root()
-                .join("models/face-detector/blazeface-short-range.onnx")
+                .join("models/face-detector/blazeface-full-range.onnx")
                 .display()
         ),
     );

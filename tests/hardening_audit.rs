@@ -170,7 +170,7 @@ fn stdout_of(command: &mut Command) -> (i32, String) {
 /// The face detector as shipped, and a copy that differs in its sha256 only (a protobuf field
 /// no ONNX reader knows, appended: the graph stays valid).
 fn detector() -> PathBuf {
-    root().join("models/face-detector/blazeface-short-range.onnx")
+    root().join("models/face-detector/blazeface-full-range.onnx")
 }
 
 fn decoy_detector(path: &Path) {
@@ -189,7 +189,7 @@ fn a_detector_in_the_working_directory_is_not_used_and_the_pinned_one_is_recorde
     dataset(dir);
     let policy = write_policy(dir, &root().join("models/dlib-face/embedder.toml"));
     // What `./models` lookup used to find first.
-    decoy_detector(&dir.join("models/face-detector/blazeface-short-range.onnx"));
+    decoy_detector(&dir.join("models/face-detector/blazeface-full-range.onnx"));
     anonymize(dir, &policy, &[])
         .assert()
         .code(predicate::in_iter([0, 3]));

@@ -1,8 +1,15 @@
-"""Build the two ONNX models boomerang certifies with, from pinned registry packages.
+"""Build the ONNX models boomerang certifies with, from pinned registry packages.
 
-  models/face-detector/blazeface-short-range.onnx
-      MediaPipe BlazeFace short-range detector, npm @mediapipe/face_detection@0.4.1657300184
-      (face_detection_short_range.tflite, Apache-2.0), converted with tf2onnx --tflite.
+  models/face-detector/blazeface-full-range.onnx
+      MediaPipe BlazeFace full-range detector, npm @mediapipe/face_detection@0.4.1657300184
+      (face_detection_full_range.tflite, the dense file, Apache-2.0), converted with
+      tf2onnx --tflite. Its weights are float16 in the tflite file; tf2onnx widens them to
+      float32, and they are stored back as float16 with a Cast in the graph (lossless: every
+      value round-trips), halving the file to fit the repository's size budget.
+  blazeface-short-range.onnx (not committed: the full-range model replaced it)
+      The short-range detector from the same package, converted as before (float32), for
+      before/after comparisons: `--only short-range --out DIR` writes it to DIR and `--check`
+      compares it with its former committed sha256.
   models/dlib-face/dlib-face-resnet29.onnx
       dlib's ResNet-29 face recognition network (weights CC0 by Davis King) as packaged by
       npm @vladmandic/face-api@1.7.15 (tfjs weights manifest, MIT), rebuilt as an ONNX graph
@@ -10,11 +17,12 @@
       graph (Cast, Mul by scale, Add min: tfjs's affine quantization has a real-valued minimum,
       which DequantizeLinear's integer zero point cannot express), keeping the file ~6.5 MB.
 
-Both outputs are byte-reproducible: same sha256 on every run (tools/requirements-face.txt pins
+All outputs are byte-reproducible: same sha256 on every run (tools/requirements-face.txt pins
 the Python packages). `--check` rebuilds into a temporary directory and compares with the
 committed files instead of writing.
 
-usage: python tools/make_face_models.py [--cache DIR] [--check] [--only detector|embedder]
+usage: python tools/make_face_models.py [--cache DIR] [--check] [--out DIR]
+                                       [--only detector|short-range|embedder]
 """
 import argparse
 import json
@@ -33,11 +41,22 @@ import face_sources as src  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DET_DIR = os.path.join(ROOT, "models", "face-detector")
 EMB_DIR = os.path.join(ROOT, "models", "dlib-face")
-DET_FILE = "blazeface-short-range.onnx"
 EMB_FILE = "dlib-face-resnet29.onnx"
 
-TFLITE = "package/face_detection_short_range.tflite"
-TFLITE_SHA = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"
+
+class Detector:
+    def __init__(self, file, tflite, tflite_sha, side, anchors, fp16, committed_sha=None):
+        self.file, self.tflite, self.tflite_sha = file, tflite, tflite_sha
+        self.side, self.anchors, self.fp16 = side, anchors, fp16
+        # sha256 the rebuilt file must have when it is not committed (--check)
+        self.committed_sha = committed_sha
+
+
+FULL_RANGE = Detector("blazeface-full-range.onnx", "package/face_detection_full_range.tflite",
+                      "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3", 192, 2304, True)
+SHORT_RANGE = Detector("blazeface-short-range.onnx", "package/face_detection_short_range.tflite",
+                       "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633", 128, 896, False,
+                       committed_sha="c15fab92a046e9935ae4784972dba0881688ddafa8ba739b6594fc1cef310bdf")
 MANIFEST = "package/model/face_recognition_model-weights_manifest.json"
 MANIFEST_SHA = "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b"
 WEIGHTS = "package/model/face_recognition_model.bin"
@@ -76,8 +95,44 @@ def canonicalize_initializer_names(model):
     return model
 
 
-def build_detector(out_dir, cache):
-    tflite = src.member("mediapipe-face-detection", TFLITE, TFLITE_SHA, cache)
+def store_float16(model):
+    """Store float32 initializers that are exactly float16 values as float16, each followed by
+    a Cast back to float32: the same numbers at run time (ONNX Runtime folds the Casts when
+    it loads the graph) in half the bytes."""
+    g = model.graph
+    casts = []
+    for init in g.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        arr = numpy_helper.to_array(init)
+        half = arr.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), arr):
+            sys.exit(f"initializer {init.name} is not float16-exact; the tflite file changed, review it")
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, name + "_f16"))
+        casts.append(helper.make_node("Cast", [name + "_f16"], [name], name=name + "_cast",
+                                      to=TensorProto.FLOAT))
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def rename_outputs(model, names):
+    """tf2onnx names outputs after tflite tensors, which differ between the two models; give
+    both the short-range model's names so one loader reads either."""
+    g = model.graph
+    for out, new in zip(g.output, names):
+        old = out.name
+        for node in g.node:
+            node.output[:] = [new if o == old else o for o in node.output]
+            node.input[:] = [new if i == old else i for i in node.input]
+        out.name = new
+    return model
+
+
+def build_detector(det, out_dir, cache):
+    tflite = src.member("mediapipe-face-detection", det.tflite, det.tflite_sha, cache)
     with tempfile.TemporaryDirectory() as tmp:
         tin = os.path.join(tmp, "in.tflite")
         tout = os.path.join(tmp, "out.onnx")
@@ -88,15 +143,23 @@ def build_detector(out_dir, cache):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         model = onnx.load(tout)
     model = canonicalize_initializer_names(model)
+    model = rename_outputs(model, ["regressors", "classificators"])
+    if det.fp16:
+        model = store_float16(model)
     # tf2onnx records the (temporary) input path here.
-    model.graph.doc_string = f"converted from {TFLITE} of npm {src.ARCHIVES['mediapipe-face-detection']['spec']}"
+    model.graph.doc_string = f"converted from {det.tflite} of npm {src.ARCHIVES['mediapipe-face-detection']['spec']}"
     model.producer_name = "tf2onnx 1.16.1 via boomerang tools/make_face_models.py"
     onnx.checker.check_model(model)
     names_in = [i.name for i in model.graph.input]
     names_out = [o.name for o in model.graph.output]
     if names_in != ["input"] or names_out != ["regressors", "classificators"]:
         sys.exit(f"unexpected detector I/O {names_in} -> {names_out}")
-    path = os.path.join(out_dir, DET_FILE)
+    dims = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    want = ([1, det.side, det.side, 3], [1, det.anchors, 16], [1, det.anchors, 1])
+    got = (dims(model.graph.input[0]), dims(model.graph.output[0]), dims(model.graph.output[1]))
+    if got != want:
+        sys.exit(f"unexpected detector shapes {got}, expected {want}")
+    path = os.path.join(out_dir, det.file)
     onnx.save_model(model, path)
     return path
 
@@ -297,26 +360,33 @@ def write_detector_provenance(out_dir, cache, onnx_sha):
     if pkg.get("license") != "Apache-2.0":
         sys.exit(f"unexpected license {pkg.get('license')} in {MP_PACKAGE_JSON}")
     a = src.ARCHIVES["mediapipe-face-detection"]
+    det, short = FULL_RANGE, SHORT_RANGE
     text = f"""# face-detector: provenance
 
-`{DET_FILE}` (sha256 `{onnx_sha}`) is generated by `tools/make_face_models.py`; do not edit it.
+`{det.file}` (sha256 `{onnx_sha}`) is generated by `tools/make_face_models.py`; do not edit it.
 
 | what | value |
 |---|---|
-| network | MediaPipe BlazeFace, short range (faces within ~2 m of the camera) |
+| network | MediaPipe BlazeFace, full range (faces up to ~5 m from the camera), the dense model |
 | license | Apache-2.0 (declared in the package's `package.json`; text in `LICENSE-Apache-2.0.txt`), Copyright Google LLC |
 | archive | npm `{a['spec']}`, `{a['file']}` sha256 `{a['sha256']}` |
-| `{TFLITE}` | sha256 `{TFLITE_SHA}` |
-| conversion | `tf2onnx --tflite --opset {OPSET}` (tf2onnx 1.16.1, tensorflow-cpu 2.15.1, see `tools/requirements-face.txt`), folded-constant names canonicalized |
-| input | `input` [1, 128, 128, 3] float, RGB in [-1, 1], letterboxed (aspect kept, zero border) |
-| outputs | `regressors` [1, 896, 16] (box cx, cy, w, h + 6 keypoints x, y, in 128-px units relative to the anchor), `classificators` [1, 896, 1] (logits) |
-| anchors | 16x16 cells x 2 (stride 8) + 8x8 cells x 6 (stride 16), centers at (i + 0.5) / cells, unit size |
+| `{det.tflite}` | sha256 `{det.tflite_sha}` |
+| conversion | `tf2onnx --tflite --opset {OPSET}` (tf2onnx 1.16.1, tensorflow-cpu 2.15.1, see `tools/requirements-face.txt`), folded-constant names canonicalized, outputs renamed to the short-range model's names, float32 weights stored as float16 + Cast (all are float16-exact: the tflite file holds float16 weights) |
+| input | `input` [1, 192, 192, 3] float, RGB in [-1, 1], letterboxed (aspect kept, zero border) |
+| outputs | `regressors` [1, 2304, 16] (box cx, cy, w, h + 6 keypoints x, y, in 192-px units relative to the anchor), `classificators` [1, 2304, 1] (logits) |
+| anchors | 48x48 cells x 1 (one layer, stride 4), centers at (i + 0.5) / 48, unit size |
 | keypoints | right eye, left eye, nose tip, mouth center, right ear tragion, left ear tragion (the subject's right and left) |
-| post-processing | MediaPipe face_detection_short_range.pbtxt: sigmoid score clipped at +-100, min score 0.5, weighted NMS at IoU 0.3 |
+| post-processing | MediaPipe face_detection_full_range_common.pbtxt: sigmoid score clipped at +-100, weighted NMS at IoU 0.3; boomerang keeps min score 0.5 (MediaPipe's face detection solutions' default `min_detection_confidence`, which overrides the graph's 0.6) |
 
-Limit: the whole image is letterboxed into 128x128, so small faces are missed. Pasting the
-`obama.jpg` fixture (face box 138 px) into larger grey squares, the face is found up to a 1200 px
-square (face 11.5% of the side, score 0.58) and lost from 1400 px (9.9%).
+boomerang also runs it on overlapping tiles of large images (`src/certify/detector.rs`), so
+faces of 5-15% of the image side are found; `cargo bench --bench detector_recall` measures it.
+Checked against the tflite file itself (TensorFlow Lite interpreter) by
+`tools/face_check_tflite.py`.
+
+`{short.file}` (sha256 `{short.committed_sha}`, `{short.tflite}` sha256 `{short.tflite_sha}`),
+the short-range model this one replaced, is no longer committed: the repository's size budget
+does not hold both. `python tools/make_face_models.py --only short-range --out DIR` rebuilds it,
+byte for byte, for comparisons.
 """
     with open(os.path.join(out_dir, "PROVENANCE.md"), "w") as f:
         f.write(text)
@@ -326,30 +396,42 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default=src.DEFAULT_CACHE, help="where pinned archives are downloaded")
     ap.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with the committed files")
-    ap.add_argument("--only", choices=["detector", "embedder"])
+    ap.add_argument("--out", help="write the models here instead of models/ (no provenance files)")
+    ap.add_argument("--only", choices=["detector", "short-range", "embedder"])
     args = ap.parse_args()
 
-    builds = [("detector", DET_DIR, build_detector, write_detector_provenance),
+    def detector(det):
+        return lambda out_dir, cache: build_detector(det, out_dir, cache)
+
+    # (name, committed folder, build, provenance writer or None when the file is not committed)
+    builds = [("detector", DET_DIR, detector(FULL_RANGE), write_detector_provenance),
+              ("short-range", DET_DIR, detector(SHORT_RANGE), None),
               ("embedder", EMB_DIR, build_embedder, write_embedder_provenance)]
     failed = False
     for what, out_dir, build, provenance in builds:
-        if args.only and args.only != what:
+        if args.only != what and (args.only or provenance is None and not args.check):
             continue
         if args.check:
             with tempfile.TemporaryDirectory() as tmp:
                 path = build(tmp, args.cache)
                 got = src.sha256_file(path)
-                committed = os.path.join(out_dir, os.path.basename(path))
-                want = src.sha256_file(committed) if os.path.exists(committed) else "(missing)"
+                if provenance is None:
+                    want = SHORT_RANGE.committed_sha
+                else:
+                    committed = os.path.join(out_dir, os.path.basename(path))
+                    want = src.sha256_file(committed) if os.path.exists(committed) else "(missing)"
                 ok = got == want
                 failed |= not ok
-                print(f"{what}: rebuilt {got}, committed {want}: {'OK' if ok else 'DIFFERENT'}")
+                print(f"{what}: rebuilt {got}, {'committed' if provenance else 'pinned'} {want}: "
+                      f"{'OK' if ok else 'DIFFERENT'}")
         else:
-            os.makedirs(out_dir, exist_ok=True)
-            path = build(out_dir, args.cache)
+            target = args.out or out_dir
+            os.makedirs(target, exist_ok=True)
+            path = build(target, args.cache)
             sha = src.sha256_file(path)
-            provenance(out_dir, args.cache, sha)
-            print(f"{what}: {os.path.relpath(path, ROOT)} {os.path.getsize(path)} bytes sha256 {sha}")
+            if provenance and not args.out:
+                provenance(out_dir, args.cache, sha)
+            print(f"{what}: {path} {os.path.getsize(path)} bytes sha256 {sha}")
     sys.exit(1 if failed else 0)
 
 

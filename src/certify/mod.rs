@@ -32,7 +32,7 @@ use spec::{EmbedderSpec, OperatingPoint, SpecError};
 /// The embedder used when none is named.
 pub const DEFAULT_EMBEDDER: &str = "dlib-face";
 /// The detector model, relative to a models folder.
-pub const DEFAULT_DETECTOR: &str = "face-detector/blazeface-short-range.onnx";
+pub const DEFAULT_DETECTOR: &str = "face-detector/blazeface-full-range.onnx";
 /// Environment variable naming an extra models folder, searched first.
 pub const MODELS_ENV: &str = "BOOMERANG_MODELS";
 
