@@ -433,7 +433,7 @@ fn measure_operating_points() {
         let mut c = Certifier::load(
             rt(),
             &spec,
-            &root().join("models/face-detector/blazeface-short-range.onnx"),
+            &root().join("models/face-detector/blazeface-full-range.onnx"),
             &options(),
         )
         .unwrap_or_else(|e| panic!("{e}; run `{FETCH}`"));

@@ -553,7 +553,7 @@ fn run_record_is_written_atomically_as_json() {
         tool_version: "0.1.0".into(),
         config: RunConfig {
             batch: 1,
-            detector: "models/face-detector/blazeface-short-range.onnx".into(),
+            detector: "models/face-detector/blazeface-full-range.onnx".into(),
             detector_sha256: "d".repeat(64),
             device: "cpu".into(),
             embedder: "models/dlib-face/embedder.toml".into(),

@@ -53,7 +53,7 @@ embedder = sha(open(os.path.join(root, "models/dlib-face/embedder.toml"), "rb").
 # The model hash is the sha256 of the SHA256SUMS text (src/diffusion/model_manifest.rs).
 model = sha(open(os.path.join(root, "models/tiny-sd/SHA256SUMS"), "rb").read())
 # The face detector the embedder spec pins (detector-sha256).
-detector = sha(open(os.path.join(root, "models/face-detector/blazeface-short-range.onnx"), "rb").read())
+detector = sha(open(os.path.join(root, "models/face-detector/blazeface-full-range.onnx"), "rb").read())
 
 # run.json's configuration, as `anonymize --policy policies/demo.toml --level medium --seed 20240501
 # --report WORK/run.report.csv IN WORK/out` writes it (src/records/report.rs RunConfig: keys in
@@ -71,7 +71,7 @@ out = os.path.join(work, "out")
 report = os.path.join(work, "run.report.csv")
 config = {
     "batch": 1,
-    "detector": os.path.join(root, "models/dlib-face", "../face-detector/blazeface-short-range.onnx"),
+    "detector": os.path.join(root, "models/dlib-face", "../face-detector/blazeface-full-range.onnx"),
     "detector_sha256": detector, "device": "cpu",
     "embedder": os.path.join(root, "models/dlib-face/embedder.toml"), "embedder_sha256": embedder,
     "input": os.path.join(work, "in"), "level": LEVEL["name"], "level_settings": LEVEL,

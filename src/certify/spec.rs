@@ -6,7 +6,7 @@
 //! name = "arcface-r100"
 //! onnx = "arcface-r100.onnx"          # relative to the spec file
 //! sha256 = "..."                      # optional; checked when the model is loaded
-//! detector = "../face-detector/blazeface-short-range.onnx"  # relative to the spec file
+//! detector = "../face-detector/blazeface-full-range.onnx"  # relative to the spec file
 //! detector-sha256 = "..."             # the detector's pin; a mismatch is refused
 //! input-name = "input"
 //! output-name = "embedding"

@@ -931,7 +931,7 @@ mod tests {
     fn run_config_writes_the_bytes_of_the_sorted_json_map_it_replaces() {
         let config = RunConfig {
             batch: 4,
-            detector: "models/face-detector/blazeface-short-range.onnx".into(),
+            detector: "models/face-detector/blazeface-full-range.onnx".into(),
             detector_sha256: "d".repeat(64),
             device: "cpu".into(),
             embedder: "models/dlib-face/embedder.toml".into(),
