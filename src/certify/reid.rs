@@ -33,6 +33,8 @@ pub struct Probe<'a> {
 pub struct Reidentification {
     /// Share of probes whose nearest gallery entry is their own source.
     pub top1_rate: f64,
+    /// Share of probes whose source is among their five nearest gallery entries.
+    pub top5_rate: f64,
     /// What a matcher guessing at random would score: 1 / gallery size.
     pub chance: f64,
     /// Per probe, the 1-based rank of its source among the gallery by distance; ties count
@@ -68,13 +70,16 @@ pub fn reidentify(
         }
         ranks.push(rank);
     }
-    let hits = ranks.iter().filter(|&&r| r == 1).count();
-    Ok(Reidentification {
-        top1_rate: if ranks.is_empty() {
+    let rate_within = |k: usize| {
+        if ranks.is_empty() {
             0.0
         } else {
-            hits as f64 / ranks.len() as f64
-        },
+            ranks.iter().filter(|&&r| r <= k).count() as f64 / ranks.len() as f64
+        }
+    };
+    Ok(Reidentification {
+        top1_rate: rate_within(1),
+        top5_rate: rate_within(5),
         chance: 1.0 / gallery.len() as f64,
         ranks,
     })
@@ -171,6 +176,8 @@ mod tests {
         // probe 1.0 from source 3 (2.0 away): 1 (0.0), 0 and 2 (1.0 each) are closer -> rank 4.
         assert_eq!(r.ranks, vec![4, 1, 4]);
         assert!((r.top1_rate - 1.0 / 3.0).abs() < 1e-12);
+        // Ranks 4, 1, 4 are all within the top five.
+        assert_eq!(r.top5_rate, 1.0);
         let tie = [Probe {
             source: 0,
             embedding: &g(0.5),

@@ -331,6 +331,11 @@ pub struct AnonymizeArgs {
     /// written next to it: X.report.csv gives X.run.json, any other name R gives R.run.json
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+    /// After the run, re-identify outputs against inputs with this face embedder (a name under
+    /// a models folder, a folder or a spec file) and report its top-1 and top-5 rates: evidence
+    /// from a matcher the run did not certify against (refused if the policy certifies with it)
+    #[arg(long, value_name = "SPEC")]
+    pub adversary: Option<String>,
     /// Continue an interrupted run: keep the report rows whose outputs are intact, redo the rest
     /// (needs the report and run.json of the run that wrote OUT)
     #[arg(long)]
@@ -384,6 +389,7 @@ impl AnonymizeArgs {
             max_megapixels: self.max_megapixels,
             runtime: self.runtime.config(),
             report,
+            adversary: self.adversary.clone(),
             resume: self.resume,
             dry_run: self.dry_run,
             quiet: self.quiet,

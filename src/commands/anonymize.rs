@@ -28,8 +28,8 @@ use crate::io::imageio::{self, Placement};
 use crate::io::runtime::{Runtime, RuntimeConfig};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy};
 use crate::records::report::{
-    rfc3339_utc, run_record_path, RecordedSpec, ReportRow, ReportWriter, RunConfig, RunRecord,
-    Status, StatusCounts,
+    rfc3339_utc, run_record_path, AdversaryReidentification, RecordedSpec, ReportRow, ReportWriter,
+    RunConfig, RunRecord, Status, StatusCounts,
 };
 
 pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
@@ -52,6 +52,8 @@ pub struct AnonymizeConfig {
     pub max_megapixels: f64,
     pub runtime: RuntimeConfig,
     pub report: PathBuf,
+    /// A face embedder that re-identifies outputs after the run (never one that certified).
+    pub adversary: Option<String>,
     pub resume: bool,
     pub dry_run: bool,
     pub quiet: bool,
@@ -65,7 +67,10 @@ pub struct Summary {
     pub counts: StatusCounts,
     /// Top-1 re-identification rate of outputs (probes) against inputs (gallery).
     pub reidentification_rate: Option<f64>,
+    pub reidentification_top5: Option<f64>,
     pub reidentification_chance: Option<f64>,
+    /// The same by the `--adversary` embedder.
+    pub adversary: Option<AdversaryReidentification>,
     pub seconds: f64,
     #[serde(flatten)]
     pub private: PrivateRecords,
@@ -126,6 +131,7 @@ struct Prepared {
     /// The policy's whole-image embedder and second opinions, with their spec hashes.
     feature_embedder: Option<RecordedSpec>,
     second_opinions: Vec<RecordedSpec>,
+    adversary: Option<RecordedSpec>,
     detector: certify::PinnedDetector,
     schedulers: SchedulerSetup,
 }
@@ -183,6 +189,16 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         .iter()
         .map(|opinion| recorded_spec(&opinion.spec))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let adversary = match &config.adversary {
+        Some(name) => {
+            let spec = certify::resolve_embedder(name)?;
+            let certifying = std::iter::once(&policy.embedder.spec)
+                .chain(policy.second_opinions.iter().map(|o| &o.spec));
+            check_independent_adversary(&spec, certifying)?;
+            Some(recorded_spec(&spec)?)
+        }
+        None => None,
+    };
     // Pinned by the spec and checked here, before anything is created.
     let detector =
         certify::pinned_detector(&certify::spec::EmbedderSpec::load(&policy.embedder.spec)?)?;
@@ -197,9 +213,33 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         embedder_sha256,
         feature_embedder,
         second_opinions,
+        adversary,
         detector,
         schedulers,
     })
+}
+
+/// The adversary must not be a matcher the run certified against (same graph file), or its
+/// re-identification rate would be the run judging itself.
+fn check_independent_adversary<'a>(
+    adversary: &Path,
+    certifying: impl Iterator<Item = &'a PathBuf>,
+) -> anyhow::Result<()> {
+    let graph_sha = |spec: &Path| -> anyhow::Result<String> {
+        let graph = certify::spec::EmbedderSpec::load(spec)?.onnx_path();
+        sha256_file(&graph).with_context(|| format!("reading {}", graph.display()))
+    };
+    let own = graph_sha(adversary)?;
+    for spec in certifying {
+        if graph_sha(spec)? == own {
+            bail!(
+                "--adversary {}: its graph is the one the policy certifies with ({}); an adversary must be a matcher the run did not certify against",
+                adversary.display(),
+                spec.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The Boomerang settings of a level's first attempt.
@@ -275,11 +315,16 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     certifying.certify_all(&planned, &done_inputs, deferred)?;
     certifying.progress.finish_and_clear();
 
-    let (rate, chance) = certifying.reidentify(&planned)?;
+    let Reidentified { own, adversary } = certifying.reidentify(&planned)?;
+    let (rate, chance) = (
+        own.as_ref().map(|r| r.top1_rate),
+        own.as_ref().map(|r| r.chance),
+    );
     let counts = certifying.counts;
     RunRecord {
         reidentification_rate: rate,
         reidentification_chance: chance,
+        adversary: adversary.clone(),
         ..record.at(&counts, &certifying.writer, Some(SystemTime::now()))
     }
     .write(&record.path())?;
@@ -287,7 +332,9 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         level: prepared.level.name.clone(),
         counts,
         reidentification_rate: rate,
+        reidentification_top5: own.as_ref().map(|r| r.top5_rate),
         reidentification_chance: chance,
+        adversary,
         seconds: started.elapsed().as_secs_f64(),
         private: PrivateRecords {
             report: config.report.clone(),
@@ -490,6 +537,7 @@ impl RecordTemplate<'_> {
             report_chain_head: writer.chain_head().to_string(),
             reidentification_rate: None,
             reidentification_chance: None,
+            adversary: None,
         }
     }
 }
@@ -502,6 +550,7 @@ struct Certifying<'a> {
     engine: Engine,
     certifier: Certifier,
     points: Points,
+    adversary: Option<Certifier>,
     context: RowContext<'a>,
     size: u32,
     writer: ReportWriter,
@@ -518,6 +567,7 @@ struct Models {
     engine: Engine,
     certifier: Certifier,
     points: Points,
+    adversary: Option<Certifier>,
 }
 
 /// The operating points a level judges at: its own for faces, the whole-image embedder's
@@ -571,10 +621,20 @@ impl Models {
                 .operating_point(CertificateKind::WholeImage, None)?
                 .clone(),
         };
+        let adversary = match &prepared.adversary {
+            Some(adversary) => Some(Certifier::load(
+                runtime,
+                &adversary.spec,
+                &prepared.detector.path,
+                session,
+            )?),
+            None => None,
+        };
         Ok(Models {
             engine,
             certifier,
             points,
+            adversary,
         })
     }
 }
@@ -592,6 +652,7 @@ impl<'a> Certifying<'a> {
             engine,
             certifier,
             points,
+            adversary,
         } = models;
         let context = RowContext {
             level: &prepared.level,
@@ -610,6 +671,7 @@ impl<'a> Certifying<'a> {
             engine,
             certifier,
             points,
+            adversary,
             context,
             writer,
             counts,
@@ -729,10 +791,7 @@ impl<'a> Certifying<'a> {
     }
 
     /// The re-identification rate and its chance level over the verified report's rows.
-    fn reidentify(
-        &mut self,
-        planned: &[dataset::Planned],
-    ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    fn reidentify(&mut self, planned: &[dataset::Planned]) -> anyhow::Result<Reidentified> {
         let config = self.config;
         let rows = crate::records::report::verify(&config.report)?;
         // Report paths are display text (non-UTF-8 names escaped): map them back to real paths.
@@ -749,12 +808,30 @@ impl<'a> Certifying<'a> {
                 Action::Skip(_) => None,
             })
             .collect();
-        let reid = reidentification(&rows, &paths, &mut self.certifier)?;
-        Ok((
-            reid.as_ref().map(|r| r.top1_rate),
-            reid.as_ref().map(|r| r.chance),
-        ))
+        let own = reidentification(&rows, &paths, &mut self.certifier)?;
+        let adversary = match (&mut self.adversary, &self.prepared.adversary) {
+            (Some(certifier), Some(recorded)) => {
+                let reid = reidentification(&rows, &paths, certifier)?;
+                Some(AdversaryReidentification {
+                    embedder: certifier.spec().name.clone(),
+                    spec: recorded.spec.clone(),
+                    spec_sha256: recorded.sha256.clone(),
+                    top1_rate: reid.as_ref().map(|r| r.top1_rate),
+                    top5_rate: reid.as_ref().map(|r| r.top5_rate),
+                    chance: reid.as_ref().map(|r| r.chance),
+                    probes: reid.as_ref().map_or(0, |r| r.ranks.len()),
+                })
+            }
+            _ => None,
+        };
+        Ok(Reidentified { own, adversary })
     }
+}
+
+/// Re-identification after a run: by the certifying embedder, and by the adversary.
+struct Reidentified {
+    own: Option<reid::Reidentification>,
+    adversary: Option<AdversaryReidentification>,
 }
 
 /// The report and run record hold the secret seed and the input↔output links: never inside IN

@@ -839,6 +839,25 @@ pub struct RunRecord {
     pub reidentification_rate: Option<f64>,
     #[serde(default)]
     pub reidentification_chance: Option<f64>,
+    /// Re-identification by the `--adversary` embedder, which did not certify the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversary: Option<AdversaryReidentification>,
+}
+
+/// Dataset-level re-identification of outputs against inputs by a face embedder that is not
+/// one the run certified against: top-1 and top-5 ranks, not a threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdversaryReidentification {
+    /// The spec's name, file and the sha256 of that file.
+    pub embedder: String,
+    pub spec: PathBuf,
+    pub spec_sha256: String,
+    /// `None` when no output showed a face to look up.
+    pub top1_rate: Option<f64>,
+    pub top5_rate: Option<f64>,
+    pub chance: Option<f64>,
+    /// Outputs looked up (those with a face whose input has one).
+    pub probes: usize,
 }
 
 impl RunRecord {
