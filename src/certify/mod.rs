@@ -11,6 +11,7 @@
 //! Independent of the diffusion pipeline: it needs only ONNX Runtime and the two models.
 
 pub mod align;
+pub mod calibrate;
 pub mod detector;
 pub mod embedder;
 pub mod metric;
