@@ -453,6 +453,29 @@ provenance = "docs"
     }
 
     #[test]
+    fn measured_fields_are_validated() {
+        let path = Path::new("/x/embedder.toml");
+        for (field, bad, key) in [
+            ("measured-fmr", "1.5", "operating-point[0].measured-fmr"),
+            ("measured-fnmr", "-0.1", "operating-point[0].measured-fnmr"),
+            (
+                "calibration-sha256",
+                "\"abc\"",
+                "operating-point[0].calibration-sha256",
+            ),
+        ] {
+            let text = SPEC.replace(
+                "provenance = \"docs\"",
+                &format!("provenance = \"docs\"\n{field} = {bad}"),
+            );
+            match EmbedderSpec::parse(&text, path) {
+                Err(SpecError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn points_are_added_with_comments_kept_and_replaced_only_when_asked() {
         let path = Path::new("/x/embedder.toml");
         let text = write_points(SPEC, path, &[point("fmr-1e-2", 0.42)], false).unwrap();
