@@ -226,6 +226,25 @@ fn write_with_nothing_resolvable_changes_nothing() {
         "{err}"
     );
     assert_eq!(std::fs::read(&spec).unwrap(), before);
+
+    // A detector other than the one the spec pins is refused for --write.
+    let other = dir.path().join("other-detector.onnx");
+    let mut bytes =
+        std::fs::read(root().join("models/face-detector/blazeface-short-range.onnx")).unwrap();
+    bytes.extend_from_slice(b"\0");
+    std::fs::write(&other, bytes).unwrap();
+    let err = stderr_of_failure(calibrate(
+        &ids,
+        &[
+            "--embedder",
+            spec.to_str().unwrap(),
+            "--detector",
+            other.to_str().unwrap(),
+            "--write",
+        ],
+    ));
+    assert!(err.contains("pins detector-sha256"), "{err}");
+    assert_eq!(std::fs::read(&spec).unwrap(), before);
 }
 
 #[test]

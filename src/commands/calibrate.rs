@@ -64,6 +64,7 @@ pub struct CalibrationReport {
     pub embedder: String,
     pub embedder_spec: PathBuf,
     pub detector: PathBuf,
+    pub detector_sha256: String,
     pub metric: String,
     pub runtime: RuntimeInfo,
     /// sha256 over the sorted relative paths and file sha256s of every image of the set.
@@ -90,6 +91,19 @@ pub fn calibrate(config: &CalibrateConfig) -> anyhow::Result<CalibrationReport> 
         Some(path) => resolve_detector(Some(path))?,
         None => crate::certify::pinned_detector(&spec)?.path,
     };
+    let detector_sha256 = crate::io::hashing::sha256_file(&detector)
+        .with_context(|| format!("reading face detector {}", detector.display()))?;
+    if let Some(pin) = spec.detector_sha256.as_ref().filter(|_| config.write) {
+        // Rates measured with another detector than the one the spec certifies with would be
+        // recorded under the wrong name.
+        if !pin.eq_ignore_ascii_case(&detector_sha256) {
+            bail!(
+                "--write: detector {} has sha256 {detector_sha256}, but {} pins detector-sha256                  = {pin}; calibrate with the spec's detector (leave out --detector) to record                  points in it",
+                detector.display(),
+                spec_path.display()
+            );
+        }
+    }
     let set = list_set(&config.identities)?;
     let runtime = config.runtime.init()?;
     let mut certifier = Certifier::load(runtime, &spec_path, &detector, &config.runtime.session)?;
@@ -176,6 +190,7 @@ pub fn calibrate(config: &CalibrateConfig) -> anyhow::Result<CalibrationReport> 
         embedder: spec.name.clone(),
         embedder_spec: spec_path.clone(),
         detector,
+        detector_sha256,
         metric: spec.metric.to_string(),
         runtime: runtime.info().clone(),
         calibration_sha256,
