@@ -330,7 +330,42 @@ fn describe(scored: &anyhow::Result<Scored>) -> String {
     }
 }
 
+/// What `cargo test --all-targets` runs (it starts bench binaries without `--bench`): every
+/// transform on a small synthetic image, checked to keep a plausible picture, and no scoring.
+fn self_check() -> anyhow::Result<()> {
+    let image = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+    for (name, transform) in TRANSFORMS {
+        let out = match transform(&image)? {
+            Transformed::Png(out) => out.to_rgb8(),
+            Transformed::Jpeg(bytes) => image::load_from_memory(&bytes)?.to_rgb8(),
+        };
+        let expected = if name == "crop-10" {
+            (58, 44)
+        } else {
+            (64, 48)
+        };
+        if out.dimensions() != expected {
+            bail!("{name}: {:?}, expected {expected:?}", out.dimensions());
+        }
+        // Away from the borders every transform keeps the gradient's direction.
+        let (w, h) = out.dimensions();
+        if out.get_pixel(w / 2 + 8, h / 2)[0] <= out.get_pixel(w / 2 - 8, h / 2)[0] {
+            bail!("{name}: the horizontal gradient is lost");
+        }
+    }
+    println!(
+        "certifier_eval: transforms checked, measurement skipped (run `cargo bench --bench \
+         certifier_eval -- --boomerang BINARY IDENTITIES/`)"
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: measuring is for
+    // `cargo bench`.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return self_check();
+    }
     let options = parse_args()?;
     let images = list_identities(&options.identities)?;
     let people: std::collections::BTreeSet<&str> = images.iter().map(|(p, _)| p.as_str()).collect();
