@@ -290,7 +290,11 @@ fn provenance(report: &CalibrationReport, level: &FmrLevel) -> String {
         "boomerang calibrate: the largest max-distance with measured FMR <= {:e} on {used} face \
          images of {people} identities ({}; set sha256 in calibration-sha256)",
         level.target_fmr,
-        report.identities_folder.display()
+        // The folder's name only: a spec is shared, the local path is not its business.
+        report.identities_folder.file_name().map_or_else(
+            || report.identities_folder.display().to_string(),
+            |n| { n.to_string_lossy().into_owned() }
+        )
     )
 }
 
