@@ -82,7 +82,7 @@ pub struct Alignment {
 }
 
 /// A named decision threshold with where it comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct OperatingPoint {
     pub name: String,

@@ -202,11 +202,7 @@ fn operating_point(level: &Level, certifier: &Certifier) -> anyhow::Result<Opera
             max_distance: Some(*max_distance),
             min_similarity: None,
             provenance: "the policy's threshold value".into(),
-            measured_fmr: None,
-            measured_fnmr: None,
-            genuine_pairs: None,
-            impostor_pairs: None,
-            calibration_sha256: None,
+            ..OperatingPoint::default()
         },
     })
 }
