@@ -207,6 +207,7 @@ impl World {
             report_chain_head: writer.chain_head().to_string(),
             reidentification_rate: None,
             reidentification_chance: None,
+            adversary: None,
         };
         let mut json = serde_json::to_value(&record).unwrap();
         json["reidentification_rate"] = serde_json::json!(0.25);
@@ -755,12 +756,26 @@ fn certificate_kinds_are_checked_against_the_faces_and_the_policy() {
     world.write_report(&world.report, &rows);
     let audit = world.audit();
     let rule = of_kind(&audit.findings, FindingKind::Rule);
-    assert_eq!(rule.len(), 1, "{rule:?}");
+    assert_eq!(rule.len(), 3, "{rule:?}");
     assert_eq!(rule[0].0, Some(2));
     assert!(
         rule[0].1.contains("certified with a face-lost certificate, which level `medium` does not accept (it accepts: face, whole-image)"),
         "{}",
         rule[0].1
+    );
+    // A whole-image row is judged by the policy's feature embedder: its metric and threshold.
+    assert_eq!(
+        rule[1..],
+        [
+            (
+                Some(5),
+                "metric `euclidean`, but the embedder spec compares by cosine".to_string()
+            ),
+            (
+                Some(5),
+                "threshold 0.6, but level `medium` of the policy certifies at 0.55".to_string()
+            )
+        ]
     );
     let verdict = of_kind(&audit.findings, FindingKind::Verdict);
     assert_eq!(

@@ -237,7 +237,9 @@ fn feature_embedder_finds_a_blurred_copy_nearer_than_another_picture() {
 #[test]
 fn whole_image_and_face_specs_are_refused_in_each_others_roles() {
     fetched(&feature_spec_path());
-    let detector = root().join(boomerang::certify::DEFAULT_DETECTOR);
+    let detector = root()
+        .join("models")
+        .join(boomerang::certify::DEFAULT_DETECTOR);
     let Err(err) = Certifier::load(rt(), &feature_spec_path(), &detector, &options()) else {
         panic!("a whole-image spec must not certify faces");
     };

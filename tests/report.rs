@@ -596,6 +596,7 @@ fn run_record_is_written_atomically_as_json() {
         report_chain_head: genesis(),
         reidentification_rate: None,
         reidentification_chance: None,
+        adversary: None,
     };
     std::fs::write(&path, "stale").unwrap();
     record.write(&path).unwrap();

@@ -11,6 +11,7 @@
 //! Independent of the diffusion pipeline: it needs only ONNX Runtime and the two models.
 
 pub mod align;
+pub mod calibrate;
 pub mod detector;
 pub mod embedder;
 pub mod metric;
@@ -764,6 +765,7 @@ mod tests {
             max_distance: Some(0.6),
             min_similarity: None,
             provenance: String::new(),
+            ..OperatingPoint::default()
         };
         assert!(!c.all_pairs_differ(&point));
         assert!(Verdict::new(&point, &c).same_identity);

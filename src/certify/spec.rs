@@ -94,7 +94,7 @@ pub struct Alignment {
 }
 
 /// A named decision threshold with where it comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct OperatingPoint {
     pub name: String,
@@ -103,6 +103,24 @@ pub struct OperatingPoint {
     /// Same identity when the cosine similarity is at least this (cosine metric only).
     pub min_similarity: Option<f32>,
     pub provenance: String,
+    /// Measured false-match rate on the calibration set (`boomerang calibrate --write`): the
+    /// share of different-identity pairs this point calls the same identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_fmr: Option<f64>,
+    /// Measured false non-match rate on the calibration set: the share of same-identity pairs
+    /// this point calls different.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_fnmr: Option<f64>,
+    /// Same-identity pairs the measurement counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genuine_pairs: Option<u64>,
+    /// Different-identity pairs the measurement counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impostor_pairs: Option<u64>,
+    /// sha256 of the calibration set (its sorted relative paths and file sha256s, see
+    /// [`super::calibrate::set_sha256`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_sha256: Option<String>,
 }
 
 impl OperatingPoint {
@@ -362,6 +380,22 @@ impl EmbedderSpec {
                     &format!("{key}.provenance"),
                     "say where the threshold comes from",
                 ));
+            }
+            for (field, rate) in [
+                ("measured-fmr", point.measured_fmr),
+                ("measured-fnmr", point.measured_fnmr),
+            ] {
+                if rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                    return Err(self.invalid(&format!("{key}.{field}"), "must be in 0..=1"));
+                }
+            }
+            if let Some(sha) = &point.calibration_sha256 {
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(self.invalid(
+                        &format!("{key}.calibration-sha256"),
+                        "must be 64 hexadecimal digits",
+                    ));
+                }
             }
             match (point.max_distance, point.min_similarity) {
                 (Some(d), None) if d.is_finite() && d > 0.0 => {}

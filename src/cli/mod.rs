@@ -31,6 +31,9 @@ fn run(opts: Opts) -> anyhow::Result<Exit> {
         Command::Enhance(args) => Ok(commands::enhance::run(&args.config()?)?.exit()),
         Command::Sample(args) => commands::sample::run(&args.config()?).map(|()| Exit::Success),
         Command::Score(args) => commands::score::run(&args.config()).map(|()| Exit::Success),
+        Command::Calibrate(args) => {
+            commands::calibrate::run(&args.config()).map(|()| Exit::Success)
+        }
         Command::Audit(args) => commands::audit::run_with_engine(&args.config()).map(Exit::from),
         Command::Report(ReportCommand::Merge(args)) => {
             commands::report_merge::run(&args.config()).map(|_| Exit::Success)

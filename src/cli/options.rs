@@ -10,6 +10,7 @@ use crate::audit::{AuditConfig, ClaimedFiles, Recheck, RunFiles, DEFAULT_DISTANC
 use crate::certify::DEFAULT_EMBEDDER;
 use crate::commands::anonymize::AnonymizeConfig;
 use crate::commands::augment::AugmentConfig;
+use crate::commands::calibrate::CalibrateConfig;
 use crate::commands::dataset_run::{DatasetOptions, SamplerOptions};
 use crate::commands::enhance::EnhanceConfig;
 use crate::commands::report_merge::MergeConfig;
@@ -87,6 +88,17 @@ pub enum Command {
     Enhance(EnhanceArgs),
     /// Compare the faces in two images: distance and same/different identity verdict
     Score(ScoreArgs),
+    /// Measure an embedder on a folder-per-identity set: genuine and impostor distances, the
+    /// thresholds at FMR 1e-3 and 1e-2 with the FNMR there, and the spec's operating points
+    ///
+    /// IDENTITIES/ holds one folder per person with that person's images. Each image is analyzed
+    /// like `score` does; images with no face or several faces are listed and left out. Genuine
+    /// pairs are two images of one folder, impostor pairs images of two folders. A threshold at
+    /// FMR F is the largest max-distance whose measured FMR is at most F; with fewer than 1/F
+    /// impostor pairs it is reported as not resolvable. --write records the resolved levels in
+    /// the spec as operating points `fmr-1e-3` / `fmr-1e-2` with their measured FMR, FNMR, pair
+    /// counts and the set's sha256 (comments in the spec are kept).
+    Calibrate(CalibrateArgs),
     /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
     Manifest(ManifestArgs),
     /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache
@@ -545,6 +557,43 @@ impl EnhanceArgs {
             overlap: self.overlap,
             dataset: self.dataset.options(),
         })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CalibrateArgs {
+    /// One folder per identity, each holding that person's images.
+    pub identities: PathBuf,
+    /// Embedder: a name under a models folder, a folder holding embedder.toml, or a spec file.
+    #[arg(long, default_value = DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Face detector ONNX model (default: the one the embedder spec pins).
+    #[arg(long)]
+    pub detector: Option<PathBuf>,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Record the resolved FMR levels in the embedder spec as operating points.
+    #[arg(long)]
+    pub write: bool,
+    /// With --write: overwrite operating points of the same name.
+    #[arg(long, requires = "write")]
+    pub replace: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl CalibrateArgs {
+    pub fn config(&self) -> CalibrateConfig {
+        CalibrateConfig {
+            identities: self.identities.clone(),
+            embedder: self.embedder.clone(),
+            detector: self.detector.clone(),
+            json: self.json,
+            write: self.write,
+            replace: self.replace,
+            runtime: self.runtime.config(),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod anonymize;
 pub mod audit;
 pub mod augment;
+pub mod calibrate;
 pub mod dataset_run;
 pub mod enhance;
 pub mod exit;

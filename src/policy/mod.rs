@@ -245,6 +245,7 @@ impl Level {
                 max_distance: Some(*max_distance),
                 min_similarity: None,
                 provenance: "the policy's threshold value".into(),
+                ..OperatingPoint::default()
             },
         })
     }
