@@ -19,7 +19,9 @@
 //! the top-level `certificate` kind (`face`, `face-lost`, `whole-image`) is counted per
 //! transform when present.
 //!
-//! Options: `--embedder SPEC` and `--threads N` are passed to score; `--keep DIR` keeps the
+//! Options: `--embedder SPEC`, `--policy FILE` (judge as that policy's default level does:
+//! second opinions, whole-image embedder, accepted kinds; builds with `score --policy`) and
+//! `--threads N` are passed to score; `--keep DIR` keeps the
 //! transformed images there; `--max-impostor-pairs N` (default 500) caps the different-person
 //! pairs (the first N in sorted order). Deterministic: no randomness anywhere.
 
@@ -55,7 +57,7 @@ fn parse_args() -> anyhow::Result<Options> {
             // cargo bench passes --bench to harness = false benches.
             "--bench" => {}
             "--boomerang" => boomerang = Some(PathBuf::from(value("--boomerang")?)),
-            "--embedder" | "--threads" => {
+            "--embedder" | "--policy" | "--threads" => {
                 let v = value(&arg)?;
                 score_args.extend([arg, v]);
             }
@@ -70,7 +72,8 @@ fn parse_args() -> anyhow::Result<Options> {
         }
     }
     let usage = "usage: cargo bench --bench certifier_eval -- --boomerang BINARY IDENTITIES/ \
-                 [--embedder SPEC] [--threads N] [--keep DIR] [--max-impostor-pairs N]";
+                 [--embedder SPEC | --policy FILE] [--threads N] [--keep DIR] \
+                 [--max-impostor-pairs N]";
     Ok(Options {
         boomerang: boomerang.with_context(|| format!("--boomerang is required; {usage}"))?,
         identities: identities.with_context(|| format!("IDENTITIES/ is required; {usage}"))?,

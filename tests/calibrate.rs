@@ -230,7 +230,7 @@ fn write_with_nothing_resolvable_changes_nothing() {
     // A detector other than the one the spec pins is refused for --write.
     let other = dir.path().join("other-detector.onnx");
     let mut bytes =
-        std::fs::read(root().join("models/face-detector/blazeface-short-range.onnx")).unwrap();
+        std::fs::read(root().join("models/face-detector/blazeface-full-range.onnx")).unwrap();
     bytes.extend_from_slice(b"\0");
     std::fs::write(&other, bytes).unwrap();
     let err = stderr_of_failure(calibrate(

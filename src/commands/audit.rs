@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::recompute::RunRecomputer;
 use super::Exit;
 use crate::audit::{audit, html, AuditConfig, Finding, GivenHashes, Outcome, Recomputer};
+use crate::records::report::{AdversaryReidentification, KindCounts, StatusCounts};
 
 /// With `--recompute` or `--seed-sample`, re-scores and re-runs with the real engine.
 pub fn run_with_engine(config: &AuditConfig) -> anyhow::Result<Outcome> {
@@ -37,6 +38,10 @@ struct JsonSummary<'a> {
     /// The nonce that drew the recomputed rows (repeat with --nonce).
     nonce: &'a str,
     reidentification: Option<crate::audit::Reidentification>,
+    /// Certified rows per certificate kind, counted from the report's rows.
+    certified_by_kind: KindCounts,
+    /// run.json's adversary re-identification, as it states it (not recomputed).
+    adversary_unverified: Option<&'a AdversaryReidentification>,
 }
 
 /// `boomerang audit`: audits, prints, writes the page; returns the outcome (`Err`: exit 1).
@@ -51,6 +56,9 @@ pub fn run(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let outcome = audit.outcome();
+    let certified_by_kind =
+        StatusCounts::of(audit.entries.iter().filter_map(|e| e.row.as_ref())).certified_by_kind;
+    let adversary = audit.run.as_ref().and_then(|r| r.record.adversary.as_ref());
     if config.json {
         let summary = JsonSummary {
             report: audit.report.display().to_string(),
@@ -69,6 +77,8 @@ pub fn run(
             rerun_lines: &audit.rerun,
             nonce: &audit.nonce,
             reidentification: audit.reidentification,
+            certified_by_kind,
+            adversary_unverified: adversary,
         };
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -78,8 +88,24 @@ pub fn run(
         for what in &audit.not_checked {
             println!("not checked: {what}");
         }
+        println!(
+            "certified rows by certificate kind: {}",
+            certified_by_kind.describe()
+        );
         if let Some(reid) = &audit.reidentification {
             println!("re-identification rate: {}", reid.describe());
+        }
+        if let Some(adversary) = adversary {
+            let rate =
+                |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{:.2} %", r * 100.0));
+            println!(
+                "adversary re-identification by {}, unverified (from run.json): top-1 {}, top-5 {} (chance {}, {} probes)",
+                adversary.embedder,
+                rate(adversary.top1_rate),
+                rate(adversary.top5_rate),
+                rate(adversary.chance),
+                adversary.probes
+            );
         }
         if config.recheck.recompute > 0 || config.recheck.seed_sample > 0 {
             println!(
