@@ -558,3 +558,28 @@ fn score_cli_runs_on_a_sideways_photo_and_names_bad_files() {
         "{stderr}"
     );
 }
+
+/// The reviewer's case of issue 11: a Gaussian blur (sigma 3) of the astronaut is the same
+/// person to anyone; it used to be certified "different identity" because the blurred face was
+/// not found and the whole image stood in for it.
+#[test]
+fn a_blurred_copy_of_a_face_is_never_certified() {
+    let dir = tempfile::tempdir().unwrap();
+    let astronaut = root().join("examples/astronaut.png");
+    let blurred = dir.path().join("blurred.png");
+    load_image(&astronaut)
+        .unwrap()
+        .image
+        .blur(3.0)
+        .save(&blurred)
+        .unwrap();
+    // Judged as the shipped policy judges: dlib, with MobileFaceNet's second opinion.
+    let report = score(&ScoreConfig {
+        policy: Some(root().join("policies/default.toml")),
+        ..score_config(astronaut, blurred)
+    })
+    .unwrap();
+    eprintln!("{}", render(&report));
+    assert!(!report.certified, "{}", render(&report));
+    assert_ne!(report.verdict_text, "different identity");
+}
