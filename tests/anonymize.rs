@@ -509,3 +509,53 @@ fn default_policy_without_its_model_prints_the_export_commands() {
         .stderr(predicate::str::contains("boomerang manifest --write"));
     assert!(!temp.path().join("out").exists());
 }
+
+/// `boomerang score --policy` judges an input/output pair exactly as the run did: the same
+/// certificate kind, the same verdict and the same distance, row by row.
+#[test]
+fn score_with_the_policy_agrees_with_every_row_of_a_run() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    std::fs::copy(root().join("examples/coffee.png"), input.join("coffee.png")).unwrap();
+    let output = temp.path().join("out");
+    let policy = demo_policy(temp.path(), &[]);
+    anonymize(&policy, &input, &output, &["--seed", "5"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    let rows = verify(&report_path(&output)).unwrap();
+    let judged: Vec<_> = rows.iter().filter(|r| !r.output_path.is_empty()).collect();
+    assert!(judged.len() >= 4, "{rows:?}");
+    let mut kinds = std::collections::HashSet::new();
+    for row in judged {
+        let out = Command::cargo_bin("boomerang")
+            .unwrap()
+            .args(["score", "--json", "--threads", "1", "--policy"])
+            .arg(&policy)
+            .arg(input.join(&row.input_path))
+            .arg(output.join(&row.output_path))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let kind = row.certificate.unwrap();
+        kinds.insert(kind);
+        assert_eq!(report["certificate"], kind.as_str(), "{}", row.input_path);
+        assert_eq!(
+            report["certified"],
+            row.status == Status::Certified,
+            "{}",
+            row.input_path
+        );
+        let distance = report["comparison"]["distance"].as_f64().map(|d| d as f32);
+        assert_eq!(distance, row.distance, "{}", row.input_path);
+    }
+    // Faces lost by the random model, and the faceless coffee cup.
+    assert!(
+        kinds.contains(&CertificateKind::FaceLost) && kinds.contains(&CertificateKind::WholeImage),
+        "{kinds:?}"
+    );
+}
