@@ -559,3 +559,48 @@ fn score_with_the_policy_agrees_with_every_row_of_a_run() {
         "{kinds:?}"
     );
 }
+
+/// `rename-folders`: class folders named after people get keyed names, one per folder, and only
+/// the private report links them back.
+#[test]
+fn renamed_folders_keep_classes_together_under_keyed_names() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let output = temp.path().join("out");
+    let policy = demo_policy(
+        temp.path(),
+        &[(
+            "rename-files = true",
+            "rename-files = true\nrename-folders = true",
+        )],
+    );
+    anonymize(&policy, &input, &output, &["--seed", "3"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    let rows = verify(&report_path(&output)).unwrap();
+    let folder_of = |input_path: &str| {
+        let row = rows.iter().find(|r| r.input_path == input_path).unwrap();
+        let out = Path::new(&row.output_path);
+        assert!(output.join(out).is_file(), "{out:?}");
+        out.parent().unwrap().to_path_buf()
+    };
+    let (obama1, obama2, biden) = (
+        folder_of("obama/1.jpg"),
+        folder_of("obama/2.jpg"),
+        folder_of("biden/1.jpg"),
+    );
+    assert_eq!(obama1, obama2);
+    assert_ne!(obama1, biden);
+    for folder in [&obama1, &biden] {
+        let name = folder.to_string_lossy();
+        assert!(
+            name.len() == 16 && name.chars().all(|c| c.is_ascii_hexdigit()),
+            "{name}"
+        );
+    }
+    // Nothing in OUT names a person.
+    for path in tree(&output).keys() {
+        let text = path.to_string_lossy().to_lowercase();
+        assert!(!text.contains("obama") && !text.contains("biden"), "{text}");
+    }
+}
