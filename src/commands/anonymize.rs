@@ -597,24 +597,9 @@ impl Models {
     ) -> anyhow::Result<Models> {
         let engine = Engine::open(&prepared.model_dir, runtime, &config.runtime.session)?;
         let session = &config.runtime.session;
-        let policy = &prepared.policy;
-        let mut certifier = Certifier::load(
-            runtime,
-            &policy.embedder.spec,
-            &prepared.detector.path,
-            session,
-        )?;
-        if let Some(feature) = &policy.feature_embedder {
-            certifier = certifier.with_whole_image_embedder(runtime, &feature.spec, session)?;
-        }
-        for opinion in &policy.second_opinions {
-            certifier = certifier.with_second_opinion(
-                runtime,
-                &opinion.spec,
-                opinion.operating_point.as_deref(),
-                session,
-            )?;
-        }
+        let certifier = prepared
+            .policy
+            .certifier(runtime, &prepared.detector.path, session)?;
         let points = Points {
             face: prepared.level.operating_point(certifier.spec())?,
             whole_image: certifier

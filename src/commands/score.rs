@@ -92,20 +92,10 @@ fn certifier_for(
         Some(path) => resolve_detector(Some(path))?,
         None => pinned_detector(&EmbedderSpec::load(&spec_path)?)?.path,
     };
-    let mut certifier = Certifier::load(runtime, &spec_path, &detector, session)?;
-    if let Some(policy) = &policy {
-        if let Some(feature) = &policy.feature_embedder {
-            certifier = certifier.with_whole_image_embedder(runtime, &feature.spec, session)?;
-        }
-        for opinion in &policy.second_opinions {
-            certifier = certifier.with_second_opinion(
-                runtime,
-                &opinion.spec,
-                opinion.operating_point.as_deref(),
-                session,
-            )?;
-        }
-    }
+    let certifier = match &policy {
+        Some(policy) => policy.certifier(runtime, &detector, session)?,
+        None => Certifier::load(runtime, &spec_path, &detector, session)?,
+    };
     Ok((certifier, spec_path, detector, level))
 }
 

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::certify::spec::{EmbedderSpec, OperatingPoint, SpecError};
-use crate::certify::CertificateKind;
+use crate::certify::{CertificateKind, Certifier, CertifyError};
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::hashing::sha256_bytes;
+use crate::io::runtime::{Runtime, SessionOptions};
 
 /// The policy format versions this build reads.
 pub const SUPPORTED_VERSIONS: &[i64] = &[1];
@@ -366,6 +367,29 @@ impl Policy {
                 name: name.to_string(),
                 available: self.level_names().join(", "),
             })
+    }
+
+    /// The certifier this policy names: its face embedder with `detector`, its whole-image
+    /// embedder and its second opinions, sessions opened with `options`.
+    pub fn certifier(
+        &self,
+        runtime: &Runtime,
+        detector: &Path,
+        options: &SessionOptions,
+    ) -> Result<Certifier, CertifyError> {
+        let mut certifier = Certifier::load(runtime, &self.embedder.spec, detector, options)?;
+        if let Some(feature) = &self.feature_embedder {
+            certifier = certifier.with_whole_image_embedder(runtime, &feature.spec, options)?;
+        }
+        for opinion in &self.second_opinions {
+            certifier = certifier.with_second_opinion(
+                runtime,
+                &opinion.spec,
+                opinion.operating_point.as_deref(),
+                options,
+            )?;
+        }
+        Ok(certifier)
     }
 
     pub fn level_names(&self) -> Vec<&str> {
