@@ -436,6 +436,7 @@ fn score_config(image_a: PathBuf, image_b: PathBuf) -> ScoreConfig {
         detector: None,
         policy: None,
         level: None,
+        feature_embedder: None,
         json: false,
         runtime: RuntimeConfig {
             onnxruntime: None,
@@ -473,6 +474,23 @@ fn score_command_reports_same_and_different_identity() {
 
     let faceless = score(&args("coffee.jpg", "obama.jpg")).unwrap();
     assert!(render(&faceless).contains("no face found"));
+    // A faceless A is a whole-image comparison: never certified through the face embedder...
+    assert_eq!(faceless.certificate, CertificateKind::WholeImage);
+    assert!(!faceless.certified);
+    // ...and judged by a whole-image embedder when one is named.
+    let featured = score(&ScoreConfig {
+        feature_embedder: Some(
+            root()
+                .join("models/efficientnet-lite0/embedder.toml")
+                .display()
+                .to_string(),
+        ),
+        ..args("coffee.jpg", "obama.jpg")
+    })
+    .unwrap();
+    assert_eq!(featured.comparison.metric, Metric::Cosine);
+    assert!(featured.certified, "{}", render(&featured));
+    assert_eq!(featured.verdict_text, "whole images differ (no face in A)");
     assert!(run(&ScoreConfig {
         json: true,
         ..args("obama.jpg", "obama3.jpg")

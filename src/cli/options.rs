@@ -619,6 +619,10 @@ pub struct ScoreArgs {
     /// The policy's level (default: the policy's default level).
     #[arg(long, requires = "policy")]
     pub level: Option<String>,
+    /// Without --policy: the whole-image embedder (a spec with subject = "whole-image", e.g.
+    /// efficientnet-lite0) that judges a faceless A; without one such a pair is never certified
+    #[arg(long, value_name = "SPEC", conflicts_with = "policy")]
+    pub feature_embedder: Option<String>,
     /// Print a JSON report instead of text.
     #[arg(long)]
     pub json: bool,
@@ -636,6 +640,7 @@ impl ScoreArgs {
             detector: self.detector.clone(),
             policy: self.policy.clone(),
             level: self.level.clone(),
+            feature_embedder: self.feature_embedder.clone(),
             json: self.json,
             runtime: self.runtime.config(),
         }

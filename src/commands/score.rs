@@ -34,6 +34,9 @@ pub struct ScoreConfig {
     pub policy: Option<PathBuf>,
     /// The policy's level (`None`: its default level).
     pub level: Option<String>,
+    /// Without a policy: the whole-image embedder for faceless A (`None`: whole images are
+    /// compared through the face embedder, which never certifies).
+    pub feature_embedder: Option<String>,
     pub json: bool,
     pub runtime: RuntimeConfig,
 }
@@ -92,9 +95,11 @@ fn certifier_for(
         Some(path) => resolve_detector(Some(path))?,
         None => pinned_detector(&EmbedderSpec::load(&spec_path)?)?.path,
     };
-    let certifier = match &policy {
-        Some(policy) => policy.certifier(runtime, &detector, session)?,
-        None => Certifier::load(runtime, &spec_path, &detector, session)?,
+    let certifier = match (&policy, &config.feature_embedder) {
+        (Some(policy), _) => policy.certifier(runtime, &detector, session)?,
+        (None, Some(feature)) => Certifier::load(runtime, &spec_path, &detector, session)?
+            .with_whole_image_embedder(runtime, &resolve_embedder(feature)?, session)?,
+        (None, None) => Certifier::load(runtime, &spec_path, &detector, session)?,
     };
     Ok((certifier, spec_path, detector, level))
 }
@@ -134,11 +139,15 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
     let verdict = Verdict::new(&point, &comparison);
     let second_opinions = certifier.second_opinions(&image_a.analysis, &image_b.analysis)?;
     let dissent = second_opinions.iter().any(|opinion| !opinion.differs);
-    // Without a policy: what the default policy accepts (faces, and whole images of faceless
-    // inputs); a lost face is never a certificate.
+    // Without a policy: faces, and whole images judged by a whole-image embedder (a face
+    // embedder says nothing about a picture without a face); a lost face never.
     let accepted = match &level {
         Some(level) => level.accepts(certificate),
-        None => certificate != CertificateKind::FaceLost,
+        None => match certificate {
+            CertificateKind::Face => true,
+            CertificateKind::WholeImage => config.feature_embedder.is_some(),
+            CertificateKind::FaceLost => false,
+        },
     };
     let certified = accepted && !verdict.same_identity && !dissent;
     let verdict_text = match (certificate, verdict.same_identity) {
