@@ -604,3 +604,50 @@ fn renamed_folders_keep_classes_together_under_keyed_names() {
         assert!(!text.contains("obama") && !text.contains("biden"), "{text}");
     }
 }
+
+/// `--adversary`: a matcher the run did not certify against re-identifies after the run; the
+/// certifying embedder (or a second opinion) is refused before anything is written.
+#[test]
+fn the_adversary_is_never_a_matcher_the_run_certified_with() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(faces().join("obama.jpg"), input.join("a.jpg")).unwrap();
+    let policy = demo_policy(temp.path(), &[]);
+    for own in ["dlib-face", "mobilefacenet"] {
+        let output = temp.path().join(format!("refused-{own}"));
+        anonymize(&policy, &input, &output, &["--adversary", own])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "an adversary must be a matcher the run did not certify against",
+            ));
+        assert!(!output.exists());
+    }
+    // Without MobileFaceNet as a second opinion it may attack the run.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let start = text.find("[[second-opinion]]").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    let dlib_only = temp.path().join("dlib-only.toml");
+    std::fs::write(&dlib_only, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let output = temp.path().join("out");
+    let out = anonymize(
+        &dlib_only,
+        &input,
+        &output,
+        &["--json", "--adversary", "mobilefacenet"],
+    )
+    .output()
+    .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["adversary"]["embedder"], "mobilefacenet",
+        "{summary}"
+    );
+    // The random model leaves no face in the output: nothing to look up, and it says so.
+    assert_eq!(summary["adversary"]["probes"], 0);
+    assert!(summary["adversary"]["top1_rate"].is_null());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(common::run_json_path(&output)).unwrap()).unwrap();
+    assert_eq!(record["adversary"], summary["adversary"]);
+}
