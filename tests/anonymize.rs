@@ -459,6 +459,8 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
 fn audit_recompute_reproduces_a_run_byte_for_byte() {
     let temp = tempfile::tempdir().unwrap();
     let input = dataset(temp.path());
+    // A faceless image: its row is re-scored by the policy's whole-image embedder.
+    std::fs::copy(root().join("examples/coffee.png"), input.join("coffee.png")).unwrap();
     let policy = demo_policy(temp.path(), &[]);
     let output = temp.path().join("out");
     anonymize(&policy, &input, &output, &["--seed", "9"])
@@ -477,7 +479,7 @@ fn audit_recompute_reproduces_a_run_byte_for_byte() {
             .arg(output_dir)
             .arg("--policy")
             .arg(&policy)
-            .args(["--recompute", "4"]);
+            .args(["--recompute", "10"]);
         command
     };
     audit(&output)

@@ -889,6 +889,8 @@ fn a_file_that_is_not_a_report_cannot_be_audited() {
 #[derive(Default)]
 struct Mock {
     distances: HashMap<String, f32>,
+    /// Input path -> the second opinion that, re-asked, finds the same identity.
+    dissenting: HashMap<String, String>,
     outputs: HashMap<String, Vec<u8>>,
     rescored: Vec<String>,
     rerun: Vec<String>,
@@ -921,6 +923,12 @@ impl Recomputer for Mock {
         Ok(Rescored {
             certificate: CertificateKind::Face,
             distance: Some(distance),
+            dissenting: self
+                .dissenting
+                .get(&row.input_path)
+                .cloned()
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -1012,6 +1020,34 @@ fn recomputation_finds_a_moved_distance_and_an_irreproducible_output() {
     assert!(recompute
         .iter()
         .any(|(line, m)| *line == Some(2) && m.contains("does not reproduce byte for byte")));
+}
+
+#[test]
+fn recomputation_re_asks_the_second_opinions_of_certified_rows() {
+    let world = World::new();
+    let mut mock = Mock::faithful(&world);
+    // alice (line 2) is certified; carol (line 4) failed: a dissent matters only for the first.
+    for input in ["people/alice_01.jpg", "people/carol_01.jpg"] {
+        mock.dissenting.insert(input.into(), "mobilefacenet".into());
+    }
+    let audit = audit::audit(
+        &{
+            let mut args = world.args();
+            args.recheck.recompute = 10;
+            args
+        },
+        Some(&mut mock),
+    )
+    .unwrap();
+    let recompute = of_kind(&audit.findings, FindingKind::Recompute);
+    assert_eq!(
+        recompute,
+        [(
+            Some(2),
+            "certified, but re-asked, second opinion mobilefacenet finds the same identity"
+                .to_string()
+        )]
+    );
 }
 
 #[test]

@@ -91,10 +91,12 @@ pub enum RecomputedRate {
 }
 
 /// What re-scoring a row found.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rescored {
     pub certificate: CertificateKind,
     pub distance: Option<f32>,
+    /// The second opinions that, re-asked, find some face pair the same identity.
+    pub dissenting: Vec<String>,
 }
 
 pub(super) struct Recomputed {
@@ -153,6 +155,16 @@ pub(super) fn recompute(
             }
             Ok(found) => found,
         };
+        if row.status == Status::Certified && !found.dissenting.is_empty() {
+            add(
+                row,
+                line,
+                format!(
+                    "certified, but re-asked, second opinion {} finds the same identity",
+                    found.dissenting.join(", ")
+                ),
+            );
+        }
         if found.certificate != reported_kind {
             add(
                 row,

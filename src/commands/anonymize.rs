@@ -597,9 +597,13 @@ impl Models {
     ) -> anyhow::Result<Models> {
         let engine = Engine::open(&prepared.model_dir, runtime, &config.runtime.session)?;
         let session = &config.runtime.session;
-        let certifier = prepared
-            .policy
-            .certifier(runtime, &prepared.detector.path, session)?;
+        let policy = &prepared.policy;
+        let certifier = policy.certifier(
+            runtime,
+            &policy.embedder.spec,
+            &prepared.detector.path,
+            session,
+        )?;
         let points = Points {
             face: prepared.level.operating_point(certifier.spec())?,
             whole_image: certifier

@@ -68,7 +68,9 @@ impl RunRecomputer {
             Some(path) => path.clone(),
             None => certify::pinned_detector(&EmbedderSpec::load(&embedder)?)?.path,
         };
-        let certifier = Certifier::load(runtime, &embedder, &detector, &options)?;
+        // The policy's whole certifier: whole-image rows are judged by its feature embedder,
+        // and its second opinions are re-asked.
+        let certifier = policy.certifier(runtime, &embedder, &detector, &options)?;
         Ok(RunRecomputer {
             engine,
             certifier,
@@ -96,9 +98,15 @@ impl Recomputer for RunRecomputer {
         let faces_in = self.certifier.analyze(&input.image)?;
         let faces_out = self.certifier.analyze_output(&output.image, &faces_in)?;
         let comparison = self.certifier.compare(&faces_in, &faces_out)?;
+        let opinions = self.certifier.second_opinions(&faces_in, &faces_out)?;
         Ok(Rescored {
             certificate: comparison.certificate,
             distance: comparison.distance,
+            dissenting: opinions
+                .iter()
+                .filter(|opinion| !opinion.differs)
+                .map(|opinion| opinion.embedder.clone())
+                .collect(),
         })
     }
 

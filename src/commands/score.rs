@@ -96,7 +96,7 @@ fn certifier_for(
         None => pinned_detector(&EmbedderSpec::load(&spec_path)?)?.path,
     };
     let certifier = match (&policy, &config.feature_embedder) {
-        (Some(policy), _) => policy.certifier(runtime, &detector, session)?,
+        (Some(policy), _) => policy.certifier(runtime, &spec_path, &detector, session)?,
         (None, Some(feature)) => Certifier::load(runtime, &spec_path, &detector, session)?
             .with_whole_image_embedder(runtime, &resolve_embedder(feature)?, session)?,
         (None, None) => Certifier::load(runtime, &spec_path, &detector, session)?,

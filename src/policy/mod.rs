@@ -369,15 +369,17 @@ impl Policy {
             })
     }
 
-    /// The certifier this policy names: its face embedder with `detector`, its whole-image
-    /// embedder and its second opinions, sessions opened with `options`.
+    /// The certifier this policy names: the face embedder of `face_spec` (the policy's own, or
+    /// the one an auditor was given) with `detector`, the policy's whole-image embedder and its
+    /// second opinions, sessions opened with `options`.
     pub fn certifier(
         &self,
         runtime: &Runtime,
+        face_spec: &Path,
         detector: &Path,
         options: &SessionOptions,
     ) -> Result<Certifier, CertifyError> {
-        let mut certifier = Certifier::load(runtime, &self.embedder.spec, detector, options)?;
+        let mut certifier = Certifier::load(runtime, face_spec, detector, options)?;
         if let Some(feature) = &self.feature_embedder {
             certifier = certifier.with_whole_image_embedder(runtime, &feature.spec, options)?;
         }
