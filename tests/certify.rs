@@ -12,7 +12,7 @@ use boomerang::certify::detector::{BoundingBox, DetectorConfig, FaceDetector};
 use boomerang::certify::embedder::Embedder;
 use boomerang::certify::metric::{Embedding, Metric};
 use boomerang::certify::spec::EmbedderSpec;
-use boomerang::certify::{reid, CertificateKind, Certifier, FaceAnalysis, Subject};
+use boomerang::certify::{reid, CertificateKind, Certifier, FaceAnalysis, Subject, Verdict};
 use boomerang::commands::score::{render, run, score, ScoreConfig};
 use boomerang::io::dataset::load_image;
 use boomerang::io::runtime::{self, Device, Runtime, RuntimeConfig, SessionOptions};
@@ -46,6 +46,17 @@ fn alt_spec() -> PathBuf {
 
 fn detector_model() -> PathBuf {
     root().join("models/face-detector/blazeface-full-range.onnx")
+}
+
+/// The shipped detector, tiled as certification runs it.
+fn detector() -> FaceDetector {
+    FaceDetector::load(
+        rt(),
+        &detector_model(),
+        &options(),
+        DetectorConfig::default(),
+    )
+    .unwrap()
 }
 
 fn rt() -> &'static Runtime {
@@ -88,13 +99,7 @@ fn analyses(spec: &Path) -> Vec<(&'static str, FaceAnalysis)> {
 
 #[test]
 fn detector_finds_one_face_per_portrait_and_none_in_coffee_like_the_python_reference() {
-    let mut detector = FaceDetector::load(
-        rt(),
-        &detector_model(),
-        &options(),
-        DetectorConfig::default(),
-    )
-    .unwrap();
+    let mut detector = detector();
     for name in PORTRAITS
         .iter()
         .map(|p| format!("{p}.jpg"))
@@ -150,13 +155,7 @@ fn detector_finds_one_face_per_portrait_and_none_in_coffee_like_the_python_refer
 /// (`cargo bench --bench detector_recall`).
 #[test]
 fn small_faces_in_a_large_picture_are_found_where_they_were_pasted() {
-    let mut detector = FaceDetector::load(
-        rt(),
-        &detector_model(),
-        &options(),
-        DetectorConfig::default(),
-    )
-    .unwrap();
+    let mut detector = detector();
     let portrait = load_image(&fixture("biden.jpg")).unwrap().image.to_rgb8();
     let b = &reference()["detections"]["biden.jpg"][0]["box"];
     let b: Vec<f32> = (0..4).map(|i| b[i].as_f64().unwrap() as f32).collect();
@@ -303,11 +302,13 @@ fn a_second_spec_changes_metric_and_verdicts_without_code() {
     let similarity = c.similarity.unwrap();
     let distance = c.distance.unwrap();
     assert!((similarity - (1.0 - distance)).abs() < 1e-6 && similarity > 0.0 && similarity < 1.0);
-    let verdict = certifier.verdict(&c, None).unwrap();
+    let verdict = Verdict::new(certifier.operating_point(c.certificate, None).unwrap(), &c);
     assert_eq!(verdict.operating_point, "test-only");
     assert_eq!(verdict.same_identity, similarity >= 0.9);
     assert!(
-        certifier.verdict(&c, Some("same-person")).is_err(),
+        certifier
+            .operating_point(c.certificate, Some("same-person"))
+            .is_err(),
         "operating points come from the spec"
     );
 }
@@ -328,7 +329,8 @@ fn a_face_the_output_lost_is_never_compared_with_a_whole_image() {
     let c = certifier.compare(&obama, &coffee_out).unwrap();
     assert_eq!(c.certificate, CertificateKind::FaceLost);
     assert_eq!((c.faces_in, c.faces_out, c.distance), (1, 0, None));
-    assert!(!certifier.verdict(&c, None).unwrap().same_identity);
+    let point = certifier.operating_point(c.certificate, None).unwrap();
+    assert!(!Verdict::new(point, &c).same_identity);
     // The other way round the input has no face: a whole-image comparison, even though the
     // output shows one.
     let coffee = certifier.analyze(&coffee_image).unwrap();

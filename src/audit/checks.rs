@@ -441,14 +441,7 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
     let thresholds: HashMap<String, f32> = spec
         .operating_points
         .iter()
-        .filter_map(|point| {
-            let distance = match (point.max_distance, point.min_similarity) {
-                (Some(max), _) => max,
-                (None, Some(min)) => 1.0 - min,
-                (None, None) => return None,
-            };
-            Some((point.name.clone(), distance))
-        })
+        .filter_map(|point| Some((point.name.clone(), point.distance_threshold()?)))
         .collect();
     Ok(EmbedderFacts {
         default_threshold: thresholds.get(&spec.default_operating_point).copied(),

@@ -677,18 +677,6 @@ impl Certifier {
             _ => Ok(self.spec().operating_point(face_point)?),
         }
     }
-
-    /// Judges a comparison at the named operating point, or the spec's default one.
-    pub fn verdict(
-        &self,
-        comparison: &Comparison,
-        operating_point: Option<&str>,
-    ) -> Result<Verdict, CertifyError> {
-        Ok(Verdict::new(
-            self.operating_point(comparison.certificate, operating_point)?,
-            comparison,
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,13 @@ impl OperatingPoint {
         }
     }
 
+    /// The threshold as a distance in the metric (a cosine similarity s is the distance 1 - s):
+    /// what the report's `threshold` column records.
+    pub fn distance_threshold(&self) -> Option<f32> {
+        self.max_distance
+            .or(self.min_similarity.map(|similarity| 1.0 - similarity))
+    }
+
     /// The rule in words, e.g. "distance < 0.6".
     pub fn rule(&self) -> String {
         match (self.max_distance, self.min_similarity) {

@@ -255,13 +255,6 @@ pub fn level_settings(level: &Level) -> Settings {
     }
 }
 
-/// The threshold expressed as a distance in the embedder's metric, for the report.
-pub(crate) fn threshold_distance(point: &OperatingPoint) -> Option<f32> {
-    point
-        .max_distance
-        .or(point.min_similarity.map(|similarity| 1.0 - similarity))
-}
-
 pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let started_at = SystemTime::now();
     let started = Instant::now();
@@ -650,7 +643,7 @@ impl<'a> Certifying<'a> {
             detector_sha256: &prepared.detector.sha256,
             policy_sha256: &prepared.policy.sha256,
             metric: certifier.spec().metric.to_string(),
-            threshold: threshold_distance(&points.face),
+            threshold: points.face.distance_threshold(),
         };
         Certifying {
             config,
@@ -1290,7 +1283,7 @@ fn attempt_round(
             && opinions.iter().all(|opinion| opinion.differs);
         results[i] = Some(Attempt {
             image,
-            threshold: threshold_distance(point),
+            threshold: point.distance_threshold(),
             opinions,
             comparison,
             certified,
@@ -1422,7 +1415,9 @@ fn opinions_cell(opinions: &[Opinion]) -> String {
                     .distance
                     .map(|d| d.to_string())
                     .unwrap_or_default(),
-                threshold_distance(&opinion.operating_point)
+                opinion
+                    .operating_point
+                    .distance_threshold()
                     .map(|t| t.to_string())
                     .unwrap_or_default()
             )

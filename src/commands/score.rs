@@ -150,13 +150,13 @@ pub fn score(config: &ScoreConfig) -> anyhow::Result<ScoreReport> {
         },
     };
     let certified = accepted && !verdict.same_identity && !dissent;
-    let verdict_text = match (certificate, verdict.same_identity) {
-        (_, true) if certificate != CertificateKind::WholeImage => "same identity",
-        (CertificateKind::WholeImage, true) => "near duplicate (no face in A)",
-        (CertificateKind::WholeImage, false) => "whole images differ (no face in A)",
-        (CertificateKind::FaceLost, _) => "face lost: a face of A has no face of B at its place",
-        (CertificateKind::Face, _) if dissent => "same identity by a second opinion",
-        (CertificateKind::Face, _) => "different identity",
+    let verdict_text = match certificate {
+        CertificateKind::WholeImage if verdict.same_identity => "near duplicate (no face in A)",
+        CertificateKind::WholeImage => "whole images differ (no face in A)",
+        _ if verdict.same_identity => "same identity",
+        CertificateKind::FaceLost => "face lost: a face of A has no face of B at its place",
+        CertificateKind::Face if dissent => "same identity by a second opinion",
+        CertificateKind::Face => "different identity",
     };
     Ok(ScoreReport {
         embedder: certifier.spec().name.clone(),
