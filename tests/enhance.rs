@@ -7,6 +7,7 @@ use assert_cmd::Command;
 use boomerang::commands::enhance::{self, Tiling};
 use boomerang::diffusion::engine::{Engine, Settings};
 use boomerang::diffusion::scheduler::SchedulerKind;
+use boomerang::diffusion::tiled;
 use boomerang::io::runtime::{self, SessionOptions};
 use image::{DynamicImage, Rgb, RgbImage};
 
@@ -131,9 +132,9 @@ fn no_seam_shows_where_tiles_meet_on_a_flat_colour() {
     let mut engine = engine();
     let flat = DynamicImage::ImageRgb8(RgbImage::from_pixel(100, 32, Rgb([150, 110, 90])));
     let tiling = Tiling::new(128, 32, 8).unwrap();
-    // 200 px wide: tiles at x = 0 and 72, so edges at 72 (the second starts) and 128 (the first
-    // ends); 64 px high: one tile row, padded.
-    assert_eq!(enhance::tile_starts(200, tiling), [0, 72]);
+    // 200 px wide = 25 latent cells: tiles of 16 cells at x = 0 and 9 cells, so pixel edges at 72
+    // (the second starts) and 128 (the first ends); 64 px high: one tile row, padded.
+    assert_eq!(tiled::tile_starts(25, 16, 4), [0, 9]);
     let (result, tiles) =
         enhance::enhance_image(&mut engine, &settings(0.4), &flat, 2, tiling, 2, &[9; 32]).unwrap();
     assert_eq!(tiles, 2);
@@ -146,21 +147,27 @@ fn no_seam_shows_where_tiles_meet_on_a_flat_colour() {
 }
 
 /// The tiny model's random weights turn a flat colour into texture that hides any seam, so the
-/// blend is also checked with smooth tile results: two flat tiles of different colours.
+/// fusion is also checked with smooth tile results: two flat decoded tiles of different colours.
 #[test]
-fn the_blend_ramps_between_tiles_where_pasting_would_step() {
-    let flat_tiles = |blend: &mut enhance::TileBlend| {
+fn the_fusion_ramps_between_tiles_where_pasting_would_step() {
+    let flat_tiles = |grid: &tiled::TileGrid| {
+        let mut fusion = grid.fusion(3);
         for (index, value) in [0.2f32, 0.8].into_iter().enumerate() {
-            blend.add(
-                index,
-                ndarray::Array3::from_elem((3, 128, 128), value).view(),
-            );
+            let tile = ndarray::Array4::from_elem((1, 3, grid.tile(), grid.tile()), value);
+            fusion.add(tile.view(), &[index]);
         }
-        blend.finish()
+        let fused = fusion.finish();
+        let (height, width) = (fused.shape()[2] as u32, fused.shape()[3] as u32);
+        RgbImage::from_fn(width, height, |x, y| {
+            Rgb(std::array::from_fn(|c| {
+                (fused[[0, c, y as usize, x as usize]] * 255.0).round() as u8
+            }))
+        })
     };
-    let mut blend = enhance::TileBlend::new(200, 64, Tiling::new(128, 32, 8).unwrap());
-    assert_eq!((blend.len(), blend.origin(1)), (2, (72, 0)));
-    let blended = flat_tiles(&mut blend);
+    // The decoder's pixel tiles: latent tiles of 16 cells over 25 x 16 cells, 8 px per cell.
+    let pixels = tiled::TileGrid::new(25, 16, 16, 4).scaled(8);
+    assert_eq!((pixels.len(), pixels.origin(1)), (2, (72, 0)));
+    let blended = flat_tiles(&pixels);
     let (across, inside) = adjacent_differences(&blended, &[72, 128]);
     assert!(
         across <= inside,
@@ -172,8 +179,8 @@ fn the_blend_ramps_between_tiles_where_pasting_would_step() {
     assert!(across <= 3, "{across}");
 
     // Tiles that only touch (256 px, no overlap) are pasted: the same check sees the step.
-    let mut touching = enhance::TileBlend::new(256, 64, Tiling::new(128, 0, 8).unwrap());
-    let pasted = flat_tiles(&mut touching);
+    let touching = tiled::TileGrid::new(32, 16, 16, 0).scaled(8);
+    let pasted = flat_tiles(&touching);
     let (across, inside) = adjacent_differences(&pasted, &[128]);
     assert_eq!((across, inside), (153, 0));
 }
@@ -215,15 +222,13 @@ fn strength_zero_is_the_lanczos_upsample_through_the_vae() {
     .unwrap();
     assert_eq!(tiles, 1);
 
-    // The engine's own round trip of the one (edge-padded) tile, with the tile's seed.
-    let blend = enhance::TileBlend::new(128, 100, tiling);
-    let crop = blend.crop(&upsampled, 0).insert_axis(ndarray::Axis(0));
+    // The engine's own untiled round trip of the one (edge-padded) tile, with the image's seed.
+    let crop = ndarray::Array4::from_shape_fn((1, 3, 128, 128), |(_, c, y, x)| {
+        let pixel = upsampled.get_pixel((x as u32).min(127), (y as u32).min(99));
+        f32::from(pixel[c]) / 255.0 * 2.0 - 1.0
+    });
     let (round_trip, plan) = engine
-        .run(
-            &round_trip_settings(),
-            crop.view(),
-            &[enhance::tile_seed(&seed, 0)],
-        )
+        .run(&round_trip_settings(), crop.view(), &[seed])
         .unwrap();
     assert_eq!(plan.start_timestep(), None, "strength 0 adds no noise");
     let expected = RgbImage::from_fn(128, 100, |x, y| {
@@ -234,42 +239,6 @@ fn strength_zero_is_the_lanczos_upsample_through_the_vae() {
         }))
     });
     assert!(result.to_rgb8() == expected, "not the VAE round trip");
-
-    // Two tiles: where only one tile covers, the output is that tile's round trip.
-    let wide = example(100, 40);
-    let (result, tiles) = enhance::enhance_image(
-        &mut engine,
-        &round_trip_settings(),
-        &wide,
-        2,
-        tiling,
-        2,
-        &seed,
-    )
-    .unwrap();
-    assert_eq!(tiles, 2);
-    let upsampled = enhance::upsample(&wide, 2);
-    let blend = enhance::TileBlend::new(200, 80, tiling);
-    for (index, columns) in [(0usize, 0..72u32), (1, 128..200)] {
-        let crop = blend.crop(&upsampled, index).insert_axis(ndarray::Axis(0));
-        let (round_trip, _) = engine
-            .run(
-                &round_trip_settings(),
-                crop.view(),
-                &[enhance::tile_seed(&seed, index as u32)],
-            )
-            .unwrap();
-        let x0 = blend.origin(index).0;
-        for x in columns {
-            for y in 0..80 {
-                for c in 0..3 {
-                    let value = round_trip.images[[0, c, y as usize, (x - x0) as usize]];
-                    let expected = (value * 255.0).round().clamp(0.0, 255.0) as u8;
-                    assert_eq!(result.to_rgb8().get_pixel(x, y)[c], expected, "({x}, {y})");
-                }
-            }
-        }
-    }
 }
 
 #[test]

@@ -69,17 +69,19 @@ pub enum Command {
     /// proceed (refused folders included); 2 usage error; 3 some images could not be read (error
     /// rows in the manifest).
     Augment(AugmentArgs),
-    /// Upsample images by K (Lanczos3), then Boomerang at low strength in blended tiles
+    /// Upsample images by K (Lanczos3), then Boomerang at low strength at that size in fused tiles
     ///
     /// IN is an image file or a folder (walked recursively, layout kept); OUT is a folder. Each
     /// image becomes OUT/<folders>/<stem>.png, exactly K times its width and height: upsampled with
     /// a Lanczos3 filter, then Boomerang at --strength (default 0.2) adds plausible detail.
     ///
-    /// The upsampled image is processed in square tiles of --tile pixels (default: the model's
-    /// working size), spread evenly so neighbours overlap by at least --overlap pixels (default a
-    /// quarter tile); a side shorter than a tile is padded by repeating its edge and cut back.
-    /// Tiles are blended with linear ramps across each overlap whose weights sum to 1, so no seam
-    /// shows. Tile i is seeded from the image seed sha256(run seed, sha256 of the input, 0) and i.
+    /// The upsampled image is denoised as one latent field, with the model called on square tiles
+    /// of --tile pixels (default: the model's working size) spread evenly so neighbours overlap by
+    /// at least --overlap pixels (default a quarter tile, rounded up to whole latent cells); at
+    /// every step the tiles' predictions are averaged with linear ramps across each overlap
+    /// (MultiDiffusion), and the VAE's outputs likewise, so tiles agree and no seam shows. A side
+    /// shorter than a tile is padded by repeating its edge and cut back. All noise comes from the
+    /// image seed sha256(run seed, sha256 of the input, 0).
     /// Output is 8-bit RGB (grayscale stays grayscale, alpha dropped), PNG without metadata.
     ///
     /// OUT/enhance.csv gets one row per input (fsync'd as written), with resume, error and skipped

@@ -11,9 +11,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::{bail, Context};
 use image::DynamicImage;
 use indicatif::ProgressBar;
-use ndarray::{concatenate, Array4, Axis};
 use serde::Serialize;
 
+use super::render::{self, ImagePlan};
 use super::Exit;
 use crate::certify::metric::Embedding;
 use crate::certify::reid::{self, Probe};
@@ -24,7 +24,7 @@ use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::image_seed;
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
-use crate::io::imageio::{self, Placement};
+use crate::io::imageio::{self, FrameLimits};
 use crate::io::runtime::{Runtime, RuntimeConfig};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy};
 use crate::records::report::{
@@ -545,7 +545,7 @@ struct Certifying<'a> {
     points: Points,
     adversary: Option<Certifier>,
     context: RowContext<'a>,
-    size: u32,
+    limits: FrameLimits,
     writer: ReportWriter,
     counts: StatusCounts,
     progress: ProgressBar,
@@ -649,7 +649,7 @@ impl<'a> Certifying<'a> {
             config,
             prepared,
             run_seed,
-            size: engine.model.geometry.image_size() as u32,
+            limits: render::frame_limits(&engine, prepared.level.working_megapixels),
             engine,
             certifier,
             points,
@@ -712,7 +712,7 @@ impl<'a> Certifying<'a> {
                     &self.context,
                     config,
                     &mut self.certifier,
-                    self.size,
+                    self.limits,
                 ),
             };
             match job {
@@ -746,6 +746,7 @@ impl<'a> Certifying<'a> {
             prepared: self.prepared,
             run_seed: self.run_seed,
             output_root: &self.config.output,
+            batch: self.config.batch,
         };
         let rows = certify_batch(
             &mut self.engine,
@@ -1093,7 +1094,7 @@ fn prepare_job(
     context: &RowContext,
     config: &AnonymizeConfig,
     certifier: &mut Certifier,
-    size: u32,
+    limits: FrameLimits,
 ) -> Result<ImageToCertify, Box<ReportRow>> {
     let output = match &item.action {
         Action::Skip(reason) => {
@@ -1128,14 +1129,18 @@ fn prepare_job(
         row.reason = "no face found in the input (policy: on-no-face = skip)".into();
         return Err(Box::new(row));
     }
-    let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
+    let plan = ImagePlan::new(
+        &loaded.image,
+        context.level.region,
+        &render::face_boxes(&faces_in),
+        limits,
+    );
     Ok(ImageToCertify {
         row,
         relative: item.relative.clone(),
         output,
         loaded,
-        tensor,
-        placement,
+        plan,
         faces_in,
         started,
     })
@@ -1172,6 +1177,8 @@ struct BatchContext<'a> {
     prepared: &'a Prepared,
     run_seed: u64,
     output_root: &'a Path,
+    /// Model inputs (or tiles) per UNet call.
+    batch: usize,
 }
 
 /// One input image on its way through the certification loop.
@@ -1181,8 +1188,7 @@ struct ImageToCertify {
     relative: PathBuf,
     output: PathBuf,
     loaded: LoadedInput,
-    tensor: Array4<f32>,
-    placement: Placement,
+    plan: ImagePlan,
     faces_in: FaceAnalysis,
     started: Instant,
 }
@@ -1260,18 +1266,15 @@ fn attempt_round(
         strength: level.strength_for_attempt(attempt),
         ..context.prepared.settings.clone()
     };
-    let views: Vec<_> = pending.iter().map(|&i| jobs[i].tensor.view()).collect();
-    let images = concatenate(Axis(0), &views).context("stacking a batch")?;
+    let plans: Vec<&ImagePlan> = pending.iter().map(|&i| &jobs[i].plan).collect();
     let seeds: Vec<[u8; 32]> = pending
         .iter()
         .map(|&i| image_seed(context.run_seed, &jobs[i].loaded.sha256, attempt))
         .collect();
-    let (output, plan) = engine.run(&settings, images.view(), &seeds)?;
+    let (images, plan) = render::render(engine, &settings, &plans, &seeds, context.batch)?;
     let mut still = Vec::new();
-    for (slot, &i) in pending.iter().enumerate() {
+    for ((slot, &i), image) in pending.iter().enumerate().zip(images) {
         let job = &jobs[i];
-        let image =
-            imageio::from_working_tensor(output.images.index_axis(Axis(0), slot), &job.placement);
         let faces_out = certifier.analyze_output(&image, &job.faces_in)?;
         let comparison = certifier.compare(&job.faces_in, &faces_out)?;
         let point = context.points.for_kind(comparison.certificate);

@@ -2,18 +2,14 @@
 //! factor K with a Lanczos3 filter (`image`'s `FilterType::Lanczos3`), then pulled back onto the
 //! image manifold by Boomerang at a low strength, so the model adds plausible detail.
 //!
-//! The model only works well near its native resolution, so the upsampled image is processed in
-//! square tiles of the model's working size (`--tile`), never rescaled again:
-//! - Along each axis, tiles are spread evenly with the first at 0 and the last flush with the far
-//!   edge, as few as keep neighbours overlapping by at least `--overlap` pixels. An image side
-//!   shorter than a tile is padded to one tile by repeating its last row or column; the padding is
-//!   cut off afterwards.
-//! - Each tile's weight ramps linearly across every overlap it shares with a neighbour, from
-//!   0.5/V at its own edge to 1 - 0.5/V at the neighbour's (V the overlap), and is 1 elsewhere;
-//!   a 2-d weight is the product of the two axes'. Where two tiles overlap, their ramps sum to
-//!   exactly 1, and the blend divides by the summed weights anyway, so any spacing blends to 1.
-//! - Tile i (row-major) is seeded by sha256(domain, image seed, i), the image seed being
-//!   `image_seed(run seed, sha256 of the input file, 0)`.
+//! The model only works well near its native resolution, so the upsampled image is never
+//! rescaled again: Boomerang runs on it at its own size as one latent field, with the graphs
+//! called on overlapping square tiles (`--tile`, default the model's working size; `--overlap`,
+//! default a quarter tile) whose predictions are fused at every step (MultiDiffusion; see
+//! `diffusion::tiled`). All noise comes from the image's seed, `image_seed(run seed, sha256 of the
+//! input file, 0)`, over the whole field, so tiles agree where they overlap instead of averaging
+//! two different hallucinations. An image side shorter than a tile is padded to one tile by
+//! repeating its last row or column; the padding is cut off afterwards.
 //!
 //! The output is exactly K times the input's width and height, 8-bit RGB (grayscale stays
 //! grayscale, alpha is dropped), PNG without metadata.
@@ -23,19 +19,17 @@ use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
-use ndarray::{s, Array2, Array3, Array4, ArrayView3, Axis};
-
-use sha2::{Digest, Sha256};
+use ndarray::Axis;
 
 use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
     SamplerOptions,
 };
-use crate::diffusion::engine::{Engine, EngineError, Settings};
+use crate::diffusion::engine::{Engine, EngineError, LatentTiling, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, Action, LoadedInput};
-use crate::io::imageio;
+use crate::io::imageio::{self, FrameLimits, Framing};
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "enhance.csv";
@@ -65,9 +59,12 @@ pub struct Tiling {
 
 impl Tiling {
     /// Checks a tiling against a model: the tile must give latents the UNet can halve down to its
-    /// bottom (a multiple of 8 latent cells), and the overlap must leave tiles room to advance.
+    /// bottom (a multiple of 8 latent cells), and the overlap, rounded up to whole latent cells
+    /// (tiles are fused in latent space), must leave tiles room to advance.
     pub fn new(tile: u32, overlap: u32, vae_scale_factor: usize) -> Result<Tiling, Refused> {
-        let multiple = 8 * vae_scale_factor as u32;
+        let cell = vae_scale_factor.max(1) as u32;
+        let multiple = 8 * cell;
+        let overlap = overlap.div_ceil(cell) * cell;
         if tile == 0 || !tile.is_multiple_of(multiple) {
             return Err(Refused(format!(
                 "--tile {tile} must be a positive multiple of {multiple} (8 latent cells of {vae_scale_factor} pixels)"
@@ -75,61 +72,11 @@ impl Tiling {
         }
         if overlap >= tile {
             return Err(Refused(format!(
-                "--overlap {overlap} must be smaller than the tile ({tile})"
+                "--overlap {overlap} (rounded up to whole latent cells of {cell} pixels) must be smaller than the tile ({tile})"
             )));
         }
         Ok(Tiling { tile, overlap })
     }
-}
-
-/// Where tiles start along an axis of `length` pixels (at least one tile long): evenly spread,
-/// first at 0, last at `length - tile`, as few as keep neighbours overlapping by `overlap`.
-pub fn tile_starts(length: u32, tiling: Tiling) -> Vec<u32> {
-    let Tiling { tile, overlap } = tiling;
-    if length <= tile {
-        return vec![0];
-    }
-    let advance = u64::from(tile - overlap);
-    let beyond = u64::from(length - tile);
-    let count = 1 + beyond.div_ceil(advance);
-    (0..count)
-        .map(|i| ((i * beyond + (count - 1) / 2) / (count - 1)) as u32)
-        .collect()
-}
-
-/// Per-pixel weights of the tile starting at `starts[index]`, along one axis.
-fn axis_weights(starts: &[u32], index: usize, tile: u32) -> Vec<f32> {
-    let start = starts[index];
-    let left = index
-        .checked_sub(1)
-        .map(|previous| starts[previous] + tile - start)
-        .unwrap_or(0);
-    let right = starts
-        .get(index + 1)
-        .map(|&next| start + tile - next)
-        .unwrap_or(0);
-    (0..tile)
-        .map(|local| {
-            let mut weight = 1.0;
-            if local < left {
-                weight *= (local as f32 + 0.5) / left as f32;
-            }
-            if local + right >= tile {
-                weight *= (tile - local) as f32 - 0.5;
-                weight /= right as f32;
-            }
-            weight
-        })
-        .collect()
-}
-
-/// The seed of tile `index` of an image.
-pub fn tile_seed(image_seed: &[u8; 32], index: u32) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"boomerang/tile-seed/v1");
-    hasher.update(image_seed);
-    hasher.update(index.to_le_bytes());
-    hasher.finalize().into()
 }
 
 /// The input scaled by `scale` in both directions with Lanczos3, as 8-bit RGB.
@@ -142,153 +89,8 @@ pub fn upsample(image: &DynamicImage, scale: u32) -> RgbImage {
     image::imageops::resize(&rgb, width * scale, height * scale, FilterType::Lanczos3)
 }
 
-/// Where the tiles start along one side of the (padded) image, and each one's blend weights.
-struct TileAxis {
-    starts: Vec<u32>,
-    weights: Vec<Vec<f32>>,
-}
-
-impl TileAxis {
-    fn new(length: u32, tiling: Tiling) -> TileAxis {
-        let starts = tile_starts(length, tiling);
-        let weights = (0..starts.len())
-            .map(|i| axis_weights(&starts, i, tiling.tile))
-            .collect();
-        TileAxis { starts, weights }
-    }
-}
-
-/// The tiles of an image and the running weighted sum of their results.
-pub struct TileBlend {
-    width: u32,
-    height: u32,
-    tile: u32,
-    columns: TileAxis,
-    rows: TileAxis,
-    /// `[3, padded height, padded width]`
-    sum: Array3<f32>,
-    weight: Array2<f32>,
-}
-
-impl TileBlend {
-    /// Tiles for a `width` x `height` image; a side shorter than a tile is padded to one tile.
-    pub fn new(width: u32, height: u32, tiling: Tiling) -> TileBlend {
-        let tile = tiling.tile;
-        let (padded_width, padded_height) = (width.max(tile), height.max(tile));
-        TileBlend {
-            width,
-            height,
-            tile,
-            columns: TileAxis::new(padded_width, tiling),
-            rows: TileAxis::new(padded_height, tiling),
-            sum: Array3::zeros((3, padded_height as usize, padded_width as usize)),
-            weight: Array2::zeros((padded_height as usize, padded_width as usize)),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.columns.starts.len() * self.rows.starts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The column and row of tile `index` (row-major).
-    fn column_row(&self, index: usize) -> (usize, usize) {
-        let columns = self.columns.starts.len();
-        (index % columns, index / columns)
-    }
-
-    /// Top-left corner of tile `index` (row-major).
-    pub fn origin(&self, index: usize) -> (u32, u32) {
-        let (column, row) = self.column_row(index);
-        (self.columns.starts[column], self.rows.starts[row])
-    }
-
-    /// The model input for tile `index`, `[3, tile, tile]` in `[-1, 1]`; past the image's right
-    /// or bottom edge its last column or row is repeated.
-    pub fn crop(&self, image: &RgbImage, index: usize) -> Array3<f32> {
-        let (x0, y0) = self.origin(index);
-        let t = self.tile as usize;
-        let (width, height) = image.dimensions();
-        Array3::from_shape_fn((3, t, t), |(channel, y, x)| {
-            let pixel = image.get_pixel(
-                (x0 + x as u32).min(width - 1),
-                (y0 + y as u32).min(height - 1),
-            );
-            f32::from(pixel[channel]) / 255.0 * 2.0 - 1.0
-        })
-    }
-
-    /// Adds tile `index`'s result, `[3, tile, tile]` in `[0, 1]`, with its weights.
-    pub fn add(&mut self, index: usize, result: ArrayView3<f32>) {
-        let (x0, y0) = self.origin(index);
-        let (x0, y0, t) = (x0 as usize, y0 as usize, self.tile as usize);
-        let (column, row) = self.column_row(index);
-        let (wx, wy) = (&self.columns.weights[column], &self.rows.weights[row]);
-        let mut weight = self.weight.slice_mut(s![y0..y0 + t, x0..x0 + t]);
-        for ((y, x), w) in weight.indexed_iter_mut() {
-            *w += wy[y] * wx[x];
-        }
-        for channel in 0..3 {
-            let mut window = self.sum.slice_mut(s![channel, y0..y0 + t, x0..x0 + t]);
-            for ((y, x), value) in window.indexed_iter_mut() {
-                *value += wy[y] * wx[x] * result[[channel, y, x]];
-            }
-        }
-    }
-
-    /// The weighted mean of every tile added, cut to the image's size, as 8-bit RGB.
-    pub fn finish(&self) -> RgbImage {
-        let mut blended = RgbImage::new(self.width, self.height);
-        for (x, y, pixel) in blended.enumerate_pixels_mut() {
-            let (row, column) = (y as usize, x as usize);
-            let weight = self.weight[[row, column]].max(f32::MIN_POSITIVE);
-            for channel in 0..3 {
-                let value = self.sum[[channel, row, column]] / weight;
-                // diffusers' numpy_to_pil: (x * 255).round()
-                pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
-            }
-        }
-        blended
-    }
-}
-
-/// Boomerang over `image` in blended tiles (see the module documentation), `batch` tiles per
-/// UNet batch; returns the result, the same size as `image`, and the number of tiles.
-pub fn boomerang_tiled(
-    engine: &mut Engine,
-    settings: &Settings,
-    image: &RgbImage,
-    tiling: Tiling,
-    batch: usize,
-    image_seed: &[u8; 32],
-) -> Result<(RgbImage, usize), EngineError> {
-    let (width, height) = image.dimensions();
-    let mut blend = TileBlend::new(width, height, tiling);
-    let t = tiling.tile as usize;
-    let indices: Vec<usize> = (0..blend.len()).collect();
-    for chunk in indices.chunks(batch.max(1)) {
-        let mut tensor = Array4::<f32>::zeros((chunk.len(), 3, t, t));
-        for (slot, &index) in chunk.iter().enumerate() {
-            tensor
-                .index_axis_mut(Axis(0), slot)
-                .assign(&blend.crop(image, index));
-        }
-        let seeds: Vec<[u8; 32]> = chunk
-            .iter()
-            .map(|&index| tile_seed(image_seed, index as u32))
-            .collect();
-        let (output, _) = engine.run(settings, tensor.view(), &seeds)?;
-        for (result, &index) in output.images.outer_iter().zip(chunk) {
-            blend.add(index, result);
-        }
-    }
-    Ok((blend.finish(), blend.len()))
-}
-
-/// Upsample by `scale`, then Boomerang in tiles; grayscale input gives grayscale output.
+/// Upsample by `scale`, then Boomerang at that size in fused tiles, `batch` tiles per graph call;
+/// grayscale input gives grayscale output. Returns the result and the number of tiles.
 pub fn enhance_image(
     engine: &mut Engine,
     settings: &Settings,
@@ -298,16 +100,27 @@ pub fn enhance_image(
     batch: usize,
     image_seed: &[u8; 32],
 ) -> Result<(DynamicImage, usize), EngineError> {
-    let upsampled = upsample(image, scale);
-    let (result, tiles) = boomerang_tiled(engine, settings, &upsampled, tiling, batch, image_seed)?;
-    let result = if image.color().has_color() {
-        DynamicImage::ImageRgb8(result)
-    } else {
-        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(result).to_luma8())
+    let upsampled = DynamicImage::ImageRgb8(upsample(image, scale));
+    let factor = engine.model.geometry.vae_scale_factor as u32;
+    let limits = FrameLimits {
+        working: tiling.tile,
+        multiple: factor,
+        max_pixels: u64::MAX,
     };
+    let (tensor, mut canvas) = imageio::to_canvas_tensor(&upsampled, limits);
+    canvas.grayscale = !image.color().has_color();
+    let latent = LatentTiling {
+        tile: (tiling.tile / factor) as usize,
+        overlap: (tiling.overlap / factor) as usize,
+    };
+    let (output, _, tiles) =
+        engine.run_tiled_with(settings, tensor.view(), *image_seed, batch, latent)?;
+    let result = imageio::unframe(
+        output.images.index_axis(Axis(0), 0),
+        &Framing::Native(canvas),
+    );
     Ok((result, tiles))
 }
-
 manifest_row! {
     /// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
     /// file) and OUT.
@@ -601,58 +414,6 @@ mod tests {
     }
 
     #[test]
-    fn tiles_cover_the_axis_evenly_with_at_least_the_overlap() {
-        assert_eq!(tile_starts(100, tiling(128, 32)), [0]);
-        assert_eq!(tile_starts(128, tiling(128, 32)), [0]);
-        assert_eq!(tile_starts(200, tiling(128, 32)), [0, 72]);
-        assert_eq!(tile_starts(512, tiling(128, 32)), [0, 96, 192, 288, 384]);
-        assert_eq!(tile_starts(256, tiling(128, 0)), [0, 128]);
-        for length in 129..700 {
-            for overlap in [0, 1, 32, 64, 127] {
-                let starts = tile_starts(length, tiling(128, overlap));
-                assert_eq!(starts[0], 0);
-                assert_eq!(*starts.last().unwrap(), length - 128);
-                for pair in starts.windows(2) {
-                    assert!(pair[1] > pair[0] && pair[0] + 128 - pair[1] >= overlap);
-                }
-                // As few as possible: one tile less could not keep the overlap.
-                let fewer = starts.len() as u32 - 1;
-                assert!(fewer * 128 - (fewer - 1) * overlap < length);
-            }
-        }
-    }
-
-    #[test]
-    fn weights_ramp_across_overlaps_and_sum_to_one() {
-        for (length, overlap) in [(200, 32), (512, 32), (300, 64), (1000, 1), (700, 100)] {
-            let starts = tile_starts(length, tiling(128, overlap));
-            let mut sum = vec![0f32; length as usize];
-            for index in 0..starts.len() {
-                let weights = axis_weights(&starts, index, 128);
-                assert!(weights.iter().all(|&w| w > 0.0 && w <= 1.0));
-                for (local, w) in weights.iter().enumerate() {
-                    sum[starts[index] as usize + local] += w;
-                }
-            }
-            // Ramps of neighbours sum to exactly 1 while no three tiles meet (every overlap at
-            // most half a tile); beyond that the blend's division by the sum takes over.
-            let pairwise = starts.windows(2).all(|p| p[0] + 128 - p[1] <= 64);
-            for (x, s) in sum.iter().enumerate() {
-                if pairwise {
-                    assert!((s - 1.0).abs() < 1e-5, "length {length}: sum {s} at {x}");
-                } else {
-                    assert!(*s >= 0.5, "length {length}: sum {s} at {x}");
-                }
-            }
-        }
-        // A lone tile has weight 1 everywhere; an edge shared with a neighbour starts near 0.
-        assert!(axis_weights(&[0], 0, 128).iter().all(|&w| w == 1.0));
-        let first = axis_weights(&[0, 72], 0, 128);
-        assert_eq!(first[0], 1.0);
-        assert_eq!(first[127], 0.5 / 56.0);
-    }
-
-    #[test]
     fn tiles_must_suit_the_unet_and_overlap_must_leave_room() {
         assert!(
             Tiling::new(96, 32, 8).is_err(),
@@ -660,15 +421,9 @@ mod tests {
         );
         assert!(Tiling::new(0, 0, 1).is_err());
         assert!(Tiling::new(512, 512, 8).is_err());
-        assert_eq!(Tiling::new(512, 511, 8).unwrap(), tiling(512, 511));
+        assert!(Tiling::new(512, 511, 8).is_err(), "511 rounds up to 512");
+        assert_eq!(Tiling::new(512, 504, 8).unwrap(), tiling(512, 504));
+        assert_eq!(Tiling::new(512, 30, 8).unwrap(), tiling(512, 32));
         assert_eq!(Tiling::new(128, 32, 2).unwrap(), tiling(128, 32));
-    }
-
-    #[test]
-    fn tile_seeds_differ_by_index_and_image() {
-        let a = tile_seed(&[1; 32], 0);
-        assert_ne!(a, tile_seed(&[1; 32], 1));
-        assert_ne!(a, tile_seed(&[2; 32], 0));
-        assert_eq!(a, tile_seed(&[1; 32], 0));
     }
 }

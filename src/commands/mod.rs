@@ -11,6 +11,7 @@ pub mod exit;
 pub mod fetch_onnxruntime;
 pub mod manifest;
 pub mod recompute;
+pub mod render;
 pub mod report_merge;
 pub mod sample;
 pub mod score;

@@ -12,11 +12,12 @@ use crate::audit::{RecomputedRate, Recomputer, Rescored};
 use crate::certify::spec::EmbedderSpec;
 use crate::certify::{self, Certifier};
 use crate::commands::anonymize::level_settings;
+use crate::commands::render::{self, ImagePlan};
 use crate::diffusion::engine::{Engine, Settings};
 use crate::io::dataset::{self, EntryKind};
 use crate::io::imageio;
 use crate::io::runtime::{self, SessionOptions};
-use crate::policy::Policy;
+use crate::policy::{Policy, Region};
 use crate::records::report::ReportRow;
 
 pub struct RunRecomputer {
@@ -152,11 +153,19 @@ impl Recomputer for RunRecomputer {
             ..level_settings(&level)
         };
         let input = dataset::load_image(self.input(row)?)?;
-        let size = self.engine.model.geometry.image_size() as u32;
-        let (tensor, placement) = imageio::to_working_tensor(&input.image, size);
-        let (output, _) = self.engine.run(&settings, tensor.view(), &[seed])?;
-        let image =
-            imageio::from_working_tensor(output.images.index_axis(ndarray::Axis(0), 0), &placement);
+        // The regions are found again as the run found them: the same detector on the same
+        // input gives the same boxes.
+        let faces = match level.region {
+            Region::Faces => render::face_boxes(&self.certifier.analyze(&input.image)?),
+            Region::Whole => Vec::new(),
+        };
+        let limits = render::frame_limits(&self.engine, level.working_megapixels);
+        let plan = ImagePlan::new(&input.image, level.region, &faces, limits);
+        let (images, _) = render::render(&mut self.engine, &settings, &[&plan], &[seed], 1)?;
+        let image = images
+            .into_iter()
+            .next()
+            .context("the rerun rendered no image")?;
         Ok(imageio::encode_png(&image)?)
     }
 }

@@ -4,13 +4,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use ndarray::{concatenate, Array4, Axis};
 
+use crate::commands::render::{self, ImagePlan};
 use crate::diffusion::engine::{Engine, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
-use crate::io::imageio::{self, Placement};
+use crate::io::imageio::{self, FrameLimits};
 use crate::io::runtime::RuntimeConfig;
+use crate::policy::{Region, DEFAULT_WORKING_MEGAPIXELS};
 
 /// Validated `sample` configuration.
 #[derive(Debug, Clone)]
@@ -32,11 +33,6 @@ struct PlannedSample {
     sample_index: u32,
     seed: [u8; 32],
     output: PathBuf,
-}
-
-struct LoadedImage {
-    tensor: Array4<f32>,
-    placement: Placement,
 }
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
@@ -87,14 +83,15 @@ fn load_and_plan(
     config: &SampleConfig,
     engine: &mut Engine,
     outputs: &[Vec<PathBuf>],
-) -> anyhow::Result<(Vec<LoadedImage>, Vec<PlannedSample>)> {
-    let size = engine.model.geometry.image_size() as u32;
+) -> anyhow::Result<(Vec<ImagePlan>, Vec<PlannedSample>)> {
+    // Inputs larger than the working size are sampled at their own size, in tiles.
+    let limits = render::frame_limits(engine, DEFAULT_WORKING_MEGAPIXELS);
     let mut images = Vec::with_capacity(config.images.len());
     let mut planned = Vec::new();
     for (input, path) in config.images.iter().enumerate() {
         let (loaded, content_hash) = engine
             .timer
-            .time(Stage::ImageIo, |_| load_input(path, size))?;
+            .time(Stage::ImageIo, |_| load_input(path, limits))?;
         images.push(loaded);
         for sample_index in 0..config.count {
             planned.push(PlannedSample {
@@ -112,24 +109,16 @@ fn load_and_plan(
 fn sample_batch(
     config: &SampleConfig,
     engine: &mut Engine,
-    images: &[LoadedImage],
+    images: &[ImagePlan],
     chunk: &[PlannedSample],
 ) -> anyhow::Result<()> {
-    let views: Vec<_> = chunk
-        .iter()
-        .map(|job| images[job.input].tensor.view())
-        .collect();
-    let batch = concatenate(Axis(0), &views).context("stacking a batch")?;
+    let plans: Vec<&ImagePlan> = chunk.iter().map(|job| &images[job.input]).collect();
     let seeds: Vec<[u8; 32]> = chunk.iter().map(|job| job.seed).collect();
-    let (output, _) = engine.run(&config.settings, batch.view(), &seeds)?;
-    for (job, result) in chunk.iter().zip(output.images.outer_iter()) {
-        let placement = &images[job.input].placement;
-        engine.timer.time(Stage::ImageIo, |_| {
-            imageio::write_png(
-                &imageio::from_working_tensor(result, placement),
-                &job.output,
-            )
-        })?;
+    let (results, _) = render::render(engine, &config.settings, &plans, &seeds, config.batch)?;
+    for (job, result) in chunk.iter().zip(results) {
+        engine
+            .timer
+            .time(Stage::ImageIo, |_| imageio::write_png(&result, &job.output))?;
         println!("{} (sample {})", job.output.display(), job.sample_index);
     }
     Ok(())
@@ -137,10 +126,10 @@ fn sample_batch(
 
 /// One read of the file serves both the content hash (the seed) and decoding, under the same
 /// size limits as `anonymize`.
-fn load_input(path: &Path, size: u32) -> anyhow::Result<(LoadedImage, [u8; 32])> {
+fn load_input(path: &Path, limits: FrameLimits) -> anyhow::Result<(ImagePlan, [u8; 32])> {
     let loaded = crate::io::dataset::load_image(path)?;
-    let (tensor, placement) = imageio::to_working_tensor(&loaded.image, size);
-    Ok((LoadedImage { tensor, placement }, loaded.sha256))
+    let plan = ImagePlan::new(&loaded.image, Region::Whole, &[], limits);
+    Ok((plan, loaded.sha256))
 }
 
 /// `OUT/<stem>_<k>.png` per input; two inputs with the same stem would overwrite each other.

@@ -8,12 +8,13 @@ use ndarray::{Array3, ArrayView4};
 
 use crate::diffusion::model::{ModelError, SdModel};
 use crate::diffusion::pipeline::{
-    boomerang_encoded, encode_images, encode_text, BatchOutput, Conditioning, EncodedRequest,
-    Encoding, PipelineError, SeededNoise, StartPlan,
+    boomerang_encoded, encode_images, encode_text, encode_tiled, BatchOutput, Conditioning,
+    EncodedRequest, Encoding, Layout, PipelineError, SeededNoise, StartPlan, Tiles,
 };
 use crate::diffusion::scheduler::{
     self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
 };
+use crate::diffusion::tiled::TileGrid;
 use crate::diffusion::timing::StageTimer;
 use crate::diffusion::tokenizer::{ClipTokenizer, TokenizerError};
 use crate::io::runtime::{Runtime, SessionOptions};
@@ -184,6 +185,7 @@ impl Engine {
             plan: &plan,
             encoding,
             conditioning: &conditioning,
+            layout: Layout::Whole,
         };
         let output = boomerang_encoded(
             &mut self.model,
@@ -195,7 +197,103 @@ impl Engine {
         )?;
         Ok((output, plan))
     }
+
+    /// Boomerang on one `[1, 3, H, W]` image in `[-1, 1]` larger than the working size, seeded by
+    /// `seed`: one latent field denoised in overlapping working-size tiles fused at every graph
+    /// call (see [`crate::diffusion::tiled`]), `batch` tiles per call. H and W must be multiples
+    /// of the VAE factor and at least the working size. Returns the output, the plan and the
+    /// number of tiles.
+    pub fn run_tiled(
+        &mut self,
+        settings: &Settings,
+        image: ArrayView4<f32>,
+        seed: [u8; 32],
+        batch: usize,
+    ) -> Result<(BatchOutput, StartPlan, usize), EngineError> {
+        let tile = self.model.geometry.latent_size;
+        let tiling = LatentTiling {
+            tile,
+            overlap: tile / TILE_OVERLAP_DIVISOR,
+        };
+        self.run_tiled_with(settings, image, seed, batch, tiling)
+    }
+
+    /// [`Engine::run_tiled`] with tiles of another size (a multiple of 8 latent cells, so the
+    /// UNet can halve it down to its bottom); the image must be at least one tile large.
+    pub fn run_tiled_with(
+        &mut self,
+        settings: &Settings,
+        image: ArrayView4<f32>,
+        seed: [u8; 32],
+        batch: usize,
+        tiling: LatentTiling,
+    ) -> Result<(BatchOutput, StartPlan, usize), EngineError> {
+        let grid = self.latent_grid(image.shape(), tiling)?;
+        let tiles = Tiles { grid: &grid, batch };
+        let encoding = encode_tiled(&mut self.model, image, tiles, &mut self.timer)?;
+        let conditioning = self.conditioning(settings)?;
+        let (mut scheduler, plan) = self.schedulers.plan(settings)?;
+        let mut noise = SeededNoise::new(&[seed]);
+        let request = EncodedRequest {
+            plan: &plan,
+            encoding: &encoding,
+            conditioning: &conditioning,
+            layout: Layout::Tiled(tiles),
+        };
+        let output = boomerang_encoded(
+            &mut self.model,
+            scheduler.as_mut(),
+            request,
+            &mut noise,
+            &mut self.timer,
+            &mut |_, _| {},
+        )?;
+        self.timer.count_tiles(grid.len());
+        Ok((output, plan, grid.len()))
+    }
+
+    /// The tiles over the latent field of an image of `shape` `[1, 3, H, W]`.
+    fn latent_grid(&self, shape: &[usize], tiling: LatentTiling) -> Result<TileGrid, EngineError> {
+        let factor = self.model.geometry.vae_scale_factor;
+        let LatentTiling { tile, overlap } = tiling;
+        let size = tile * factor;
+        let fits = shape.len() == 4
+            && shape[0] == 1
+            && shape[2] >= size
+            && shape[3] >= size
+            && shape[2].is_multiple_of(factor)
+            && shape[3].is_multiple_of(factor);
+        if !fits {
+            return Err(PipelineError::Input(format!(
+                "tiled Boomerang needs one image of at least {size}x{size} pixels with sides that are multiples of {factor}; got shape {shape:?}"
+            ))
+            .into());
+        }
+        if tile == 0 || !tile.is_multiple_of(8) || overlap >= tile {
+            return Err(PipelineError::Input(format!(
+                "latent tiles of {tile} cells overlapping by {overlap}: the tile must be a positive multiple of 8 and the overlap smaller"
+            ))
+            .into());
+        }
+        Ok(TileGrid::new(
+            shape[3] / factor,
+            shape[2] / factor,
+            tile,
+            overlap,
+        ))
+    }
 }
+
+/// Tile side and least overlap between neighbouring tiles, in latent cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatentTiling {
+    pub tile: usize,
+    pub overlap: usize,
+}
+
+/// Neighbouring tiles overlap by at least this fraction of a tile: a quarter, as tiled-diffusion
+/// tools commonly use; wider overlaps cost more tiles for little gain once predictions are fused.
+pub const TILE_OVERLAP_DIVISOR: usize = 4;
 
 /// One seed per image (or encoding) of a batch.
 fn check_seeds(rows: usize, what: &str, seeds: &[[u8; 32]]) -> Result<(), EngineError> {

@@ -6,6 +6,8 @@ pub mod model;
 pub mod model_manifest;
 pub mod noise;
 pub mod pipeline;
+pub mod regions;
 pub mod scheduler;
+pub mod tiled;
 pub mod timing;
 pub mod tokenizer;

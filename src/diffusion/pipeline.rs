@@ -14,6 +14,7 @@ use ort::value::{DynValueRef, TensorElementType, TensorRef};
 use crate::diffusion::model::{SdModel, VaeEncoderOutput};
 use crate::diffusion::noise::{GaussianRng, NoiseSource, Stream};
 use crate::diffusion::scheduler::{Scheduler, StepInput};
+use crate::diffusion::tiled::{Fusion, TileGrid};
 use crate::diffusion::timing::{Stage, StageTimer};
 
 #[derive(Debug, thiserror::Error)]
@@ -315,6 +316,80 @@ pub fn encode_images(
     Ok(Encoding { kind, values })
 }
 
+/// Runs the VAE encoder on one `[1, 3, H, W]` image in `[-1, 1]` in the tiles of `tiles` (a grid
+/// of latent cells), fusing their outputs into one encoding of the whole image.
+pub fn encode_tiled(
+    model: &mut SdModel,
+    image: ArrayView4<f32>,
+    tiles: Tiles,
+    timer: &mut StageTimer,
+) -> Result<Encoding, PipelineError> {
+    let kind = model.vae_encoder_output;
+    let pixels = tiles.grid.scaled(model.geometry.vae_scale_factor);
+    let values = timer.time(Stage::VaeEncode, |timer| {
+        let mut fusion: Option<Fusion> = None;
+        for chunk in tiles.chunks() {
+            let encoded = run_image_graph(
+                &mut model.vae_encoder,
+                ("sample", pixels.crops(image, &chunk).view()),
+                kind.name(),
+                "vae_encoder",
+                Stage::VaeEncode,
+                timer,
+            )?;
+            check_tile_shape("vae_encoder", encoded.shape(), tiles.grid.tile())?;
+            fusion
+                .get_or_insert_with(|| tiles.grid.fusion(encoded.shape()[1]))
+                .add(encoded.view(), &chunk);
+        }
+        fusion
+            .map(|fusion| fusion.finish())
+            .ok_or_else(|| PipelineError::Input("a tile grid without tiles".into()))
+    })?;
+    Ok(Encoding { kind, values })
+}
+
+/// A graph's tile output must be as large as the tile asked for.
+fn check_tile_shape(
+    graph: &'static str,
+    shape: &[usize],
+    tile: usize,
+) -> Result<(), PipelineError> {
+    if shape.len() == 4 && shape[2] == tile && shape[3] == tile {
+        Ok(())
+    } else {
+        Err(output_error(
+            graph,
+            format!("a {tile}x{tile} tile came back with shape {shape:?}"),
+        ))
+    }
+}
+
+/// One large image's latent tiles and how many go through a graph per call.
+#[derive(Clone, Copy)]
+pub struct Tiles<'a> {
+    pub grid: &'a TileGrid,
+    /// Tiles per graph call (`--batch`); results do not depend on it.
+    pub batch: usize,
+}
+
+impl Tiles<'_> {
+    fn chunks(&self) -> Vec<Vec<usize>> {
+        let indices: Vec<usize> = (0..self.grid.len()).collect();
+        indices
+            .chunks(self.batch.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+}
+
+/// How the graphs see the latents: a batch of whole images, or one image in fused tiles.
+#[derive(Clone, Copy)]
+pub enum Layout<'a> {
+    Whole,
+    Tiled(Tiles<'a>),
+}
+
 /// Boomerang on a batch of equally sized images.
 pub fn boomerang_batch(
     model: &mut SdModel,
@@ -329,6 +404,7 @@ pub fn boomerang_batch(
         plan: request.plan,
         encoding: &encoding,
         conditioning: request.conditioning,
+        layout: Layout::Whole,
     };
     boomerang_encoded(model, scheduler, request, noise, timer, observer)
 }
@@ -339,6 +415,7 @@ pub struct EncodedRequest<'a> {
     pub plan: &'a StartPlan,
     pub encoding: &'a Encoding,
     pub conditioning: &'a Conditioning,
+    pub layout: Layout<'a>,
 }
 
 /// Boomerang from encoded images: posterior sample, forward noise, denoise, decode.
@@ -354,9 +431,18 @@ pub fn boomerang_encoded(
         plan,
         encoding,
         conditioning,
+        layout,
     } = request;
-    let batch = encoding.len();
     let scaling = model.geometry.vae_scaling_factor;
+    if let Layout::Tiled(tiles) = layout {
+        let shape = encoding.values.shape();
+        let (width, height) = tiles.grid.size();
+        if shape[0] != 1 || shape[2] != height || shape[3] != width {
+            return Err(PipelineError::Input(format!(
+                "tiles over a {width}x{height} latent field, but the encoding has shape {shape:?}"
+            )));
+        }
+    }
 
     // Elementwise noise arithmetic like add_noise, hence timed with the scheduler.
     let init_latents = timer.time(
@@ -382,41 +468,25 @@ pub fn boomerang_encoded(
         None => init_latents,
     };
 
-    let hidden = conditioning.for_batch(batch)?;
-    let guided = conditioning.uncond.is_some();
     for (index, &t) in plan.timesteps.iter().enumerate() {
-        let model_input = if guided {
-            concatenate(Axis(0), &[latents.view(), latents.view()])
-                .map_err(|e| PipelineError::Input(e.to_string()))?
-        } else {
-            latents.clone()
-        };
+        // scale_model_input is elementwise: scaling before the guided doubling (or the tiling)
+        // gives the same values as after.
         let scaled = timer.time(Stage::Scheduler, |_| {
-            scheduler.scale_model_input(model_input.view().into_dyn(), t)
+            scheduler.scale_model_input(latents.view().into_dyn(), t)
         });
-        let scaled_shape = scaled.shape().to_vec();
-        let prediction = timer.time(Stage::Unet, |timer| {
-            unet(model, as_4d(scaled)?, t, hidden.view(), timer)
+        let scaled = as_4d(scaled)?;
+        let prediction = timer.time(Stage::Unet, |timer| match layout {
+            Layout::Whole => guided_prediction(model, scaled.view(), t, conditioning, timer),
+            Layout::Tiled(tiles) => {
+                let mut fusion = tiles.grid.fusion(scaled.shape()[1]);
+                for chunk in tiles.chunks() {
+                    let crops = tiles.grid.crops(scaled.view(), &chunk);
+                    let predicted = guided_prediction(model, crops.view(), t, conditioning, timer)?;
+                    fusion.add(predicted.view(), &chunk);
+                }
+                Ok(fusion.finish())
+            }
         })?;
-        if prediction.shape() != scaled_shape.as_slice() {
-            return Err(output_error(
-                "unet",
-                format!(
-                    "out_sample has shape {:?}, expected {:?}",
-                    prediction.shape(),
-                    scaled_shape
-                ),
-            ));
-        }
-        let prediction = if guided {
-            let uncond = prediction.slice(s![..batch, .., .., ..]);
-            let text = prediction.slice(s![batch.., .., .., ..]);
-            let g = conditioning.guidance;
-            // diffusers: uncond + g * (text - uncond), in this order.
-            &uncond + &((&text - &uncond) * g)
-        } else {
-            prediction
-        };
         let stepped = timer.time(Stage::Scheduler, |_| {
             let input = StepInput {
                 model_output: prediction.view().into_dyn(),
@@ -429,22 +499,90 @@ pub fn boomerang_encoded(
         observer(index, &latents);
     }
 
-    let images = timer.time(
-        Stage::VaeDecode,
-        |timer| -> Result<Array4<f32>, PipelineError> {
-            let scaled = &latents / scaling;
-            let decoded = run_image_graph(
-                &mut model.vae_decoder,
-                ("latent_sample", scaled.view()),
-                "sample",
-                "vae_decoder",
-                Stage::VaeDecode,
-                timer,
-            )?;
-            Ok(decoded.mapv(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0)))
-        },
-    )?;
+    let images = timer.time(Stage::VaeDecode, |timer| {
+        decode(model, &latents / scaling, layout, timer)
+    })?;
     Ok(BatchOutput { images, latents })
+}
+
+/// The UNet's noise prediction for `[B, C, h, w]` scaled latents, with classifier-free guidance
+/// when the conditioning has an unconditional half.
+fn guided_prediction(
+    model: &mut SdModel,
+    scaled: ArrayView4<f32>,
+    t: f64,
+    conditioning: &Conditioning,
+    timer: &mut StageTimer,
+) -> Result<Array4<f32>, PipelineError> {
+    let batch = scaled.shape()[0];
+    let guided = conditioning.uncond.is_some();
+    let model_input = if guided {
+        concatenate(Axis(0), &[scaled, scaled]).map_err(|e| PipelineError::Input(e.to_string()))?
+    } else {
+        scaled.to_owned()
+    };
+    let input_shape = model_input.shape().to_vec();
+    let hidden = conditioning.for_batch(batch)?;
+    let prediction = unet(model, model_input, t, hidden.view(), timer)?;
+    if prediction.shape() != input_shape.as_slice() {
+        return Err(output_error(
+            "unet",
+            format!(
+                "out_sample has shape {:?}, expected {:?}",
+                prediction.shape(),
+                input_shape
+            ),
+        ));
+    }
+    if !guided {
+        return Ok(prediction);
+    }
+    let uncond = prediction.slice(s![..batch, .., .., ..]);
+    let text = prediction.slice(s![batch.., .., .., ..]);
+    let g = conditioning.guidance;
+    // diffusers: uncond + g * (text - uncond), in this order.
+    Ok(&uncond + &((&text - &uncond) * g))
+}
+
+/// The VAE decoder on unscaled latents, whole or in fused pixel tiles, mapped to `[0, 1]` as
+/// diffusers' `(x / 2 + 0.5).clamp(0, 1)`.
+fn decode(
+    model: &mut SdModel,
+    latents: Array4<f32>,
+    layout: Layout,
+    timer: &mut StageTimer,
+) -> Result<Array4<f32>, PipelineError> {
+    let decoded = match layout {
+        Layout::Whole => run_image_graph(
+            &mut model.vae_decoder,
+            ("latent_sample", latents.view()),
+            "sample",
+            "vae_decoder",
+            Stage::VaeDecode,
+            timer,
+        )?,
+        Layout::Tiled(tiles) => {
+            let pixels = tiles.grid.scaled(model.geometry.vae_scale_factor);
+            let mut fusion = pixels.fusion(3);
+            for chunk in tiles.chunks() {
+                let decoded = run_image_graph(
+                    &mut model.vae_decoder,
+                    (
+                        "latent_sample",
+                        tiles.grid.crops(latents.view(), &chunk).view(),
+                    ),
+                    "sample",
+                    "vae_decoder",
+                    Stage::VaeDecode,
+                    timer,
+                )?;
+                check_tile_shape("vae_decoder", decoded.shape(), pixels.tile())?;
+                fusion.add(decoded.view(), &chunk);
+            }
+            fusion.finish()
+        }
+    };
+    Ok(decoded.mapv(|x| (x / 2.0 + 0.5).clamp(0.0, 1.0)))
 }
 
 fn as_4d(array: ArrayD<f32>) -> Result<Array4<f32>, PipelineError> {

@@ -47,6 +47,14 @@ struct Tally {
 pub struct StageTimer {
     tallies: [Tally; 6],
     started: Instant,
+    tiling: Tiling,
+}
+
+/// How many images ran in tiles, and in how many tiles in all.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tiling {
+    images: u32,
+    tiles: u64,
 }
 
 impl Default for StageTimer {
@@ -54,6 +62,7 @@ impl Default for StageTimer {
         Self {
             tallies: [Tally::default(); 6],
             started: Instant::now(),
+            tiling: Tiling::default(),
         }
     }
 }
@@ -81,6 +90,12 @@ impl StageTimer {
         result
     }
 
+    /// Records one image run in `tiles` tiles.
+    pub fn count_tiles(&mut self, tiles: usize) {
+        self.tiling.images += 1;
+        self.tiling.tiles += tiles as u64;
+    }
+
     pub fn report(&self) -> TimingReport {
         let wall = self.started.elapsed();
         let rows = Stage::ALL
@@ -95,6 +110,7 @@ impl StageTimer {
             rows,
             wall,
             in_runtime,
+            tiling: self.tiling,
         }
     }
 }
@@ -103,6 +119,7 @@ pub struct TimingReport {
     rows: Vec<(&'static str, u32, Duration)>,
     wall: Duration,
     in_runtime: Duration,
+    tiling: Tiling,
 }
 
 impl TimingReport {
@@ -139,6 +156,13 @@ impl fmt::Display for TimingReport {
             "",
             self.wall.as_secs_f64()
         )?;
+        if self.tiling.images > 0 {
+            writeln!(
+                f,
+                "tiled: {} image(s) in {} tiles; each UNet step call above covers one image's tiles",
+                self.tiling.images, self.tiling.tiles
+            )?;
+        }
         write!(
             f,
             "inside ONNX Runtime {:.4} s; outside {:.1}% of wall time",

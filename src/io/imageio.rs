@@ -93,23 +93,160 @@ pub fn from_working_tensor(image: ArrayView3<f32>, placement: &Placement) -> Dyn
             pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
         }
     }
-    let restored = if (placement.width, placement.height)
-        == (placement.original_width, placement.original_height)
-    {
-        window
+    restore(
+        window,
+        (placement.original_width, placement.original_height),
+        placement.grayscale,
+    )
+}
+
+/// Generated pixels resized (Lanczos3) to the input's `original` size and colour type.
+fn restore(generated: RgbImage, original: (u32, u32), grayscale: bool) -> DynamicImage {
+    let restored = if generated.dimensions() == original {
+        generated
     } else {
-        image::imageops::resize(
-            &window,
-            placement.original_width,
-            placement.original_height,
-            FilterType::Lanczos3,
-        )
+        image::imageops::resize(&generated, original.0, original.1, FilterType::Lanczos3)
     };
-    if placement.grayscale {
+    if grayscale {
         DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(restored).to_luma8())
     } else {
         DynamicImage::ImageRgb8(restored)
     }
+}
+
+/// How an image larger than the working square was laid on a native-size canvas: kept at its
+/// own size (or shrunk to the pixel budget), padded on the right and bottom by repeating its last
+/// column and row up to at least one working square and a multiple of the VAE factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canvas {
+    pub original_width: u32,
+    pub original_height: u32,
+    /// The image's size on the canvas: its own, unless over the pixel budget.
+    pub width: u32,
+    pub height: u32,
+    pub canvas_width: u32,
+    pub canvas_height: u32,
+    pub grayscale: bool,
+}
+
+/// How an image meets the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Neither side exceeds the working size: fitted into one working square.
+    Fitted(Placement),
+    /// Larger: generated at its own size in tiles.
+    Native(Canvas),
+}
+
+/// What an image is generated at and how big the model's canvas is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// The model's working square side, in pixels.
+    pub working: u32,
+    /// Canvas sides are multiples of this (the VAE's downsampling factor).
+    pub multiple: u32,
+    /// Images with more pixels are generated shrunk to this many, then resized back.
+    pub max_pixels: u64,
+}
+
+/// The model input for `image`, `[1, 3, H, W]` in `[-1, 1]`, and how to map the result back.
+pub fn frame(image: &DynamicImage, limits: FrameLimits) -> (Array4<f32>, Framing) {
+    let (w, h) = (image.width(), image.height());
+    let (width, height) = within_budget(w, h, limits);
+    if width.max(height) <= limits.working {
+        let (tensor, placement) = to_working_tensor(image, limits.working);
+        return (tensor, Framing::Fitted(placement));
+    }
+    (
+        canvas_tensor(image, (width, height), limits),
+        Framing::Native(canvas(image, (width, height), limits)),
+    )
+}
+
+/// Where `image`, generated at `size`, lies on its native canvas.
+fn canvas(image: &DynamicImage, size: (u32, u32), limits: FrameLimits) -> Canvas {
+    let multiple = limits.multiple.max(1);
+    let side = |length: u32| length.max(limits.working).div_ceil(multiple) * multiple;
+    Canvas {
+        original_width: image.width(),
+        original_height: image.height(),
+        width: size.0,
+        height: size.1,
+        canvas_width: side(size.0),
+        canvas_height: side(size.1),
+        grayscale: !image.color().has_color(),
+    }
+}
+
+/// `image` at its own size on a canvas of at least `limits.working` per side, a multiple of
+/// `limits.multiple` (never shrunk: the pixel budget is not applied), and where it lies.
+pub fn to_canvas_tensor(image: &DynamicImage, limits: FrameLimits) -> (Array4<f32>, Canvas) {
+    let size = (image.width(), image.height());
+    (
+        canvas_tensor(image, size, limits),
+        canvas(image, size, limits),
+    )
+}
+
+/// The canvas `[1, 3, H, W]` in `[-1, 1]`: the image resized to `size` if need be, its last
+/// column and row repeated over the padding.
+fn canvas_tensor(image: &DynamicImage, size: (u32, u32), limits: FrameLimits) -> Array4<f32> {
+    let layout = canvas(image, size, limits);
+    let (width, height) = size;
+    let rgb = image.to_rgb8();
+    let content = if rgb.dimensions() == size {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, width, height, FilterType::Lanczos3)
+    };
+    Array4::from_shape_fn(
+        (
+            1,
+            3,
+            layout.canvas_height as usize,
+            layout.canvas_width as usize,
+        ),
+        |(_, channel, y, x)| {
+            let pixel = content.get_pixel((x as u32).min(width - 1), (y as u32).min(height - 1));
+            f32::from(pixel[channel]) / 255.0 * 2.0 - 1.0
+        },
+    )
+}
+
+/// The size an image is generated at: its own, or shrunk (aspect kept) to the pixel budget, which
+/// is never below one working square.
+fn within_budget(width: u32, height: u32, limits: FrameLimits) -> (u32, u32) {
+    let budget = limits
+        .max_pixels
+        .max(u64::from(limits.working) * u64::from(limits.working));
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels <= budget {
+        return (width, height);
+    }
+    let scale = (budget as f64 / pixels as f64).sqrt();
+    let shrink = |length: u32| ((f64::from(length) * scale).floor() as u32).max(1);
+    (shrink(width), shrink(height))
+}
+
+/// A `[3, H, W]` model result in `[0, 1]` back to the input's size and colour type.
+pub fn unframe(image: ArrayView3<f32>, framing: &Framing) -> DynamicImage {
+    let canvas = match framing {
+        Framing::Fitted(placement) => return from_working_tensor(image, placement),
+        Framing::Native(canvas) => canvas,
+    };
+    let content = RgbImage::from_fn(canvas.width, canvas.height, |x, y| {
+        image::Rgb(std::array::from_fn(|channel| {
+            // diffusers' numpy_to_pil: (x * 255).round()
+            (image[[channel, y as usize, x as usize]] * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
+    });
+    restore(
+        content,
+        (canvas.original_width, canvas.original_height),
+        canvas.grayscale,
+    )
 }
 
 /// PNG bytes of an image: pixels only, no metadata chunks.

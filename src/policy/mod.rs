@@ -169,6 +169,23 @@ pub enum OnFaceLost {
     Accept,
 }
 
+/// What of an image a level re-generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Region {
+    /// The whole image, at its own size (in fused tiles when larger than the model's square).
+    Whole,
+    /// Each detected face with a margin, at the model's working size, blended back; every
+    /// other pixel stays the input's. An input without a face falls back to the whole image.
+    Faces,
+}
+
+/// The default `working-megapixels`: a 4000x3000 phone photo runs at its own size.
+pub const DEFAULT_WORKING_MEGAPIXELS: f64 = 12.0;
+
+/// The largest `working-megapixels`: the input budget (`--max-megapixels`) default.
+pub const MAX_WORKING_MEGAPIXELS: f64 = 50.0;
+
 /// The certification threshold: a named operating point of the embedder spec, or a distance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -223,6 +240,9 @@ pub struct Level {
     pub rename_files: bool,
     /// Class folders get keyed names too (the mapping is only in the private report).
     pub rename_folders: bool,
+    pub region: Region,
+    /// Images with more pixels are generated shrunk to this many megapixels, then resized back.
+    pub working_megapixels: f64,
 }
 
 impl Level {
@@ -535,6 +555,8 @@ struct RawLevel {
     on_face_lost: Option<Spanned<String>>,
     rename_files: Spanned<bool>,
     rename_folders: Option<Spanned<bool>>,
+    region: Option<Spanned<String>>,
+    working_megapixels: Option<Spanned<f64>>,
 }
 
 impl RawLevel {
@@ -550,6 +572,8 @@ impl RawLevel {
             self.threshold.as_ref().map(|v| v.span().start),
             self.on_face_lost.as_ref().map(|v| v.span().start),
             self.rename_folders.as_ref().map(|v| v.span().start),
+            self.region.as_ref().map(|v| v.span().start),
+            self.working_megapixels.as_ref().map(|v| v.span().start),
         ];
         let required = [
             self.steps.span().start,
@@ -803,6 +827,8 @@ fn validate_level(name: &str, raw: &RawLevel, problems: &mut Problems) -> Option
     let threshold = check.threshold();
     let escalation = check.escalation(start);
     let rules = check.rules();
+    let region = check.region();
+    let working_megapixels = check.working_megapixels();
     if problems.list.len() != before {
         return None;
     }
@@ -825,6 +851,8 @@ fn validate_level(name: &str, raw: &RawLevel, problems: &mut Problems) -> Option
         on_face_lost: rules.on_face_lost,
         rename_files: *raw.rename_files.get_ref(),
         rename_folders: raw.rename_folders.as_ref().is_some_and(|v| *v.get_ref()),
+        region: region?,
+        working_megapixels: working_megapixels?,
     })
 }
 
@@ -1121,6 +1149,32 @@ impl LevelCheck<'_, '_, '_> {
             on_no_face: on_no_face?,
             on_face_lost: on_face_lost?,
         })
+    }
+
+    /// Absent means the whole image.
+    fn region(&mut self) -> Option<Region> {
+        let Some(at) = &self.raw.region else {
+            return Some(Region::Whole);
+        };
+        match at.get_ref().as_str() {
+            "whole" => Some(Region::Whole),
+            "faces" => Some(Region::Faces),
+            other => {
+                let message = format!("unknown value `{other}`; use \"whole\" or \"faces\"");
+                self.add("region", at, message);
+                None
+            }
+        }
+    }
+
+    fn working_megapixels(&mut self) -> Option<f64> {
+        let Some(at) = &self.raw.working_megapixels else {
+            return Some(DEFAULT_WORKING_MEGAPIXELS);
+        };
+        let value = *at.get_ref();
+        let ok = value.is_finite() && value > 0.0 && value <= MAX_WORKING_MEGAPIXELS;
+        let message = format!("{value} is outside (0, {MAX_WORKING_MEGAPIXELS}]");
+        self.check("working-megapixels", at, ok, message)
     }
 
     /// Absent means "fail": accepting a lost face must be written down.
