@@ -363,6 +363,9 @@ pub struct AnonymizeArgs {
     /// Print the summary as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Print where the time went (per stage, inside ONNX Runtime or not, tiles of large images)
+    #[arg(long)]
+    pub timings: bool,
     /// Input dataset folder (only read, never written)
     #[arg(value_name = "IN")]
     pub input: PathBuf,
@@ -408,6 +411,7 @@ impl AnonymizeArgs {
             dry_run: self.dry_run,
             quiet: self.quiet,
             json: self.json,
+            timings: self.timings,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis,
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::image_seed;
+use crate::diffusion::timing::TimingReport;
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, FrameLimits};
@@ -58,6 +59,8 @@ pub struct AnonymizeConfig {
     pub dry_run: bool,
     pub quiet: bool,
     pub json: bool,
+    /// Print the stage timer after the summary.
+    pub timings: bool,
 }
 
 /// What the command prints at the end (and as JSON with `--json`). Holds no seed.
@@ -76,6 +79,9 @@ pub struct Summary {
     pub private: PrivateRecords,
     #[serde(flatten)]
     pub hashes: RunHashes,
+    /// Printed with `--timings` (not part of the JSON summary).
+    #[serde(skip)]
+    pub timings: Box<TimingReport>,
 }
 
 /// The private files a run writes beside OUT.
@@ -338,6 +344,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
             policy_sha256: prepared.policy.sha256.clone(),
             embedder_sha256: prepared.embedder_sha256.clone(),
         },
+        timings: Box::new(certifying.engine.timer.report()),
     }))
 }
 
@@ -1541,6 +1548,12 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
                     summary.private.report.display(),
                     summary.private.run_record.display()
                 );
+            }
+            if config.timings && config.json {
+                // stdout holds exactly one JSON document.
+                eprintln!("{}", summary.timings);
+            } else if config.timings {
+                println!("{}", summary.timings);
             }
             Ok(if summary.all_certified() {
                 Exit::Success

@@ -115,6 +115,7 @@ impl StageTimer {
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct TimingReport {
     rows: Vec<(&'static str, u32, Duration)>,
     wall: Duration,
@@ -159,7 +160,7 @@ impl fmt::Display for TimingReport {
         if self.tiling.images > 0 {
             writeln!(
                 f,
-                "tiled: {} image(s) in {} tiles; each UNet step call above covers one image's tiles",
+                "tiled: {} large image run(s) in {} tiles; a UNet step above covers all tiles of one run",
                 self.tiling.images, self.tiling.tiles
             )?;
         }
