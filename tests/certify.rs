@@ -446,6 +446,7 @@ fn score_config(image_a: PathBuf, image_b: PathBuf) -> ScoreConfig {
                 device: Device::Cpu,
                 threads: 1,
             },
+            more_devices: Vec::new(),
         },
     }
 }

@@ -18,7 +18,7 @@ use crate::commands::sample::SampleConfig;
 use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
-use crate::io::runtime::{Device, RuntimeConfig, SessionOptions};
+use crate::io::runtime::{DeviceList, RuntimeConfig, SessionOptions};
 use crate::policy::MAX_GUIDANCE;
 
 #[derive(Debug, Parser)]
@@ -127,9 +127,10 @@ pub struct RuntimeArgs {
     #[arg(long, value_name = "PATH")]
     pub onnxruntime: Option<PathBuf>,
     /// Execution provider: cpu, cuda[:ID] or tensorrt[:ID]. A GPU provider that fails to load is an
-    /// error, never a silent fall back to the CPU
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: Device,
+    /// error, never a silent fall back to the CPU. `anonymize` takes a list, `cuda:0,cuda:1`: one
+    /// worker per device, each with its own sessions; no output depends on which worker took it
+    #[arg(long, default_value = "cpu", value_name = "DEVICE[,DEVICE...]")]
+    pub device: DeviceList,
     /// ONNX Runtime intra-op threads (0: ONNX Runtime's default, one per core). Results do not
     /// depend on it
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -141,12 +142,13 @@ impl RuntimeArgs {
         RuntimeConfig {
             onnxruntime: self.onnxruntime.clone(),
             session: self.session_options(),
+            more_devices: self.device.rest().to_vec(),
         }
     }
 
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions {
-            device: self.device,
+            device: self.device.first(),
             threads: self.threads,
         }
     }

@@ -22,7 +22,7 @@ use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis,
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::image_seed;
-use crate::diffusion::timing::TimingReport;
+use crate::diffusion::timing::{StageTimer, TimingReport};
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, FrameLimits};
@@ -344,7 +344,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
             policy_sha256: prepared.policy.sha256.clone(),
             embedder_sha256: prepared.embedder_sha256.clone(),
         },
-        timings: Box::new(certifying.engine.timer.report()),
+        timings: Box::new(certifying.timings()),
     }))
 }
 
@@ -528,7 +528,7 @@ impl RecordTemplate<'_> {
             config: run_config(config, self.prepared, self.seed),
             onnxruntime_version: self.runtime.info().version.clone(),
             onnxruntime_library: self.runtime.info().library.display().to_string(),
-            execution_provider: config.runtime.session.device.to_string(),
+            execution_provider: config.runtime.devices_text(),
             counts: *counts,
             started: rfc3339_utc(self.started_at),
             finished: finished.map(rfc3339_utc).unwrap_or_default(),
@@ -547,7 +547,8 @@ struct Certifying<'a> {
     config: &'a AnonymizeConfig,
     prepared: &'a Prepared,
     run_seed: u64,
-    engine: Engine,
+    /// One per device (`--device a,b`).
+    engines: Vec<Engine>,
     certifier: Certifier,
     points: Points,
     adversary: Option<Certifier>,
@@ -564,7 +565,8 @@ struct Certifying<'a> {
 /// The models a run needs, opened (sessions created on the requested device) before anything
 /// is written.
 struct Models {
-    engine: Engine,
+    engines: Vec<Engine>,
+    limits: FrameLimits,
     certifier: Certifier,
     points: Points,
     adversary: Option<Certifier>,
@@ -595,7 +597,12 @@ impl Models {
         prepared: &Prepared,
         runtime: &Runtime,
     ) -> anyhow::Result<Models> {
-        let engine = Engine::open(&prepared.model_dir, runtime, &config.runtime.session)?;
+        let engines = config
+            .runtime
+            .workers()
+            .iter()
+            .map(|worker| Engine::open(&prepared.model_dir, runtime, worker))
+            .collect::<Result<Vec<_>, _>>()?;
         let session = &config.runtime.session;
         let policy = &prepared.policy;
         let certifier = policy.certifier(
@@ -619,8 +626,11 @@ impl Models {
             )?),
             None => None,
         };
+        let first = engines.first().context("no device to run on")?;
+        let limits = render::frame_limits(first, prepared.level.working_megapixels);
         Ok(Models {
-            engine,
+            engines,
+            limits,
             certifier,
             points,
             adversary,
@@ -638,7 +648,8 @@ impl<'a> Certifying<'a> {
         counts: StatusCounts,
     ) -> Certifying<'a> {
         let Models {
-            engine,
+            engines,
+            limits,
             certifier,
             points,
             adversary,
@@ -656,8 +667,8 @@ impl<'a> Certifying<'a> {
             config,
             prepared,
             run_seed,
-            limits: render::frame_limits(&engine, prepared.level.working_megapixels),
-            engine,
+            limits,
+            engines,
             certifier,
             points,
             adversary,
@@ -725,7 +736,8 @@ impl<'a> Certifying<'a> {
             match job {
                 Ok(job) => {
                     self.batch.push(job);
-                    if self.batch.len() == config.batch {
+                    // Each worker gets --batch images per round.
+                    if self.batch.len() == config.batch * self.engines.len() {
                         self.flush()?;
                     }
                 }
@@ -745,6 +757,16 @@ impl<'a> Certifying<'a> {
         Ok(())
     }
 
+    /// Where the time went, summed over the workers (which run at once: with several, stage
+    /// times can add up to more than the wall time).
+    fn timings(&self) -> TimingReport {
+        let mut timer = StageTimer::default();
+        for engine in &self.engines {
+            timer.absorb(&engine.timer);
+        }
+        timer.report()
+    }
+
     /// Certifies the pending batch and writes its rows.
     fn flush(&mut self) -> anyhow::Result<()> {
         let jobs = std::mem::take(&mut self.batch);
@@ -756,7 +778,7 @@ impl<'a> Certifying<'a> {
             batch: self.config.batch,
         };
         let rows = certify_batch(
-            &mut self.engine,
+            &mut self.engines,
             &mut self.certifier,
             &context,
             &mut self.claims,
@@ -875,7 +897,7 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunCo
         seed,
         batch: config.batch,
         threads: config.runtime.session.threads,
-        device: config.runtime.session.device.to_string(),
+        device: config.runtime.devices_text(),
         report: config.report.clone(),
     }
 }
@@ -1218,7 +1240,7 @@ struct Attempt {
 /// Runs attempt after attempt; each round sends every still-uncertified image of the batch
 /// through the UNet together, at that attempt's strength, each with its own new seed.
 fn certify_batch(
-    engine: &mut Engine,
+    engines: &mut [Engine],
     certifier: &mut Certifier,
     context: &BatchContext,
     claims: &mut dataset::OutputClaims,
@@ -1239,7 +1261,7 @@ fn certify_batch(
             pending: &pending,
             attempt,
         };
-        pending = attempt_round(engine, certifier, context, &round, &mut results)?;
+        pending = attempt_round(engines, certifier, context, &round, &mut results)?;
     }
     let mut rows = Vec::with_capacity(jobs.len());
     for (job, result) in jobs.into_iter().zip(results) {
@@ -1257,7 +1279,7 @@ struct Round<'a> {
 
 /// Runs one attempt and records it in `results`; returns the images worth another attempt.
 fn attempt_round(
-    engine: &mut Engine,
+    engines: &mut [Engine],
     certifier: &mut Certifier,
     context: &BatchContext,
     round: &Round,
@@ -1278,7 +1300,7 @@ fn attempt_round(
         .iter()
         .map(|&i| image_seed(context.run_seed, &jobs[i].loaded.sha256, attempt))
         .collect();
-    let (images, plan) = render::render(engine, &settings, &plans, &seeds, context.batch)?;
+    let (images, plan) = render::render_on(engines, &settings, &plans, &seeds, context.batch)?;
     let mut still = Vec::new();
     for ((slot, &i), image) in pending.iter().enumerate().zip(images) {
         let job = &jobs[i];

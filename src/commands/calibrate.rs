@@ -105,6 +105,10 @@ pub fn calibrate(config: &CalibrateConfig) -> anyhow::Result<CalibrationReport> 
         }
     }
     let set = list_set(&config.identities)?;
+    config
+        .runtime
+        .single_device("calibrate")
+        .map_err(anyhow::Error::msg)?;
     let runtime = config.runtime.init()?;
     let mut certifier = Certifier::load(runtime, &spec_path, &detector, &config.runtime.session)?;
 

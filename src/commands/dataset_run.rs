@@ -109,6 +109,9 @@ pub fn refuse_non_empty(output: &Path, resume: bool) -> Result<(), Refused> {
 /// Loads ONNX Runtime and opens the model. Done before anything is written, so a model or
 /// runtime problem leaves OUT untouched.
 pub fn open_engine(model: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Engine> {
+    runtime
+        .single_device("augment` / `enhance")
+        .map_err(anyhow::Error::msg)?;
     Ok(Engine::open(model, runtime.init()?, &runtime.session)?)
 }
 

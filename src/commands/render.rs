@@ -183,6 +183,67 @@ pub fn render(
     Ok((images, start))
 }
 
+/// [`render`] spread over several engines (one per device), image i on engine i mod n, each in
+/// its own thread. Which engine took an image changes no byte: every draw comes from the image's
+/// own seed, and no result depends on what shares a call.
+pub fn render_on(
+    engines: &mut [Engine],
+    settings: &Settings,
+    plans: &[&ImagePlan],
+    seeds: &[[u8; 32]],
+    batch: usize,
+) -> Result<(Vec<DynamicImage>, StartPlan), EngineError> {
+    let workers = engines.len();
+    if workers <= 1 {
+        let Some(engine) = engines.first_mut() else {
+            return Err(PipelineError::Input("no engine to render on".into()).into());
+        };
+        return render(engine, settings, plans, seeds, batch);
+    }
+    if plans.len() != seeds.len() {
+        let message = format!("{} images but {} seeds", plans.len(), seeds.len());
+        return Err(PipelineError::Input(message).into());
+    }
+    let outcomes = std::thread::scope(|scope| {
+        let handles: Vec<_> = engines
+            .iter_mut()
+            .enumerate()
+            .map(|(worker, engine)| {
+                let mine: Vec<usize> = (worker..plans.len()).step_by(workers).collect();
+                scope.spawn(move || {
+                    let my_plans: Vec<&ImagePlan> = mine.iter().map(|&i| plans[i]).collect();
+                    let my_seeds: Vec<[u8; 32]> = mine.iter().map(|&i| seeds[i]).collect();
+                    render(engine, settings, &my_plans, &my_seeds, batch)
+                        .map(|(images, start)| (mine, images, start))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    Err(PipelineError::Input("a render worker panicked".into()).into())
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut images: Vec<Option<DynamicImage>> = plans.iter().map(|_| None).collect();
+    let mut start = None;
+    for outcome in outcomes {
+        let (mine, rendered, plan) = outcome?;
+        for (index, image) in mine.into_iter().zip(rendered) {
+            images[index] = Some(image);
+        }
+        start = Some(plan);
+    }
+    let images = images
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| PipelineError::Input("an image was not rendered".into()))?;
+    let start = start.ok_or_else(|| PipelineError::Input("no worker ran".into()))?;
+    Ok((images, start))
+}
+
 /// One image's output from its rendered pieces.
 fn assemble(
     plan: &ImagePlan,

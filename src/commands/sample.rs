@@ -37,6 +37,10 @@ struct PlannedSample {
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let outputs = output_paths(config)?;
+    config
+        .runtime
+        .single_device("sample")
+        .map_err(anyhow::Error::msg)?;
     let runtime = config.runtime.init()?;
     let mut engine = Engine::open(&config.model, runtime, &config.runtime.session)?;
     print_plan(config, &engine)?;

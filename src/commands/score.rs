@@ -76,6 +76,10 @@ fn certifier_for(
     config: &ScoreConfig,
     runtime: &crate::io::runtime::Runtime,
 ) -> anyhow::Result<(Certifier, PathBuf, PathBuf, Option<Level>)> {
+    config
+        .runtime
+        .single_device("score")
+        .map_err(anyhow::Error::msg)?;
     let session = &config.runtime.session;
     let policy = config.policy.as_deref().map(Policy::load).transpose()?;
     let level = match &policy {

@@ -90,6 +90,18 @@ impl StageTimer {
         result
     }
 
+    /// Adds `other`'s tallies (another worker's), keeping this timer's start as the wall clock's.
+    pub fn absorb(&mut self, other: &StageTimer) {
+        self.started = self.started.min(other.started);
+        for (mine, theirs) in self.tallies.iter_mut().zip(&other.tallies) {
+            mine.total += theirs.total;
+            mine.in_runtime += theirs.in_runtime;
+            mine.calls += theirs.calls;
+        }
+        self.tiling.images += other.tiling.images;
+        self.tiling.tiles += other.tiling.tiles;
+    }
+
     /// Records one image run in `tiles` tiles.
     pub fn count_tiles(&mut self, tiles: usize) {
         self.tiling.images += 1;

@@ -93,6 +93,34 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// One or more devices, `--device cuda:0,cuda:1`: one worker per entry (the same device may
+/// repeat, e.g. `cpu,cpu`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(Vec<Device>);
+
+impl DeviceList {
+    pub fn first(&self) -> Device {
+        self.0.first().copied().unwrap_or_default()
+    }
+
+    /// The devices after the first.
+    pub fn rest(&self) -> &[Device] {
+        self.0.get(1..).unwrap_or(&[])
+    }
+}
+
+impl std::str::FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let devices = text
+            .split(',')
+            .map(|part| part.trim().parse())
+            .collect::<Result<Vec<Device>, _>>()?;
+        Ok(DeviceList(devices))
+    }
+}
+
 /// How a graph's session is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOptions {
@@ -116,10 +144,43 @@ impl Default for SessionOptions {
 pub struct RuntimeConfig {
     /// `None`: the discovery order of [`init`].
     pub onnxruntime: Option<PathBuf>,
+    /// The first (or only) device's sessions.
     pub session: SessionOptions,
+    /// More devices, one more worker each (`--device a,b`); only `anonymize` runs several.
+    pub more_devices: Vec<Device>,
 }
 
 impl RuntimeConfig {
+    /// The session options of every worker, first device first.
+    pub fn workers(&self) -> Vec<SessionOptions> {
+        std::iter::once(self.session)
+            .chain(self.more_devices.iter().map(|&device| SessionOptions {
+                device,
+                ..self.session
+            }))
+            .collect()
+    }
+
+    /// Every device as given, `cpu,cpu` (for the run record).
+    pub fn devices_text(&self) -> String {
+        self.workers()
+            .iter()
+            .map(|worker| worker.device.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Refuses several devices for a command that runs one worker.
+    pub fn single_device(&self, command: &str) -> Result<(), String> {
+        if self.more_devices.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "--device {}: `{command}` runs on one device; several devices (one worker each) are for `anonymize`",
+            self.devices_text()
+        ))
+    }
+
     /// Loads ONNX Runtime ([`init`]).
     pub fn init(&self) -> Result<&'static Runtime, RuntimeError> {
         init(self.onnxruntime.as_deref())
