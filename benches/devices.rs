@@ -37,8 +37,8 @@ fn policy(dir: &Path) -> PathBuf {
     path
 }
 
-/// Seconds for one anonymize run with `device` and `threads`.
-fn seconds(policy: &Path, input: &Path, output: &Path, device: &str, threads: &str) -> f64 {
+/// Seconds and peak RSS (MiB) of one anonymize run with `device` and `threads`.
+fn run(policy: &Path, input: &Path, output: &Path, device: &str, threads: &str) -> (f64, f64) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_boomerang"));
     command
         .args(["anonymize", "--quiet", "--level", "low", "--seed", "1"])
@@ -52,7 +52,10 @@ fn seconds(policy: &Path, input: &Path, output: &Path, device: &str, threads: &s
         "anonymize failed: {}",
         measured.stdout
     );
-    measured.elapsed.as_secs_f64()
+    (
+        measured.elapsed.as_secs_f64(),
+        measured.peak_kb as f64 / 1024.0,
+    )
 }
 
 fn main() {
@@ -67,10 +70,10 @@ fn main() {
     let mut ratios = Vec::new();
     for pair in 0..3 {
         let out = |name: &str| temp.path().join(format!("{name}{pair}"));
-        let two_workers = seconds(&policy, &input, &out("two"), "cpu,cpu", "1");
-        let one_worker = seconds(&policy, &input, &out("one"), "cpu", "2");
+        let (two_workers, two_mib) = run(&policy, &input, &out("two"), "cpu,cpu", "1");
+        let (one_worker, one_mib) = run(&policy, &input, &out("one"), "cpu", "2");
         println!(
-            "pair {pair}: 2 workers x 1 thread {two_workers:.2} s, 1 worker x 2 threads {one_worker:.2} s"
+            "pair {pair}: 2 workers x 1 thread {two_workers:.2} s ({two_mib:.0} MiB), 1 worker x 2 threads {one_worker:.2} s ({one_mib:.0} MiB)"
         );
         ratios.push(one_worker / two_workers);
     }
