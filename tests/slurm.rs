@@ -182,3 +182,210 @@ fn a_panicking_test_leaves_nothing_running() {
     }
     assert!(!dir.exists(), "the temporary folder was not removed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// deploy/slurm on this Slurm.
+
+fn deploy(name: &str) -> PathBuf {
+    common::root().join("deploy/slurm").join(name)
+}
+
+/// The folders and files of one sharded run, and the environment deploy/slurm reads them from.
+struct Run {
+    input: PathBuf,
+    output: PathBuf,
+    seed_file: PathBuf,
+    boomerang: PathBuf,
+    shards: usize,
+    /// More environment for the jobs.
+    env: Vec<(&'static str, PathBuf)>,
+}
+
+impl Run {
+    fn env(&self, command: &mut std::process::Command) {
+        command
+            .env("IN", &self.input)
+            .env("OUT", &self.output)
+            .env("SEED_FILE", &self.seed_file)
+            .env("SHARDS", self.shards.to_string())
+            .env("BOOMERANG", &self.boomerang)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+    }
+
+    /// `deploy/slurm/submit.sh --cpus-per-task=1 --output=.. -- ANONYMIZE..`: the array job and
+    /// the merge job ids.
+    fn submit(&self, slurm: &Slurm, anonymize: &[&str]) -> (String, String) {
+        let mut command = slurm.command(deploy("submit.sh"));
+        self.env(&mut command);
+        let output = command
+            .args(["--cpus-per-task=1", &self.job_output(slurm)])
+            .arg("--")
+            .args(anonymize)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "submit.sh: {output:?}\n{}",
+            slurm.logs()
+        );
+        let ids = String::from_utf8(output.stdout).unwrap();
+        let (array, merge) = ids.trim().split_once(' ').unwrap();
+        (array.to_string(), merge.to_string())
+    }
+
+    /// `sbatch OPTIONS.. deploy/slurm/SCRIPT ARGS..` with this run's environment; the job id.
+    fn sbatch(&self, slurm: &Slurm, options: &[&str], script: &str, args: &[&str]) -> String {
+        let mut command = slurm.command("sbatch");
+        self.env(&mut command);
+        let output = command
+            .args(["--parsable", "--cpus-per-task=1", &self.job_output(slurm)])
+            .args(options)
+            .arg(deploy(script))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "sbatch {script}: {output:?}");
+        let id = String::from_utf8(output.stdout).unwrap();
+        id.trim().split(';').next().unwrap().to_string()
+    }
+
+    fn job_output(&self, slurm: &Slurm) -> String {
+        format!("--output={}/jobs/%x-%A_%a.out", slurm.dir().display())
+    }
+
+    fn part_report(&self, part: usize) -> PathBuf {
+        common::sibling(
+            &self.output,
+            &format!("part-{part:04}-of-{:04}.report.csv", self.shards),
+        )
+    }
+}
+
+/// A stand-in for the boomerang binary: records its arguments (one per line) in
+/// `$STUB_LOG/COMMAND-JOBID`, and for `anonymize` creates the part's report the real one would
+/// (from `--shard`, reading the array's variables for `auto`) after a second; exits 3 (some
+/// images not certified) in array task 0.
+const STUB: &str = r#"log="$STUB_LOG/$1-$SLURM_JOB_ID"
+printf '%s\n' "$@" > "$log.tmp"
+mv "$log.tmp" "$log"
+if [[ $1 == anonymize ]]; then
+    args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        if [[ ${args[i]} == --shard ]]; then shard=${args[i + 1]}; fi
+    done
+    if [[ $shard == auto ]]; then
+        k=$((SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)) n=$SLURM_ARRAY_TASK_COUNT
+    else
+        k=${shard%/*} n=${shard#*/}
+    fi
+    sleep 1
+    echo "part $k of $n" >> "$(printf '%s.part-%04d-of-%04d.report.csv' "${args[-1]%/}" "$k" "$n")"
+    if [[ ${SHARD:-} == "" && $SLURM_ARRAY_TASK_ID == 0 ]]; then exit 3; fi
+fi
+"#;
+
+/// The arguments of each recorded call of `command` by the stub, by job id.
+fn stub_calls(log: &Path, command: &str) -> Vec<Vec<String>> {
+    let mut calls: Vec<_> = std::fs::read_dir(log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with(&format!("{command}-")) && !name.ends_with(".tmp")
+        })
+        .collect();
+    calls.sort();
+    calls
+        .into_iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// deploy/slurm's plumbing with a stand-in binary: each array task runs `anonymize --shard auto
+/// --seed-file` on IN and OUT (exit 3 counts as a finished part), the merge runs after all of
+/// them on the parts' reports in order, and a part resubmitted alone with SHARD=K/N resumes.
+#[test]
+fn the_slurm_deployment_shards_merges_after_and_resumes_a_part() {
+    let _serial = serial();
+    let Some(slurm) = Slurm::start() else {
+        return;
+    };
+    let work = slurm.dir().join("work");
+    let log = work.join("log");
+    std::fs::create_dir_all(work.join("in")).unwrap();
+    std::fs::create_dir_all(&log).unwrap();
+    let run = Run {
+        input: work.join("in"),
+        output: work.join("out"),
+        seed_file: work.join("run.seed"),
+        boomerang: script(&work.join("boomerang"), STUB),
+        shards: 4,
+        env: vec![("STUB_LOG", log.clone())],
+    };
+    let (array, merge) = run.submit(&slurm, &["--policy", "P.toml"]);
+    let states = slurm.wait_done(&merge, Duration::from_secs(120));
+    assert_eq!(states, ["COMPLETED"], "the merge\n{}", slurm.logs());
+    assert_eq!(slurm.job_states(&array), vec!["COMPLETED"; 4]);
+
+    let (input, output, seed) = (s(&run.input), s(&run.output), s(&run.seed_file));
+    let expected = [
+        "anonymize",
+        "--quiet",
+        "--shard",
+        "auto",
+        "--seed-file",
+        seed,
+        "--policy",
+        "P.toml",
+        input,
+        output,
+    ];
+    assert_eq!(stub_calls(&log, "anonymize"), vec![expected; 4]);
+    let parts: Vec<_> = (0..4).map(|k| run.part_report(k)).collect();
+    for (k, part) in parts.iter().enumerate() {
+        let text = std::fs::read_to_string(part).unwrap();
+        assert_eq!(text, format!("part {k} of 4\n"));
+    }
+    let mut merged = vec!["report", "merge"];
+    merged.extend(parts.iter().map(|p| s(p)));
+    let all = common::report_path(&run.output);
+    merged.extend(["-o", s(&all)]);
+    assert_eq!(stub_calls(&log, "report"), vec![merged]);
+
+    // Part 2 again, alone: it names its part and resumes it.
+    let again = run.sbatch(
+        &slurm,
+        &["--array=2", "--export=ALL,SHARD=2/4"],
+        "anonymize.sbatch",
+        &["--policy", "P.toml"],
+    );
+    let states = slurm.wait_done(&again, Duration::from_secs(120));
+    assert_eq!(states, ["COMPLETED"], "{}", slurm.logs());
+    let calls = stub_calls(&log, "anonymize");
+    let resumed = calls
+        .iter()
+        .find(|call| call.contains(&"2/4".to_string()))
+        .expect("the resubmitted part");
+    let expected = [
+        "anonymize",
+        "--quiet",
+        "--shard",
+        "2/4",
+        "--seed-file",
+        seed,
+        "--resume",
+        "--policy",
+        "P.toml",
+        input,
+        output,
+    ];
+    assert_eq!(resumed, &expected);
+    let text = std::fs::read_to_string(&parts[2]).unwrap();
+    assert_eq!(text, "part 2 of 4\npart 2 of 4\n");
+}

@@ -202,7 +202,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
     }
 
     /// `program` with `SLURM_CONF` pointing at this cluster's slurm.conf.
-    pub fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new(program);
         command.env("SLURM_CONF", &self.conf);
         command
