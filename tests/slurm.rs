@@ -198,7 +198,7 @@ struct Run {
     boomerang: PathBuf,
     shards: usize,
     /// More environment for the jobs.
-    env: Vec<(&'static str, PathBuf)>,
+    env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 impl Run {
@@ -326,7 +326,7 @@ fn the_slurm_deployment_shards_merges_after_and_resumes_a_part() {
         seed_file: work.join("run.seed"),
         boomerang: script(&work.join("boomerang"), STUB),
         shards: 4,
-        env: vec![("STUB_LOG", log.clone())],
+        env: vec![("STUB_LOG", log.clone().into())],
     };
     let (array, merge) = run.submit(&slurm, &["--policy", "P.toml"]);
     let states = slurm.wait_done(&merge, Duration::from_secs(120));
@@ -341,6 +341,8 @@ fn the_slurm_deployment_shards_merges_after_and_resumes_a_part() {
         "auto",
         "--seed-file",
         seed,
+        "--device",
+        "cuda",
         "--policy",
         "P.toml",
         input,
@@ -380,6 +382,8 @@ fn the_slurm_deployment_shards_merges_after_and_resumes_a_part() {
         "--seed-file",
         seed,
         "--resume",
+        "--device",
+        "cuda",
         "--policy",
         "P.toml",
         input,
@@ -388,4 +392,160 @@ fn the_slurm_deployment_shards_merges_after_and_resumes_a_part() {
     assert_eq!(resumed, &expected);
     let text = std::fs::read_to_string(&parts[2]).unwrap();
     assert_eq!(text, "part 2 of 4\npart 2 of 4\n");
+}
+
+/// `count` distinct photos (faces and not) in `dir/in`.
+fn dataset(dir: &Path, count: usize) -> PathBuf {
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let sources = [
+        "obama.jpg",
+        "obama2.jpg",
+        "biden.jpg",
+        "astronaut.jpg",
+        "coffee.jpg",
+        "obama3.jpg",
+    ];
+    for k in 0..count {
+        let mut bytes = std::fs::read(common::faces().join(sources[k % sources.len()])).unwrap();
+        // Distinct contents, so each image has its own seed.
+        bytes.extend_from_slice(&[k as u8; 4]);
+        std::fs::write(input.join(format!("img{k:02}.jpg")), bytes).unwrap();
+    }
+    input
+}
+
+/// OUT and its report (merged) equal the unsharded reference's: the same files byte for byte,
+/// the same rows but for the time (and the chain, which covers it); the run record is there.
+fn same_run(reference: &Path, output: &Path) {
+    use boomerang::records::report::{verify, ReportRow};
+    assert_eq!(common::tree(reference), common::tree(output));
+    let rows = |output: &Path| -> Vec<ReportRow> {
+        let report = common::report_path(output);
+        let rows = verify(&report).unwrap_or_else(|e| panic!("{}: {e:#}", report.display()));
+        rows.into_iter()
+            .map(|mut row| {
+                row.milliseconds = None;
+                row.chain.clear();
+                row
+            })
+            .collect()
+    };
+    let (expected, found) = (rows(reference), rows(output));
+    assert_eq!(expected.len(), 24);
+    assert_eq!(expected, found);
+    assert!(common::run_json_path(output).exists());
+}
+
+/// `boomerang audit REPORT --inputs IN --outputs OUT --policy P --recompute 4` exits 0.
+fn audit_is_clean(run: &Run, policy: &Path) {
+    let output = std::process::Command::new(&run.boomerang)
+        .arg("audit")
+        .arg(common::report_path(&run.output))
+        .arg("--inputs")
+        .arg(&run.input)
+        .arg("--outputs")
+        .arg(&run.output)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--recompute", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "audit: {output:?}");
+}
+
+/// The shipped deploy/slurm files on the real Slurm with the real binary and the tiny model: a
+/// run split over a 4-task array (`--shard auto --seed-file`) and merged after it equals an
+/// unsharded run with the same secret, and audits clean; a part cancelled mid-run and
+/// resubmitted alone resumes to the same result.
+#[test]
+#[ignore = "needs --shard, --seed-file and report merge"]
+fn a_sharded_slurm_run_equals_an_unsharded_one_and_a_cancelled_part_resumes() {
+    let _serial = serial();
+    let Some(slurm) = Slurm::start() else {
+        return;
+    };
+    let work = slurm.dir().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let input = dataset(&work, 24);
+    let policy = common::demo_policy(&work, &[]);
+    let boomerang = PathBuf::from(env!("CARGO_BIN_EXE_boomerang"));
+    let seed_file = work.join("run.seed");
+    let run = |output: &str| Run {
+        input: input.clone(),
+        output: work.join(output),
+        seed_file: seed_file.clone(),
+        boomerang: boomerang.clone(),
+        shards: 4,
+        // The reference runs on the CPU: so do the parts (the fake GPUs are only for Slurm).
+        env: vec![("DEVICE", "cpu".into())],
+    };
+    let anonymize = ["--policy", s(&policy)];
+
+    // needs --seed-file: `boomerang secret new FILE`.
+    let made = std::process::Command::new(&boomerang)
+        .args(["secret", "new"])
+        .arg(&seed_file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "secret new: {made:?}");
+
+    // The unsharded reference, with the same secret.
+    let reference = work.join("reference");
+    let status = common::anonymize(&policy, &input, &reference, &["--seed-file", s(&seed_file)])
+        .output()
+        .unwrap()
+        .status;
+    assert!(matches!(status.code(), Some(0 | 3)), "{status}");
+
+    // needs --shard: submit.sh, the 4-task array and the merge after it.
+    let sharded = run("out");
+    let (array, merge) = sharded.submit(&slurm, &anonymize);
+    let states = slurm.wait_done(&merge, Duration::from_secs(1200));
+    assert_eq!(states, ["COMPLETED"], "the merge\n{}", slurm.logs());
+    assert_eq!(slurm.job_states(&array), vec!["COMPLETED"; 4]);
+    for part in 0..4 {
+        assert!(sharded.part_report(part).exists());
+    }
+    same_run(&reference, &sharded.output);
+    audit_is_clean(&sharded, &policy);
+
+    // needs --shard: part 1 cancelled once it wrote a row, resubmitted alone, then the merge.
+    let cancelled = run("cancelled");
+    let array = cancelled.sbatch(&slurm, &["--array=0-3"], "anonymize.sbatch", &anonymize);
+    let part = cancelled.part_report(1);
+    slurm.wait_for("part 1 wrote a row", Duration::from_secs(900), || {
+        std::fs::read_to_string(&part).is_ok_and(|text| text.lines().count() >= 2)
+    });
+    let task = format!("{array}_1");
+    slurm.run("scancel", &[&task]);
+    slurm.wait_done(&array, Duration::from_secs(1200));
+    assert_eq!(
+        slurm.job_state(&task).as_deref(),
+        Some("CANCELLED"),
+        "part 1 ended before it was cancelled"
+    );
+    let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
+    let rows_when_cancelled = lines(&part);
+    let again = cancelled.sbatch(
+        &slurm,
+        &["--array=1", "--export=ALL,SHARD=1/4"],
+        "anonymize.sbatch",
+        &anonymize,
+    );
+    let merge = cancelled.sbatch(
+        &slurm,
+        &[&format!("--dependency=afterok:{again}")],
+        "merge.sbatch",
+        &[],
+    );
+    let states = slurm.wait_done(&merge, Duration::from_secs(1200));
+    assert_eq!(states, ["COMPLETED"], "the merge\n{}", slurm.logs());
+    assert_eq!(slurm.job_states(&again), ["COMPLETED"]);
+    assert!(
+        lines(&part) > rows_when_cancelled,
+        "the resumed part added rows"
+    );
+    same_run(&reference, &cancelled.output);
+    audit_is_clean(&cancelled, &policy);
 }
