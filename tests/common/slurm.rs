@@ -36,9 +36,21 @@ const PROGRAMS: [&str; 6] = [
     "sinfo",
 ];
 
+/// PATH with the sbin folders the daemons are installed in (a root shell may lack them).
+fn path() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    for extra in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        if !dirs.iter().any(|d| d == Path::new(extra)) {
+            dirs.push(extra.into());
+        }
+    }
+    std::env::join_paths(dirs).unwrap()
+}
+
 fn installed(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    std::env::split_paths(&path()).any(|dir| dir.join(program).is_file())
 }
 
 fn is_root() -> bool {
@@ -128,7 +140,7 @@ impl Slurm {
         for sub in ["state", "spool", "log", "jobs"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let probe = Command::new("slurmd").arg("-C").output().unwrap();
+        let probe = self.command("slurmd").arg("-C").output().unwrap();
         assert!(probe.status.success(), "slurmd -C: {}", text(&probe));
         let probe = String::from_utf8_lossy(&probe.stdout).into_owned();
         let field = |name: &str| {
@@ -144,7 +156,8 @@ impl Slurm {
         std::fs::create_dir_all(dir.join("dev")).unwrap();
         for gpu in 0..FAKE_GPUS {
             let node = dir.join(format!("dev/nvidia{gpu}"));
-            let made = Command::new("mknod")
+            let made = self
+                .command("mknod")
                 .arg(&node)
                 .args(["c", "1", "3"])
                 .stderr(Stdio::null())
@@ -204,7 +217,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
     /// `program` with `SLURM_CONF` pointing at this cluster's slurm.conf.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new(program);
-        command.env("SLURM_CONF", &self.conf);
+        command.env("SLURM_CONF", &self.conf).env("PATH", path());
         command
     }
 
