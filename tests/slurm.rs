@@ -85,6 +85,8 @@ sleep 1
     let seen = std::fs::read_to_string(files.join("after")).unwrap();
     assert_eq!(seen.lines().count(), 4, "{seen}");
     assert_eq!(slurm.job_states(&array), vec!["COMPLETED"; 4]);
+    let task = format!("{array}_2");
+    assert_eq!(slurm.job_state(&task).as_deref(), Some("COMPLETED"));
 
     // `sbatch --wait` on an array returns the highest exit code of its tasks.
     let failing = script(&dir.join("jobs/exit.sh"), "exit $SLURM_ARRAY_TASK_ID\n");
@@ -519,12 +521,12 @@ fn a_sharded_slurm_run_equals_an_unsharded_one_and_a_cancelled_part_resumes() {
     });
     let task = format!("{array}_1");
     slurm.run("scancel", &[&task]);
-    slurm.wait_done(&array, Duration::from_secs(1200));
     assert_eq!(
-        slurm.job_state(&task).as_deref(),
-        Some("CANCELLED"),
+        slurm.wait_done(&task, Duration::from_secs(60)),
+        ["CANCELLED"],
         "part 1 ended before it was cancelled"
     );
+    slurm.wait_done(&array, Duration::from_secs(1200));
     let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
     let rows_when_cancelled = lines(&part);
     let again = cancelled.sbatch(

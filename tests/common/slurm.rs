@@ -194,7 +194,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MailProg=/bin/true
 SchedulerParameters=sched_interval=1
-MinJobAge=60
+MinJobAge=3600
 ReturnToService=2
 GresTypes=gpu
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} Gres=gpu:{FAKE_GPUS} State=UNKNOWN
@@ -334,6 +334,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
     }
 
     /// Every state of `job` (an array job has one line per task), one per line of scontrol.
+    /// Finished jobs are kept an hour (`MinJobAge`), longer than any test waits.
     pub fn job_states(&self, job: &str) -> Vec<String> {
         let output = self
             .command("scontrol")
