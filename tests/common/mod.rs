@@ -3,6 +3,8 @@
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
+pub mod slurm;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,203 @@
+//! The deployment files (deploy/): the Kubernetes Indexed Job and the Slurm array job shard a run
+//! consistently, read the seed from a secret file, ask for one GPU per part and merge after.
+//! (tests/slurm.rs runs the Slurm files on a real Slurm.)
+
+mod common;
+
+use serde_yaml::Value;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(common::root().join(path)).unwrap()
+}
+
+fn get<'a>(value: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(value, |value, key| {
+        let next = match key.parse::<usize>() {
+            Ok(index) => value.get(index),
+            Err(_) => value.get(key),
+        };
+        next.unwrap_or_else(|| panic!("no `{key}` (in `{path}`) in {value:?}"))
+    })
+}
+
+fn str_of<'a>(value: &'a Value, path: &str) -> &'a str {
+    get(value, path).as_str().unwrap()
+}
+
+fn u64_of(value: &Value, path: &str) -> u64 {
+    get(value, path).as_u64().unwrap()
+}
+
+/// A container's shell script (`command: [/bin/sh, -c]`, `args: [SCRIPT]`).
+fn script_of(container: &Value) -> &str {
+    let command: Vec<_> = get(container, "command")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(command, ["/bin/sh", "-c"]);
+    str_of(container, "args.0")
+}
+
+/// `bash -n`: the script parses.
+fn parses(path: &str) {
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(common::root().join(path))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{path} does not parse");
+}
+
+#[test]
+fn the_kubernetes_job_is_indexed_and_shards_by_its_completions() {
+    let text = read("deploy/k8s/anonymize-job.yaml");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect();
+    assert_eq!(
+        docs.len(),
+        3,
+        "the claim, the anonymize Job and the merge Job"
+    );
+    let (storage, job, merge) = (&docs[0], &docs[1], &docs[2]);
+    assert_eq!(str_of(storage, "kind"), "PersistentVolumeClaim");
+    assert_eq!(str_of(storage, "spec.accessModes.0"), "ReadWriteMany");
+    for doc in &docs[1..] {
+        assert_eq!(str_of(doc, "apiVersion"), "batch/v1");
+        assert_eq!(str_of(doc, "kind"), "Job");
+    }
+    assert_eq!(str_of(job, "metadata.labels.step"), "anonymize");
+    assert_eq!(str_of(merge, "metadata.labels.step"), "merge");
+
+    assert_eq!(str_of(job, "spec.completionMode"), "Indexed");
+    let shards = u64_of(job, "spec.completions");
+    assert!(shards > 1);
+    assert_eq!(u64_of(job, "spec.parallelism"), shards);
+    let pod = get(job, "spec.template.spec");
+    assert_eq!(str_of(pod, "restartPolicy"), "Never");
+    let container = get(pod, "containers.0");
+    let script = script_of(container);
+    assert!(script.contains("--shard auto"), "{script}");
+    assert!(
+        script.contains(&format!("--shards {shards} ")),
+        "--shards must equal completions ({shards}): {script}"
+    );
+    // The part's report, to resume a retried pod, is named from JOB_COMPLETION_INDEX and N.
+    assert!(
+        script.contains("part-%04d-of-%04d")
+            && script.contains(&format!("\"$JOB_COMPLETION_INDEX\" {shards})")),
+        "{script}"
+    );
+    assert!(script.contains("$resume"), "{script}");
+    let limits = get(container, "resources.limits");
+    assert_eq!(
+        limits.get("nvidia.com/gpu").and_then(Value::as_u64),
+        Some(1)
+    );
+
+    // --seed-file names a file of a Secret volume, mounted read-only, owner-only mode.
+    let seed_file = script
+        .split_whitespace()
+        .skip_while(|word| *word != "--seed-file")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --seed-file in {script}"));
+    let mounts = get(container, "volumeMounts").as_sequence().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| seed_file.starts_with(&format!("{}/", str_of(m, "mountPath"))))
+        .unwrap_or_else(|| panic!("{seed_file} is on no volume"));
+    assert_eq!(get(mount, "readOnly").as_bool(), Some(true));
+    let volume = get(pod, "volumes")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| str_of(v, "name") == str_of(mount, "name"))
+        .unwrap();
+    let secret = get(volume, "secret");
+    assert!(!str_of(secret, "secretName").is_empty());
+    // 0400 or 0600 as Kubernetes reads YAML (octal), or as decimal 256 / 384.
+    let mode = get(secret, "defaultMode");
+    let mode = match mode.as_u64() {
+        Some(mode) => mode,
+        None => u64::from_str_radix(mode.as_str().unwrap(), 8).unwrap(),
+    };
+    let raw = text.contains("defaultMode: 0400") || text.contains("defaultMode: 0600");
+    assert!(
+        [0o400, 0o600].contains(&mode) || (raw && [400, 600].contains(&mode)),
+        "secret mode {mode}"
+    );
+    let file = &seed_file[str_of(mount, "mountPath").len() + 1..];
+    let items = get(secret, "items").as_sequence().unwrap();
+    assert!(
+        items.iter().any(|item| str_of(item, "path") == file),
+        "{file} is not an item of the secret"
+    );
+
+    // IN and OUT on one shared ReadWriteMany claim, the same for the merge.
+    let claim = |pod: &Value| {
+        get(pod, "volumes")
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.get("persistentVolumeClaim"))
+            .map(|c| str_of(c, "claimName").to_string())
+            .unwrap()
+    };
+    let merge_pod = get(merge, "spec.template.spec");
+    assert_eq!(claim(pod), str_of(storage, "metadata.name"));
+    assert_eq!(claim(merge_pod), claim(pod));
+
+    // The merge takes exactly the N parts.
+    let merge_script = script_of(get(merge_pod, "containers.0"));
+    assert!(merge_script.contains("report merge"), "{merge_script}");
+    assert!(
+        merge_script.contains(&format!("-of-{shards:04}.report.csv"))
+            && merge_script.contains(&format!("-ne {shards} ")),
+        "{merge_script}"
+    );
+    assert!(read("deploy/k8s/run.sh").contains("kubectl wait --for=condition=complete"));
+    parses("deploy/k8s/run.sh");
+}
+
+/// The `#SBATCH` options of a job script.
+fn sbatch_options(script: &str) -> Vec<&str> {
+    script
+        .lines()
+        .filter_map(|line| line.strip_prefix("#SBATCH "))
+        .map(str::trim)
+        .collect()
+}
+
+#[test]
+fn the_slurm_array_job_shards_by_its_tasks_and_merges_after() {
+    let script = read("deploy/slurm/anonymize.sbatch");
+    let options = sbatch_options(&script);
+    assert!(
+        options.iter().any(|o| o.starts_with("--array=0-")),
+        "{options:?}"
+    );
+    assert!(options.contains(&"--gres=gpu:1"), "{options:?}");
+    assert!(script.contains("--shard auto"));
+    assert!(script.contains("--seed-file \"$SEED_FILE\""));
+    assert!(script.contains("--resume"));
+    assert!(script.contains("part-%04d-of-%04d"));
+
+    let merge = read("deploy/slurm/merge.sbatch");
+    assert!(merge.contains("report merge"));
+    assert!(!sbatch_options(&merge)
+        .iter()
+        .any(|o| o.starts_with("--gres")));
+
+    let submit = read("deploy/slurm/submit.sh");
+    assert!(submit.contains("--dependency=\"afterok:$array\""));
+    assert!(submit.contains("anonymize.sbatch") && submit.contains("merge.sbatch"));
+    for path in [
+        "deploy/slurm/anonymize.sbatch",
+        "deploy/slurm/merge.sbatch",
+        "deploy/slurm/submit.sh",
+    ] {
+        parses(path);
+    }
+}
