@@ -3,7 +3,7 @@
 //! share of wall time spent outside ONNX Runtime from `--timings`.
 //! Run: cargo bench --bench tiling
 //! On a Stable Diffusion 1.5-shaped export (tools/make_sd15_shaped.py), one 1024x1024 image (9
-//! tiles): cargo bench --bench tiling -- --sd15 DIR   (minutes per run on 2 cores)
+//! tiles, one per graph call): cargo bench --bench tiling -- --sd15 DIR   (many minutes on 2 cores)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,12 +26,13 @@ fn input(dir: &Path, side: u32) -> PathBuf {
     path
 }
 
-/// One `sample` run: prints tiles, wall time, peak RSS and the outside-ONNX-Runtime share.
-fn measure(model: &Path, image: &Path, output: &Path, steps: &str) {
+/// One `sample` run (`batch` tiles per graph call): prints tiles, wall time, peak RSS and the
+/// outside-ONNX-Runtime share.
+fn measure(model: &Path, image: &Path, output: &Path, steps: &str, batch: &str) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_boomerang"));
     command
         .args(["sample", "--timings", "--seed", "1", "--strength", "0.5"])
-        .args(["--steps", steps, "--batch", "4", "--model"])
+        .args(["--steps", steps, "--batch", batch, "--model"])
         .arg(model)
         .arg("-o")
         .arg(output)
@@ -71,7 +72,15 @@ fn main() {
     match sd15 {
         Some(model) => {
             let image = input(temp.path(), 1024);
-            measure(Path::new(model), &image, &temp.path().join("out"), "10");
+            // One tile per call: four 512-px tiles through SD 1.5's VAE decoder at once took
+            // over 17 GB here.
+            measure(
+                Path::new(model),
+                &image,
+                &temp.path().join("out"),
+                "10",
+                "1",
+            );
         }
         None => {
             let model = root().join("models/tiny-sd");
