@@ -371,3 +371,73 @@ fn augment_with_a_seed_file_matches_seed_n_and_its_manifest_holds_no_seed() {
         .code(1)
         .stderr(predicate::str::contains("--seed-file"));
 }
+
+#[test]
+fn enhance_and_sample_with_a_seed_file_match_seed_n_and_print_no_seed() {
+    let temp = tempfile::tempdir().unwrap();
+    let image = temp.path().join("small.png");
+    image::open(root().join("examples/astronaut.png"))
+        .unwrap()
+        .resize_exact(32, 32, image::imageops::FilterType::Triangle)
+        .save(&image)
+        .unwrap();
+    let secret = temp.path().join("run.secret");
+    let seed = new_secret(&secret);
+    let secret_arg = secret.to_str().unwrap();
+    let seed_arg = seed.to_string();
+    let run = |command: &[&str], output: &Path, seed_args: &[&str]| {
+        let mut cmd = boomerang();
+        cmd.args(command)
+            .arg("--model")
+            .arg(root().join("models/tiny-sd"))
+            .args(["--steps", "3"])
+            .args(seed_args);
+        if command[0] == "sample" {
+            cmd.arg("-o").arg(output).arg(&image);
+        } else {
+            cmd.arg(&image).arg(output);
+        }
+        let out = cmd.assert().success().get_output().clone();
+        assert_no_seed("stderr", &out.stderr, seed);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let images = |output: &Path| {
+        let mut files = tree(output);
+        files.remove(Path::new("enhance.csv"));
+        files
+    };
+
+    let (by_seed, by_file) = (temp.path().join("e-seed"), temp.path().join("e-file"));
+    run(
+        &["enhance", "--scale", "2"],
+        &by_seed,
+        &["--seed", &seed_arg],
+    );
+    let stdout = run(
+        &["enhance", "--scale", "2"],
+        &by_file,
+        &["--seed-file", secret_arg],
+    );
+    assert_no_seed("enhance's stdout", stdout.as_bytes(), seed);
+    assert!(stdout.contains(&seed_fingerprint(seed)), "{stdout}");
+    assert_eq!(images(&by_seed), images(&by_file));
+    assert_eq!(images(&by_file).len(), 1);
+    let manifest = std::fs::read(by_file.join("enhance.csv")).unwrap();
+    assert_no_seed("enhance.csv", &manifest, seed);
+    let manifest = String::from_utf8(manifest).unwrap();
+    assert!(
+        manifest.contains(&format!("fingerprint:{}", seed_fingerprint(seed))),
+        "{manifest}"
+    );
+
+    let (by_seed, by_file) = (temp.path().join("s-seed"), temp.path().join("s-file"));
+    run(&["sample", "-n", "2"], &by_seed, &["--seed", &seed_arg]);
+    let stdout = run(
+        &["sample", "-n", "2"],
+        &by_file,
+        &["--seed-file", secret_arg],
+    );
+    assert_no_seed("sample's stdout", stdout.as_bytes(), seed);
+    assert_eq!(tree(&by_seed), tree(&by_file));
+    assert_eq!(tree(&by_file).len(), 2);
+}

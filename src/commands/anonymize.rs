@@ -425,6 +425,14 @@ fn resumed_seed(
             "--seed"
         }
     };
+    if let (Some(seed), Some(fingerprint)) = (previous.seed, &previous.seed_fingerprint) {
+        if seed_fingerprint(seed) != *fingerprint {
+            bail!(
+                "{}: its seed_fingerprint is not the fingerprint of its seed: run.json was edited; refusing to resume with it",
+                record_path.display()
+            );
+        }
+    }
     match (previous.seed, &previous.seed_fingerprint, given) {
         (Some(recorded), _, Some(given)) if given.value != recorded => bail!(
             "{} differs from the seed of the run being resumed ({}); resume without {}",

@@ -820,7 +820,7 @@ pub struct RecordedSpec {
 }
 
 /// `run.json`: what ran, with what, and how it ended. Private, like the report (it holds the
-/// run seed in `config`).
+/// run seed in `config`, unless the seed came from a secret file: then only its fingerprint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub tool_version: String,
