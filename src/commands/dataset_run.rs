@@ -553,6 +553,70 @@ mod tests {
     }
 
     #[test]
+    fn run_seed_cells_round_trip_and_resume_checks_the_fingerprint() {
+        use crate::diffusion::noise::seed_fingerprint;
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Row {
+            run_seed: Option<RunSeedCell>,
+        }
+        let cells = [
+            RunSeedCell::Seed(u64::MAX),
+            RunSeedCell::of(7, true),
+            RunSeedCell::of(7, false),
+        ];
+        for cell in cells {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            writer
+                .serialize(Row {
+                    run_seed: Some(cell.clone()),
+                })
+                .unwrap();
+            let bytes = writer.into_inner().unwrap();
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            if matches!(cell, RunSeedCell::Fingerprint(_)) {
+                assert!(text.contains(&format!("fingerprint:{}", seed_fingerprint(7))));
+            }
+            let mut reader = csv::Reader::from_reader(bytes.as_slice());
+            let back: Row = reader.deserialize().next().unwrap().unwrap();
+            assert_eq!(back.run_seed, Some(cell));
+        }
+
+        let file = |value| GivenSeed {
+            value,
+            from_file: true,
+        };
+        let flag = |value| GivenSeed {
+            value,
+            from_file: false,
+        };
+        let hidden = RunSeedCell::of(7, true);
+        assert_eq!(
+            resolve_seed(Some(file(7)), []).unwrap(),
+            (7, hidden.clone())
+        );
+        assert_eq!(
+            resolve_seed(Some(flag(7)), []).unwrap(),
+            (7, RunSeedCell::Seed(7))
+        );
+        assert_eq!(
+            resolve_seed(Some(file(7)), [Some(&hidden)]).unwrap(),
+            (7, hidden.clone())
+        );
+        let other = resolve_seed(Some(file(8)), [Some(&hidden)]).unwrap_err();
+        assert!(other.0.contains("fingerprint"), "{}", other.0);
+        assert!(!other.0.contains(" 8"), "{}", other.0);
+        let none = resolve_seed(None, [Some(&hidden)]).unwrap_err();
+        assert!(none.0.contains("--seed-file"), "{}", none.0);
+        // A --seed run keeps recording the seed even when resumed from a file of that seed.
+        let seeded = RunSeedCell::Seed(7);
+        assert_eq!(
+            resolve_seed(Some(file(7)), [Some(&seeded)]).unwrap(),
+            (7, seeded.clone())
+        );
+        assert!(resolve_seed(Some(file(8)), [Some(&seeded)]).is_err());
+    }
+
+    #[test]
     fn a_single_input_file_inside_out_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("out/a.png");
