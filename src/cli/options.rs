@@ -61,7 +61,8 @@ pub enum Command {
     /// strength go through the UNet as one batch.
     ///
     /// OUT/augment.csv lists every output (source, source_sha256, output, output_sha256, status,
-    /// reason, sample, strength, start_timestep, steps, scheduler, seed, run_seed, model_sha256),
+    /// reason, sample, strength, start_timestep, steps, scheduler, seed, run_seed, model_sha256;
+    /// with --seed-file, run_seed holds `fingerprint:<hex>` instead of the seed),
     /// one row fsync'd per output, plus error rows for unusable images and skipped rows for other
     /// files. Outputs are written to a temp file and renamed. A non-empty OUT is refused unless
     /// --resume, which keeps outputs whose row and sha256 match and redoes the rest.
