@@ -87,12 +87,8 @@ fn main() {
             // 1, 4 and 16 tiles: 16, 28 and 52 latent cells per side, 16-cell tiles.
             for side in [128, 224, 416] {
                 let image = input(temp.path(), side);
-                measure(
-                    &model,
-                    &image,
-                    &temp.path().join(format!("out{side}")),
-                    "20",
-                );
+                let output = temp.path().join(format!("out{side}"));
+                measure(&model, &image, &output, "20", "4");
             }
         }
     }

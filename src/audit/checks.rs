@@ -970,12 +970,80 @@ impl Escalation {
     }
 }
 
+/// The run seed the rows' seeds are checked against: run.json's `seed`, or, for a run seeded from
+/// a secret file (run.json holds only `seed_fingerprint`), the seed of the auditor's
+/// `--seed-file`, checked against that fingerprint. `None` (with a `not checked` line, or a
+/// finding when the file or run.json disagree) when there is none to check with.
+pub(super) fn run_seed(
+    run: &RunJson,
+    seed_file: Option<&Path>,
+    findings: &mut Vec<Finding>,
+    not_checked: &mut Vec<String>,
+) -> Result<Option<u64>, AuditError> {
+    use crate::diffusion::noise::seed_fingerprint;
+    let config = &run.record.config;
+    let source = run.path.display();
+    let from_file = match seed_file {
+        Some(path) => Some(crate::io::secret::read(path)?),
+        None => None,
+    };
+    let mut add = |message: String| {
+        findings.push(Finding::new(FindingKind::RunRecord, None, message));
+    };
+    match (config.seed, &config.seed_fingerprint) {
+        (Some(seed), recorded) => {
+            if recorded
+                .as_ref()
+                .is_some_and(|f| *f != seed_fingerprint(seed))
+            {
+                add(format!(
+                    "{source}'s seed_fingerprint is not the fingerprint of its seed: run.json was edited"
+                ));
+            }
+            if from_file.is_some_and(|file| file != seed) {
+                add(format!(
+                    "the secret file of --seed-file holds another seed than {source} records"
+                ));
+            }
+            Ok(Some(seed))
+        }
+        (None, Some(recorded)) => match from_file {
+            Some(file) if seed_fingerprint(file) == *recorded => Ok(Some(file)),
+            Some(file) => {
+                add(format!(
+                    "the secret file of --seed-file has fingerprint {}, but {source} records the fingerprint {recorded}: it is another run's secret file, or run.json was edited",
+                    seed_fingerprint(file)
+                ));
+                not_checked.push(
+                    "the rows' seeds against the run seed (the --seed-file given is not the run's)"
+                        .to_string(),
+                );
+                Ok(None)
+            }
+            None => {
+                not_checked.push(format!(
+                    "the rows' seeds against the run seed: unverified, the run was seeded from a secret file and {source} holds only its fingerprint (give --seed-file FILE)"
+                ));
+                Ok(None)
+            }
+        },
+        (None, None) => {
+            add(format!(
+                "{source} records neither the run seed nor its fingerprint"
+            ));
+            Ok(None)
+        }
+    }
+}
+
 /// Every row against the configuration run.json records: its level, the level's steps,
-/// scheduler, escalated strength and threshold, and each seed derived from the run seed and the
-/// input's sha256 ([`crate::diffusion::noise::image_seed`]) at the row's last attempt.
+/// scheduler, escalated strength and threshold, and each seed derived from the run seed (when
+/// known, see [`run_seed`]) and the input's sha256 ([`crate::diffusion::noise::image_seed`]) at
+/// the row's last attempt.
 pub(super) fn run_config_rows(
     entries: &[Entry],
     run: &RunJson,
+    run_seed: Option<u64>,
     embedder: Option<&EmbedderFacts>,
     feature: Option<&EmbedderFacts>,
     not_checked: &mut Vec<String>,
@@ -1062,8 +1130,9 @@ pub(super) fn run_config_rows(
                 ));
             }
         }
+        let Some(run_seed) = run_seed else { continue };
         if !row.seed.is_empty() {
-            match (row.expected_seed(config.seed), row.attempts) {
+            match (row.expected_seed(run_seed), row.attempts) {
                 (Some(expected), Some(attempts)) => {
                     if !expected.eq_ignore_ascii_case(&row.seed) {
                         add(format!(

@@ -59,6 +59,9 @@ pub struct RunFiles {
     /// The run's run.json (default: OUT.run.json or run.json beside the report, when it names
     /// this report)
     pub run_json: Option<PathBuf>,
+    /// The run's secret file (`--seed-file`), for a run seeded from one: run.json then holds only
+    /// the seed's fingerprint, and the rows' seeds can be checked only with the seed
+    pub seed_file: Option<PathBuf>,
 }
 
 /// The files an audited run claims to have used (`--policy --model --embedder --detector`).
@@ -141,6 +144,8 @@ pub enum AuditError {
     NoRecomputer,
     #[error("--distance-tolerance {0} must be a finite number >= 0")]
     Tolerance(f32),
+    #[error("--seed-file: {0}")]
+    Secret(#[from] crate::io::secret::SecretError),
 }
 
 pub(crate) fn io_error(path: &Path, source: std::io::Error) -> AuditError {
@@ -496,9 +501,16 @@ pub fn audit(
     findings.extend(checks::hashes(&entries, &given, policy.as_ref()));
     match &run {
         Some(run) => {
+            let run_seed = checks::run_seed(
+                run,
+                args.run.seed_file.as_deref(),
+                &mut findings,
+                &mut not_checked,
+            )?;
             findings.extend(checks::run_config_rows(
                 &entries,
                 run,
+                run_seed,
                 embedder.as_ref(),
                 feature.as_ref(),
                 &mut not_checked,

@@ -41,6 +41,9 @@ fn run(opts: Opts) -> anyhow::Result<Exit> {
         Command::Manifest(args) => {
             commands::manifest::run(&args.dir, args.write).map(|()| Exit::Success)
         }
+        Command::Secret(SecretCommand::New(args)) => {
+            commands::secret::new(&args.file).map(|()| Exit::Success)
+        }
         Command::FetchOnnxruntime => commands::fetch_onnxruntime::run().map(|()| Exit::Success),
     }
 }

@@ -19,6 +19,7 @@ use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::runtime::{DeviceList, RuntimeConfig, SessionOptions};
+use crate::io::secret::SeedSource;
 use crate::policy::MAX_GUIDANCE;
 
 #[derive(Debug, Parser)]
@@ -60,7 +61,8 @@ pub enum Command {
     /// strength go through the UNet as one batch.
     ///
     /// OUT/augment.csv lists every output (source, source_sha256, output, output_sha256, status,
-    /// reason, sample, strength, start_timestep, steps, scheduler, seed, run_seed, model_sha256),
+    /// reason, sample, strength, start_timestep, steps, scheduler, seed, run_seed, model_sha256;
+    /// with --seed-file, run_seed holds `fingerprint:<hex>` instead of the seed),
     /// one row fsync'd per output, plus error rows for unusable images and skipped rows for other
     /// files. Outputs are written to a temp file and renamed. A non-empty OUT is refused unless
     /// --resume, which keeps outputs whose row and sha256 match and redoes the rest.
@@ -111,6 +113,28 @@ pub enum Command {
     /// Work with run reports
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Secret files: a run seed that the parts of a run share without a command line
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Write a fresh random run seed (from the OS) to FILE, for `--seed-file FILE`
+    ///
+    /// FILE is created with mode 0600 and never replaced (an existing FILE is an error), written
+    /// and fsync'd. Only the seed's fingerprint is printed, never the seed. Every part of a run
+    /// given `--seed-file FILE` uses that seed; run.json and manifests then record only its
+    /// fingerprint. Keep FILE private: with it, the model and an output, the diffusion can be
+    /// inverted. A FILE that group or others can read is refused (chmod 600 FILE).
+    New(SecretNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretNewArgs {
+    /// The secret file to create (must not exist)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +209,10 @@ pub struct BoomerangArgs {
     /// Run seed: a number reproduces a run byte for byte; `random` (default) draws one from the OS
     #[arg(long, default_value = "random", value_name = "N|random")]
     pub seed: SeedArg,
+    /// Read the run seed from a secret file (`boomerang secret new FILE`) instead of the command
+    /// line; what the run writes then records only the seed's fingerprint
+    #[arg(long, value_name = "FILE", conflicts_with = "seed")]
+    pub seed_file: Option<PathBuf>,
     /// Images per UNet batch
     #[arg(long, default_value_t = 1, value_name = "B", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
@@ -211,10 +239,13 @@ impl std::str::FromStr for SeedArg {
 }
 
 impl SeedArg {
-    pub fn resolve(self) -> u64 {
-        match self {
-            SeedArg::Fixed(seed) => seed,
-            SeedArg::Random => crate::diffusion::noise::random_run_seed(),
+    /// Where the run seed comes from, given `--seed-file` (which clap keeps from meeting an
+    /// explicit `--seed`).
+    pub fn source(self, seed_file: Option<&PathBuf>) -> SeedSource {
+        match (seed_file, self) {
+            (Some(file), _) => SeedSource::File(file.clone()),
+            (None, SeedArg::Fixed(seed)) => SeedSource::Fixed(seed),
+            (None, SeedArg::Random) => SeedSource::Random,
         }
     }
 }
@@ -226,7 +257,7 @@ impl BoomerangArgs {
         SamplerOptions {
             model: self.model.clone(),
             settings,
-            seed: seed_option(self.seed),
+            seed: self.seed.source(self.seed_file.as_ref()),
             batch: self.batch,
             runtime: self.runtime.config(),
         }
@@ -293,7 +324,10 @@ impl SampleArgs {
         Ok(SampleConfig {
             model: self.boomerang.model.clone(),
             settings: self.boomerang.settings()?,
-            seed: self.boomerang.seed.resolve(),
+            seed: self
+                .boomerang
+                .seed
+                .source(self.boomerang.seed_file.as_ref()),
             count: self.count,
             batch: self.boomerang.batch,
             output_dir: self.output.clone(),
@@ -334,6 +368,11 @@ pub struct AnonymizeArgs {
     /// run.json. `--seed N` reproduces a run exactly
     #[arg(long, default_value = "random", value_name = "N|random")]
     pub seed: SeedArg,
+    /// Read the run seed from a secret file (`boomerang secret new FILE`, mode 0600) instead of
+    /// the command line, where `ps` and shell history show it: run.json then records only the
+    /// seed's fingerprint. The parts of a sharded run share one file; --resume needs it again
+    #[arg(long, value_name = "FILE", conflicts_with = "seed")]
+    pub seed_file: Option<PathBuf>,
     /// Images per UNet batch
     #[arg(long, default_value_t = 1, value_name = "B", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
@@ -403,7 +442,7 @@ impl AnonymizeArgs {
             policy: self.policy.clone(),
             level: self.level.clone(),
             model: self.model.clone(),
-            seed: seed_option(self.seed),
+            seed: self.seed.source(self.seed_file.as_ref()),
             batch: self.batch,
             max_megapixels: self.max_megapixels,
             runtime: self.runtime.config(),
@@ -435,7 +474,7 @@ pub struct AnonymizeOpts {
 pub struct DatasetArgs {
     /// Continue an interrupted run in the same OUT: outputs whose manifest row and sha256 match are
     /// kept, the rest redone (byte-identical to an uninterrupted run). Without --seed, the seed of
-    /// the resumed run is used
+    /// the resumed run is used; a run seeded from a secret file needs its --seed-file again
     #[arg(long)]
     pub resume: bool,
     /// No progress bar and no plan or summary on stdout (errors still go to stderr). The bar is
@@ -462,14 +501,6 @@ impl DatasetArgs {
             quiet: self.quiet,
             timings: self.timings,
         }
-    }
-}
-
-/// `SeedArg` for commands that can resume: `random` defers to the resumed run's seed.
-fn seed_option(seed: SeedArg) -> Option<u64> {
-    match seed {
-        SeedArg::Fixed(seed) => Some(seed),
-        SeedArg::Random => None,
     }
 }
 
@@ -681,6 +712,11 @@ pub struct AuditArgs {
     /// this report)
     #[arg(long, value_name = "FILE")]
     pub run_json: Option<PathBuf>,
+    /// The run's secret file, for a run seeded with --seed-file: run.json then holds only the
+    /// seed's fingerprint, which the file must match; without it the rows' seeds are not checked
+    /// against the run seed (a `not checked` line). --recompute needs no run seed
+    #[arg(long, value_name = "FILE")]
+    pub seed_file: Option<PathBuf>,
     /// The policy file the run claims: its sha256 must match every row, and each row's verdict,
     /// threshold, attempts and strength must follow its rules
     #[arg(long, value_name = "FILE")]
@@ -729,6 +765,7 @@ impl AuditArgs {
                 outputs: self.outputs.clone(),
                 inputs: self.inputs.clone(),
                 run_json: self.run_json.clone(),
+                seed_file: self.seed_file.clone(),
             },
             claimed: ClaimedFiles {
                 policy: self.policy.clone(),

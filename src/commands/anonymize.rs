@@ -21,12 +21,13 @@ use crate::certify::spec::OperatingPoint;
 use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis, Opinion};
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
-use crate::diffusion::noise::image_seed;
+use crate::diffusion::noise::{image_seed, seed_fingerprint};
 use crate::diffusion::timing::{StageTimer, TimingReport};
 use crate::io::dataset::{self, Action, LoadedInput, NameKey};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, FrameLimits};
 use crate::io::runtime::{Runtime, RuntimeConfig};
+use crate::io::secret::{GivenSeed, SeedSource};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy};
 use crate::records::report::{
     rfc3339_utc, run_record_path, AdversaryReidentification, RecordedSpec, ReportRow, ReportWriter,
@@ -46,8 +47,10 @@ pub struct AnonymizeConfig {
     pub policy: PathBuf,
     pub level: Option<String>,
     pub model: Option<PathBuf>,
-    /// `None`: a fresh random seed, or the recorded one when resuming.
-    pub seed: Option<u64>,
+    /// `--seed` or `--seed-file`; [`SeedSource::Random`]: a fresh random seed, or the recorded
+    /// one when resuming. A seed from a file is never written down: run.json records its
+    /// fingerprint only.
+    pub seed: SeedSource,
     pub batch: usize,
     /// Pixel budget per image: larger images get an error row, read from their header only.
     pub max_megapixels: f64,
@@ -266,7 +269,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let resolved = with_resolved_paths(config)?;
     let config = &resolved;
-    let (prepared, seed) = prepare_run(config)?;
+    let (prepared, RunSeed { seed, hidden }) = prepare_run(config)?;
     let level = &prepared.level;
     let key = (level.rename_files || level.rename_folders).then(|| NameKey::from_run_seed(seed));
     let file_key = key.as_ref().filter(|_| level.rename_files);
@@ -298,6 +301,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         config,
         prepared: &prepared,
         seed,
+        hidden,
         runtime,
         started_at,
     };
@@ -348,9 +352,16 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     }))
 }
 
+/// The run seed, and whether it must stay out of what the run writes (it came from a secret
+/// file, or the resumed run's did).
+struct RunSeed {
+    seed: u64,
+    hidden: bool,
+}
+
 /// Checks the folders and the report's place, loads the policy and model hashes, and resolves
 /// the run seed (the resumed run's, from its run.json).
-fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64)> {
+fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed)> {
     dataset::check_folders(&config.input, &config.output)?;
     check_outside(&config.report, &config.input, &config.output)?;
     let prepared = prepare(config)?;
@@ -369,15 +380,21 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64)> {
         }
         None
     };
-    let seed = match (config.seed, &previous) {
-        (Some(seed), Some(previous)) if seed != previous.seed => bail!(
-            "--seed differs from the seed of the run being resumed ({}); resume without --seed",
-            record_path.display()
-        ),
-        (_, Some(previous)) => previous.seed,
-        (Some(seed), None) => seed,
-        (None, None) => crate::diffusion::noise::random_run_seed(),
+    let given = config.seed.given()?;
+    let run_seed = match &previous {
+        Some(previous) => resumed_seed(given, previous, &record_path)?,
+        None => match given {
+            Some(given) => RunSeed {
+                seed: given.value,
+                hidden: given.from_file,
+            },
+            None => RunSeed {
+                seed: crate::diffusion::noise::random_run_seed(),
+                hidden: false,
+            },
+        },
     };
+    let seed = run_seed.seed;
     if let Some(previous) = &previous {
         let same = previous.policy_sha256 == prepared.policy.sha256
             && previous.level == prepared.level.name
@@ -390,7 +407,66 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64)> {
         }
         check_kept_seeds(&config.report, &record_path, seed)?;
     }
-    Ok((prepared, seed))
+    Ok((prepared, run_seed))
+}
+
+/// The seed of the run being resumed: the one its run.json records, or, for a run seeded from a
+/// secret file (run.json holds only the fingerprint), the one given, checked against that
+/// fingerprint. The resumed run keeps the way it recorded its seed.
+fn resumed_seed(
+    given: Option<GivenSeed>,
+    previous: &RunConfig,
+    record_path: &Path,
+) -> anyhow::Result<RunSeed> {
+    let how = |given: &GivenSeed| {
+        if given.from_file {
+            "the secret file of --seed-file"
+        } else {
+            "--seed"
+        }
+    };
+    if let (Some(seed), Some(fingerprint)) = (previous.seed, &previous.seed_fingerprint) {
+        if seed_fingerprint(seed) != *fingerprint {
+            bail!(
+                "{}: its seed_fingerprint is not the fingerprint of its seed: run.json was edited; refusing to resume with it",
+                record_path.display()
+            );
+        }
+    }
+    match (previous.seed, &previous.seed_fingerprint, given) {
+        (Some(recorded), _, Some(given)) if given.value != recorded => bail!(
+            "{} differs from the seed of the run being resumed ({}); resume without {}",
+            how(&given),
+            record_path.display(),
+            if given.from_file { "--seed-file" } else { "--seed" }
+        ),
+        (Some(recorded), _, _) => Ok(RunSeed {
+            seed: recorded,
+            hidden: false,
+        }),
+        (None, Some(fingerprint), Some(given)) => {
+            let found = seed_fingerprint(given.value);
+            if found != *fingerprint {
+                bail!(
+                    "{}: the run being resumed was seeded from a secret file with fingerprint {fingerprint}, but {} has fingerprint {found}: resume with that run's --seed-file",
+                    record_path.display(),
+                    how(&given)
+                );
+            }
+            Ok(RunSeed {
+                seed: given.value,
+                hidden: true,
+            })
+        }
+        (None, Some(fingerprint), None) => bail!(
+            "{}: the run being resumed was seeded from a secret file (fingerprint {fingerprint}); run.json does not hold the seed: pass --seed-file FILE with that run's secret file",
+            record_path.display()
+        ),
+        (None, None, _) => bail!(
+            "{}: records neither a seed nor a seed fingerprint: not the run record of a run that can be resumed",
+            record_path.display()
+        ),
+    }
 }
 
 /// What `--dry-run` reports instead of running.
@@ -506,6 +582,8 @@ struct RecordTemplate<'a> {
     config: &'a AnonymizeConfig,
     prepared: &'a Prepared,
     seed: u64,
+    /// Record only the seed's fingerprint.
+    hidden: bool,
     runtime: &'a Runtime,
     started_at: SystemTime,
 }
@@ -525,7 +603,7 @@ impl RecordTemplate<'_> {
         let config = self.config;
         RunRecord {
             tool_version: TOOL_VERSION.into(),
-            config: run_config(config, self.prepared, self.seed),
+            config: run_config(config, self.prepared, self.seed, self.hidden),
             onnxruntime_version: self.runtime.info().version.clone(),
             onnxruntime_library: self.runtime.info().library.display().to_string(),
             execution_provider: config.runtime.devices_text(),
@@ -877,7 +955,8 @@ fn read_previous_run(path: &Path) -> anyhow::Result<Option<RunConfig>> {
     Ok(Some(record.config))
 }
 
-fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunConfig {
+/// The run's configuration; `hidden` leaves the seed out (its fingerprint is always there).
+fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64, hidden: bool) -> RunConfig {
     RunConfig {
         input: config.input.clone(),
         output: config.output.clone(),
@@ -894,7 +973,8 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64) -> RunCo
         second_opinions: prepared.second_opinions.clone(),
         detector: prepared.detector.path.clone(),
         detector_sha256: prepared.detector.sha256.clone(),
-        seed,
+        seed: (!hidden).then_some(seed),
+        seed_fingerprint: Some(seed_fingerprint(seed)),
         batch: config.batch,
         threads: config.runtime.session.threads,
         device: config.runtime.devices_text(),

@@ -75,7 +75,8 @@ manifest_row! {
         pub scheduler: String,
         /// The sample's own seed (hex), from which all its noise is drawn.
         pub seed: String,
-        pub run_seed: Option<u64>,
+        /// The run seed, or `fingerprint:<hex>` for a seed from a secret file.
+        pub run_seed: Option<crate::commands::dataset_run::RunSeedCell>,
         pub model_sha256: String,
     }
 }
@@ -182,7 +183,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
             output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
             resume: config.dataset.resume,
-            seed: config.sampler.seed,
+            seed: &config.sampler.seed,
             outputs: &planned_outputs(&planned),
             resume_with: "the arguments of that run (-n, --no-originals)",
         },

@@ -14,8 +14,10 @@ use serde::Serialize;
 
 use super::Exit;
 use crate::diffusion::engine::{Engine, Settings};
+use crate::diffusion::noise::seed_fingerprint;
 use crate::io::dataset::{self, DatasetError, Entry, EntryKind};
 use crate::io::runtime::RuntimeConfig;
+use crate::io::secret::{GivenSeed, SecretError, SeedSource};
 use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
 
 /// A row of an `augment` or `enhance` manifest: what the shared run reads back on resume.
@@ -23,12 +25,12 @@ use crate::records::csv_log::{CsvLog, CsvLogError, LogRow};
 pub trait OutputRow: LogRow {
     /// A row of `source` with the columns every row of a run shares (its run seed and model
     /// hash), status `ok` and the other columns empty.
-    fn blank(source: String, run_seed: u64, model_sha256: String) -> Self;
+    fn blank(source: String, run_seed: RunSeedCell, model_sha256: String) -> Self;
     fn status(&self) -> OutputStatus;
     /// The output's path relative to OUT (empty when none was written).
     fn output(&self) -> &str;
     fn output_sha256(&self) -> &str;
-    fn run_seed(&self) -> Option<u64>;
+    fn run_seed(&self) -> Option<&RunSeedCell>;
 }
 
 /// Declares a manifest row: the struct (serde, `Default`) with the six columns every manifest
@@ -70,7 +72,11 @@ macro_rules! manifest_row {
         }
 
         impl $crate::commands::dataset_run::OutputRow for $name {
-            fn blank(source: String, run_seed: u64, model_sha256: String) -> Self {
+            fn blank(
+                source: String,
+                run_seed: $crate::commands::dataset_run::RunSeedCell,
+                model_sha256: String,
+            ) -> Self {
                 $name {
                     source,
                     run_seed: Some(run_seed),
@@ -87,8 +93,8 @@ macro_rules! manifest_row {
             fn output_sha256(&self) -> &str {
                 &self.output_sha256
             }
-            fn run_seed(&self) -> Option<u64> {
-                self.run_seed
+            fn run_seed(&self) -> Option<&$crate::commands::dataset_run::RunSeedCell> {
+                self.run_seed.as_ref()
             }
         }
     };
@@ -133,8 +139,9 @@ pub struct DatasetOptions {
 pub struct SamplerOptions {
     pub model: PathBuf,
     pub settings: Settings,
-    /// `None`: the resumed manifest's run seed, else a fresh random one.
-    pub seed: Option<u64>,
+    /// `--seed` or `--seed-file`; [`SeedSource::Random`]: the resumed manifest's run seed, else a
+    /// fresh random one.
+    pub seed: SeedSource,
     pub batch: usize,
     pub runtime: RuntimeConfig,
 }
@@ -145,7 +152,7 @@ pub struct RunStart<'a> {
     /// The manifest's file name inside OUT.
     pub manifest_name: &'a str,
     pub resume: bool,
-    pub seed: Option<u64>,
+    pub seed: &'a SeedSource,
     /// Every output path (relative, as manifest rows name them) this run would write.
     pub outputs: &'a HashSet<String>,
     /// How to resume a manifest listing other outputs, e.g. "the input of that run".
@@ -161,6 +168,9 @@ pub struct DatasetRun<R> {
     pub manifest: CsvLog<R>,
     pub manifest_path: PathBuf,
     pub run_seed: u64,
+    /// What every row's `run_seed` cell holds: the seed, or only its fingerprint when the seed
+    /// came from a secret file.
+    pub run_seed_cell: RunSeedCell,
     pub counts: OutputCounts,
     pub bar: ProgressBar,
 }
@@ -182,7 +192,8 @@ impl<R: OutputRow> DatasetRun<R> {
         } else {
             (CsvLog::create(&manifest_path)?, Vec::new())
         };
-        let run_seed = resolve_seed(start.seed, kept.iter().map(R::run_seed))?;
+        let given = start.seed.given()?;
+        let (run_seed, run_seed_cell) = resolve_seed(given, kept.iter().map(R::run_seed))?;
         let kept = index_kept(kept, start.outputs, start.resume_with)?;
         let run = DatasetRun {
             model_sha256: engine.model.model_hash(),
@@ -190,6 +201,7 @@ impl<R: OutputRow> DatasetRun<R> {
             manifest,
             manifest_path,
             run_seed,
+            run_seed_cell,
             counts: OutputCounts {
                 kept: kept.len() as u64,
                 ..OutputCounts::default()
@@ -204,7 +216,10 @@ impl<R: OutputRow> DatasetRun<R> {
         if !quiet {
             println!(
                 "seed {}; manifest {}",
-                self.run_seed,
+                super::secret::shown(
+                    self.run_seed,
+                    matches!(self.run_seed_cell, RunSeedCell::Fingerprint(_))
+                ),
                 self.manifest_path.display()
             );
         }
@@ -219,7 +234,7 @@ impl<R: OutputRow> DatasetRun<R> {
     pub fn row(&self, source: &Path) -> R {
         R::blank(
             dataset::path_text(source),
-            self.run_seed,
+            self.run_seed_cell.clone(),
             self.model_sha256.clone(),
         )
     }
@@ -335,28 +350,120 @@ pub fn progress_bar(total: u64, unit: &str, quiet: bool) -> ProgressBar {
     ProgressBar::new(total).with_style(style)
 }
 
-/// The run seed: the one given, else the one a resumed manifest's rows were made with, else a
-/// fresh one from the OS.
-pub fn resolve_seed(
-    given: Option<u64>,
-    previous: impl IntoIterator<Item = Option<u64>>,
-) -> Result<u64, Refused> {
+/// A manifest's `run_seed` cell: the run seed in decimal (`--seed N` and random runs), or, for a
+/// seed read from a secret file, `fingerprint:` and the seed's fingerprint
+/// ([`seed_fingerprint`]), so the manifest never holds that seed yet a resume can check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunSeedCell {
+    Seed(u64),
+    Fingerprint(String),
+}
+
+const FINGERPRINT_PREFIX: &str = "fingerprint:";
+
+impl RunSeedCell {
+    /// The cell a run seed gets: its fingerprint only when it came from a secret file.
+    pub fn of(seed: u64, from_file: bool) -> RunSeedCell {
+        if from_file {
+            RunSeedCell::Fingerprint(seed_fingerprint(seed))
+        } else {
+            RunSeedCell::Seed(seed)
+        }
+    }
+}
+
+impl Serialize for RunSeedCell {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RunSeedCell::Seed(seed) => serializer.serialize_str(&seed.to_string()),
+            RunSeedCell::Fingerprint(fingerprint) => {
+                serializer.serialize_str(&format!("{FINGERPRINT_PREFIX}{fingerprint}"))
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RunSeedCell {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Some(fingerprint) = text.strip_prefix(FINGERPRINT_PREFIX) {
+            let hex = fingerprint.len() == 64
+                && fingerprint
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(serde::de::Error::custom(format!(
+                    "`{text}` is not a run seed fingerprint"
+                )));
+            }
+            return Ok(RunSeedCell::Fingerprint(fingerprint.to_string()));
+        }
+        text.parse::<u64>()
+            .map(RunSeedCell::Seed)
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a run seed")))
+    }
+}
+
+/// The run seed and the cell rows record it in: the one given, else the one a resumed
+/// manifest's rows were made with, else a fresh one from the OS. A resumed run keeps the cells it
+/// started with; a run whose rows hold a fingerprint needs its secret file (or the seed) back,
+/// checked against that fingerprint.
+pub fn resolve_seed<'a>(
+    given: Option<GivenSeed>,
+    previous: impl IntoIterator<Item = Option<&'a RunSeedCell>>,
+) -> Result<(u64, RunSeedCell), Refused> {
     let mut previous = previous.into_iter().flatten();
     let first = previous.next();
-    if let Some(seed) = first {
-        if previous.any(|other| other != seed) {
+    if let Some(cell) = first {
+        if previous.any(|other| other != cell) {
             return Err(Refused(
                 "the manifest holds rows of several run seeds: it cannot be resumed; start over in an empty folder".into(),
             ));
         }
     }
+    let how = |given: &GivenSeed| {
+        if given.from_file {
+            "the secret file given with --seed-file"
+        } else {
+            "--seed"
+        }
+    };
     match (given, first) {
-        (Some(given), Some(seed)) if given != seed => Err(Refused(format!(
-            "the run being resumed used --seed {seed}, not {given}: resume with --seed {seed} (or without --seed)"
+        (Some(given), Some(RunSeedCell::Seed(seed))) if given.value != *seed => {
+            Err(Refused(if given.from_file {
+                format!("the run being resumed used --seed {seed}, not the seed of {}: resume with --seed {seed} (or without --seed-file)", how(&given))
+            } else {
+                format!("the run being resumed used --seed {seed}, not {}: resume with --seed {seed} (or without --seed)", given.value)
+            }))
+        }
+        (Some(given), Some(RunSeedCell::Fingerprint(recorded))) => {
+            let found = seed_fingerprint(given.value);
+            if found == *recorded {
+                Ok((given.value, RunSeedCell::Fingerprint(found)))
+            } else {
+                Err(Refused(format!(
+                    "the run being resumed was seeded from a secret file with fingerprint {recorded}, but {} has fingerprint {found}: resume with the --seed-file of that run",
+                    how(&given)
+                )))
+            }
+        }
+        (None, Some(RunSeedCell::Fingerprint(recorded))) => Err(Refused(format!(
+            "the run being resumed was seeded from a secret file (fingerprint {recorded}), which the manifest does not hold: resume with --seed-file FILE of that run"
         ))),
-        (Some(given), _) => Ok(given),
-        (None, Some(seed)) => Ok(seed),
-        (None, None) => Ok(crate::diffusion::noise::random_run_seed()),
+        (Some(given), Some(RunSeedCell::Seed(seed))) => Ok((given.value, RunSeedCell::Seed(*seed))),
+        (None, Some(RunSeedCell::Seed(seed))) => Ok((*seed, RunSeedCell::Seed(*seed))),
+        (Some(given), None) => Ok((given.value, RunSeedCell::of(given.value, given.from_file))),
+        (None, None) => {
+            let seed = crate::diffusion::noise::random_run_seed();
+            Ok((seed, RunSeedCell::Seed(seed)))
+        }
+    }
+}
+
+/// An unreadable or refused secret file.
+impl From<SecretError> for Refused {
+    fn from(error: SecretError) -> Self {
+        Refused(error.to_string())
     }
 }
 
@@ -446,6 +553,70 @@ mod tests {
             EnhanceRow::COLUMNS.join(","),
             format!("{lead},scale,strength,start_timestep,steps,scheduler,tile,overlap,tiles,seed,run_seed,width,height,model_sha256")
         );
+    }
+
+    #[test]
+    fn run_seed_cells_round_trip_and_resume_checks_the_fingerprint() {
+        use crate::diffusion::noise::seed_fingerprint;
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Row {
+            run_seed: Option<RunSeedCell>,
+        }
+        let cells = [
+            RunSeedCell::Seed(u64::MAX),
+            RunSeedCell::of(7, true),
+            RunSeedCell::of(7, false),
+        ];
+        for cell in cells {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            writer
+                .serialize(Row {
+                    run_seed: Some(cell.clone()),
+                })
+                .unwrap();
+            let bytes = writer.into_inner().unwrap();
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            if matches!(cell, RunSeedCell::Fingerprint(_)) {
+                assert!(text.contains(&format!("fingerprint:{}", seed_fingerprint(7))));
+            }
+            let mut reader = csv::Reader::from_reader(bytes.as_slice());
+            let back: Row = reader.deserialize().next().unwrap().unwrap();
+            assert_eq!(back.run_seed, Some(cell));
+        }
+
+        let file = |value| GivenSeed {
+            value,
+            from_file: true,
+        };
+        let flag = |value| GivenSeed {
+            value,
+            from_file: false,
+        };
+        let hidden = RunSeedCell::of(7, true);
+        assert_eq!(
+            resolve_seed(Some(file(7)), []).unwrap(),
+            (7, hidden.clone())
+        );
+        assert_eq!(
+            resolve_seed(Some(flag(7)), []).unwrap(),
+            (7, RunSeedCell::Seed(7))
+        );
+        assert_eq!(
+            resolve_seed(Some(file(7)), [Some(&hidden)]).unwrap(),
+            (7, hidden.clone())
+        );
+        let other = resolve_seed(Some(file(8)), [Some(&hidden)]).unwrap_err();
+        assert!(other.0.contains("fingerprint"), "{}", other.0);
+        assert!(!other.0.contains(" 8"), "{}", other.0);
+        let none = resolve_seed(None, [Some(&hidden)]).unwrap_err();
+        assert!(none.0.contains("--seed-file"), "{}", none.0);
+        // A --seed run keeps recording the seed even when resumed from a file of that seed.
+        let seeded = RunSeedCell::Seed(7);
+        assert_eq!(
+            resolve_seed(Some(file(7)), [Some(&seeded)]).unwrap(),
+            (7, seeded.clone())
+        );
+        assert!(resolve_seed(Some(file(8)), [Some(&seeded)]).is_err());
     }
 
     #[test]

@@ -136,7 +136,8 @@ manifest_row! {
         pub tiles: Option<usize>,
         /// The image seed (hex); tile seeds derive from it.
         pub seed: String,
-        pub run_seed: Option<u64>,
+        /// The run seed, or `fingerprint:<hex>` for a seed from a secret file.
+        pub run_seed: Option<crate::commands::dataset_run::RunSeedCell>,
         /// Of the output.
         pub width: Option<u32>,
         pub height: Option<u32>,
@@ -177,7 +178,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             output: &config.dataset.output,
             manifest_name: MANIFEST_NAME,
             resume: config.dataset.resume,
-            seed: config.sampler.seed,
+            seed: &config.sampler.seed,
             outputs: &outputs,
             resume_with: "the input of that run",
         },

@@ -11,6 +11,7 @@ use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
 use crate::io::imageio::{self, FrameLimits};
 use crate::io::runtime::RuntimeConfig;
+use crate::io::secret::SeedSource;
 use crate::policy::{Region, DEFAULT_WORKING_MEGAPIXELS};
 
 /// Validated `sample` configuration.
@@ -18,7 +19,8 @@ use crate::policy::{Region, DEFAULT_WORKING_MEGAPIXELS};
 pub struct SampleConfig {
     pub model: PathBuf,
     pub settings: Settings,
-    pub seed: u64,
+    /// `--seed`, `--seed-file` or a fresh random seed; a seed from a file is never printed.
+    pub seed: SeedSource,
     pub count: u32,
     pub batch: usize,
     pub output_dir: PathBuf,
@@ -36,6 +38,10 @@ struct PlannedSample {
 }
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
+    let (seed, from_file) = match config.seed.given()? {
+        Some(given) => (given.value, given.from_file),
+        None => (crate::diffusion::noise::random_run_seed(), false),
+    };
     let outputs = output_paths(config)?;
     config
         .runtime
@@ -44,7 +50,8 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     let runtime = config.runtime.init()?;
     let mut engine = Engine::open(&config.model, runtime, &config.runtime.session)?;
     print_plan(config, &engine)?;
-    let (images, planned) = load_and_plan(config, &mut engine, &outputs)?;
+    println!("seed {}", super::secret::shown(seed, from_file));
+    let (images, planned) = load_and_plan(config, seed, &mut engine, &outputs)?;
     std::fs::create_dir_all(&config.output_dir)
         .with_context(|| format!("creating {}", config.output_dir.display()))?;
     for chunk in planned.chunks(config.batch) {
@@ -56,7 +63,7 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The model, the start timestep the strength gives, and the seed.
+/// The model and the start timestep the strength gives.
 fn print_plan(config: &SampleConfig, engine: &Engine) -> anyhow::Result<()> {
     let size = engine.model.geometry.image_size();
     let (_, plan) = engine.schedulers.plan(&config.settings)?;
@@ -78,13 +85,13 @@ fn print_plan(config: &SampleConfig, engine: &Engine) -> anyhow::Result<()> {
             config.settings.strength
         ),
     }
-    println!("seed {}", config.seed);
     Ok(())
 }
 
 /// Every input decoded once, and its samples planned with their seeds and output paths.
 fn load_and_plan(
     config: &SampleConfig,
+    run_seed: u64,
     engine: &mut Engine,
     outputs: &[Vec<PathBuf>],
 ) -> anyhow::Result<(Vec<ImagePlan>, Vec<PlannedSample>)> {
@@ -101,7 +108,7 @@ fn load_and_plan(
             planned.push(PlannedSample {
                 input,
                 sample_index,
-                seed: image_seed(config.seed, &content_hash, sample_index),
+                seed: image_seed(run_seed, &content_hash, sample_index),
                 output: outputs[input][sample_index as usize].clone(),
             });
         }

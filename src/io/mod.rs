@@ -1,5 +1,5 @@
 //! Files and the outside world: ONNX Runtime loading, the dataset walk, the one image loader and
-//! PNG writer, atomic writes, locks, safe paths below OUT and hashing.
+//! PNG writer, atomic writes, locks, safe paths below OUT, hashing and secret (run seed) files.
 
 pub mod atomic;
 pub mod dataset;
@@ -8,3 +8,4 @@ pub mod imageio;
 pub mod lock;
 pub mod runtime;
 pub mod safe_path;
+pub mod secret;

@@ -800,8 +800,14 @@ pub struct RunConfig {
     /// Face embedders that had to agree, in the order of the report's `second_opinions` column.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub second_opinions: Vec<RecordedSpec>,
-    /// The run seed (secret: see SECURITY.md).
-    pub seed: u64,
+    /// The run seed (secret: see SECURITY.md). Absent when it came from a secret file
+    /// (`--seed-file`): then only `seed_fingerprint` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The run seed's public name ([`crate::diffusion::noise::seed_fingerprint`]); absent in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_fingerprint: Option<String>,
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
 }
@@ -814,7 +820,7 @@ pub struct RecordedSpec {
 }
 
 /// `run.json`: what ran, with what, and how it ended. Private, like the report (it holds the
-/// run seed in `config`).
+/// run seed in `config`, unless the seed came from a secret file: then only its fingerprint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub tool_version: String,
@@ -966,7 +972,8 @@ mod tests {
             policy_sha256: "p".repeat(64),
             report: "out/anonymized.report.csv".into(),
             second_opinions: Vec::new(),
-            seed: u64::MAX,
+            seed: Some(u64::MAX),
+            seed_fingerprint: Some("f".repeat(64)),
             threads: 0,
         };
         // What anonymize built before RunConfig existed.
@@ -982,6 +989,7 @@ mod tests {
             "embedder": config.embedder,
             "embedder_sha256": config.embedder_sha256,
             "seed": config.seed,
+            "seed_fingerprint": config.seed_fingerprint,
             "batch": config.batch,
             "detector": config.detector,
             "detector_sha256": config.detector_sha256,
