@@ -194,6 +194,7 @@ impl World {
                 report: path.to_path_buf(),
                 second_opinions: Vec::new(),
                 seed: 7,
+                shard: None,
                 threads: 0,
             },
             onnxruntime_version: "1.31.1".into(),

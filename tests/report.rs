@@ -573,6 +573,7 @@ fn run_record_is_written_atomically_as_json() {
             report: "/data/out.report.csv".into(),
             second_opinions: Vec::new(),
             seed: 0x00ff,
+            shard: None,
             threads: 2,
         },
         onnxruntime_version: "1.31.1".into(),

@@ -19,6 +19,7 @@ use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::runtime::{Device, RuntimeConfig, SessionOptions};
+use crate::io::shard::ShardRequest;
 use crate::policy::MAX_GUIDANCE;
 
 #[derive(Debug, Parser)]
@@ -366,6 +367,20 @@ pub struct AnonymizeArgs {
     /// Print where the time went (per stage, inside ONNX Runtime or not, tiles of large images)
     #[arg(long)]
     pub timings: bool,
+    /// Process only part K of N (K from 0 to N-1) of the sorted walk of IN: a contiguous block,
+    /// entries K*M/N up to (K+1)*M/N of M. Every part plans the output names of the whole walk,
+    /// so parts running at once into one OUT agree on every name; each writes its own report
+    /// OUT.part-KKKK-of-NNNN.report.csv and run record OUT.part-KKKK-of-NNNN.run.json (with
+    /// --report R, R gets the same tag). `auto` reads BOOMERANG_SHARD=K/N, or a Slurm array's
+    /// SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN (K = ID - MIN), or a
+    /// Kubernetes Indexed Job's JOB_COMPLETION_INDEX (with --shards N). Join the parts' reports
+    /// with `boomerang report merge`
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardRequest>,
+    /// The number of parts, for --shard auto where the environment does not say it
+    /// (JOB_COMPLETION_INDEX); checked against the environment or K/N otherwise
+    #[arg(long, value_name = "N", requires = "shard", value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..))]
+    pub shards: Option<u32>,
     /// Input dataset folder (only read, never written)
     #[arg(value_name = "IN")]
     pub input: PathBuf,
@@ -412,6 +427,8 @@ impl AnonymizeArgs {
             quiet: self.quiet,
             json: self.json,
             timings: self.timings,
+            shard: self.shard,
+            shards: self.shards,
         }
     }
 }

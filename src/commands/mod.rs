@@ -15,4 +15,5 @@ pub mod render;
 pub mod report_merge;
 pub mod sample;
 pub mod score;
+pub mod shard;
 pub use exit::Exit;

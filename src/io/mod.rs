@@ -8,3 +8,4 @@ pub mod imageio;
 pub mod lock;
 pub mod runtime;
 pub mod safe_path;
+pub mod shard;

@@ -802,8 +802,29 @@ pub struct RunConfig {
     pub second_opinions: Vec<RecordedSpec>,
     /// The run seed (secret: see SECURITY.md).
     pub seed: u64,
+    /// The part of a sharded run (`--shard K/N`); absent for a whole run, and in the run.json
+    /// `report merge` writes for the merged parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRecord>,
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
+}
+
+/// Which part of a sharded run a run.json records, and the walk all parts split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// K of `--shard K/N`, from 0.
+    pub index: u32,
+    /// N.
+    pub count: u32,
+    /// Entries of the whole walk of IN (every part walks all of IN and takes its block).
+    pub walk_entries: u64,
+    /// sha256 of the walk's paths (report text, one per line): parts of one run walked the same
+    /// IN.
+    pub walk_sha256: String,
+    /// The block of walk entries this part processed: `first..first + entries`.
+    pub first: u64,
+    pub entries: u64,
 }
 
 /// An embedder spec a run used, with the sha256 of the spec file.
@@ -967,6 +988,7 @@ mod tests {
             report: "out/anonymized.report.csv".into(),
             second_opinions: Vec::new(),
             seed: u64::MAX,
+            shard: None,
             threads: 0,
         };
         // What anonymize built before RunConfig existed.
