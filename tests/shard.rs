@@ -234,6 +234,30 @@ fn merge_refuses_missing_duplicate_and_foreign_parts() {
     let parts = part_reports(&ours, 3);
     let merged = temp.path().join("merged.csv");
 
+    // --resume works per part: part 2/3 (2.txt, 3.png) redoes the output deleted from its block.
+    // (The default level renames files: the output's name is in the part's report.)
+    let rows = verify(&parts[2]).unwrap();
+    let row = rows.iter().find(|r| r.input_path == "3.png").unwrap();
+    let output = ours.join(&row.output_path);
+    let written = std::fs::read(&output).unwrap();
+    std::fs::remove_file(&output).unwrap();
+    anonymize(&policy, &input, &ours, &["--resume", "--shard", "2/3"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    assert_eq!(std::fs::read(&output).unwrap(), written);
+    // A new part 2/3 does not start over the outputs of its block.
+    let fresh = temp.path().join("fresh.report.csv");
+    let fresh = fresh.to_str().unwrap();
+    anonymize(
+        &policy,
+        &input,
+        &ours,
+        &["--seed", "5", "--shard", "2/3", "--report", fresh],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("an output of part 2/3"));
+
     merge(&parts[..2], &merged)
         .assert()
         .code(1)
@@ -322,6 +346,10 @@ fn shard_auto_without_environment_and_bad_parts_are_clear_errors() {
         .stderr(predicate::str::contains("SLURM_ARRAY_TASK_ID"))
         .stderr(predicate::str::contains("JOB_COMPLETION_INDEX"))
         .stderr(predicate::str::contains("BOOMERANG_SHARD"));
+    anonymize(&policy, &input, &output, &["--shard", "1/4"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("same run seed"));
     anonymize(&policy, &input, &output, &["--shard", "4/4"])
         .assert()
         .code(2)

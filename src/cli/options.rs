@@ -766,16 +766,24 @@ impl AuditArgs {
 
 const MERGE_HELP: &str = "Each part is checked first: its header and hash chain, and, when a \
 run.json for it lies beside it, its row count and last chain value. The merged report lists the \
-parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
+parts' rows in the order given, re-chained from a new header; unless it joins the parts of a sharded run (below) it has no run.json of its own, so \
 keep the parts' run.json files with it.\n\n\
 Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
-parts made with different policy, model, embedder or detector hashes, or with different run configurations (level, strength, steps, scheduler, threshold: run.json's level and level settings when present, and the rows' columns). The output file must not exist.";
+parts made with different policy, model, embedder or detector hashes, or with different run configurations (level, strength, steps, scheduler, threshold: run.json's level and level settings when present, and the rows' columns). The output file must not exist.\n\n\
+Parts of a sharded run (anonymize --shard K/N, whose run.json records the part) must be all N \
+parts of one run, each once, with their run.json files: they are merged in part order (any order \
+given), so the rows are in walk order, and a run.json for the merged report is written beside it \
+(ALL.report.csv gives ALL.run.json, any other name R gives R.run.json): counts summed, no shard, \
+the configuration otherwise the parts'. Refused: a missing part, a part given twice, and a part \
+of another run (other seed, by its fingerprint, policy, level, model, embedder, detector, N or \
+walk of IN). Example: boomerang report merge OUT.part-*-of-0016.report.csv -o OUT.report.csv";
 
 /// `boomerang report merge`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = MERGE_HELP)]
 pub struct ReportMergeArgs {
-    /// The parts' reports, in the order their rows should appear
+    /// The parts' reports, in the order their rows should appear (parts of a sharded run: any
+    /// order, merged in part order)
     #[arg(required = true, num_args = 2.., value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
     /// The merged report to write (must not exist)

@@ -408,6 +408,10 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, u64, bool)
         ),
         (_, Some(previous)) => previous.seed,
         (Some(seed), None) => seed,
+        // Parts drawing their own random seeds could never be merged into one run.
+        (None, None) if config.part().is_some() => bail!(
+            "--shard: every part of a sharded run must use the same run seed; pass it with --seed N (keep it secret: it is the run's key)"
+        ),
         (None, None) => crate::diffusion::noise::random_run_seed(),
     };
     if let Some(previous) = &previous {
