@@ -298,6 +298,27 @@ fn shard_auto_reads_slurm_array_variables() {
     }
     let policy = demo_policy(temp.path(), &[]);
     let output = temp.path().join("out");
+    let slurm = |command: &mut Command| {
+        command
+            .env_remove("BOOMERANG_SHARD")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("SLURM_ARRAY_TASK_STEP")
+            .env("SLURM_ARRAY_TASK_ID", "3")
+            .env("SLURM_ARRAY_TASK_COUNT", "3")
+            .env("SLURM_ARRAY_TASK_MIN", "1");
+    };
+    let mut dry = anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--seed", "3", "--shard", "auto", "--dry-run"],
+    );
+    slurm(&mut dry);
+    dry.assert()
+        .success()
+        .stdout(predicate::str::contains("part 2/3"))
+        .stdout(predicate::str::contains("0 images to anonymize, 2 to skip"));
+    assert!(!output.exists());
     anonymize(
         &policy,
         &input,

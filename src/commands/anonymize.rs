@@ -136,6 +136,9 @@ pub struct DryRun {
     pub model_sha256: String,
     pub policy_sha256: String,
     pub report: PathBuf,
+    /// `K/N` with `--shard`: the counts are this part's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 pub enum Outcome {
@@ -464,6 +467,7 @@ fn dry_run(
         model_sha256: prepared.model_sha256.clone(),
         policy_sha256: prepared.policy.sha256.clone(),
         report: config.report.clone(),
+        shard: config.part().map(|part| part.to_string()),
     })
 }
 
@@ -1579,6 +1583,9 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
                 let start = plan
                     .start_timestep
                     .map_or("none (VAE round trip)".to_string(), |t| t.to_string());
+                if let Some(shard) = &plan.shard {
+                    println!("part {shard} of the walk (--shard):");
+                }
                 println!(
                     "dry run: {} images to anonymize, {} to skip\nlevel {}: strength {}, {} {} steps, start timestep {start}\nmodel {} (sha256 {})\npolicy sha256 {}\nreport would go to {}\nnothing written",
                     plan.images,
