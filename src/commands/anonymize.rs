@@ -1053,9 +1053,10 @@ fn lock_output(
             });
             if let Some(output) = present {
                 bail!(
-                    "{} already holds {}, an output of part {part}: another run wrote it; pass --resume to finish the run of this part, or use an empty output folder",
+                    "{} already holds {}, an output of part {part}, and no run of this part with the report {} wrote it: finish the run that did with --resume (and its --report), or use an empty output folder",
                     config.output.display(),
-                    dataset::path_text(output)
+                    dataset::path_text(output),
+                    config.report.display()
                 );
             }
         }
