@@ -195,6 +195,7 @@ impl World {
                 second_opinions: Vec::new(),
                 seed: Some(7),
                 seed_fingerprint: None,
+                shard: None,
                 threads: 0,
             },
             onnxruntime_version: "1.31.1".into(),

@@ -574,6 +574,7 @@ fn run_record_is_written_atomically_as_json() {
             second_opinions: Vec::new(),
             seed: Some(0x00ff),
             seed_fingerprint: None,
+            shard: None,
             threads: 2,
         },
         onnxruntime_version: "1.31.1".into(),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::chain;
 use super::checks;
-use crate::records::report::{ReportError, ReportRow, ReportWriter};
+use crate::certify::CertificateKind;
+use crate::records::report::{ReportError, ReportRow, ReportWriter, RunRecord, StatusCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -28,6 +29,9 @@ pub enum MergeError {
     },
     #[error("cannot write the merged report: {0}")]
     Write(#[from] ReportError),
+    /// The parts of a sharded run (`anonymize --shard K/N`) do not make one whole run.
+    #[error("{0}")]
+    Shards(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,9 @@ pub struct MergeSummary {
     pub chain_head: String,
     /// Parts without a run.json beside them: rows cut from their end could not be detected.
     pub unrecorded: Vec<PathBuf>,
+    /// The run.json written beside the merged report, when the parts are the N parts of one
+    /// sharded run.
+    pub run_record: Option<PathBuf>,
 }
 
 /// One column of a row, as text (empty: absent).
@@ -105,6 +112,8 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
 
     let mut all: Vec<(&Path, u64, ReportRow)> = Vec::new();
     let mut unrecorded = Vec::new();
+    // Each part's run record, in the order given.
+    let mut records: Vec<Option<RunRecord>> = Vec::new();
     // Each recorded part's level and level settings, for comparison.
     let mut configs: Vec<(&Path, String, String)> = Vec::new();
     for part in parts {
@@ -135,8 +144,12 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
                     config.level.clone(),
                     config.level_settings.to_string(),
                 ));
+                records.push(Some(run.record));
             }
-            None => unrecorded.push(part.clone()),
+            None => {
+                unrecorded.push(part.clone());
+                records.push(None);
+            }
         }
         for entry in read.entries {
             // A report without findings has every row parsed.
@@ -144,6 +157,19 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
                 all.push((part.as_path(), entry.line, row));
             }
         }
+    }
+
+    // The parts of a sharded run go in part order (each part's rows are its block of the walk,
+    // in walk order), whatever order they were given in.
+    let sharded = shard_order(parts, &records)?;
+    if let Some(order) = &sharded {
+        let rank: HashMap<&Path, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(rank, &part)| (parts[part].as_path(), rank))
+            .collect();
+        // Stable: rows keep their order inside a part.
+        all.sort_by_key(|(part, _, _)| rank[part]);
     }
 
     let mut inputs: Seen = HashMap::new();
@@ -184,7 +210,7 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
             }
         }
     }
-    let columns: [(&str, RowValue); 8] = [
+    let columns: [(&str, RowValue); 9] = [
         ("policy hashes (policy_sha256)", |r| r.policy_sha256.clone()),
         ("model hashes (model_sha256)", |r| r.model_sha256.clone()),
         ("embedder hashes (embedder_sha256)", |r| {
@@ -198,8 +224,18 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
             r.steps.map(|s| s.to_string()).unwrap_or_default()
         }),
         ("schedulers (scheduler)", |r| r.scheduler.clone()),
-        ("thresholds (threshold)", |r| {
-            r.threshold.map(|t| t.to_string()).unwrap_or_default()
+        ("face thresholds (threshold)", |r| match r.certificate {
+            Some(CertificateKind::WholeImage) => String::new(),
+            _ => r.threshold.map(|t| t.to_string()).unwrap_or_default(),
+        }),
+        // Whole-image rows are judged at the whole-image embedder's operating point.
+        ("whole-image thresholds (threshold)", |r| {
+            match r.certificate {
+                Some(CertificateKind::WholeImage) => {
+                    r.threshold.map(|t| t.to_string()).unwrap_or_default()
+                }
+                _ => String::new(),
+            }
         }),
     ];
     for (what, get) in columns {
@@ -246,12 +282,34 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
     for (_, _, row) in &all {
         writer.append(row)?;
     }
+    let run_record_path = crate::records::report::run_record_path(output);
+    let merged_record = match &sharded {
+        Some(_) => {
+            if run_record_path.exists() {
+                return Err(MergeError::Exists {
+                    output: run_record_path,
+                });
+            }
+            let records: Vec<&RunRecord> = records.iter().flatten().collect();
+            // Each part's counts were checked against its rows: the sum is the count of all.
+            let counts = StatusCounts::of(all.iter().map(|(_, _, row)| row));
+            Some(merged_run_record(
+                &records,
+                output,
+                counts,
+                writer.rows(),
+                writer.chain_head(),
+            ))
+        }
+        None => None,
+    };
     let summary = MergeSummary {
         output: output.to_path_buf(),
         rows: writer.rows(),
         parts: parts.len(),
         chain_head: writer.chain_head().to_string(),
         unrecorded,
+        run_record: merged_record.as_ref().map(|_| run_record_path.clone()),
     };
     drop(writer);
     temp.persist_noclobber(output).map_err(|e| {
@@ -263,6 +321,9 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
             io(output, e.error)
         }
     })?;
+    if let Some(record) = &merged_record {
+        record.write(&run_record_path)?;
+    }
     // The new name must survive a crash too.
     std::fs::File::open(folder)
         .and_then(|dir| dir.sync_all())
@@ -292,5 +353,169 @@ fn overlap<'a>(
             seen.insert(value.to_string(), (part, line));
             Ok(())
         }
+    }
+}
+
+/// When any part is a part of a sharded run (its run.json has `shard`), the parts must be all N
+/// parts of one run, each once: then the order of the parts (indices into `parts`) by part
+/// number. `None` for parts of no sharded run (merged in the order given, as before).
+fn shard_order(
+    parts: &[PathBuf],
+    records: &[Option<RunRecord>],
+) -> Result<Option<Vec<usize>>, MergeError> {
+    let Some(first) = records
+        .iter()
+        .position(|r| r.as_ref().is_some_and(|r| r.config.shard.is_some()))
+    else {
+        return Ok(None);
+    };
+    let shown = |index: usize| parts[index].display().to_string();
+    let reference = records[first].as_ref().map(|r| &r.config);
+    let Some(reference) = reference else {
+        return Ok(None);
+    };
+    let Some(shard) = reference.shard.as_ref() else {
+        return Ok(None);
+    };
+    let count = shard.count;
+    let mut by_index: Vec<Option<usize>> = vec![None; count as usize];
+    for (index, record) in records.iter().enumerate() {
+        let Some(record) = record else {
+            return Err(MergeError::Shards(format!(
+                "{} has no run.json beside it, so it cannot be shown to be a part of the sharded run of {}; merge the parts with their run.json files",
+                shown(index),
+                shown(first)
+            )));
+        };
+        let config = &record.config;
+        let Some(part) = &config.shard else {
+            return Err(MergeError::Shards(format!(
+                "{} is the report of a whole run, not a part of the sharded run of {} (--shard {}/{count}); merge only the parts of one sharded run",
+                shown(index),
+                shown(first),
+                shard.index
+            )));
+        };
+        let foreign = |what: &str, theirs: String, ours: String| {
+            MergeError::Shards(format!(
+                "{} is a part of another run: its {what} is {theirs}, {} has {ours}; merge only the N parts of one sharded run (same seed, policy, level, model, embedder, N and input walk)",
+                shown(index),
+                shown(first)
+            ))
+        };
+        if part.count != count {
+            return Err(foreign(
+                "number of parts (--shard K/N)",
+                part.count.to_string(),
+                count.to_string(),
+            ));
+        }
+        let checks = [
+            (
+                "seed (fingerprint)",
+                config.fingerprint().unwrap_or_else(|| "unknown".into()),
+                reference.fingerprint().unwrap_or_else(|| "unknown".into()),
+            ),
+            (
+                "policy_sha256",
+                config.policy_sha256.clone(),
+                reference.policy_sha256.clone(),
+            ),
+            ("level", config.level.clone(), reference.level.clone()),
+            (
+                "level settings",
+                config.level_settings.to_string(),
+                reference.level_settings.to_string(),
+            ),
+            (
+                "model_sha256",
+                config.model_sha256.clone(),
+                reference.model_sha256.clone(),
+            ),
+            (
+                "embedder_sha256",
+                config.embedder_sha256.clone(),
+                reference.embedder_sha256.clone(),
+            ),
+            (
+                "detector_sha256",
+                config.detector_sha256.clone(),
+                reference.detector_sha256.clone(),
+            ),
+            (
+                "walk of IN (walk_sha256)",
+                format!("{} ({} entries)", part.walk_sha256, part.walk_entries),
+                format!("{} ({} entries)", shard.walk_sha256, shard.walk_entries),
+            ),
+        ];
+        for (what, theirs, ours) in checks {
+            if theirs != ours {
+                return Err(foreign(what, theirs, ours));
+            }
+        }
+        match by_index.get_mut(part.index as usize) {
+            Some(Some(earlier)) => {
+                return Err(MergeError::Shards(format!(
+                    "part {}/{count} is given twice: {} and {}; give each part once",
+                    part.index,
+                    shown(*earlier),
+                    shown(index)
+                )))
+            }
+            Some(slot) => *slot = Some(index),
+            None => {
+                return Err(MergeError::Shards(format!(
+                    "{}: part {}/{count} does not exist",
+                    shown(index),
+                    part.index
+                )))
+            }
+        }
+    }
+    let missing: Vec<String> = by_index
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.is_none())
+        .map(|(k, _)| format!("{k}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(MergeError::Shards(format!(
+            "the sharded run has {count} parts, but part {} {} missing; give all {count} parts' reports (OUT.part-KKKK-of-NNNN.report.csv), finished",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
+        )));
+    }
+    Ok(Some(by_index.into_iter().flatten().collect()))
+}
+
+/// The run.json of the merged report: the first part's record without `shard`, naming the
+/// merged report, its rows and chain head, with the parts' counts summed, the earliest start
+/// and the latest end. The re-identification rates of the parts do not add up to the whole
+/// run's (each part's gallery was its own block): they are left out, for `audit --recompute`.
+fn merged_run_record(
+    records: &[&RunRecord],
+    output: &Path,
+    counts: StatusCounts,
+    rows: u64,
+    chain_head: &str,
+) -> RunRecord {
+    let first = records[0];
+    let started = records.iter().map(|r| r.started.clone()).min();
+    let finished = records.iter().map(|r| r.finished.clone()).max();
+    let mut config = first.config.clone();
+    config.shard = None;
+    config.report = output.to_path_buf();
+    RunRecord {
+        config,
+        counts,
+        started: started.unwrap_or_default(),
+        finished: finished.unwrap_or_default(),
+        report_path: output.display().to_string(),
+        report_rows: rows,
+        report_chain_head: chain_head.to_string(),
+        reidentification_rate: None,
+        reidentification_chance: None,
+        adversary: None,
+        ..first.clone()
     }
 }

@@ -20,6 +20,7 @@ use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
 use crate::io::runtime::{DeviceList, RuntimeConfig, SessionOptions};
 use crate::io::secret::SeedSource;
+use crate::io::shard::ShardRequest;
 use crate::policy::MAX_GUIDANCE;
 
 #[derive(Debug, Parser)]
@@ -407,6 +408,21 @@ pub struct AnonymizeArgs {
     /// Print where the time went (per stage, inside ONNX Runtime or not, tiles of large images)
     #[arg(long)]
     pub timings: bool,
+    /// Process only part K of N (K from 0 to N-1) of the sorted walk of IN: a contiguous block,
+    /// entries K*M/N up to (K+1)*M/N of M. Every part plans the output names of the whole walk,
+    /// so parts running at once into one OUT agree on every name; each writes its own report
+    /// OUT.part-KKKK-of-NNNN.report.csv and run record OUT.part-KKKK-of-NNNN.run.json (with
+    /// --report R, R gets the same tag). `auto` reads BOOMERANG_SHARD=K/N, or a Slurm array's
+    /// SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN (K = ID - MIN), or a
+    /// Kubernetes Indexed Job's JOB_COMPLETION_INDEX (with --shards N); none set is an error
+    /// (exit 1). Every part needs the same --seed. Join the parts' reports with `boomerang report
+    /// merge`
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardRequest>,
+    /// The number of parts, for --shard auto where the environment does not say it
+    /// (JOB_COMPLETION_INDEX); checked against the environment or K/N otherwise
+    #[arg(long, value_name = "N", requires = "shard", value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..))]
+    pub shards: Option<u32>,
     /// Input dataset folder (only read, never written)
     #[arg(value_name = "IN")]
     pub input: PathBuf,
@@ -453,6 +469,8 @@ impl AnonymizeArgs {
             quiet: self.quiet,
             json: self.json,
             timings: self.timings,
+            shard: self.shard,
+            shards: self.shards,
         }
     }
 }
@@ -788,16 +806,24 @@ impl AuditArgs {
 
 const MERGE_HELP: &str = "Each part is checked first: its header and hash chain, and, when a \
 run.json for it lies beside it, its row count and last chain value. The merged report lists the \
-parts' rows in the order given, re-chained from a new header; it has no run.json of its own, so \
+parts' rows in the order given, re-chained from a new header; unless it joins the parts of a sharded run (below) it has no run.json of its own, so \
 keep the parts' run.json files with it.\n\n\
 Refused: a part that fails its check, two parts (or rows) with the same input or output path, and \
-parts made with different policy, model, embedder or detector hashes, or with different run configurations (level, strength, steps, scheduler, threshold: run.json's level and level settings when present, and the rows' columns). The output file must not exist.";
+parts made with different policy, model, embedder or detector hashes, or with different run configurations (level, strength, steps, scheduler, threshold: run.json's level and level settings when present, and the rows' columns). The output file must not exist.\n\n\
+Parts of a sharded run (anonymize --shard K/N, whose run.json records the part) must be all N \
+parts of one run, each once, with their run.json files: they are merged in part order (any order \
+given), so the rows are in walk order, and a run.json for the merged report is written beside it \
+(ALL.report.csv gives ALL.run.json, any other name R gives R.run.json): counts summed, no shard, \
+the configuration otherwise the parts'. Refused: a missing part, a part given twice, and a part \
+of another run (other seed, by its fingerprint, policy, level, model, embedder, detector, N or \
+walk of IN). Example: boomerang report merge OUT.part-*-of-0016.report.csv -o OUT.report.csv";
 
 /// `boomerang report merge`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = MERGE_HELP)]
 pub struct ReportMergeArgs {
-    /// The parts' reports, in the order their rows should appear
+    /// The parts' reports, in the order their rows should appear (parts of a sharded run: any
+    /// order, merged in part order)
     #[arg(required = true, num_args = 2.., value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
     /// The merged report to write (must not exist)

@@ -4,7 +4,7 @@
 //! policy's operating point → certified, or retry with more strength and a new seed, then the
 //! final verdict. Every finished image appends one hash-chained row to the private report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -23,15 +23,16 @@ use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::{image_seed, seed_fingerprint};
 use crate::diffusion::timing::{StageTimer, TimingReport};
-use crate::io::dataset::{self, Action, LoadedInput, NameKey};
+use crate::io::dataset::{self, Action, LoadedInput, NameKey, SkipReason};
 use crate::io::hashing::sha256_file;
 use crate::io::imageio::{self, FrameLimits};
 use crate::io::runtime::{Runtime, RuntimeConfig};
 use crate::io::secret::{GivenSeed, SeedSource};
+use crate::io::shard::{Shard, ShardRequest};
 use crate::policy::{Level, OnFailure, OnNoFace, Policy};
 use crate::records::report::{
     rfc3339_utc, run_record_path, AdversaryReidentification, RecordedSpec, ReportRow, ReportWriter,
-    RunConfig, RunRecord, Status, StatusCounts,
+    RunConfig, RunRecord, ShardRecord, Status, StatusCounts,
 };
 
 pub const TOOL_VERSION: &str = concat!("boomerang ", env!("CARGO_PKG_VERSION"));
@@ -64,6 +65,21 @@ pub struct AnonymizeConfig {
     pub json: bool,
     /// Print the stage timer after the summary.
     pub timings: bool,
+    /// `--shard K/N` or `--shard auto`: process only that part of the walk (resolved to
+    /// `Fixed` once the run starts).
+    pub shard: Option<ShardRequest>,
+    /// `--shards N`: the number of parts, where the environment does not say it (Kubernetes).
+    pub shards: Option<u32>,
+}
+
+impl AnonymizeConfig {
+    /// The part this run processes, once resolved (`None`: the whole walk).
+    fn part(&self) -> Option<Shard> {
+        match self.shard {
+            Some(ShardRequest::Fixed(shard)) => Some(shard),
+            _ => None,
+        }
+    }
 }
 
 /// What the command prints at the end (and as JSON with `--json`). Holds no seed.
@@ -123,6 +139,9 @@ pub struct DryRun {
     pub model_sha256: String,
     pub policy_sha256: String,
     pub report: PathBuf,
+    /// `K/N` with `--shard`: the counts are this part's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 pub enum Outcome {
@@ -267,22 +286,38 @@ pub fn level_settings(level: &Level) -> Settings {
 pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let resolved = with_resolved_paths(config)?;
+    let shard = match config.shard {
+        Some(request) => Some(super::shard::resolve(request, config.shards, &|name| {
+            std::env::var(name).ok()
+        })?),
+        None => None,
+    };
+    let resolved = with_resolved_paths(config, shard)?;
     let config = &resolved;
-    let (prepared, RunSeed { seed, hidden }) = prepare_run(config)?;
+    let (prepared, RunSeed { seed, hidden }, previous_run) = prepare_run(config)?;
     let level = &prepared.level;
     let key = (level.rename_files || level.rename_folders).then(|| NameKey::from_run_seed(seed));
     let file_key = key.as_ref().filter(|_| level.rename_files);
-    // Output names are taken when outputs are written (Certifying::claims), not here: an input
-    // that fails leaves its name to the next one.
-    let mut planned = dataset::plan_outputs_unclaimed(dataset::walk(&config.input)?, file_key);
-    if let Some(key) = key.as_ref().filter(|_| level.rename_folders) {
-        for item in &mut planned {
-            if let Action::Process { output } = &mut item.action {
-                *output = key.rename_folders(&item.relative, output);
-            }
-        }
-    }
+    let folder_key = key.as_ref().filter(|_| level.rename_folders);
+    // The output names are planned on the whole walk, from the walk and the key alone: every
+    // part of a sharded run and an unsharded run give every input the same name (an input that
+    // fails keeps its name, unused).
+    let walked = dataset::walk(&config.input)?;
+    let walk_sha256 = walk_hash(&walked);
+    let mut planned = dataset::plan_outputs_renamed(walked, file_key, folder_key);
+    let shard = config.part().map(|part| {
+        let range = part.range(planned.len());
+        let record = ShardRecord {
+            index: part.index(),
+            count: part.count(),
+            walk_entries: planned.len() as u64,
+            walk_sha256,
+            first: range.start as u64,
+            entries: range.len() as u64,
+        };
+        planned = planned.drain(range).collect();
+        record
+    });
     // Everything that can fail before the first image is checked before anything is created,
     // and a dry run checks it too: runtime, execution provider, models, operating point.
     let runtime = config.runtime.init()?;
@@ -291,7 +326,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Planned(dry_run(config, &prepared, &planned)?));
     }
 
-    let _output_lock = lock_output(config)?;
+    let _output_lock = lock_output(config, &planned, previous_run)?;
     let Resumed {
         writer,
         done,
@@ -302,6 +337,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
         prepared: &prepared,
         seed,
         hidden,
+        shard,
         runtime,
         started_at,
     };
@@ -311,10 +347,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     let mut certifying = Certifying::open(config, &prepared, seed, models, writer, counts);
     certifying.progress =
         super::dataset_run::progress_bar(planned.len() as u64, "images", config.quiet);
-    let done_inputs: HashMap<String, bool> = done
-        .iter()
-        .map(|r| (r.input_path.clone(), !r.output_path.is_empty()))
-        .collect();
+    let done_inputs: HashSet<String> = done.iter().map(|r| r.input_path.clone()).collect();
     certifying.certify_all(&planned, &done_inputs, deferred)?;
     certifying.progress.finish_and_clear();
 
@@ -360,8 +393,9 @@ struct RunSeed {
 }
 
 /// Checks the folders and the report's place, loads the policy and model hashes, and resolves
-/// the run seed (the resumed run's, from its run.json).
-fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed)> {
+/// the run seed (the resumed run's, from its run.json); the flag says whether a run.json of a
+/// run being resumed was found.
+fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed, bool)> {
     dataset::check_folders(&config.input, &config.output)?;
     check_outside(&config.report, &config.input, &config.output)?;
     let prepared = prepare(config)?;
@@ -372,7 +406,8 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed)> 
         check_resumed_run_is_this_one(config, &record_path, previous.as_ref())?;
         previous
     } else {
-        if !dataset::output_is_empty(&config.output)? {
+        // A part shares OUT with the other parts: it checks its own outputs once planned.
+        if config.part().is_none() && !dataset::output_is_empty(&config.output)? {
             bail!(
                 "{} is not empty; choose an empty output folder, or pass --resume to finish the run that wrote it",
                 config.output.display()
@@ -388,6 +423,10 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed)> 
                 seed: given.value,
                 hidden: given.from_file,
             },
+            // Parts drawing their own random seeds could never be merged into one run.
+            None if config.part().is_some() => bail!(
+                "--shard: every part of a sharded run must use the same run seed: pass --seed-file FILE (made once by `boomerang secret new FILE`) to every part"
+            ),
             None => RunSeed {
                 seed: crate::diffusion::noise::random_run_seed(),
                 hidden: false,
@@ -398,16 +437,18 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed)> 
     if let Some(previous) = &previous {
         let same = previous.policy_sha256 == prepared.policy.sha256
             && previous.level == prepared.level.name
-            && previous.model_sha256 == prepared.model_sha256;
+            && previous.model_sha256 == prepared.model_sha256
+            && previous.shard.as_ref().map(|s| (s.index, s.count))
+                == config.part().map(|p| (p.index(), p.count()));
         if !same {
             bail!(
-                "{}: the run being resumed used another policy, level or model; start a new run in an empty folder instead",
+                "{}: the run being resumed used another policy, level, model or --shard; start a new run in an empty folder instead",
                 record_path.display()
             );
         }
         check_kept_seeds(&config.report, &record_path, seed)?;
     }
-    Ok((prepared, run_seed))
+    Ok((prepared, run_seed, previous.is_some()))
 }
 
 /// The seed of the run being resumed: the one its run.json records, or, for a run seeded from a
@@ -469,6 +510,16 @@ fn resumed_seed(
     }
 }
 
+/// sha256 of the walk's paths, one per line: the parts of a sharded run walked the same IN.
+fn walk_hash(walked: &[dataset::Entry]) -> String {
+    let mut text = String::new();
+    for entry in walked {
+        text.push_str(&dataset::path_text(&entry.relative));
+        text.push('\n');
+    }
+    hex::encode(crate::io::hashing::sha256_bytes(text.as_bytes()))
+}
+
 /// What `--dry-run` reports instead of running.
 fn dry_run(
     config: &AnonymizeConfig,
@@ -492,6 +543,7 @@ fn dry_run(
         model_sha256: prepared.model_sha256.clone(),
         policy_sha256: prepared.policy.sha256.clone(),
         report: config.report.clone(),
+        shard: config.part().map(|part| part.to_string()),
     })
 }
 
@@ -518,7 +570,7 @@ fn open_report(config: &AnonymizeConfig, planned: &[dataset::Planned]) -> anyhow
         });
     }
     refuse_symlinks_inside(&config.output)?;
-    remove_stale_temp_files(&config.output)?;
+    remove_stale_temp_files(&config.output, config.part())?;
     let inputs: HashMap<String, PathBuf> = planned
         .iter()
         .map(|item| {
@@ -584,6 +636,7 @@ struct RecordTemplate<'a> {
     seed: u64,
     /// Record only the seed's fingerprint.
     hidden: bool,
+    shard: Option<ShardRecord>,
     runtime: &'a Runtime,
     started_at: SystemTime,
 }
@@ -603,7 +656,10 @@ impl RecordTemplate<'_> {
         let config = self.config;
         RunRecord {
             tool_version: TOOL_VERSION.into(),
-            config: run_config(config, self.prepared, self.seed, self.hidden),
+            config: RunConfig {
+                shard: self.shard.clone(),
+                ..run_config(config, self.prepared, self.seed, self.hidden)
+            },
             onnxruntime_version: self.runtime.info().version.clone(),
             onnxruntime_library: self.runtime.info().library.display().to_string(),
             execution_provider: config.runtime.devices_text(),
@@ -636,8 +692,6 @@ struct Certifying<'a> {
     counts: StatusCounts,
     progress: ProgressBar,
     batch: Vec<ImageToCertify>,
-    /// Output paths written (or kept from the resumed run) so far, by input.
-    claims: dataset::OutputClaims,
 }
 
 /// The models a run needs, opened (sessions created on the requested device) before anything
@@ -755,34 +809,22 @@ impl<'a> Certifying<'a> {
             counts,
             progress: ProgressBar::hidden(),
             batch: Vec::new(),
-            claims: dataset::OutputClaims::default(),
         }
     }
 
     /// Every planned input not done yet, in walk order: an immediate row (skip, error) first
     /// flushes the pending batch, so rows go out in walk order.
-    /// `done_inputs`: inputs whose rows are in the report (with whether they wrote an output);
+    /// `done_inputs`: inputs whose rows are in the report;
     /// `deferred`: kept rows appended again at their place.
     fn certify_all(
         &mut self,
         planned: &[dataset::Planned],
-        done_inputs: &HashMap<String, bool>,
+        done_inputs: &HashSet<String>,
         mut deferred: HashMap<String, ReportRow>,
     ) -> anyhow::Result<()> {
-        // Outputs the resumed run kept are taken before anything is written.
         for item in planned {
             let input_text = dataset::path_text(&item.relative);
-            let wrote = done_inputs.get(&input_text).copied().unwrap_or(false)
-                || deferred
-                    .get(&input_text)
-                    .is_some_and(|row| !row.output_path.is_empty());
-            if let (true, Action::Process { output }) = (wrote, &item.action) {
-                self.claims.claim(output, &item.relative);
-            }
-        }
-        for item in planned {
-            let input_text = dataset::path_text(&item.relative);
-            if done_inputs.contains_key(&input_text) {
+            if done_inputs.contains(&input_text) {
                 self.progress.inc(1);
                 continue;
             }
@@ -792,9 +834,10 @@ impl<'a> Certifying<'a> {
                 continue;
             }
             let config = self.config;
+            // An image whose output name an earlier input of the walk holds (the plan's).
             let clash = match &item.action {
-                Action::Process { output } => self.claims.clash(output),
-                Action::Skip(_) => None,
+                Action::Skip(reason @ SkipReason::OutputCollision { .. }) => Some(reason),
+                _ => None,
             };
             let job = match clash {
                 Some(reason) => Err(Box::new(self.context.row(
@@ -854,14 +897,9 @@ impl<'a> Certifying<'a> {
             run_seed: self.run_seed,
             output_root: &self.config.output,
             batch: self.config.batch,
+            temp_tag: self.config.part().map(|part| part.tag()),
         };
-        let rows = certify_batch(
-            &mut self.engines,
-            &mut self.certifier,
-            &context,
-            &mut self.claims,
-            jobs,
-        )?;
+        let rows = certify_batch(&mut self.engines, &mut self.certifier, &context, jobs)?;
         for row in rows {
             self.finish_row(row)?;
         }
@@ -975,6 +1013,7 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64, hidden: 
         detector_sha256: prepared.detector.sha256.clone(),
         seed: (!hidden).then_some(seed),
         seed_fingerprint: Some(seed_fingerprint(seed)),
+        shard: None,
         batch: config.batch,
         threads: config.runtime.session.threads,
         device: config.runtime.devices_text(),
@@ -985,7 +1024,11 @@ fn run_config(config: &AnonymizeConfig, prepared: &Prepared, seed: u64, hidden: 
 /// OUT and the report as absolute paths with `..` applied against the real parent folders
 /// (`IN/newdir/../../out` is `out` beside IN, and creating it creates nothing in IN). OUT's
 /// symlinks are resolved; the report's own name is kept (a symlink there is refused, not followed).
-fn with_resolved_paths(config: &AnonymizeConfig) -> anyhow::Result<AnonymizeConfig> {
+/// With a `shard`, the report is the part's ([`Shard::part_report_path`]).
+fn with_resolved_paths(
+    config: &AnonymizeConfig,
+    shard: Option<Shard>,
+) -> anyhow::Result<AnonymizeConfig> {
     let output = dataset::resolve_planned(&config.output)?;
     let report_name = match config.report.file_name() {
         Some(name) if !config.report.ends_with("..") => name.to_os_string(),
@@ -995,10 +1038,14 @@ fn with_resolved_paths(config: &AnonymizeConfig) -> anyhow::Result<AnonymizeConf
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let report = dataset::resolve_planned(report_folder)?.join(report_name);
+    let mut report = dataset::resolve_planned(report_folder)?.join(report_name);
+    if let Some(shard) = shard {
+        report = shard.part_report_path(&report);
+    }
     Ok(AnonymizeConfig {
         output,
         report,
+        shard: shard.map(ShardRequest::Fixed),
         ..config.clone()
     })
 }
@@ -1030,9 +1077,11 @@ fn check_resumed_run_is_this_one(
     previous: Option<&RunConfig>,
 ) -> anyhow::Result<()> {
     let output = &config.output;
+    // A part shares OUT: it checks its own outputs once planned (lock_output).
+    let whole = config.part().is_none();
     let Some(previous) = previous else {
         let report_exists = config.report.exists();
-        if report_exists || !dataset::output_is_empty(output)? {
+        if report_exists || (whole && !dataset::output_is_empty(output)?) {
             bail!(
                 "cannot resume {}: its run record {} is missing, so the run seed is unknown; --resume needs the report and run.json of the run that wrote {} (pass its --report), or start a new run in an empty folder",
                 if report_exists { config.report.display() } else { output.display() },
@@ -1052,7 +1101,7 @@ fn check_resumed_run_is_this_one(
             output.display()
         );
     }
-    if !config.report.exists() && !dataset::output_is_empty(output)? {
+    if !config.report.exists() && whole && !dataset::output_is_empty(output)? {
         bail!(
             "cannot resume {}: its report {} is missing",
             output.display(),
@@ -1086,10 +1135,35 @@ fn check_kept_seeds(report: &Path, record_path: &Path, run_seed: u64) -> anyhow:
 }
 
 /// Creates OUT and takes its lock for the whole run, so a second run into the same OUT (a second
-/// `--resume`, or a new run with another report) exits instead of mixing files and rows.
-fn lock_output(config: &AnonymizeConfig) -> anyhow::Result<std::fs::File> {
+/// `--resume`, or a new run with another report) exits instead of mixing files and rows. A part
+/// of a sharded run takes a shared lock (the other parts run beside it, an unsharded run cannot)
+/// and its report's exclusive lock keeps a second copy of the same part out; it never starts
+/// over outputs of its own block already in OUT (unless it resumes the run that wrote them).
+fn lock_output(
+    config: &AnonymizeConfig,
+    planned: &[dataset::Planned],
+    previous_run: bool,
+) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(&config.output)
         .with_context(|| format!("creating {}", config.output.display()))?;
+    if let Some(part) = config.part() {
+        let lock = crate::io::lock::lock_folder_shared(&config.output)?;
+        if !(config.resume && previous_run) {
+            let present = planned.iter().find_map(|item| match &item.action {
+                Action::Process { output } if config.output.join(output).exists() => Some(output),
+                _ => None,
+            });
+            if let Some(output) = present {
+                bail!(
+                    "{} already holds {}, an output of part {part}, and no run of this part with the report {} wrote it: finish the run that did with --resume (and its --report), or use an empty output folder",
+                    config.output.display(),
+                    dataset::path_text(output),
+                    config.report.display()
+                );
+            }
+        }
+        return Ok(lock);
+    }
     let lock = crate::io::lock::lock_folder(&config.output)?;
     // Another run may have finished in OUT between the pre-flight check and the lock.
     if !config.resume && !dataset::output_is_empty(&config.output)? {
@@ -1124,8 +1198,14 @@ fn row_output_intact(output_root: &Path, row: &ReportRow) -> bool {
     sha256_file(&path).is_ok_and(|digest| digest == row.output_sha256)
 }
 
-/// A kill -9 can leave `.boomerang-*.tmp` files from interrupted atomic writes.
-fn remove_stale_temp_files(output: &Path) -> anyhow::Result<()> {
+/// A kill -9 can leave `.boomerang-*.tmp` files from interrupted atomic writes. A part removes
+/// only its own (`.boomerang-part-K-of-N-*.tmp`): the other parts may be writing theirs.
+fn remove_stale_temp_files(output: &Path, part: Option<Shard>) -> anyhow::Result<()> {
+    let tag = part.map(|part| part.tag());
+    let stale = |path: &Path| match &tag {
+        Some(tag) => crate::io::atomic::is_temp_file_of(path, tag),
+        None => crate::io::atomic::is_temp_file(path),
+    };
     let mut pending = vec![output.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let entries =
@@ -1136,7 +1216,7 @@ fn remove_stale_temp_files(output: &Path) -> anyhow::Result<()> {
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 pending.push(path);
-            } else if kind.is_file() && crate::io::atomic::is_temp_file(&path) {
+            } else if kind.is_file() && stale(&path) {
                 std::fs::remove_file(&path)
                     .with_context(|| format!("removing {}", path.display()))?;
             }
@@ -1246,7 +1326,6 @@ fn prepare_job(
     );
     Ok(ImageToCertify {
         row,
-        relative: item.relative.clone(),
         output,
         loaded,
         plan,
@@ -1288,13 +1367,13 @@ struct BatchContext<'a> {
     output_root: &'a Path,
     /// Model inputs (or tiles) per UNet call.
     batch: usize,
+    /// A part's tag on its temp files ([`remove_stale_temp_files`]).
+    temp_tag: Option<String>,
 }
 
 /// One input image on its way through the certification loop.
 struct ImageToCertify {
     row: ReportRow,
-    /// The input, relative to IN.
-    relative: PathBuf,
     output: PathBuf,
     loaded: LoadedInput,
     plan: ImagePlan,
@@ -1323,7 +1402,6 @@ fn certify_batch(
     engines: &mut [Engine],
     certifier: &mut Certifier,
     context: &BatchContext,
-    claims: &mut dataset::OutputClaims,
     jobs: Vec<ImageToCertify>,
 ) -> anyhow::Result<Vec<ReportRow>> {
     if jobs.is_empty() {
@@ -1345,7 +1423,7 @@ fn certify_batch(
     }
     let mut rows = Vec::with_capacity(jobs.len());
     for (job, result) in jobs.into_iter().zip(results) {
-        rows.push(verdict(context, claims, job, result)?);
+        rows.push(verdict(context, job, result)?);
     }
     Ok(rows)
 }
@@ -1416,7 +1494,6 @@ fn attempt_round(
 /// The finished row of one image after its last attempt; writes the output the policy keeps.
 fn verdict(
     context: &BatchContext,
-    claims: &mut dataset::OutputClaims,
     job: ImageToCertify,
     result: Option<Attempt>,
 ) -> anyhow::Result<ReportRow> {
@@ -1439,16 +1516,15 @@ fn verdict(
     let (status, reason, keep) = judge(context, &result, no_face);
     row.status = status;
     row.reason = reason;
-    let clash = keep.then(|| claims.clash(&job.output)).flatten();
-    if let Some(clash) = clash {
-        // Another image of this batch took the name first: this one is not anonymized.
-        row.status = Status::Error;
-        row.reason = format!("{clash}; this image was not anonymized");
-    } else if keep {
-        row.output_sha256 =
-            imageio::write_png_below(&result.image, context.output_root, &job.output)?;
+    if keep {
+        // The plan gave every output name to one input only.
+        row.output_sha256 = imageio::write_png_below_tagged(
+            &result.image,
+            context.output_root,
+            &job.output,
+            context.temp_tag.as_deref(),
+        )?;
         row.output_path = dataset::path_text(&job.output);
-        claims.claim(&job.output, &job.relative);
     }
     row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
     Ok(row)
@@ -1610,6 +1686,9 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
                 let start = plan
                     .start_timestep
                     .map_or("none (VAE round trip)".to_string(), |t| t.to_string());
+                if let Some(shard) = &plan.shard {
+                    println!("part {shard} of the walk (--shard):");
+                }
                 println!(
                     "dry run: {} images to anonymize, {} to skip\nlevel {}: strength {}, {} {} steps, start timestep {start}\nmodel {} (sha256 {})\npolicy sha256 {}\nreport would go to {}\nnothing written",
                     plan.images,

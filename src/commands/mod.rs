@@ -16,4 +16,5 @@ pub mod report_merge;
 pub mod sample;
 pub mod score;
 pub mod secret;
+pub mod shard;
 pub use exit::Exit;

@@ -20,6 +20,13 @@ pub fn run(config: &MergeConfig) -> anyhow::Result<MergeSummary> {
             part.display()
         );
     }
+    if let Some(record) = &summary.run_record {
+        println!(
+            "the parts are all {} parts of one sharded run: wrote its run record {} (private, like the report)",
+            summary.parts,
+            record.display()
+        );
+    }
     println!(
         "merged {} rows from {} reports into {} (chain head {})",
         summary.rows,

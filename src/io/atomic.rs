@@ -23,9 +23,23 @@ pub fn is_temp_file(path: &Path) -> bool {
         .is_some_and(|name| name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX))
 }
 
+/// Whether `path` is a temp file of writes tagged `tag` ([`write_tagged`]): a part of a sharded
+/// run removes only its own, never those of a part still running.
+pub fn is_temp_file_of(path: &Path, tag: &str) -> bool {
+    let prefix = format!("{TEMP_PREFIX}{tag}-");
+    path.file_name()
+        .map(|name| name.to_string_lossy())
+        .is_some_and(|name| name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX))
+}
+
 /// Writes `bytes` to `path` atomically; a new file gets 0666 less the umask.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_with(path, bytes, false, |_| Ok(())).map(drop)
+    write_with(path, bytes, false, None, |_| Ok(())).map(drop)
+}
+
+/// [`write`] with a temp file named `.boomerang-TAG-*.tmp` ([`is_temp_file_of`]).
+pub fn write_tagged(path: &Path, bytes: &[u8], tag: Option<&str>) -> std::io::Result<()> {
+    write_with(path, bytes, false, tag, |_| Ok(())).map(drop)
 }
 
 /// Writes a private file atomically, mode 0600 whatever the umask.
@@ -40,13 +54,14 @@ pub fn write_private_then(
     bytes: &[u8],
     before_rename: impl FnOnce(&File) -> std::io::Result<()>,
 ) -> std::io::Result<File> {
-    write_with(path, bytes, true, before_rename)
+    write_with(path, bytes, true, None, before_rename)
 }
 
 fn write_with(
     path: &Path,
     bytes: &[u8],
     private: bool,
+    tag: Option<&str>,
     before_rename: impl FnOnce(&File) -> std::io::Result<()>,
 ) -> std::io::Result<File> {
     let dir = match path.parent() {
@@ -54,8 +69,12 @@ fn write_with(
         _ => Path::new("."),
     };
     let mode = if private { PRIVATE_MODE } else { 0o666 };
+    let prefix = match tag {
+        Some(tag) => format!("{TEMP_PREFIX}{tag}-"),
+        None => TEMP_PREFIX.to_string(),
+    };
     let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&prefix)
         .suffix(TEMP_SUFFIX)
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;

@@ -723,6 +723,19 @@ pub enum Action {
 /// without renaming), a file where a folder is needed, or a folder where a file is written, are
 /// skipped with the earlier input named.
 pub fn plan_outputs(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planned> {
+    plan_outputs_renamed(entries, rename, None)
+}
+
+/// [`plan_outputs`] with keyed file names (`files`) and keyed folder names (`folders`,
+/// [`NameKey::rename_folders`]); clashes are found on the final names. The plan depends only on
+/// the walk and the key, never on how other images fare, so every part of a sharded run (which
+/// plans the whole walk) agrees with an unsharded run on every output name: an input that fails
+/// keeps its name, unused.
+pub fn plan_outputs_renamed(
+    entries: Vec<Entry>,
+    files: Option<&NameKey>,
+    folders: Option<&NameKey>,
+) -> Vec<Planned> {
     let mut claims = OutputClaims::default();
     entries
         .into_iter()
@@ -730,7 +743,10 @@ pub fn plan_outputs(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planne
             let action = match entry.kind {
                 EntryKind::Skipped(reason) => Action::Skip(reason),
                 EntryKind::Image => {
-                    let output = output_relative(&entry.relative, rename);
+                    let mut output = output_relative(&entry.relative, files);
+                    if let Some(key) = folders {
+                        output = key.rename_folders(&entry.relative, &output);
+                    }
                     match claims.clash(&output) {
                         Some(reason) => Action::Skip(reason),
                         None => {
@@ -739,27 +755,6 @@ pub fn plan_outputs(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planne
                         }
                     }
                 }
-            };
-            Planned {
-                relative: entry.relative,
-                action,
-            }
-        })
-        .collect()
-}
-
-/// Maps every image entry to its output without reserving anything: clashes are for the caller
-/// to find with [`OutputClaims`] when outputs are actually written, so an input that fails
-/// leaves its name to the next one.
-pub fn plan_outputs_unclaimed(entries: Vec<Entry>, rename: Option<&NameKey>) -> Vec<Planned> {
-    entries
-        .into_iter()
-        .map(|entry| {
-            let action = match entry.kind {
-                EntryKind::Skipped(reason) => Action::Skip(reason),
-                EntryKind::Image => Action::Process {
-                    output: output_relative(&entry.relative, rename),
-                },
             };
             Planned {
                 relative: entry.relative,

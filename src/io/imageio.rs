@@ -262,6 +262,15 @@ pub fn encode_png(image: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
 /// The one PNG writer: encodes in memory (no metadata chunks), creates the parent folders, writes
 /// atomically, and returns the hex sha256 of the bytes written.
 pub fn write_png(image: &DynamicImage, path: &Path) -> Result<String, ImageError> {
+    write_png_tagged(image, path, None)
+}
+
+/// [`write_png`] whose temp file carries `tag` ([`crate::io::atomic::write_tagged`]).
+fn write_png_tagged(
+    image: &DynamicImage,
+    path: &Path,
+    tag: Option<&str>,
+) -> Result<String, ImageError> {
     let bytes = encode_png(image).map_err(|source| ImageError::Encode {
         path: path.to_path_buf(),
         source,
@@ -273,7 +282,7 @@ pub fn write_png(image: &DynamicImage, path: &Path) -> Result<String, ImageError
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    crate::io::atomic::write(path, &bytes).map_err(write_error)?;
+    crate::io::atomic::write_tagged(path, &bytes, tag).map_err(write_error)?;
     Ok(hex::encode(crate::io::hashing::sha256_bytes(&bytes)))
 }
 
@@ -285,12 +294,23 @@ pub fn write_png_below(
     root: &Path,
     relative: &Path,
 ) -> Result<String, ImageError> {
+    write_png_below_tagged(image, root, relative, None)
+}
+
+/// [`write_png_below`] whose temp file carries `tag` (a sharded run's part tag), so that only
+/// this part's cleanup removes it after a crash.
+pub fn write_png_below_tagged(
+    image: &DynamicImage,
+    root: &Path,
+    relative: &Path,
+    tag: Option<&str>,
+) -> Result<String, ImageError> {
     let write_error = |source| ImageError::Write {
         path: root.join(relative),
         source,
     };
     let path = crate::io::safe_path::prepare_file_below(root, relative).map_err(write_error)?;
-    write_png(image, &path)
+    write_png_tagged(image, &path, tag)
 }
 
 /// Pixels plus what decoding learned about the file, for the report and for mapping back.

@@ -44,3 +44,24 @@ pub fn lock_folder(path: &Path) -> Result<File, LockError> {
     try_lock(&folder, path)?;
     Ok(folder)
 }
+
+/// Takes a shared lock on the folder `path`: the parts of a sharded run each hold one on their
+/// common OUT (and an exclusive lock on their own report), so they run side by side, while an
+/// unsharded run, which locks OUT exclusively, cannot run with any of them.
+pub fn lock_folder_shared(path: &Path) -> Result<File, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let folder = crate::io::safe_path::open_folder(path).map_err(io)?;
+    folder.try_lock_shared().map_err(|error| match error {
+        TryLockError::WouldBlock => LockError::Held {
+            path: path.to_path_buf(),
+        },
+        TryLockError::Error(source) => LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    Ok(folder)
+}

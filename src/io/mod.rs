@@ -9,3 +9,4 @@ pub mod lock;
 pub mod runtime;
 pub mod safe_path;
 pub mod secret;
+pub mod shard;

@@ -808,8 +808,38 @@ pub struct RunConfig {
     /// records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_fingerprint: Option<String>,
+    /// The part of a sharded run (`--shard K/N`); absent for a whole run, and in the run.json
+    /// `report merge` writes for the merged parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRecord>,
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
+}
+
+impl RunConfig {
+    /// The run seed's fingerprint: the recorded one, else computed from the recorded seed.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.seed_fingerprint
+            .clone()
+            .or_else(|| self.seed.map(crate::diffusion::noise::seed_fingerprint))
+    }
+}
+
+/// Which part of a sharded run a run.json records, and the walk all parts split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// K of `--shard K/N`, from 0.
+    pub index: u32,
+    /// N.
+    pub count: u32,
+    /// Entries of the whole walk of IN (every part walks all of IN and takes its block).
+    pub walk_entries: u64,
+    /// sha256 of the walk's paths (report text, one per line): parts of one run walked the same
+    /// IN.
+    pub walk_sha256: String,
+    /// The block of walk entries this part processed: `first..first + entries`.
+    pub first: u64,
+    pub entries: u64,
 }
 
 /// An embedder spec a run used, with the sha256 of the spec file.
@@ -974,6 +1004,7 @@ mod tests {
             second_opinions: Vec::new(),
             seed: Some(u64::MAX),
             seed_fingerprint: Some("f".repeat(64)),
+            shard: None,
             threads: 0,
         };
         // What anonymize built before RunConfig existed.

@@ -1,0 +1,386 @@
+//! Sharded runs (`anonymize --shard K/N`, `--shard auto`) into one shared OUT, and `report merge`
+//! of their parts: the merged report equals an unsharded run's, OUT is byte-identical, the audit
+//! passes, and parts that do not make one run are refused.
+
+mod common;
+
+use common::{anonymize, demo_policy, faces, root, tree};
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use boomerang::records::report::{verify, ReportRow, RunRecord};
+use predicates::prelude::*;
+
+/// `count` 64x64 images cut from the bundled photos into two class folders, a name collision
+/// (`a.jpg` and `a.png` both want `a.png`), an undecodable image and a non-image.
+fn dataset(dir: &Path, count: usize) -> PathBuf {
+    let input = dir.join("in");
+    let sources: Vec<image::DynamicImage> = [
+        faces().join("obama.jpg"),
+        faces().join("biden.jpg"),
+        faces().join("obama2.jpg"),
+        root().join("examples/astronaut.png"),
+        root().join("examples/coffee.png"),
+    ]
+    .iter()
+    .map(|path| image::open(path).unwrap())
+    .collect();
+    for index in 0..count {
+        let source = &sources[index % sources.len()];
+        let (w, h) = (source.width(), source.height());
+        let side = w.min(h) * (4 + (index as u32 % 3)) / 6;
+        let image = source
+            .crop_imm((w - side) / 2, (h - side) / 2, side, side)
+            .resize_exact(64, 64, image::imageops::FilterType::Triangle);
+        let folder = input.join(if index % 2 == 0 { "class_a" } else { "class_b" });
+        std::fs::create_dir_all(&folder).unwrap();
+        image.save(folder.join(format!("{index:02}.png"))).unwrap();
+    }
+    let small = sources[0].resize_exact(64, 64, image::imageops::FilterType::Triangle);
+    small.to_rgb8().save(input.join("a.jpg")).unwrap();
+    sources[1]
+        .resize_exact(64, 64, image::imageops::FilterType::Triangle)
+        .save(input.join("a.png"))
+        .unwrap();
+    let jpeg = std::fs::read(faces().join("obama.jpg")).unwrap();
+    std::fs::write(input.join("broken.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(input.join("notes.txt"), "not an image").unwrap();
+    input
+}
+
+/// `OUT.part-KKKK-of-NNNN.<suffix>` beside OUT.
+fn part_file(output: &Path, index: u32, count: u32, suffix: &str) -> PathBuf {
+    common::sibling(output, &format!("part-{index:04}-of-{count:04}.{suffix}"))
+}
+
+fn part_reports(output: &Path, count: u32) -> Vec<PathBuf> {
+    (0..count)
+        .map(|k| part_file(output, k, count, "report.csv"))
+        .collect()
+}
+
+fn merge(parts: &[PathBuf], merged: &Path) -> Command {
+    let mut command = Command::cargo_bin("boomerang").unwrap();
+    command
+        .args(["report", "merge"])
+        .args(parts)
+        .arg("-o")
+        .arg(merged);
+    command
+}
+
+/// Rows without what differs between runs that did the same: time and chain.
+fn comparable(rows: Vec<ReportRow>) -> Vec<ReportRow> {
+    rows.into_iter()
+        .map(|row| ReportRow {
+            milliseconds: None,
+            chain: String::new(),
+            ..row
+        })
+        .collect()
+}
+
+fn run_record(path: &Path) -> RunRecord {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn parts_in_turn_and_at_once_merge_into_the_unsharded_run() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path(), 12);
+    let policy = demo_policy(temp.path(), &[]);
+    let seed = ["--seed", "11", "--level", "low"];
+
+    let whole = temp.path().join("whole");
+    anonymize(&policy, &input, &whole, &seed).assert().code(3);
+    let whole_rows = verify(&common::report_path(&whole)).unwrap();
+    assert_eq!(whole_rows.len(), 16);
+    let collision = whole_rows.iter().find(|r| r.input_path == "a.png").unwrap();
+    assert!(
+        collision.reason.contains("already written for a.jpg"),
+        "{}",
+        collision.reason
+    );
+
+    // Four parts, one after another, into one OUT.
+    let turns = temp.path().join("turns");
+    for k in 0..4 {
+        anonymize(
+            &policy,
+            &input,
+            &turns,
+            &[
+                "--seed",
+                "11",
+                "--level",
+                "low",
+                "--shard",
+                &format!("{k}/4"),
+            ],
+        )
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+        assert!(part_file(&turns, k, 4, "run.json").is_file());
+    }
+    assert!(!common::report_path(&turns).exists());
+
+    // Two parts at once (separate processes) into one OUT.
+    let together = temp.path().join("together");
+    let children: Vec<std::process::Child> = (0..2)
+        .map(|k| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("boomerang"))
+                .args(["anonymize", "--quiet", "--policy"])
+                .arg(&policy)
+                .args(["--seed", "11", "--level", "low"])
+                .args(["--shard", &format!("{k}/2")])
+                .arg(&input)
+                .arg(&together)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let status = child.wait_with_output().unwrap().status;
+        assert!(matches!(status.code(), Some(0 | 3)), "{status}");
+    }
+
+    assert_eq!(
+        tree(&whole),
+        tree(&turns),
+        "OUT of the parts in turn differs"
+    );
+    assert_eq!(
+        tree(&whole),
+        tree(&together),
+        "OUT of the parts at once differs"
+    );
+
+    // Merged (given out of order: merge puts parts in part order).
+    let mut parts = part_reports(&turns, 4);
+    parts.reverse();
+    let merged = common::report_path(&turns);
+    merge(&parts, &merged)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("merged 16 rows"));
+    assert_eq!(
+        comparable(verify(&merged).unwrap()),
+        comparable(whole_rows.clone())
+    );
+    let merged_together = common::report_path(&together);
+    merge(&part_reports(&together, 2), &merged_together)
+        .assert()
+        .success();
+    assert_eq!(
+        comparable(verify(&merged_together).unwrap()),
+        comparable(whole_rows)
+    );
+
+    // One run record for the merged report: counts summed, no shard, the same configuration.
+    let record_text = std::fs::read_to_string(common::run_json_path(&turns)).unwrap();
+    assert!(!record_text.contains("\"shard\""), "{record_text}");
+    let record = run_record(&common::run_json_path(&turns));
+    let whole_record = run_record(&common::run_json_path(&whole));
+    assert_eq!(record.counts, whole_record.counts);
+    assert_eq!(record.report_rows, 16);
+    assert_eq!(record.config.seed, whole_record.config.seed);
+    assert_eq!(
+        record.config.level_settings,
+        whole_record.config.level_settings
+    );
+    assert_eq!(record.config.model_sha256, whole_record.config.model_sha256);
+
+    Command::cargo_bin("boomerang")
+        .unwrap()
+        .arg("audit")
+        .arg(&merged)
+        .arg("--inputs")
+        .arg(&input)
+        .arg("--outputs")
+        .arg(&turns)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--recompute", "4"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("verdict: clean"));
+}
+
+#[test]
+fn merge_refuses_missing_duplicate_and_foreign_parts() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for k in 0..3 {
+        std::fs::write(input.join(format!("{k}.txt")), "not an image").unwrap();
+    }
+    std::fs::copy(root().join("examples/coffee.png"), input.join("3.png")).unwrap();
+    let policy = demo_policy(temp.path(), &[]);
+    let run = |output: &Path, seed: &str, shard: &str| {
+        anonymize(&policy, &input, output, &["--seed", seed, "--shard", shard])
+            .assert()
+            .code(predicate::in_iter([0, 3]));
+    };
+    let ours = temp.path().join("ours");
+    for k in 0..3 {
+        run(&ours, "5", &format!("{k}/3"));
+    }
+    let again = temp.path().join("again");
+    run(&again, "5", "0/3");
+    let other = temp.path().join("other");
+    run(&other, "6", "2/3");
+    let parts = part_reports(&ours, 3);
+    let merged = temp.path().join("merged.csv");
+
+    // --resume works per part: part 2/3 (2.txt, 3.png) redoes the output deleted from its block.
+    // (The default level renames files: the output's name is in the part's report.)
+    let rows = verify(&parts[2]).unwrap();
+    let row = rows.iter().find(|r| r.input_path == "3.png").unwrap();
+    let output = ours.join(&row.output_path);
+    let written = std::fs::read(&output).unwrap();
+    std::fs::remove_file(&output).unwrap();
+    anonymize(&policy, &input, &ours, &["--resume", "--shard", "2/3"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    assert_eq!(std::fs::read(&output).unwrap(), written);
+    // A new part 2/3 does not start over the outputs of its block.
+    let fresh = temp.path().join("fresh.report.csv");
+    let fresh = fresh.to_str().unwrap();
+    anonymize(
+        &policy,
+        &input,
+        &ours,
+        &["--seed", "5", "--shard", "2/3", "--report", fresh],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("an output of part 2/3"));
+
+    merge(&parts[..2], &merged)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("part 2/3 is missing"));
+    let twice = [
+        parts[0].clone(),
+        parts[1].clone(),
+        parts[2].clone(),
+        part_file(&again, 0, 3, "report.csv"),
+    ];
+    merge(&twice, &merged)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("part 0/3 is given twice"));
+    let foreign = [
+        parts[0].clone(),
+        parts[1].clone(),
+        part_file(&other, 2, 3, "report.csv"),
+    ];
+    merge(&foreign, &merged)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("seed (fingerprint)"));
+    assert!(!merged.exists());
+    merge(&parts, &merged).assert().success();
+    assert_eq!(verify(&merged).unwrap().len(), 4);
+    assert!(temp.path().join("merged.csv.run.json").is_file());
+}
+
+/// `--shard auto` reads a Slurm array's variables: `--array=1-3` gives task 3 part 2 of 3.
+#[test]
+fn shard_auto_reads_slurm_array_variables() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for k in 0..6 {
+        std::fs::write(input.join(format!("{k}.txt")), "not an image").unwrap();
+    }
+    let policy = demo_policy(temp.path(), &[]);
+    let output = temp.path().join("out");
+    let slurm = |command: &mut Command| {
+        command
+            .env_remove("BOOMERANG_SHARD")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("SLURM_ARRAY_TASK_STEP")
+            .env("SLURM_ARRAY_TASK_ID", "3")
+            .env("SLURM_ARRAY_TASK_COUNT", "3")
+            .env("SLURM_ARRAY_TASK_MIN", "1");
+    };
+    let mut dry = anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--seed", "3", "--shard", "auto", "--dry-run"],
+    );
+    slurm(&mut dry);
+    dry.assert()
+        .success()
+        .stdout(predicate::str::contains("part 2/3"))
+        .stdout(predicate::str::contains("0 images to anonymize, 2 to skip"));
+    assert!(!output.exists());
+    anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--seed", "3", "--shard", "auto"],
+    )
+    .env_remove("BOOMERANG_SHARD")
+    .env_remove("JOB_COMPLETION_INDEX")
+    .env_remove("SLURM_ARRAY_TASK_STEP")
+    .env("SLURM_ARRAY_TASK_ID", "3")
+    .env("SLURM_ARRAY_TASK_COUNT", "3")
+    .env("SLURM_ARRAY_TASK_MIN", "1")
+    .assert()
+    .success();
+    let rows = verify(&part_file(&output, 2, 3, "report.csv")).unwrap();
+    let inputs: Vec<&str> = rows.iter().map(|r| r.input_path.as_str()).collect();
+    assert_eq!(inputs, ["4.txt", "5.txt"]);
+    let record = run_record(&part_file(&output, 2, 3, "run.json"));
+    let shard = record.config.shard.unwrap();
+    assert_eq!((shard.index, shard.count, shard.first), (2, 3, 4));
+}
+
+/// Without any of the variables, `--shard auto` exits 1 naming them; a part that does not exist
+/// is a usage error (exit 2).
+#[test]
+fn shard_auto_without_environment_and_bad_parts_are_clear_errors() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("0.txt"), "not an image").unwrap();
+    let policy = demo_policy(temp.path(), &[]);
+    let output = temp.path().join("out");
+    let mut command = anonymize(&policy, &input, &output, &["--shard", "auto"]);
+    for name in [
+        "BOOMERANG_SHARD",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_ARRAY_TASK_MIN",
+        "JOB_COMPLETION_INDEX",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("SLURM_ARRAY_TASK_ID"))
+        .stderr(predicate::str::contains("JOB_COMPLETION_INDEX"))
+        .stderr(predicate::str::contains("BOOMERANG_SHARD"));
+    anonymize(&policy, &input, &output, &["--shard", "1/4"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("same run seed"));
+    anonymize(&policy, &input, &output, &["--shard", "4/4"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("part numbers count from 0"));
+    anonymize(&policy, &input, &output, &["--shard", "auto"])
+        .env("JOB_COMPLETION_INDEX", "0")
+        .env_remove("BOOMERANG_SHARD")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--shards N"));
+    assert!(!output.exists());
+}
