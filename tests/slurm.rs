@@ -461,7 +461,6 @@ fn audit_is_clean(run: &Run, policy: &Path) {
 /// unsharded run with the same secret, and audits clean; a part cancelled mid-run and
 /// resubmitted alone resumes to the same result.
 #[test]
-#[ignore = "needs --shard, --seed-file and report merge"]
 fn a_sharded_slurm_run_equals_an_unsharded_one_and_a_cancelled_part_resumes() {
     let _serial = serial();
     let Some(slurm) = Slurm::start() else {
@@ -484,7 +483,7 @@ fn a_sharded_slurm_run_equals_an_unsharded_one_and_a_cancelled_part_resumes() {
     };
     let anonymize = ["--policy", s(&policy)];
 
-    // needs --seed-file: `boomerang secret new FILE`.
+    // One secret for every part: `boomerang secret new FILE`.
     let made = std::process::Command::new(&boomerang)
         .args(["secret", "new"])
         .arg(&seed_file)
@@ -500,7 +499,7 @@ fn a_sharded_slurm_run_equals_an_unsharded_one_and_a_cancelled_part_resumes() {
         .status;
     assert!(matches!(status.code(), Some(0 | 3)), "{status}");
 
-    // needs --shard: submit.sh, the 4-task array and the merge after it.
+    // submit.sh: the 4-task array and the merge after it.
     let sharded = run("out");
     let (array, merge) = sharded.submit(&slurm, &anonymize);
     let states = slurm.wait_done(&merge, Duration::from_secs(1200));
@@ -512,7 +511,7 @@ fn a_sharded_slurm_run_equals_an_unsharded_one_and_a_cancelled_part_resumes() {
     same_run(&reference, &sharded.output);
     audit_is_clean(&sharded, &policy);
 
-    // needs --shard: part 1 cancelled once it wrote a row, resubmitted alone, then the merge.
+    // Part 1 cancelled once it wrote a row, resubmitted alone, then the merge.
     let cancelled = run("cancelled");
     let array = cancelled.sbatch(&slurm, &["--array=0-3"], "anonymize.sbatch", &anonymize);
     let part = cancelled.part_report(1);
