@@ -210,6 +210,7 @@ impl World {
             reidentification_rate: None,
             reidentification_chance: None,
             adversary: None,
+            merged_parts: None,
         };
         let mut json = serde_json::to_value(&record).unwrap();
         json["reidentification_rate"] = serde_json::json!(0.25);
@@ -1050,6 +1051,40 @@ fn recomputation_re_asks_the_second_opinions_of_certified_rows() {
                 .to_string()
         )]
     );
+}
+
+/// A run.json without a re-identification rate is a finding once the audit recomputes one,
+/// unless `report merge` wrote it: a merged record states none on purpose (the parts' rates do
+/// not add up), and the audit's own figure stands.
+#[test]
+fn a_missing_rate_is_a_finding_except_in_a_merged_record() {
+    let world = World::new();
+    let path = world.dir.join("out.run.json");
+    let rewrite = |merged_parts: Option<u32>| {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json["reidentification_rate"] = serde_json::Value::Null;
+        json["merged_parts"] = serde_json::json!(merged_parts);
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    };
+    let recompute = |world: &World| {
+        let mut mock = Mock::faithful(world);
+        let mut args = world.args();
+        args.recheck.recompute = 10;
+        audit::audit(&args, Some(&mut mock)).unwrap()
+    };
+    rewrite(None);
+    let record = of_kind(&recompute(&world).findings, FindingKind::RunRecord);
+    assert!(
+        record
+            .iter()
+            .any(|(_, m)| m.contains("states no re-identification rate, recomputed it is 0.25")),
+        "{record:?}"
+    );
+    rewrite(Some(4));
+    let audit = recompute(&world);
+    assert_eq!(of_kind(&audit.findings, FindingKind::RunRecord), []);
+    assert_eq!(audit.reidentification.map(|r| r.rate), Some(0.25));
 }
 
 #[test]

@@ -599,6 +599,7 @@ fn run_record_is_written_atomically_as_json() {
         reidentification_rate: None,
         reidentification_chance: None,
         adversary: None,
+        merged_parts: None,
     };
     std::fs::write(&path, "stale").unwrap();
     record.write(&path).unwrap();

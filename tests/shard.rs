@@ -384,3 +384,48 @@ fn shard_auto_without_environment_and_bad_parts_are_clear_errors() {
         .stderr(predicate::str::contains("--shards N"));
     assert!(!output.exists());
 }
+
+/// A merged run.json says how many parts it joined and states no re-identification rate (the
+/// parts' rates do not add up); a run of face images audits clean with every row re-run and
+/// re-scored (tests/audit.rs checks the audit's rule for a missing rate with a recomputed one).
+#[test]
+fn a_merged_run_of_faces_audits_clean_when_every_row_is_re_run() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for name in ["obama.jpg", "biden.jpg", "obama2.jpg"] {
+        std::fs::copy(faces().join(name), input.join(name)).unwrap();
+    }
+    let policy = demo_policy(temp.path(), &[("max-attempts = 3", "max-attempts = 1")]);
+    let output = temp.path().join("out");
+    for part in ["0/2", "1/2"] {
+        anonymize(
+            &policy,
+            &input,
+            &output,
+            &["--level", "low", "--seed", "8", "--shard", part],
+        )
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    }
+    let merged = common::report_path(&output);
+    merge(&part_reports(&output, 2), &merged).assert().success();
+    let record = run_record(&common::run_json_path(&output));
+    assert_eq!(record.merged_parts, Some(2));
+    assert_eq!(record.reidentification_rate, None);
+    Command::cargo_bin("boomerang")
+        .unwrap()
+        .arg("audit")
+        .arg(&merged)
+        .arg("--inputs")
+        .arg(&input)
+        .arg("--outputs")
+        .arg(&output)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--recompute", "3"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("re-ran lines: 2, 3, 4"))
+        .stdout(predicate::str::contains("verdict: clean"));
+}

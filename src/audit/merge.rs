@@ -516,6 +516,7 @@ fn merged_run_record(
         reidentification_rate: None,
         reidentification_chance: None,
         adversary: None,
+        merged_parts: Some(records.len() as u32),
         ..first.clone()
     }
 }

@@ -285,11 +285,14 @@ pub(super) fn reidentify(
                         "{source} states a re-identification rate of {claimed}, recomputed from the files it is {rate}"
                     ),
                 )),
-                None if run.is_some() && !rows.is_empty() => Some(Finding::new(
+                // A merged record states no rate on purpose (its parts' rates do not add up).
+                None if run.is_some_and(|r| r.record.merged_parts.is_none()) && !rows.is_empty() => {
+                    Some(Finding::new(
                     FindingKind::RunRecord,
                     None,
                     format!("{source} states no re-identification rate, recomputed it is {rate}"),
-                )),
+                ))
+                }
                 None => None,
             };
             (Some(figure), finding)

@@ -672,6 +672,7 @@ impl RecordTemplate<'_> {
             reidentification_rate: None,
             reidentification_chance: None,
             adversary: None,
+            merged_parts: None,
         }
     }
 }

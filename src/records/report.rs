@@ -878,6 +878,10 @@ pub struct RunRecord {
     /// Re-identification by the `--adversary` embedder, which did not certify the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adversary: Option<AdversaryReidentification>,
+    /// How many parts `report merge` joined into this record (absent for one run). The parts'
+    /// re-identification rates do not add up, so a merged record states none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_parts: Option<u32>,
 }
 
 /// Dataset-level re-identification of outputs against inputs by a face embedder that is not
