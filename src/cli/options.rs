@@ -415,8 +415,8 @@ pub struct AnonymizeArgs {
     /// --report R, R gets the same tag). `auto` reads BOOMERANG_SHARD=K/N, or a Slurm array's
     /// SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN (K = ID - MIN), or a
     /// Kubernetes Indexed Job's JOB_COMPLETION_INDEX (with --shards N); none set is an error
-    /// (exit 1). Every part needs the same --seed. Join the parts' reports with `boomerang report
-    /// merge`
+    /// (exit 1). Every part needs the same secret: --seed-file FILE (or --seed N). Join the
+    /// parts' reports with `boomerang report merge`
     #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<ShardRequest>,
     /// The number of parts, for --shard auto where the environment does not say it
