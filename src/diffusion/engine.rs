@@ -178,6 +178,18 @@ impl Engine {
         seeds: &[[u8; 32]],
     ) -> Result<(BatchOutput, StartPlan), EngineError> {
         check_seeds(encoding.len(), "encodings", seeds)?;
+        self.denoise(settings, encoding, seeds, Layout::Whole)
+    }
+
+    /// Posterior sample, forward noise, reverse process and decode of `encoding`, its graphs
+    /// called as `layout` says.
+    fn denoise(
+        &mut self,
+        settings: &Settings,
+        encoding: &Encoding,
+        seeds: &[[u8; 32]],
+        layout: Layout,
+    ) -> Result<(BatchOutput, StartPlan), EngineError> {
         let conditioning = self.conditioning(settings)?;
         let (mut scheduler, plan) = self.schedulers.plan(settings)?;
         let mut noise = SeededNoise::new(seeds);
@@ -185,7 +197,7 @@ impl Engine {
             plan: &plan,
             encoding,
             conditioning: &conditioning,
-            layout: Layout::Whole,
+            layout,
         };
         let output = boomerang_encoded(
             &mut self.model,
@@ -231,23 +243,7 @@ impl Engine {
         let grid = self.latent_grid(image.shape(), tiling)?;
         let tiles = Tiles { grid: &grid, batch };
         let encoding = encode_tiled(&mut self.model, image, tiles, &mut self.timer)?;
-        let conditioning = self.conditioning(settings)?;
-        let (mut scheduler, plan) = self.schedulers.plan(settings)?;
-        let mut noise = SeededNoise::new(&[seed]);
-        let request = EncodedRequest {
-            plan: &plan,
-            encoding: &encoding,
-            conditioning: &conditioning,
-            layout: Layout::Tiled(tiles),
-        };
-        let output = boomerang_encoded(
-            &mut self.model,
-            scheduler.as_mut(),
-            request,
-            &mut noise,
-            &mut self.timer,
-            &mut |_, _| {},
-        )?;
+        let (output, plan) = self.denoise(settings, &encoding, &[seed], Layout::Tiled(tiles))?;
         self.timer.count_tiles(grid.len());
         Ok((output, plan, grid.len()))
     }
