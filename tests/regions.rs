@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use boomerang::records::report::verify;
 use common::{anonymize, demo_policy, faces, report_path, tree};
 use image::{GenericImageView, Rgb, RgbImage};
@@ -102,17 +101,7 @@ fn only_the_faces_of_a_3000x2000_photo_change_and_the_audit_reruns_them() {
         "a face was not re-generated: pixels changed per face photo {changed:?}"
     );
 
-    Command::cargo_bin("boomerang")
-        .unwrap()
-        .arg("audit")
-        .arg(report_path(&output))
-        .arg("--inputs")
-        .arg(&input)
-        .arg("--outputs")
-        .arg(&output)
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--recompute", "1"])
+    common::audit_recompute(&report_path(&output), &input, &output, &policy, 1)
         .assert()
         .code(0)
         .stdout(predicate::str::contains("re-ran lines"))

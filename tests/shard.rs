@@ -192,17 +192,7 @@ fn parts_in_turn_and_at_once_merge_into_the_unsharded_run() {
     );
     assert_eq!(record.config.model_sha256, whole_record.config.model_sha256);
 
-    Command::cargo_bin("boomerang")
-        .unwrap()
-        .arg("audit")
-        .arg(&merged)
-        .arg("--inputs")
-        .arg(&input)
-        .arg("--outputs")
-        .arg(&turns)
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--recompute", "4"])
+    common::audit_recompute(&merged, &input, &turns, &policy, 4)
         .assert()
         .code(0)
         .stdout(predicate::str::contains("verdict: clean"));
@@ -413,17 +403,7 @@ fn a_merged_run_of_faces_audits_clean_when_every_row_is_re_run() {
     let record = run_record(&common::run_json_path(&output));
     assert_eq!(record.merged_parts, Some(2));
     assert_eq!(record.reidentification_rate, None);
-    Command::cargo_bin("boomerang")
-        .unwrap()
-        .arg("audit")
-        .arg(&merged)
-        .arg("--inputs")
-        .arg(&input)
-        .arg("--outputs")
-        .arg(&output)
-        .arg("--policy")
-        .arg(&policy)
-        .args(["--recompute", "3"])
+    common::audit_recompute(&merged, &input, &output, &policy, 3)
         .assert()
         .code(0)
         .stdout(predicate::str::contains("re-ran lines: 2, 3, 4"))

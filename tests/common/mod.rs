@@ -78,6 +78,28 @@ pub fn anonymize(policy: &Path, input: &Path, output: &Path, extra: &[&str]) -> 
     command
 }
 
+/// `boomerang audit REPORT --inputs IN --outputs OUT --policy POLICY --recompute N`.
+pub fn audit_recompute(
+    report: &Path,
+    input: &Path,
+    output: &Path,
+    policy: &Path,
+    rows: usize,
+) -> Command {
+    let mut command = Command::cargo_bin("boomerang").unwrap();
+    command
+        .arg("audit")
+        .arg(report)
+        .arg("--inputs")
+        .arg(input)
+        .arg("--outputs")
+        .arg(output)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--recompute", &rows.to_string()]);
+    command
+}
+
 /// `OUT.<suffix>` beside OUT, where anonymize writes its report and run record by default.
 pub fn sibling(output: &Path, suffix: &str) -> PathBuf {
     output.with_file_name(format!(
