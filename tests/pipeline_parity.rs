@@ -48,6 +48,8 @@ struct Case {
     latent_timestep: Option<f64>,
     noise_calls: Vec<NoiseCall>,
     model: String,
+    /// The init image, shared by all cases of one batch size, relative to the fixture root.
+    image_file: String,
 }
 
 #[derive(Deserialize)]
@@ -215,7 +217,7 @@ fn boomerang_matches_diffusers_img2img() {
             "{name}: start timestep"
         );
 
-        let image: Array4<f32> = read_npy(dir.join("image.npy")).unwrap();
+        let image: Array4<f32> = read_npy(fixtures.join(&case.image_file)).unwrap();
         let conditioning = Conditioning {
             cond,
             uncond,

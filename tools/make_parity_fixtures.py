@@ -83,7 +83,7 @@ U = the UNet batch (2B with classifier-free guidance, else B).
 
 | file | content |
 |---|---|
-| image.npy | [B, 3, H, W] init image in [-1, 1], exactly as fed to the VAE encoder (pixel / 255 * 2 - 1) |
+| ../inputs/image_bB.npy | [B, 3, H, W] init image in [-1, 1], exactly as fed to the VAE encoder (pixel / 255 * 2 - 1); shared by the cases of batch B (`case.json` "image_file") |
 | input_ids.npy | [U, 77] token ids fed to the text encoder, padded with 49407; rows in UNet order |
 | text_embeddings.npy | [U, 77, 32] encoder_hidden_states the UNet received; with CFG uncond rows first (`text_batch_order`) |
 | latent_parameters.npy | [B, 8, h, w] VAE encoder output (vae_encoder/model.onnx `latent_parameters`): mean, raw logvar |
@@ -370,6 +370,7 @@ def collect(rec, tap, scheduler, decoded, case, cfg, file_keys):
         "batch": case["batch"],
         "image_size": [IMAGE_SIZE, IMAGE_SIZE],
         "images": ["examples/astronaut.png", "examples/astronaut.png mirrored left-right"][: case["batch"]],
+        "image_file": f"inputs/image_b{case['batch']}.npy",
         "vae_scaling_factor": sf,
         "scheduler_timesteps": jsonable(scheduler.timesteps),
         "timesteps_iterated": jsonable(iterated),
@@ -382,10 +383,23 @@ def collect(rec, tap, scheduler, decoded, case, cfg, file_keys):
     return arrays, meta
 
 
+def array_path(out_dir, meta, name):
+    """The init image is the same for every case of a batch size: stored once under inputs/."""
+    if name == "image":
+        return os.path.join(os.path.dirname(out_dir), meta["image_file"])
+    return os.path.join(out_dir, name + ".npy")
+
+
 def write_case(out_dir, arrays, meta):
     os.makedirs(out_dir)
     for name in sorted(arrays):
-        save_npy(os.path.join(out_dir, name + ".npy"), arrays[name])
+        path = array_path(out_dir, meta, name)
+        if os.path.exists(path):
+            on_disk = np.load(path)
+            assert np.array_equal(on_disk, arrays[name]) and on_disk.dtype == arrays[name].dtype, path
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_npy(path, arrays[name])
     with open(os.path.join(out_dir, "case.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -481,7 +495,7 @@ def main():
         arrays2, meta2 = collect(rec, tap, scheduler2, decoded2, case, cfg, file_keys[case["model"]])
         assert meta2 == meta, case["name"]
         for k in arrays:
-            on_disk = np.load(os.path.join(case_dir, k + ".npy"))
+            on_disk = np.load(array_path(case_dir, meta, k))
             if not (np.array_equal(arrays2[k], on_disk) and arrays2[k].dtype == on_disk.dtype):
                 sys.exit(f"{case['name']}/{k}.npy: replaying the recorded noise did not reproduce it")
         index.append({"case": case["name"], "steps": len(meta["timesteps_iterated"]),
@@ -505,7 +519,7 @@ def main():
                        ("text_embeddings", rec.unet_text[0])):
             want = np.load(os.path.join(case_dir, k + ".npy"))
             diffs[k] = float(np.abs(got.astype(np.float64) - want).max())
-        lp = ort_nets.enc.run(["latent_parameters"], {"sample": np.load(os.path.join(case_dir, "image.npy"))})[0]
+        lp = ort_nets.enc.run(["latent_parameters"], {"sample": np.load(array_path(case_dir, meta, "image"))})[0]
         diffs["latent_parameters"] = float(np.abs(lp.astype(np.float64)
                                                  - np.load(os.path.join(case_dir, "latent_parameters.npy"))).max())
         entry["onnxruntime_max_abs_diff"] = diffs
