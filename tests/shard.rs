@@ -8,6 +8,7 @@ use common::{anonymize, demo_policy, faces, root, tree};
 
 use std::path::{Path, PathBuf};
 
+use assert_cmd::assert::OutputAssertExt;
 use assert_cmd::Command;
 use boomerang::records::report::{verify, ReportRow, RunRecord};
 use predicates::prelude::*;
@@ -408,4 +409,214 @@ fn a_merged_run_of_faces_audits_clean_when_every_row_is_re_run() {
         .code(0)
         .stdout(predicate::str::contains("re-ran lines: 2, 3, 4"))
         .stdout(predicate::str::contains("verdict: clean"));
+}
+
+/// `boomerang augment` or `enhance` on the tiny model, seeded from `secret`.
+fn dataset_command(
+    command: &str,
+    secret: &Path,
+    input: &Path,
+    output: &Path,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("boomerang"));
+    cmd.arg(command)
+        .arg("--model")
+        .arg(root().join("models/tiny-sd"))
+        .args(["--steps", "2", "--batch", "2", "--quiet", "--seed-file"])
+        .arg(secret)
+        .args(if command == "augment" {
+            ["-n", "2"]
+        } else {
+            ["--scale", "2"]
+        })
+        .arg(input)
+        .arg(output);
+    cmd
+}
+
+fn part_manifests(output: &Path, command: &str, count: u32) -> Vec<PathBuf> {
+    (0..count)
+        .map(|k| output.join(format!("{command}.part-{k:04}-of-{count:04}.csv")))
+        .collect()
+}
+
+fn new_secret(dir: &Path) -> PathBuf {
+    let secret = dir.join("run.secret");
+    Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["secret", "new"])
+        .arg(&secret)
+        .assert()
+        .success();
+    secret
+}
+
+#[test]
+fn augment_and_enhance_parts_merge_into_the_unsharded_output() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path(), 7);
+    let secret = new_secret(temp.path());
+    for (command, count) in [("augment", 3u32), ("enhance", 2)] {
+        let whole = temp.path().join(format!("{command}-whole"));
+        dataset_command(command, &secret, &input, &whole)
+            .assert()
+            .code(3);
+
+        // The parts at once (separate processes) into one OUT.
+        let parts = temp.path().join(format!("{command}-parts"));
+        let children: Vec<std::process::Child> = (0..count)
+            .map(|k| {
+                dataset_command(command, &secret, &input, &parts)
+                    .args(["--shard", &format!("{k}/{count}")])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let status = child.wait_with_output().unwrap().status;
+            assert!(matches!(status.code(), Some(0 | 3)), "{command}: {status}");
+        }
+        let manifests = part_manifests(&parts, command, count);
+        for manifest in &manifests {
+            assert!(manifest.is_file() && manifest.with_extension("json").is_file());
+        }
+        let mut reversed = manifests.clone();
+        reversed.reverse();
+        merge(&reversed, &parts.join(format!("{command}.csv")))
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!(
+                "merged the {count} parts"
+            )));
+        // Outputs and the manifest byte for byte, and nothing else left in OUT.
+        let (whole_tree, parts_tree) = (tree(&whole), tree(&parts));
+        assert_eq!(
+            whole_tree.keys().collect::<Vec<_>>(),
+            parts_tree.keys().collect::<Vec<_>>(),
+            "{command}"
+        );
+        for (path, bytes) in &whole_tree {
+            assert!(parts_tree[path] == *bytes, "{command}: {}", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_part_resumed_after_a_crash_merges_the_same() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path(), 5);
+    let secret = new_secret(temp.path());
+    let whole = temp.path().join("whole");
+    dataset_command("augment", &secret, &input, &whole)
+        .assert()
+        .code(3);
+    let parts = temp.path().join("parts");
+    for k in 0..2 {
+        dataset_command("augment", &secret, &input, &parts)
+            .args(["--shard", &format!("{k}/2")])
+            .assert()
+            .code(predicate::in_iter([0, 3]));
+    }
+    // Part 1 "killed": its record not finished, then its last row torn and that output gone.
+    let manifests = part_manifests(&parts, "augment", 2);
+    let record_path = manifests[1].with_extension("json");
+    let record = std::fs::read_to_string(&record_path).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert!(value["finished_rows"].as_u64() > Some(3), "{record}");
+    std::fs::write(&record_path, unfinished_record(&record)).unwrap();
+    merge(&manifests, &parts.join("augment.csv"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("says it has not finished"));
+    let text = std::fs::read_to_string(&manifests[1]).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap();
+    std::fs::write(&manifests[1], &text[..cut + 20]).unwrap();
+    let last_output = text.trim_end().lines().last().unwrap().split(',').nth(2);
+    if let Some(output) = last_output.filter(|o| !o.is_empty()) {
+        std::fs::remove_file(parts.join(output)).unwrap();
+    }
+    merge(&manifests, &parts.join("augment.csv"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("did not finish"));
+    // Started again without --resume: refused; with it: finished, and merged as if never killed.
+    dataset_command("augment", &secret, &input, &parts)
+        .args(["--shard", "1/2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--resume"));
+    dataset_command("augment", &secret, &input, &parts)
+        .args(["--shard", "1/2", "--resume"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    merge(&manifests, &parts.join("augment.csv"))
+        .assert()
+        .success();
+    assert_eq!(tree(&whole), tree(&parts));
+}
+
+#[test]
+fn manifest_merge_refuses_missing_unfinished_and_foreign_parts() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path(), 3);
+    let secret = new_secret(temp.path());
+    let output = temp.path().join("out");
+    let part = |k: u32, extra: &[&str]| {
+        let mut cmd = dataset_command("augment", &secret, &input, &output);
+        cmd.args(["--shard", &format!("{k}/3")]).args(extra);
+        cmd
+    };
+    for k in 0..2 {
+        part(k, &[]).assert().code(predicate::in_iter([0, 3]));
+    }
+    let manifests = part_manifests(&output, "augment", 3);
+    let merged = output.join("augment.csv");
+    merge(&manifests[..2], &merged)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("part 2 is missing"));
+    merge(&[manifests[0].clone(), manifests[0].clone()], &merged)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("twice"));
+    // Part 2 at another strength is another run's part.
+    part(2, &["--strength", "0.3"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    merge(&manifests, &merged)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("another arguments"));
+    assert!(!merged.exists() && manifests.iter().all(|m| m.is_file()));
+    // Parts need the run's secret, and an OUT of their own run.
+    let fresh = temp.path().join("fresh");
+    Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["augment", "--model"])
+        .arg(root().join("models/tiny-sd"))
+        .args(["-n", "1", "--shard", "0/2"])
+        .arg(&input)
+        .arg(&fresh)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--seed-file"));
+    assert!(!fresh.exists());
+    let whole = temp.path().join("whole");
+    dataset_command("augment", &secret, &input, &whole)
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    let before = tree(&whole);
+    dataset_command("augment", &secret, &input, &whole)
+        .args(["--shard", "0/2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unsharded run"));
+    assert_eq!(tree(&whole), before);
+}
+
+/// A part record with `finished_rows` set back to null, as while its part runs.
+fn unfinished_record(text: &str) -> String {
+    let mut record: serde_json::Value = serde_json::from_str(text).unwrap();
+    record["finished_rows"] = serde_json::Value::Null;
+    record.to_string()
 }

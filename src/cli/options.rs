@@ -502,10 +502,25 @@ pub struct DatasetArgs {
     /// Print time per stage and the share spent outside ONNX Runtime
     #[arg(long)]
     pub timings: bool,
+    /// Process only part K of N (K from 0 to N-1) of the sorted walk of IN, a contiguous block;
+    /// output names are planned on the whole walk, so parts running at once into one OUT agree.
+    /// Each part writes its own manifest OUT/<command>.part-KKKK-of-NNNN.csv and a record of the
+    /// part beside it (.json). `auto` reads BOOMERANG_SHARD=K/N, a Slurm array's
+    /// SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN, or a Kubernetes
+    /// Indexed Job's JOB_COMPLETION_INDEX (with --shards N). Every part needs the same secret
+    /// (--seed-file FILE or --seed N). When all parts have finished, `boomerang report merge
+    /// OUT/<command>.part-*.csv -o OUT/<command>.csv` leaves OUT as one unsharded run would
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardRequest>,
+    /// The number of parts, for --shard auto where the environment does not say it
+    /// (JOB_COMPLETION_INDEX); checked against the environment or K/N otherwise
+    #[arg(long, value_name = "N", requires = "shard", value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..))]
+    pub shards: Option<u32>,
     /// Input: a dataset folder (augment), or an image or folder (enhance)
     #[arg(value_name = "IN")]
     pub input: PathBuf,
-    /// Output folder, created if missing; must be empty unless --resume, and outside IN
+    /// Output folder, created if missing; must be empty unless --resume (or holding only the
+    /// other parts of a --shard run), and outside IN
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
 }
@@ -518,6 +533,8 @@ impl DatasetArgs {
             resume: self.resume,
             quiet: self.quiet,
             timings: self.timings,
+            shard: self.shard,
+            shards: self.shards,
         }
     }
 }
@@ -816,7 +833,12 @@ given), so the rows are in walk order, and a run.json for the merged report is w
 (ALL.report.csv gives ALL.run.json, any other name R gives R.run.json): counts summed, no shard, \
 the configuration otherwise the parts'. Refused: a missing part, a part given twice, and a part \
 of another run (other seed, by its fingerprint, policy, level, model, embedder, detector, N or \
-walk of IN). Example: boomerang report merge OUT.part-*-of-0016.report.csv -o OUT.report.csv";
+walk of IN). Example: boomerang report merge OUT.part-*-of-0016.report.csv -o OUT.report.csv\n\n\
+The manifests of augment or enhance parts (OUT/augment.part-KKKK-of-NNNN.csv, with the part record \
+.json beside each) are merged the same way: all N parts, finished (the record holds the row count), \
+of one run (same arguments, model, seed, N and walk of IN), in part order under one header, then \
+the parts' manifests and records are removed, so OUT is as an unsharded run leaves it. Example: \
+boomerang report merge OUT/augment.part-*.csv -o OUT/augment.csv";
 
 /// `boomerang report merge`.
 #[derive(Debug, Clone, Args)]

@@ -303,7 +303,7 @@ pub fn run(config: &AnonymizeConfig) -> anyhow::Result<Outcome> {
     // part of a sharded run and an unsharded run give every input the same name (an input that
     // fails keeps its name, unused).
     let walked = dataset::walk(&config.input)?;
-    let walk_sha256 = walk_hash(&walked);
+    let walk_sha256 = dataset::walk_sha256(&walked);
     let mut planned = dataset::plan_outputs_renamed(walked, file_key, folder_key);
     let shard = config.part().map(|part| {
         let range = part.range(planned.len());
@@ -508,16 +508,6 @@ fn resumed_seed(
             record_path.display()
         ),
     }
-}
-
-/// sha256 of the walk's paths, one per line: the parts of a sharded run walked the same IN.
-fn walk_hash(walked: &[dataset::Entry]) -> String {
-    let mut text = String::new();
-    for entry in walked {
-        text.push_str(&dataset::path_text(&entry.relative));
-        text.push('\n');
-    }
-    hex::encode(crate::io::hashing::sha256_bytes(text.as_bytes()))
 }
 
 /// What `--dry-run` reports instead of running.

@@ -25,6 +25,7 @@ use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
     SamplerOptions,
 };
+use super::manifest_parts::PartPlan;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::pipeline::Encoding;
@@ -52,6 +53,14 @@ impl AugmentConfig {
     /// The strength of sample `k`.
     pub fn strength_of(&self, k: u32) -> f64 {
         self.strengths[k as usize % self.strengths.len()]
+    }
+
+    /// What every part of a sharded run must share beside the model and the seed.
+    fn arguments(&self) -> String {
+        format!(
+            "-n {} --strengths {:?} originals {} {:?}",
+            self.count, self.strengths, self.originals, self.sampler.settings
+        )
     }
 
     /// The settings at `strength`.
@@ -170,47 +179,84 @@ struct Loaded<'a> {
 
 /// Runs `augment`; returns what happened (its `exit` is the process status).
 pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
+    let shard = PartPlan::resolve(&config.dataset, &config.sampler.seed)?;
     dataset::check_folders(&config.dataset.input, &config.dataset.output).map_err(Refused::from)?;
-    dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?;
-    let planned = plan(
-        config,
-        dataset::walk(&config.dataset.input).map_err(Refused::from)?,
-    );
+    let walked = dataset::walk(&config.dataset.input).map_err(Refused::from)?;
+    // Output names are planned on the whole walk, so every part agrees on them.
+    let part = shard.map(|shard| PartPlan::of(shard, &walked));
+    let mut planned = plan(config, walked);
+    let manifest_name = match &part {
+        Some(part) => {
+            planned.drain(part.range().end..);
+            planned.drain(..part.range().start);
+            part.manifest_name(MANIFEST_NAME)
+        }
+        None => MANIFEST_NAME.to_string(),
+    };
+    let outputs = planned_outputs(&planned);
+    match &part {
+        Some(part) => part.refuse_conflicts(
+            &config.dataset.output,
+            MANIFEST_NAME,
+            config.dataset.resume,
+            outputs.iter().map(Path::new),
+        )?,
+        None => dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?,
+    }
     let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
             output: &config.dataset.output,
-            manifest_name: MANIFEST_NAME,
+            manifest_name: &manifest_name,
             resume: config.dataset.resume,
             seed: &config.sampler.seed,
-            outputs: &planned_outputs(&planned),
+            outputs: &outputs,
             resume_with: "the arguments of that run (-n, --no-originals)",
         },
     )?;
+    let record = match &part {
+        Some(part) => Some(part.start_record(
+            &run.manifest_path,
+            "augment",
+            config.arguments(),
+            &run.model_sha256,
+            &run.run_seed_cell,
+        )?),
+        None => None,
+    };
+    let manifest_path = run.manifest_path.clone();
     let mut augmenting = Augmenting::new(config, run, kept)?;
     augmenting.print_header();
-    let images: Vec<&ImageToAugment> = planned
+    let images = planned
         .iter()
-        .filter_map(|p| match p {
-            Planned::Augment(image) => Some(image),
-            Planned::Skip { .. } => None,
-        })
-        .collect();
-    augmenting
-        .run
-        .show_progress(images.len(), config.dataset.quiet);
-    augmenting.log_skipped(&planned)?;
-    for group in images.chunks(config.sampler.batch) {
-        let loaded = augmenting.load_group(group)?;
-        if !loaded.is_empty() {
-            augmenting.sample_group(&loaded)?;
-            augmenting.run.tick(loaded.len() as u64);
+        .filter(|p| matches!(p, Planned::Augment(_)))
+        .count();
+    augmenting.run.show_progress(images, config.dataset.quiet);
+    // Rows go in walk order: a skipped entry first finishes the group before it.
+    let mut group: Vec<&ImageToAugment> = Vec::new();
+    for item in &planned {
+        match item {
+            Planned::Augment(image) => {
+                group.push(image);
+                if group.len() == config.sampler.batch {
+                    augmenting.process_group(&std::mem::take(&mut group))?;
+                }
+            }
+            Planned::Skip { relative, reason } => {
+                augmenting.process_group(&std::mem::take(&mut group))?;
+                augmenting.log_skipped(relative, reason)?;
+            }
         }
     }
-    Ok(augmenting
+    augmenting.process_group(&group)?;
+    let counts = augmenting
         .run
-        .finish(config.dataset.quiet, config.dataset.timings))
+        .finish(config.dataset.quiet, config.dataset.timings);
+    if let Some(record) = record {
+        record.finish(&manifest_path)?;
+    }
+    Ok(counts)
 }
 
 /// Every output path the plan writes, as manifest rows name them.
@@ -236,6 +282,8 @@ struct Augmenting<'a> {
     scheduler: String,
     /// The start timestep of each strength (by its bits); `None` when no noise is added.
     starts: HashMap<u64, Option<f64>>,
+    /// Rows of the group being processed, logged when it is done ([`Augmenting::process_group`]).
+    held: Vec<AugmentRow>,
 }
 
 impl<'a> Augmenting<'a> {
@@ -262,6 +310,7 @@ impl<'a> Augmenting<'a> {
             size,
             scheduler,
             starts,
+            held: Vec::new(),
         })
     }
 
@@ -292,17 +341,43 @@ impl<'a> Augmenting<'a> {
         self.run.print_seed(config.dataset.quiet);
     }
 
-    /// The skipped rows of the plan, first, as the walk listed them.
-    fn log_skipped(&mut self, planned: &[Planned]) -> anyhow::Result<()> {
-        for item in planned {
-            if let Planned::Skip { relative, reason } = item {
-                let row = AugmentRow {
-                    status: OutputStatus::Skipped,
-                    reason: reason.clone(),
-                    ..self.run.row(relative)
-                };
-                self.run.log(&row)?;
-            }
+    /// The row of an entry the plan skips.
+    fn log_skipped(&mut self, relative: &Path, reason: &str) -> anyhow::Result<()> {
+        let row = AugmentRow {
+            status: OutputStatus::Skipped,
+            reason: reason.to_string(),
+            ..self.run.row(relative)
+        };
+        self.run.log(&row)?;
+        Ok(())
+    }
+
+    /// Loads and samples a group, then logs its rows image by image (original first, then
+    /// samples by k), so the manifest's order does not depend on how images were grouped: the
+    /// parts of a sharded run merge into the manifest of an unsharded run.
+    fn process_group(&mut self, group: &[&ImageToAugment]) -> anyhow::Result<()> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let loaded = self.load_group(group)?;
+        if !loaded.is_empty() {
+            self.sample_group(&loaded)?;
+            self.run.tick(loaded.len() as u64);
+        }
+        let position: HashMap<String, usize> = group
+            .iter()
+            .enumerate()
+            .map(|(index, image)| (path_text(&image.relative), index))
+            .collect();
+        let mut rows = std::mem::take(&mut self.held);
+        rows.sort_by_key(|row| {
+            (
+                position.get(&row.source).copied(),
+                row.sample.map_or(0, |k| u64::from(k) + 1),
+            )
+        });
+        for row in &rows {
+            self.run.log(row)?;
         }
         Ok(())
     }
@@ -332,7 +407,7 @@ impl<'a> Augmenting<'a> {
                         reason: error.reason(),
                         ..self.run.row(&image.relative)
                     };
-                    self.run.log(&row)?;
+                    self.held.push(row);
                     return Ok(None);
                 }
             };
@@ -428,7 +503,7 @@ impl<'a> Augmenting<'a> {
             output_sha256: output_sha256?,
             ..self.run.row(&image.relative)
         };
-        self.run.log(&row)?;
+        self.held.push(row);
         Ok(())
     }
 
@@ -504,7 +579,7 @@ impl<'a> Augmenting<'a> {
             seed: hex::encode(sample.seed),
             ..self.run.row(&input.image.relative)
         };
-        self.run.log(&row)?;
+        self.held.push(row);
         Ok(())
     }
 }

@@ -132,6 +132,10 @@ pub struct DatasetOptions {
     pub quiet: bool,
     /// Print time per stage at the end.
     pub timings: bool,
+    /// `--shard K/N` or `auto`: process one part of the walk ([`super::manifest_parts`]).
+    pub shard: Option<crate::io::shard::ShardRequest>,
+    /// `--shards N`, for `--shard auto` where the environment does not say it.
+    pub shards: Option<u32>,
 }
 
 /// The Boomerang sampler a dataset command runs.

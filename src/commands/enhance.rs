@@ -25,6 +25,7 @@ use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
     SamplerOptions,
 };
+use super::manifest_parts::PartPlan;
 use crate::diffusion::engine::{Engine, EngineError, LatentTiling, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
@@ -157,12 +158,22 @@ pub fn output_name(relative: &Path) -> PathBuf {
 
 /// Runs `enhance`; returns what happened (its `exit` is the process status).
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
+    let shard = PartPlan::resolve(&config.dataset, &config.sampler.seed)?;
     dataset_run::check_input_output(&config.dataset.input, &config.dataset.output)?;
-    dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?;
     let (root, entries) = dataset_run::entries(&config.dataset.input)?;
+    // Output names are planned on the whole walk, so every part agrees on them.
+    let part = shard.map(|shard| PartPlan::of(shard, &entries));
     // `<stem>.png` in the input's folder; a later input with the same output (a.jpg and a.png)
     // gets a skipped row.
-    let planned = dataset::plan_outputs(entries, None);
+    let mut planned = dataset::plan_outputs(entries, None);
+    let manifest_name = match &part {
+        Some(part) => {
+            planned.drain(part.range().end..);
+            planned.drain(..part.range().start);
+            part.manifest_name(MANIFEST_NAME)
+        }
+        None => MANIFEST_NAME.to_string(),
+    };
     let outputs: HashSet<String> = planned
         .iter()
         .filter_map(|p| match &p.action {
@@ -170,19 +181,42 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             Action::Skip(_) => None,
         })
         .collect();
+    match &part {
+        Some(part) => part.refuse_conflicts(
+            &config.dataset.output,
+            MANIFEST_NAME,
+            config.dataset.resume,
+            outputs.iter().map(Path::new),
+        )?,
+        None => dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?,
+    }
     let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
     let tiling = tiling_for(config, &engine)?;
     let (run, kept) = DatasetRun::start(
         engine,
         &RunStart {
             output: &config.dataset.output,
-            manifest_name: MANIFEST_NAME,
+            manifest_name: &manifest_name,
             resume: config.dataset.resume,
             seed: &config.sampler.seed,
             outputs: &outputs,
             resume_with: "the input of that run",
         },
     )?;
+    let record = match &part {
+        Some(part) => Some(part.start_record(
+            &run.manifest_path,
+            "enhance",
+            format!(
+                "--scale {} tiling {:?} {:?}",
+                config.scale, tiling, config.sampler.settings
+            ),
+            &run.model_sha256,
+            &run.run_seed_cell,
+        )?),
+        None => None,
+    };
+    let manifest_path = run.manifest_path.clone();
     let mut enhancing = Enhancing::new(config, run, kept, tiling, root)?;
     enhancing.print_header();
     enhancing
@@ -191,9 +225,13 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
     for item in &planned {
         enhancing.process(item)?;
     }
-    Ok(enhancing
+    let counts = enhancing
         .run
-        .finish(config.dataset.quiet, config.dataset.timings))
+        .finish(config.dataset.quiet, config.dataset.timings);
+    if let Some(record) = record {
+        record.finish(&manifest_path)?;
+    }
+    Ok(counts)
 }
 
 /// `--tile` (default: the model's working size) and `--overlap` (default: a quarter tile),

@@ -10,6 +10,7 @@ pub mod enhance;
 pub mod exit;
 pub mod fetch_onnxruntime;
 pub mod manifest;
+pub mod manifest_parts;
 pub mod recompute;
 pub mod render;
 pub mod report_merge;

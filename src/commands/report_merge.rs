@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::audit::{merge, MergeSummary};
+use super::manifest_parts;
+use crate::audit::merge;
 
 /// The parts' reports in row order, and the merged report to write (it must not exist).
 #[derive(Debug, Clone)]
@@ -11,8 +12,24 @@ pub struct MergeConfig {
     pub output: PathBuf,
 }
 
-/// `boomerang report merge`: merges and prints what it wrote.
-pub fn run(config: &MergeConfig) -> anyhow::Result<MergeSummary> {
+/// `boomerang report merge`: merges and prints what it wrote. The manifests of `augment` or
+/// `enhance` parts ([`manifest_parts`]) are merged as such; anything else is a report.
+pub fn run(config: &MergeConfig) -> anyhow::Result<()> {
+    if config
+        .reports
+        .first()
+        .is_some_and(|first| manifest_parts::is_part_manifest(first))
+    {
+        let summary = manifest_parts::merge(&config.reports, &config.output)?;
+        println!(
+            "merged the {} parts of the sharded `{}` run: {} rows into {}; removed the parts' manifests and records",
+            summary.parts,
+            summary.command,
+            summary.rows,
+            summary.output.display()
+        );
+        return Ok(());
+    }
     let summary = merge(&config.reports, &config.output)?;
     for part in &summary.unrecorded {
         println!(
@@ -34,5 +51,5 @@ pub fn run(config: &MergeConfig) -> anyhow::Result<MergeSummary> {
         summary.output.display(),
         summary.chain_head
     );
-    Ok(summary)
+    Ok(())
 }

@@ -238,6 +238,16 @@ impl fmt::Display for SkipReason {
     }
 }
 
+/// sha256 of a walk's paths, one per line: the parts of a sharded run walked the same IN.
+pub fn walk_sha256(walked: &[Entry]) -> String {
+    let mut text = String::new();
+    for entry in walked {
+        text.push_str(&path_text(&entry.relative));
+        text.push('\n');
+    }
+    hex::encode(crate::io::hashing::sha256_bytes(text.as_bytes()))
+}
+
 /// Lists every file under `input` (see the module documentation for the rule). Problems with
 /// single files or folders become skipped entries; only an unusable `input` is an error.
 pub fn walk(input: &Path) -> Result<Vec<Entry>, DatasetError> {
