@@ -44,7 +44,9 @@ fn run(opts: Opts) -> anyhow::Result<Exit> {
         Command::Secret(SecretCommand::New(args)) => {
             commands::secret::new(&args.file).map(|()| Exit::Success)
         }
-        Command::FetchOnnxruntime => commands::fetch_onnxruntime::run().map(|()| Exit::Success),
+        Command::FetchOnnxruntime(args) => {
+            commands::fetch_onnxruntime::run(args.gpu).map(|()| Exit::Success)
+        }
     }
 }
 

@@ -106,8 +106,9 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
     Manifest(ManifestArgs),
-    /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU) from PyPI into boomerang's cache
-    FetchOnnxruntime,
+    /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU; with --gpu onnxruntime-gpu,
+    /// CUDA 13) from PyPI into boomerang's cache, every file checked against its pinned sha256
+    FetchOnnxruntime(FetchOnnxruntimeArgs),
     /// Check a run from its report: hash chain, output files, verdicts, policy, model and embedder
     /// hashes; exit 0 clean, 3 findings, 1 could not run
     Audit(AuditArgs),
@@ -839,6 +840,21 @@ The manifests of augment or enhance parts (OUT/augment.part-KKKK-of-NNNN.csv, wi
 of one run (same arguments, model, seed, N and walk of IN), in part order under one header, then \
 the parts' manifests and records are removed, so OUT is as an unsharded run leaves it. Example: \
 boomerang report merge OUT/augment.part-*.csv -o OUT/augment.csv";
+
+/// `boomerang fetch-onnxruntime`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "The GPU build (--gpu, a 256 MB download) installs libonnxruntime.so.1.31.1 \
+with its CUDA and TensorRT providers side by side in the cache; --device cuda/tensorrt then loads it \
+first. The CUDA provider also needs the NVIDIA driver and CUDA 13 libraries (cudart, cuBLAS, cuRAND, \
+cuFFT, NVRTC, cuDNN 9): found on the loader path, in $CUDA_HOME, or in python3's nvidia-* pip \
+packages (e.g. pip install nvidia-cudnn-cu13); a missing one is named when a GPU session opens."
+)]
+pub struct FetchOnnxruntimeArgs {
+    /// Fetch the GPU build (onnxruntime-gpu) instead of the CPU build
+    #[arg(long)]
+    pub gpu: bool,
+}
 
 /// `boomerang report merge`.
 #[derive(Debug, Clone, Args)]

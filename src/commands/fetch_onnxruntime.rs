@@ -1,12 +1,18 @@
-//! `boomerang fetch-onnxruntime`: installs the pinned ONNX Runtime library into the cache.
+//! `boomerang fetch-onnxruntime`: installs the pinned ONNX Runtime library (the CPU build, or
+//! the GPU build with its providers) into the cache.
 
 use crate::io::runtime;
 
-pub fn run() -> anyhow::Result<()> {
-    let path = runtime::fetch_into_cache()?;
+pub fn run(gpu: bool) -> anyhow::Result<()> {
+    let path = runtime::fetch_into_cache(gpu)?;
     println!(
-        "ONNX Runtime {} installed at {}",
+        "ONNX Runtime {}{} installed at {}",
         runtime::ORT_VERSION,
+        if gpu {
+            " (GPU build: CUDA and TensorRT providers beside it)"
+        } else {
+            ""
+        },
         path.display()
     );
     Ok(())

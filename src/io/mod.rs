@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod dataset;
+pub mod gpu_libraries;
 pub mod hashing;
 pub mod imageio;
 pub mod lock;

@@ -2,8 +2,9 @@
 //!
 //! ort is built with `load-dynamic`: nothing is linked at build time and nothing is downloaded by
 //! the build. At run time the C library is looked for, in order, at `--onnxruntime PATH`,
-//! `ORT_DYLIB_PATH`, boomerang's cache (filled by `boomerang fetch-onnxruntime`), the
-//! `onnxruntime` package of `python3`, and finally the system library path.
+//! `ORT_DYLIB_PATH`, boomerang's cache (filled by `boomerang fetch-onnxruntime`, and by
+//! `fetch-onnxruntime --gpu` with the GPU build, which is looked at first when a GPU device is
+//! asked for), the `onnxruntime` package of `python3`, and finally the system library path.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,15 +14,40 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::session::Session;
 
+use super::gpu_libraries;
+
 /// The ONNX Runtime release boomerang is built and tested against (ort's `api-31`).
 pub const ORT_VERSION: &str = "1.31.1";
 /// The PyPI wheel that carries the CPU build of that release, and its pinned digests.
 pub const ORT_WHEEL: &str = "onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl";
 pub const ORT_WHEEL_SHA256: &str =
     "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f";
-pub const ORT_LIBRARY_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
 pub const ORT_LIBRARY_SHA256: &str =
     "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
+/// The GPU build of the same release (`onnxruntime-gpu`, CUDA 13): the wheel, and every file
+/// installed from it with its digest. The core library comes last: its presence in the cache
+/// means the providers beside it are complete (ONNX Runtime loads them from its own folder).
+pub const ORT_GPU_WHEEL: &str = "onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl";
+pub const ORT_GPU_WHEEL_SHA256: &str =
+    "e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6";
+pub const ORT_GPU_FILES: &[(&str, &str)] = &[
+    (
+        "libonnxruntime_providers_shared.so",
+        "086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d",
+    ),
+    (
+        "libonnxruntime_providers_cuda.so",
+        "d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137",
+    ),
+    (
+        "libonnxruntime_providers_tensorrt.so",
+        "1882ee49fdb0e6fc2d272b00cfaf9a3310bf8580a34385c0eec4d82014ea172e",
+    ),
+    (
+        "libonnxruntime.so.1.31.1",
+        "5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303",
+    ),
+];
 /// The command that fixes a missing runtime; printed in every "not found" error.
 pub const FIX_COMMAND: &str = "boomerang fetch-onnxruntime";
 
@@ -37,6 +63,10 @@ pub enum RuntimeError {
     Load { path: PathBuf, message: String },
     #[error("could not create the ONNX Runtime environment: {0}")]
     Environment(String),
+    /// A GPU device that cannot run here: the library has no such provider, or the NVIDIA
+    /// libraries it needs are missing.
+    #[error("--device {device}: {message}")]
+    Gpu { device: Device, message: String },
     #[error("{model}: could not open the ONNX graph on {device}: {message}")]
     Session {
         model: PathBuf,
@@ -181,9 +211,13 @@ impl RuntimeConfig {
         ))
     }
 
-    /// Loads ONNX Runtime ([`init`]).
+    /// Loads ONNX Runtime ([`init_for`]), the GPU build first when a worker runs on a GPU.
     pub fn init(&self) -> Result<&'static Runtime, RuntimeError> {
-        init(self.onnxruntime.as_deref())
+        let gpu = self
+            .workers()
+            .iter()
+            .any(|worker| worker.device != Device::Cpu);
+        init_for(self.onnxruntime.as_deref(), gpu)
     }
 }
 
@@ -213,13 +247,19 @@ pub struct Runtime {
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
-/// Finds, loads and initializes ONNX Runtime once per process. Later calls return the same
-/// runtime whatever they pass: ONNX Runtime cannot be swapped after loading.
+/// Finds, loads and initializes ONNX Runtime for CPU sessions ([`init_for`]).
 pub fn init(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
+    init_for(explicit, false)
+}
+
+/// Finds, loads and initializes ONNX Runtime once per process; with `gpu`, the cached GPU build
+/// is preferred. Later calls return the same runtime whatever they pass: ONNX Runtime cannot be
+/// swapped after loading.
+pub fn init_for(explicit: Option<&Path>, gpu: bool) -> Result<&'static Runtime, RuntimeError> {
     if let Some(runtime) = RUNTIME.get() {
         return Ok(runtime);
     }
-    let (library, source) = discover(explicit)?;
+    let (library, source) = discover(explicit, gpu)?;
     let builder = ort::init_from(&library).map_err(|error| RuntimeError::Load {
         path: library.clone(),
         message: error.to_string(),
@@ -301,6 +341,7 @@ impl Runtime {
                 .with_intra_threads(options.threads)
                 .map_err(|e| fail(e.to_string()))?;
         }
+        self.check_gpu(options.device)?;
         let providers = match options.device {
             Device::Cpu => Vec::new(),
             Device::Cuda { device_id } => vec![ort::ep::CUDA::default()
@@ -309,10 +350,7 @@ impl Runtime {
                 .error_on_failure()],
             // Nodes TensorRT cannot take run on CUDA, still never on the CPU by surprise.
             Device::TensorRt { device_id } => vec![
-                ort::ep::TensorRT::default()
-                    .with_device_id(device_id)
-                    .build()
-                    .error_on_failure(),
+                tensorrt_options(device_id).build().error_on_failure(),
                 ort::ep::CUDA::default()
                     .with_device_id(device_id)
                     .build()
@@ -330,13 +368,82 @@ impl Runtime {
     }
 }
 
-/// Boomerang's own cache folder for the runtime library.
-pub fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("BOOMERANG_CACHE_DIR")
+impl Runtime {
+    /// Before a session on a GPU: the library must have the provider, and the NVIDIA libraries
+    /// it opens must load ([`gpu_libraries`]); every missing piece is named at once. CPU sessions
+    /// skip it.
+    fn check_gpu(&self, device: Device) -> Result<(), RuntimeError> {
+        use ort::ep::ExecutionProvider;
+        let fail = |message: String| RuntimeError::Gpu { device, message };
+        let library = self.info.library.display();
+        let (has_provider, provider, needed) = match device {
+            Device::Cpu => return Ok(()),
+            Device::Cuda { .. } => (
+                ort::ep::CUDA::is_available(),
+                "CUDA",
+                gpu_libraries::CUDA.to_vec(),
+            ),
+            Device::TensorRt { .. } => (
+                ort::ep::TensorRT::is_available(),
+                "TensorRT",
+                [gpu_libraries::CUDA, gpu_libraries::TENSORRT].concat(),
+            ),
+        };
+        if !has_provider.unwrap_or(false) {
+            return Err(fail(format!(
+                "{library} is a build of ONNX Runtime without the {provider} provider (the CPU build): run `{FIX_COMMAND} --gpu` (the pinned onnxruntime-gpu=={ORT_VERSION}), or pass --onnxruntime with onnxruntime-gpu's library"
+            )));
+        }
+        gpu_libraries::load_all(&needed).map_err(fail)
+    }
+}
+
+/// TensorRT builds an engine per graph on first use (minutes for a UNet): engines and timings are
+/// kept under boomerang's cache, in a folder per set of GPU models (an engine is only valid on
+/// the GPU it was built for; TensorRT names each engine by a hash of its graph). fp16 kernels
+/// are allowed, the reason to use TensorRT for diffusion.
+fn tensorrt_options(device_id: i32) -> ort::ep::TensorRT {
+    let mut options = ort::ep::TensorRT::default()
+        .with_device_id(device_id)
+        .with_fp16(true);
+    if let Some(base) = cache_base() {
+        let gpus = gpu_libraries::gpu_models().join("+");
+        let key: String = gpus
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let folder = base
+            .join("tensorrt")
+            .join(if key.is_empty() { "unknown-gpu" } else { &key });
+        if std::fs::create_dir_all(&folder).is_ok() {
+            let folder = folder.display().to_string();
+            options = options
+                .with_engine_cache(true)
+                .with_engine_cache_path(&folder)
+                .with_timing_cache(true)
+                .with_timing_cache_path(&folder);
+        }
+    }
+    options
+}
+
+/// Boomerang's cache: `$BOOMERANG_CACHE_DIR`, else `$XDG_CACHE_HOME/boomerang`, else
+/// `~/.cache/boomerang`.
+fn cache_base() -> Option<PathBuf> {
+    std::env::var_os("BOOMERANG_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("boomerang")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/boomerang")))?;
-    Some(base.join("onnxruntime").join(ORT_VERSION))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/boomerang")))
+}
+
+/// Boomerang's own cache folder for the runtime library.
+pub fn cache_dir() -> Option<PathBuf> {
+    Some(cache_base()?.join("onnxruntime").join(ORT_VERSION))
+}
+
+/// The folder of the GPU build and its providers (`fetch-onnxruntime --gpu`).
+pub fn gpu_cache_dir() -> Option<PathBuf> {
+    Some(cache_base()?.join("onnxruntime-gpu").join(ORT_VERSION))
 }
 
 /// The path `fetch-onnxruntime` installs to and discovery looks at.
@@ -344,7 +451,12 @@ pub fn cached_library() -> Option<PathBuf> {
     cache_dir().map(|dir| dir.join("libonnxruntime.so.1.31.1"))
 }
 
-fn discover(explicit: Option<&Path>) -> Result<(PathBuf, LibrarySource), RuntimeError> {
+/// The GPU build's core library in the cache.
+pub fn cached_gpu_library() -> Option<PathBuf> {
+    gpu_cache_dir().map(|dir| dir.join("libonnxruntime.so.1.31.1"))
+}
+
+fn discover(explicit: Option<&Path>, gpu: bool) -> Result<(PathBuf, LibrarySource), RuntimeError> {
     if let Some(path) = explicit {
         return existing(path, "--onnxruntime").map(|p| (p, LibrarySource::CommandLine));
     }
@@ -356,7 +468,14 @@ fn discover(explicit: Option<&Path>) -> Result<(PathBuf, LibrarySource), Runtime
         "--onnxruntime (not given)".to_string(),
         "ORT_DYLIB_PATH (unset)".to_string(),
     ];
-    if let Some(cached) = cached_library() {
+    // For a GPU, the GPU build first; the CPU build then still loads, and the GPU session
+    // says what is missing instead of a bare "not found".
+    let cached = if gpu {
+        vec![cached_gpu_library(), cached_library()]
+    } else {
+        vec![cached_library()]
+    };
+    for cached in cached.into_iter().flatten() {
         if cached.is_file() {
             return Ok((cached, LibrarySource::Cache));
         }
@@ -434,20 +553,47 @@ pub enum FetchError {
     },
 }
 
-/// Downloads the pinned onnxruntime wheel with pip, checks both pinned digests and installs the
-/// core library into the cache with an atomic rename. Returns the installed path.
-pub fn fetch_into_cache() -> Result<PathBuf, FetchError> {
-    let target = cached_library().ok_or(FetchError::NoCacheDir)?;
-    let dir = target.parent().ok_or(FetchError::NoCacheDir)?;
-    if target.is_file() && sha256_file(&target)? == ORT_LIBRARY_SHA256 {
-        return Ok(target);
+/// Downloads the pinned onnxruntime wheel with pip (`onnxruntime-gpu` with `gpu`), checks the
+/// wheel's and every installed file's pinned digest and installs the libraries into the cache,
+/// each with an atomic rename, the core library last. Returns the core library's path.
+pub fn fetch_into_cache(gpu: bool) -> Result<PathBuf, FetchError> {
+    let cpu_files = [("libonnxruntime.so.1.31.1", ORT_LIBRARY_SHA256)];
+    let (package, wheel_name, wheel_sha256, files, dir) = if gpu {
+        (
+            "onnxruntime-gpu",
+            ORT_GPU_WHEEL,
+            ORT_GPU_WHEEL_SHA256,
+            ORT_GPU_FILES,
+            gpu_cache_dir(),
+        )
+    } else {
+        (
+            "onnxruntime",
+            ORT_WHEEL,
+            ORT_WHEEL_SHA256,
+            &cpu_files[..],
+            cache_dir(),
+        )
+    };
+    let dir = dir.ok_or(FetchError::NoCacheDir)?;
+    let installed = |name: &str, sha256: &str| {
+        let path = dir.join(name);
+        Ok::<_, FetchError>(path.is_file() && sha256_file(&path)? == sha256)
+    };
+    let core = dir.join("libonnxruntime.so.1.31.1");
+    let mut complete = true;
+    for (name, sha256) in files {
+        complete &= installed(name, sha256)?;
     }
-    std::fs::create_dir_all(dir)
+    if complete {
+        return Ok(core);
+    }
+    std::fs::create_dir_all(&dir)
         .map_err(|e| FetchError::Io(format!("creating {}: {e}", dir.display())))?;
-    let download = tempfile::tempdir_in(dir)
+    let download = tempfile::tempdir_in(&dir)
         .map_err(|e| FetchError::Io(format!("temp folder in {}: {e}", dir.display())))?;
     let download_dir = download.path().to_string_lossy().into_owned();
-    let requirement = format!("onnxruntime=={ORT_VERSION}");
+    let requirement = format!("{package}=={ORT_VERSION}");
     // The platform flags pick the same wheel whatever Python runs pip.
     let args = [
         "-m",
@@ -466,21 +612,24 @@ pub fn fetch_into_cache() -> Result<PathBuf, FetchError> {
         &download_dir,
     ];
     run_python(&args)?;
-    let wheel = download.path().join(ORT_WHEEL);
-    check_digest(&wheel, ORT_WHEEL_SHA256)?;
-    let staged = download.path().join("libonnxruntime.so.staged");
+    let wheel = download.path().join(wheel_name);
+    check_digest(&wheel, wheel_sha256)?;
     let extract = "import shutil, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst)";
-    run_python(&[
-        "-c",
-        extract,
-        &wheel.to_string_lossy(),
-        ORT_LIBRARY_MEMBER,
-        &staged.to_string_lossy(),
-    ])?;
-    check_digest(&staged, ORT_LIBRARY_SHA256)?;
-    std::fs::rename(&staged, &target)
-        .map_err(|e| FetchError::Io(format!("installing {}: {e}", target.display())))?;
-    Ok(target)
+    for (name, sha256) in files {
+        let staged = download.path().join(format!("{name}.staged"));
+        run_python(&[
+            "-c",
+            extract,
+            &wheel.to_string_lossy(),
+            &format!("onnxruntime/capi/{name}"),
+            &staged.to_string_lossy(),
+        ])?;
+        check_digest(&staged, sha256)?;
+        let target = dir.join(name);
+        std::fs::rename(&staged, &target)
+            .map_err(|e| FetchError::Io(format!("installing {}: {e}", target.display())))?;
+    }
+    Ok(core)
 }
 
 fn run_python(args: &[&str]) -> Result<(), FetchError> {
