@@ -3,6 +3,8 @@
 //! (the GPU build of ONNX Runtime, or each NVIDIA library with the pip package that provides it).
 //! `fetch-onnxruntime --gpu` installs the pinned GPU build; this test checks it against its pins.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -139,4 +141,37 @@ fn fetch_gpu_is_a_no_op_when_the_pinned_files_are_installed() {
         .success()
         .stdout(predicate::str::contains(library.display().to_string()));
     gpu_library();
+}
+
+#[test]
+fn audit_re_runs_on_the_device_asked_and_says_when_it_is_not_the_runs() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(common::faces().join("obama.jpg"), input.join("obama.jpg")).unwrap();
+    let policy = common::demo_policy(temp.path(), &[("max-attempts = 3", "max-attempts = 1")]);
+    let output = temp.path().join("out");
+    common::anonymize(&policy, &input, &output, &["--level", "low", "--seed", "8"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    let report = common::report_path(&output);
+    let audit = || common::audit_recompute(&report, &input, &output, &policy, 1);
+    audit()
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("re-ran lines: 2 (on cpu)"))
+        .stdout(predicate::str::contains("reproducibility on the run's device").not());
+    // Re-runs go where --device says, never quietly to the CPU.
+    let assert = audit().args(["--device", "cuda"]).assert().code(1);
+    let error = one_line_error(&assert.get_output().stderr);
+    assert!(error.contains("--device cuda:0:"), "{error}");
+    // A run made on another device: the byte comparison is made, and said not to be conclusive.
+    let run_json = common::run_json_path(&output);
+    let text = std::fs::read_to_string(&run_json).unwrap();
+    let edited = text.replace("\"device\": \"cpu\"", "\"device\": \"cuda:0\"");
+    assert_ne!(edited, text);
+    std::fs::write(&run_json, edited).unwrap();
+    audit().assert().stdout(predicate::str::contains(
+        "it used cuda:0, the outputs were re-run on cpu",
+    ));
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::diffusion::model_manifest::ModelManifestError;
+use crate::io::runtime::Device;
 use crate::policy::{Policy, PolicyError};
 use crate::records::report::{ReportRow, RunRecord};
 
@@ -95,6 +96,9 @@ pub struct Recheck {
     pub nonce: Option<String>,
     /// Largest difference between a re-scored and a reported distance that is not a finding
     pub distance_tolerance: f32,
+    /// Where re-runs run: byte-identical outputs are expected on the device (and ONNX Runtime
+    /// build) the run used
+    pub device: Device,
 }
 
 impl Default for Recheck {
@@ -105,6 +109,7 @@ impl Default for Recheck {
             seed_sample: 0,
             nonce: None,
             distance_tolerance: DEFAULT_DISTANCE_TOLERANCE,
+            device: Device::Cpu,
         }
     }
 }
@@ -585,6 +590,19 @@ pub fn audit(
             "re-scored distances (give --recompute N with --inputs, --outputs and --policy)"
                 .to_string(),
         );
+    }
+    let run_devices = run.as_ref().map(|r| r.record.config.device.as_str());
+    if let Some(used) = run_devices.filter(|used| {
+        args.recheck.seed_sample > 0
+            && used
+                .split(',')
+                .any(|d| d != args.recheck.device.to_string())
+    }) {
+        not_checked.push(format!(
+            "reproducibility on the run's device: it used {used}, the outputs were re-run on {}; outputs are byte-identical only on the same device with the same ONNX Runtime build, so a re-run that differs may differ by device (audit with --device {})",
+            args.recheck.device,
+            used.split(',').next().unwrap_or(used)
+        ));
     }
     if args.recheck.seed_sample == 0 {
         not_checked.push(

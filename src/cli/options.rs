@@ -18,7 +18,7 @@ use crate::commands::sample::SampleConfig;
 use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
-use crate::io::runtime::{DeviceList, RuntimeConfig, SessionOptions};
+use crate::io::runtime::{Device, DeviceList, RuntimeConfig, SessionOptions};
 use crate::io::secret::SeedSource;
 use crate::io::shard::ShardRequest;
 use crate::policy::MAX_GUIDANCE;
@@ -777,6 +777,11 @@ pub struct AuditArgs {
     /// the outputs are byte-identical
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed_sample: usize,
+    /// Where re-runs run (cpu, cuda[:ID], tensorrt[:ID]). Outputs are byte-identical only on the
+    /// device and ONNX Runtime build the run used (run.json's device): re-runs elsewhere are
+    /// listed as not checked for that reason
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: Device,
     /// Any text of the auditor's that decides which rows --recompute and --seed-sample draw; the
     /// report's author cannot know it, so cannot steer the draw. Default: a random nonce from the
     /// operating system, printed so the same audit can be repeated with --nonce
@@ -815,6 +820,7 @@ impl AuditArgs {
                 // --recompute both re-scores and re-runs; --seed-sample can ask for more re-runs.
                 seed_sample: self.seed_sample.max(self.recompute),
                 distance_tolerance: self.distance_tolerance,
+                device: self.device,
             },
             html: self.html.clone(),
             json: self.json,

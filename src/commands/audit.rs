@@ -117,7 +117,11 @@ pub fn run(
             println!("re-scored lines: {}", join_lines(&audit.rescored));
         }
         if !audit.rerun.is_empty() {
-            println!("re-ran lines: {}", join_lines(&audit.rerun));
+            println!(
+                "re-ran lines: {} (on {})",
+                join_lines(&audit.rerun),
+                config.recheck.device
+            );
         }
         if let Some(path) = &config.html {
             println!("wrote {}", path.display());

@@ -16,7 +16,7 @@ use crate::commands::render::{self, ImagePlan};
 use crate::diffusion::engine::{Engine, Settings};
 use crate::io::dataset::{self, EntryKind};
 use crate::io::imageio;
-use crate::io::runtime::{self, SessionOptions};
+use crate::io::runtime::{self, Device, SessionOptions};
 use crate::policy::{Policy, Region};
 use crate::records::report::ReportRow;
 
@@ -61,8 +61,12 @@ impl RunRecomputer {
             .embedder
             .clone()
             .unwrap_or_else(|| policy.embedder.spec.clone());
-        let runtime = runtime::init(None)?;
-        let options = SessionOptions::default();
+        let device = args.recheck.device;
+        let runtime = runtime::init_for(None, device != Device::Cpu)?;
+        let options = SessionOptions {
+            device,
+            ..SessionOptions::default()
+        };
         let engine = Engine::open(&model, runtime, &options)?;
         // The detector the embedder spec pins, found as anonymize finds it (or the one given).
         let detector = match &args.claimed.detector {
