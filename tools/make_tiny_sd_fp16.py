@@ -123,6 +123,22 @@ def int64_timestep(model):
     graph.node.insert(0, cast)
 
 
+def float16_casts(model, original):
+    """Retargets the graph's own Casts to float32 at float16: the converter retypes their outputs
+    (and so their consumers) but leaves the `to` attribute, a graph ONNX Runtime refuses to load.
+    Only Casts of the original graph: the ones the converter adds around float32-only ops must
+    stay as they are."""
+    from onnx import TensorProto
+
+    own = {n.name for n in original.graph.node
+           if n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.name in own:
+            for attribute in node.attribute:
+                if attribute.name == "to":
+                    attribute.i = TensorProto.FLOAT16
+
+
 def convert(out):
     import warnings
 
@@ -130,12 +146,13 @@ def convert(out):
     from onnxconverter_common import float16
 
     for graph in GRAPHS:
-        model = onnx.load(os.path.join(SOURCE, graph, "model.onnx"))
+        original = onnx.load(os.path.join(SOURCE, graph, "model.onnx"))
         with warnings.catch_warnings():
             # It warns for every weight outside float16's range that it clamps (random weights have
             # a few tiny ones); the test bounds the resulting difference instead.
             warnings.simplefilter("ignore", UserWarning)
-            model = float16.convert_float_to_float16(model, keep_io_types=False)
+            model = float16.convert_float_to_float16(original, keep_io_types=False)
+        float16_casts(model, original)
         if graph == "unet":
             int64_timestep(model)
         onnx.checker.check_model(model)
