@@ -710,3 +710,88 @@ fn unet(
         .into_dimensionality()
         .map_err(|e| output_error("unet", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, Array1};
+
+    fn runtime() {
+        crate::io::runtime::init(None).expect("ONNX Runtime (run `boomerang fetch-onnxruntime`)");
+    }
+
+    fn fed<T: ort::value::PrimitiveTensorElementType + Clone + 'static>(
+        values: &[f32],
+        element: TensorElementType,
+    ) -> Vec<T> {
+        let array = Array1::from(values.to_vec());
+        let value = graph_input(array.view(), element, "test").unwrap();
+        assert_eq!(value.dtype().tensor_type(), Some(element));
+        let fed = value.try_extract_array::<T>().unwrap();
+        fed.iter().cloned().collect()
+    }
+
+    #[test]
+    fn inputs_are_cast_to_the_declared_type() {
+        runtime();
+        let values = [0.1, -1.25, 501.0, 70000.0];
+        assert_eq!(
+            fed::<f32>(&values, TensorElementType::Float32),
+            values.to_vec()
+        );
+        // f16 rounds to its nearest and saturates to infinity past 65504.
+        let halves: Vec<f32> = fed::<f16>(&values, TensorElementType::Float16)
+            .into_iter()
+            .map(f16::to_f32)
+            .collect();
+        assert_eq!(halves, vec![0.099975586, -1.25, 501.0, f32::INFINITY]);
+        assert_eq!(
+            fed::<i64>(&[501.0, 0.4, 999.6], TensorElementType::Int64),
+            vec![501, 0, 1000]
+        );
+        assert_eq!(
+            fed::<i32>(&[501.0, 0.4, 999.6], TensorElementType::Int32),
+            vec![501, 0, 1000]
+        );
+    }
+
+    #[test]
+    fn an_input_of_another_type_is_an_error() {
+        runtime();
+        let array = arr1(&[1.0f32]);
+        match graph_input(array.view(), TensorElementType::Float64, "unet") {
+            Err(PipelineError::Input(message)) => {
+                assert_eq!(message, "unet: cannot feed an input of element type f64")
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("an f64 input was fed"),
+        }
+    }
+
+    #[test]
+    fn f16_outputs_come_back_as_f32() {
+        runtime();
+        let halves = arr1(&[f16::from_f32(0.5), f16::from_f32(-3.0), f16::from_f32(0.1)]);
+        let value = Tensor::from_array(halves).unwrap().into_dyn();
+        let array = graph_output(&value, "vae_decoder").unwrap();
+        assert_eq!(
+            array.iter().copied().collect::<Vec<_>>(),
+            vec![0.5, -3.0, 0.099975586]
+        );
+        let singles = Tensor::from_array(arr1(&[0.25f32, 2.0]))
+            .unwrap()
+            .into_dyn();
+        let array = graph_output(&singles, "unet").unwrap();
+        assert_eq!(array.iter().copied().collect::<Vec<_>>(), vec![0.25, 2.0]);
+    }
+
+    #[test]
+    fn an_output_of_another_type_is_an_error_not_a_panic() {
+        runtime();
+        let doubles = Tensor::from_array(arr1(&[0.25f64])).unwrap().into_dyn();
+        match graph_output(&doubles, "unet") {
+            Err(PipelineError::Output { graph, .. }) => assert_eq!(graph, "unet"),
+            other => panic!("expected an output error, got {:?}", other.map(|a| a.len())),
+        }
+    }
+}

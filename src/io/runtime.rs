@@ -330,13 +330,18 @@ impl Runtime {
     }
 }
 
-/// Boomerang's own cache folder for the runtime library.
-pub fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("BOOMERANG_CACHE_DIR")
+/// Boomerang's cache: `$BOOMERANG_CACHE_DIR`, else `$XDG_CACHE_HOME/boomerang`, else
+/// `~/.cache/boomerang` (the tools/ scripts make the same choice for what they fetch or build).
+pub fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("BOOMERANG_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("boomerang")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/boomerang")))?;
-    Some(base.join("onnxruntime").join(ORT_VERSION))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/boomerang")))
+}
+
+/// Boomerang's own cache folder for the runtime library.
+pub fn cache_dir() -> Option<PathBuf> {
+    Some(cache_root()?.join("onnxruntime").join(ORT_VERSION))
 }
 
 /// The path `fetch-onnxruntime` installs to and discovery looks at.
