@@ -6,7 +6,8 @@ Each graph goes through onnxconverter-common's `convert_float_to_float16(keep_io
 every float input and output becomes float16 (ONNX Runtime's CPU EP inserts casts around the ops
 that have no float16 kernel). The UNet's `timestep` then becomes an int64 input followed by a Cast
 to float16, as exports with an integer timestep have it. Tokenizer, scheduler, configs and
-model_index.json are copied; SHA256SUMS is written as `boomerang manifest --write` writes it.
+model_index.json are copied (not the README, which describes the float32 graphs); SHA256SUMS is
+written as `boomerang manifest --write` writes it, plus a PROVENANCE file.
 
 Not committed (it would push the tracked tree over its size budget): the output goes to boomerang's
 cache, $BOOMERANG_CACHE_DIR, else $XDG_CACHE_HOME/boomerang, else ~/.cache/boomerang (the same
@@ -17,8 +18,7 @@ current source manifest, this script and its requirements, this is a no-op that 
 the standard library. Otherwise it makes its own venv in the cache from
 tools/requirements-fp16.txt, reruns itself there and replaces the output atomically.
 
-usage: python3 tools/make_tiny_sd_fp16.py [--print-dir]
-  --print-dir  print the output folder and exit
+usage: python3 tools/make_tiny_sd_fp16.py
 """
 import hashlib
 import os
@@ -175,12 +175,9 @@ def convert(out):
 
 
 def main():
-    target = output_dir()
-    if sys.argv[1:] == ["--print-dir"]:
-        print(target)
-        return
     if sys.argv[1:]:
-        sys.exit(__doc__.split("\n\n")[-1])
+        sys.exit(__doc__.split("\n\n")[-1].strip())
+    target = output_dir()
     if up_to_date(target):
         return
     if os.environ.get("BOOMERANG_FP16_VENV") != "1":
