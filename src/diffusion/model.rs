@@ -187,21 +187,50 @@ pub struct SdModel {
     pub unet: Session,
     pub vae_encoder: Session,
     pub vae_decoder: Session,
-    pub input_ids_type: TensorElementType,
+    pub input_types: InputTypes,
     pub vae_encoder_output: VaeEncoderOutput,
     /// Whether the UNet's `timestep` input is a scalar (rank 0) rather than a vector.
     pub scalar_timestep: bool,
 }
 
-/// One expected input or output: a name and the ranks accepted.
+/// The element types of the inputs the pipeline feeds, as the graphs declare them. The pipeline
+/// computes in f32 and converts at the graph boundary (fp16 exports, integer timesteps); outputs
+/// are converted back from whichever accepted float type they come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputTypes {
+    pub input_ids: TensorElementType,
+    pub unet_sample: TensorElementType,
+    pub timestep: TensorElementType,
+    pub encoder_hidden_states: TensorElementType,
+    pub vae_encoder_sample: TensorElementType,
+    pub latent_sample: TensorElementType,
+}
+
+/// One expected input or output: a name, the ranks and the element types accepted.
 struct Port {
     name: &'static str,
     ranks: &'static [usize],
+    types: &'static [TensorElementType],
 }
 
-const fn port(name: &'static str, ranks: &'static [usize]) -> Port {
-    Port { name, ranks }
+const fn port(
+    name: &'static str,
+    ranks: &'static [usize],
+    types: &'static [TensorElementType],
+) -> Port {
+    Port { name, ranks, types }
 }
+
+/// Float tensors: what fp32 and fp16 exports declare.
+const FLOAT: &[TensorElementType] = &[TensorElementType::Float32, TensorElementType::Float16];
+/// The UNet timestep: float, or integer in exports that trace it as a long tensor.
+const TIMESTEP: &[TensorElementType] = &[
+    TensorElementType::Float32,
+    TensorElementType::Float16,
+    TensorElementType::Int64,
+    TensorElementType::Int32,
+];
+const TOKEN_IDS: &[TensorElementType] = &[TensorElementType::Int32, TensorElementType::Int64];
 
 /// The ports a graph must have, for [`check_ports`].
 struct Ports {
@@ -210,22 +239,22 @@ struct Ports {
 }
 
 const TEXT_ENCODER_PORTS: Ports = Ports {
-    inputs: &[port("input_ids", &[2])],
-    outputs: &[port("last_hidden_state", &[3])],
+    inputs: &[port("input_ids", &[2], TOKEN_IDS)],
+    outputs: &[port("last_hidden_state", &[3], FLOAT)],
 };
 
 const UNET_PORTS: Ports = Ports {
     inputs: &[
-        port("sample", &[4]),
-        port("timestep", &[0, 1]),
-        port("encoder_hidden_states", &[3]),
+        port("sample", &[4], FLOAT),
+        port("timestep", &[0, 1], TIMESTEP),
+        port("encoder_hidden_states", &[3], FLOAT),
     ],
-    outputs: &[port("out_sample", &[4])],
+    outputs: &[port("out_sample", &[4], FLOAT)],
 };
 
 const VAE_DECODER_PORTS: Ports = Ports {
-    inputs: &[port("latent_sample", &[4])],
-    outputs: &[port("sample", &[4])],
+    inputs: &[port("latent_sample", &[4], FLOAT)],
+    outputs: &[port("sample", &[4], FLOAT)],
 };
 
 impl SdModel {
@@ -241,19 +270,6 @@ impl SdModel {
 
         let text_encoder =
             open_checked(runtime, &layout.text_encoder, options, &TEXT_ENCODER_PORTS)?;
-        let input_ids_type = input_type(&text_encoder, "input_ids");
-        if !matches!(
-            input_ids_type,
-            TensorElementType::Int32 | TensorElementType::Int64
-        ) {
-            return Err(ModelError::Signature {
-                path: layout.text_encoder.clone(),
-                message: format!(
-                    "input `input_ids` must be int32 or int64, found {input_ids_type:?}"
-                ),
-            });
-        }
-
         let unet = open_checked(runtime, &layout.unet, options, &UNET_PORTS)?;
         let scalar_timestep = input_rank(&unet, "timestep") == Some(0);
 
@@ -266,8 +282,8 @@ impl SdModel {
         let checked = check_ports(
             &layout.vae_encoder,
             &vae_encoder,
-            &[port("sample", &[4])],
-            &[port(vae_encoder_output.name(), &[4])],
+            &[port("sample", &[4], FLOAT)],
+            &[port(vae_encoder_output.name(), &[4], FLOAT)],
         );
         match vae_encoder_output {
             VaeEncoderOutput::LatentParameters => checked?,
@@ -281,6 +297,15 @@ impl SdModel {
         }
 
         let vae_decoder = open_checked(runtime, &layout.vae_decoder, options, &VAE_DECODER_PORTS)?;
+        // Every name looked up here passed check_ports with an accepted type.
+        let input_types = InputTypes {
+            input_ids: input_type(&text_encoder, "input_ids"),
+            unet_sample: input_type(&unet, "sample"),
+            timestep: input_type(&unet, "timestep"),
+            encoder_hidden_states: input_type(&unet, "encoder_hidden_states"),
+            vae_encoder_sample: input_type(&vae_encoder, "sample"),
+            latent_sample: input_type(&vae_decoder, "latent_sample"),
+        };
 
         Ok(SdModel {
             layout,
@@ -290,7 +315,7 @@ impl SdModel {
             unet,
             vae_encoder,
             vae_decoder,
-            input_ids_type,
+            input_types,
             vae_encoder_output,
             scalar_timestep,
         })
@@ -344,8 +369,8 @@ fn open_checked(
     Ok(session)
 }
 
-/// Every expected port must exist with an accepted rank, and the graph may not require inputs
-/// we would not feed (SDXL's `text_embeds`, an inpainting mask...).
+/// Every expected port must exist with an accepted rank and element type, and the graph may not
+/// require inputs we would not feed (SDXL's `text_embeds`, an inpainting mask...).
 fn check_ports(
     path: &Path,
     session: &Session,
@@ -379,6 +404,22 @@ fn check_ports(
                         .collect::<Vec<_>>()
                         .join(" or "),
                     rank.map_or("a non-tensor".into(), |r| r.to_string())
+                )));
+            }
+            // A tensor, since its rank passed.
+            let found_type = outlet
+                .dtype()
+                .tensor_type()
+                .unwrap_or(TensorElementType::Undefined);
+            if !want.types.contains(&found_type) {
+                return Err(fail(format!(
+                    "{kind} `{}` has element type {found_type}; accepted: {}",
+                    want.name,
+                    want.types
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }

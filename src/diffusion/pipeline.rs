@@ -5,11 +5,13 @@
 //! `steps_offset`): `init_timestep = min(int(N*s), N)`, `t_start = N - init_timestep`, the noise is
 //! added at the first kept timestep, and classifier-free guidance runs only when guidance > 1.
 
+use half::f16;
 use ndarray::{
-    concatenate, s, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis, IxDyn,
+    concatenate, s, Array2, Array3, Array4, ArrayD, ArrayView, ArrayView3, ArrayView4, Axis,
+    Dimension, IxDyn,
 };
-use ort::session::Session;
-use ort::value::{DynValueRef, TensorElementType, TensorRef};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, DynValueRef, Tensor, TensorElementType, TensorRef};
 
 use crate::diffusion::model::{SdModel, VaeEncoderOutput};
 use crate::diffusion::noise::{GaussianRng, NoiseSource, Stream};
@@ -160,7 +162,7 @@ pub fn encode_text(
     timer: &mut StageTimer,
 ) -> Result<Array3<f32>, PipelineError> {
     timer.time(Stage::TextEncoder, |timer| {
-        let ids = InputIds::new(ids, model.input_ids_type)?;
+        let ids = InputIds::new(ids, model.input_types.input_ids)?;
         let tensor = ids.tensor().map_err(runtime_error("text_encoder"))?;
         let session = &mut model.text_encoder;
         let outputs = timer
@@ -168,7 +170,10 @@ pub fn encode_text(
                 session.run(ort::inputs!["input_ids" => tensor])
             })
             .map_err(runtime_error("text_encoder"))?;
-        extract(&outputs["last_hidden_state"], "text_encoder")?
+        let value = outputs
+            .get("last_hidden_state")
+            .ok_or_else(|| output_error("text_encoder", "no `last_hidden_state`"))?;
+        graph_output(value, "text_encoder")?
             .into_dimensionality()
             .map_err(|e| output_error("text_encoder", e))
     })
@@ -202,17 +207,47 @@ impl InputIds {
     }
 }
 
-fn extract(
-    value: &ort::value::DynValue,
+/// An f32 array (in standard layout) as a graph input of `element`, the type the graph declares
+/// and the model check accepted: borrowed as is for f32, converted just before the run otherwise,
+/// so the pipeline itself computes in f32 whatever the export.
+fn graph_input<'a, D: Dimension + 'static>(
+    array: ArrayView<'a, f32, D>,
+    element: TensorElementType,
     graph: &'static str,
-) -> Result<ArrayD<f32>, PipelineError> {
-    value
-        .try_extract_array::<f32>()
-        .map(|view| view.to_owned())
-        .map_err(|e| PipelineError::Output {
-            graph,
-            message: e.to_string(),
-        })
+) -> Result<SessionInputValue<'a>, PipelineError> {
+    let value: SessionInputValue<'a> = match element {
+        TensorElementType::Float32 => TensorRef::from_array_view(array)
+            .map_err(runtime_error(graph))?
+            .into(),
+        TensorElementType::Float16 => Tensor::from_array(array.mapv(f16::from_f32))
+            .map_err(runtime_error(graph))?
+            .into(),
+        // Only timesteps come as integers; fractional ones (interpolated schedules) are rounded.
+        TensorElementType::Int64 => Tensor::from_array(array.mapv(|x| x.round() as i64))
+            .map_err(runtime_error(graph))?
+            .into(),
+        TensorElementType::Int32 => Tensor::from_array(array.mapv(|x| x.round() as i32))
+            .map_err(runtime_error(graph))?
+            .into(),
+        other => {
+            return Err(PipelineError::Input(format!(
+                "{graph}: cannot feed an input of element type {other}"
+            )))
+        }
+    };
+    Ok(value)
+}
+
+/// A graph output as f32, converted right after the run from either float type the model check
+/// accepts; any other type is an error, not a panic.
+fn graph_output(value: &DynValue, graph: &'static str) -> Result<ArrayD<f32>, PipelineError> {
+    let array = match value.dtype().tensor_type() {
+        Some(TensorElementType::Float16) => value
+            .try_extract_array::<f16>()
+            .map(|view| view.mapv(f16::to_f32)),
+        _ => value.try_extract_array::<f32>().map(|view| view.to_owned()),
+    };
+    array.map_err(|e| output_error(graph, e))
 }
 
 fn output_error(graph: &'static str, error: impl std::fmt::Display) -> PipelineError {
@@ -222,24 +257,31 @@ fn output_error(graph: &'static str, error: impl std::fmt::Display) -> PipelineE
     }
 }
 
+/// One input of a graph: its name, its values and the element type the graph declares.
+struct ImageInput<'a> {
+    name: &'static str,
+    values: ArrayView4<'a, f32>,
+    element: TensorElementType,
+}
+
 /// Runs a single-input, single-output graph on a 4-d f32 tensor.
 fn run_image_graph(
     session: &mut Session,
-    input: (&'static str, ArrayView4<f32>),
+    input: ImageInput,
     output: &'static str,
     graph: &'static str,
     stage: Stage,
     timer: &mut StageTimer,
 ) -> Result<Array4<f32>, PipelineError> {
-    let contiguous = input.1.as_standard_layout();
-    let tensor = TensorRef::from_array_view(contiguous.view()).map_err(runtime_error(graph))?;
+    let contiguous = input.values.as_standard_layout();
+    let tensor = graph_input(contiguous.view(), input.element, graph)?;
     let outputs = timer
-        .runtime_call(stage, || session.run(ort::inputs![input.0 => tensor]))
+        .runtime_call(stage, || session.run(ort::inputs![input.name => tensor]))
         .map_err(runtime_error(graph))?;
     let value = outputs
         .get(output)
         .ok_or_else(|| output_error(graph, format!("no `{output}`")))?;
-    extract(value, graph)?
+    graph_output(value, graph)?
         .into_dimensionality()
         .map_err(|e| output_error(graph, e))
 }
@@ -303,10 +345,15 @@ pub fn encode_images(
     timer: &mut StageTimer,
 ) -> Result<Encoding, PipelineError> {
     let kind = model.vae_encoder_output;
+    let element = model.input_types.vae_encoder_sample;
     let values = timer.time(Stage::VaeEncode, |timer| {
         run_image_graph(
             &mut model.vae_encoder,
-            ("sample", images),
+            ImageInput {
+                name: "sample",
+                values: images,
+                element,
+            },
             kind.name(),
             "vae_encoder",
             Stage::VaeEncode,
@@ -325,13 +372,18 @@ pub fn encode_tiled(
     timer: &mut StageTimer,
 ) -> Result<Encoding, PipelineError> {
     let kind = model.vae_encoder_output;
+    let element = model.input_types.vae_encoder_sample;
     let pixels = tiles.grid.scaled(model.geometry.vae_scale_factor);
     let values = timer.time(Stage::VaeEncode, |timer| {
         let mut fusion: Option<Fusion> = None;
         for chunk in tiles.chunks() {
             let encoded = run_image_graph(
                 &mut model.vae_encoder,
-                ("sample", pixels.crops(image, &chunk).view()),
+                ImageInput {
+                    name: "sample",
+                    values: pixels.crops(image, &chunk).view(),
+                    element,
+                },
                 kind.name(),
                 "vae_encoder",
                 Stage::VaeEncode,
@@ -552,10 +604,15 @@ fn decode(
     layout: Layout,
     timer: &mut StageTimer,
 ) -> Result<Array4<f32>, PipelineError> {
+    let element = model.input_types.latent_sample;
     let decoded = match layout {
         Layout::Whole => run_image_graph(
             &mut model.vae_decoder,
-            ("latent_sample", latents.view()),
+            ImageInput {
+                name: "latent_sample",
+                values: latents.view(),
+                element,
+            },
             "sample",
             "vae_decoder",
             Stage::VaeDecode,
@@ -567,10 +624,11 @@ fn decode(
             for chunk in tiles.chunks() {
                 let decoded = run_image_graph(
                     &mut model.vae_decoder,
-                    (
-                        "latent_sample",
-                        tiles.grid.crops(latents.view(), &chunk).view(),
-                    ),
+                    ImageInput {
+                        name: "latent_sample",
+                        values: tiles.grid.crops(latents.view(), &chunk).view(),
+                        element,
+                    },
                     "sample",
                     "vae_decoder",
                     Stage::VaeDecode,
@@ -624,8 +682,9 @@ fn unet(
 ) -> Result<Array4<f32>, PipelineError> {
     let sample = sample.as_standard_layout().into_owned();
     let hidden = hidden.as_standard_layout();
-    let sample_tensor = TensorRef::from_array_view(sample.view()).map_err(runtime_error("unet"))?;
-    let hidden_tensor = TensorRef::from_array_view(hidden.view()).map_err(runtime_error("unet"))?;
+    let types = model.input_types;
+    let sample_tensor = graph_input(sample.view(), types.unet_sample, "unet")?;
+    let hidden_tensor = graph_input(hidden.view(), types.encoder_hidden_states, "unet")?;
     // Rank 0 for graphs exported with a scalar timestep, else one per batch row.
     let t = t as f32;
     let timestep = if model.scalar_timestep {
@@ -633,7 +692,7 @@ fn unet(
     } else {
         ArrayD::from_elem(IxDyn(&[sample.shape()[0]]), t)
     };
-    let timestep = TensorRef::from_array_view(timestep.view()).map_err(runtime_error("unet"))?;
+    let timestep = graph_input(timestep.view(), types.timestep, "unet")?;
     let session = &mut model.unet;
     let outputs = timer
         .runtime_call(Stage::Unet, || {
@@ -647,7 +706,92 @@ fn unet(
     let value = outputs
         .get("out_sample")
         .ok_or_else(|| output_error("unet", "no `out_sample`"))?;
-    extract(value, "unet")?
+    graph_output(value, "unet")?
         .into_dimensionality()
         .map_err(|e| output_error("unet", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, Array1};
+
+    fn runtime() {
+        crate::io::runtime::init(None).expect("ONNX Runtime (run `boomerang fetch-onnxruntime`)");
+    }
+
+    fn fed<T: ort::value::PrimitiveTensorElementType + Clone + 'static>(
+        values: &[f32],
+        element: TensorElementType,
+    ) -> Vec<T> {
+        let array = Array1::from(values.to_vec());
+        let value = graph_input(array.view(), element, "test").unwrap();
+        assert_eq!(value.dtype().tensor_type(), Some(element));
+        let fed = value.try_extract_array::<T>().unwrap();
+        fed.iter().cloned().collect()
+    }
+
+    #[test]
+    fn inputs_are_cast_to_the_declared_type() {
+        runtime();
+        let values = [0.1, -1.25, 501.0, 70000.0];
+        assert_eq!(
+            fed::<f32>(&values, TensorElementType::Float32),
+            values.to_vec()
+        );
+        // f16 rounds to its nearest and saturates to infinity past 65504.
+        let halves: Vec<f32> = fed::<f16>(&values, TensorElementType::Float16)
+            .into_iter()
+            .map(f16::to_f32)
+            .collect();
+        assert_eq!(halves, vec![0.099975586, -1.25, 501.0, f32::INFINITY]);
+        assert_eq!(
+            fed::<i64>(&[501.0, 0.4, 999.6], TensorElementType::Int64),
+            vec![501, 0, 1000]
+        );
+        assert_eq!(
+            fed::<i32>(&[501.0, 0.4, 999.6], TensorElementType::Int32),
+            vec![501, 0, 1000]
+        );
+    }
+
+    #[test]
+    fn an_input_of_another_type_is_an_error() {
+        runtime();
+        let array = arr1(&[1.0f32]);
+        match graph_input(array.view(), TensorElementType::Float64, "unet") {
+            Err(PipelineError::Input(message)) => {
+                assert_eq!(message, "unet: cannot feed an input of element type f64")
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("an f64 input was fed"),
+        }
+    }
+
+    #[test]
+    fn f16_outputs_come_back_as_f32() {
+        runtime();
+        let halves = arr1(&[f16::from_f32(0.5), f16::from_f32(-3.0), f16::from_f32(0.1)]);
+        let value = Tensor::from_array(halves).unwrap().into_dyn();
+        let array = graph_output(&value, "vae_decoder").unwrap();
+        assert_eq!(
+            array.iter().copied().collect::<Vec<_>>(),
+            vec![0.5, -3.0, 0.099975586]
+        );
+        let singles = Tensor::from_array(arr1(&[0.25f32, 2.0]))
+            .unwrap()
+            .into_dyn();
+        let array = graph_output(&singles, "unet").unwrap();
+        assert_eq!(array.iter().copied().collect::<Vec<_>>(), vec![0.25, 2.0]);
+    }
+
+    #[test]
+    fn an_output_of_another_type_is_an_error_not_a_panic() {
+        runtime();
+        let doubles = Tensor::from_array(arr1(&[0.25f64])).unwrap().into_dyn();
+        match graph_output(&doubles, "unet") {
+            Err(PipelineError::Output { graph, .. }) => assert_eq!(graph, "unet"),
+            other => panic!("expected an output error, got {:?}", other.map(|a| a.len())),
+        }
+    }
 }

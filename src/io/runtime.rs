@@ -406,7 +406,7 @@ fn tensorrt_options(device_id: i32) -> ort::ep::TensorRT {
     let mut options = ort::ep::TensorRT::default()
         .with_device_id(device_id)
         .with_fp16(true);
-    if let Some(base) = cache_base() {
+    if let Some(base) = cache_root() {
         let gpus = gpu_libraries::gpu_models().join("+");
         let key: String = gpus
             .chars()
@@ -428,8 +428,8 @@ fn tensorrt_options(device_id: i32) -> ort::ep::TensorRT {
 }
 
 /// Boomerang's cache: `$BOOMERANG_CACHE_DIR`, else `$XDG_CACHE_HOME/boomerang`, else
-/// `~/.cache/boomerang`.
-fn cache_base() -> Option<PathBuf> {
+/// `~/.cache/boomerang` (the tools/ scripts make the same choice for what they fetch or build).
+pub fn cache_root() -> Option<PathBuf> {
     std::env::var_os("BOOMERANG_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("boomerang")))
@@ -438,12 +438,12 @@ fn cache_base() -> Option<PathBuf> {
 
 /// Boomerang's own cache folder for the runtime library.
 pub fn cache_dir() -> Option<PathBuf> {
-    Some(cache_base()?.join("onnxruntime").join(ORT_VERSION))
+    Some(cache_root()?.join("onnxruntime").join(ORT_VERSION))
 }
 
 /// The folder of the GPU build and its providers (`fetch-onnxruntime --gpu`).
 pub fn gpu_cache_dir() -> Option<PathBuf> {
-    Some(cache_base()?.join("onnxruntime-gpu").join(ORT_VERSION))
+    Some(cache_root()?.join("onnxruntime-gpu").join(ORT_VERSION))
 }
 
 /// The path `fetch-onnxruntime` installs to and discovery looks at.
