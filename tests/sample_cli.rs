@@ -213,7 +213,7 @@ fn gpu_request_on_a_cpu_runtime_fails_instead_of_falling_back() {
         .arg(example())
         .assert()
         .failure()
-        .stderr(predicate::str::contains("on cuda:0"));
+        .stderr(predicate::str::contains("--device cuda:0: "));
     assert!(!temp.path().join("out").exists());
 }
 
