@@ -445,6 +445,7 @@ fn score_config(image_a: PathBuf, image_b: PathBuf) -> ScoreConfig {
             session: SessionOptions {
                 device: Device::Cpu,
                 threads: 1,
+                ..SessionOptions::default()
             },
             more_devices: Vec::new(),
         },

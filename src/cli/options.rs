@@ -18,6 +18,7 @@ use crate::commands::sample::SampleConfig;
 use crate::commands::score::ScoreConfig;
 use crate::diffusion::engine::Settings;
 use crate::diffusion::scheduler::SchedulerKind;
+use crate::io::hashing::Verify;
 use crate::io::runtime::{Device, DeviceList, RuntimeConfig, SessionOptions};
 use crate::io::secret::SeedSource;
 use crate::io::shard::ShardRequest;
@@ -161,6 +162,20 @@ pub struct RuntimeArgs {
     /// depend on it
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// How a model folder is checked against its SHA256SUMS when it opens: `remembered` re-uses
+    /// the sha256 boomerang's cache recorded for a file whose device, inode, size, mtime and
+    /// ctime are unchanged (new or changed files are hashed); `full` hashes every byte. The
+    /// audit always hashes every byte
+    #[arg(long, default_value = "remembered", value_name = "HOW", value_parser = parse_verify)]
+    pub verify: Verify,
+}
+
+fn parse_verify(text: &str) -> Result<Verify, String> {
+    match text {
+        "remembered" => Ok(Verify::Remembered),
+        "full" => Ok(Verify::Full),
+        _ => Err(format!("`{text}`: expected remembered or full")),
+    }
 }
 
 impl RuntimeArgs {
@@ -176,6 +191,7 @@ impl RuntimeArgs {
         SessionOptions {
             device: self.device.first(),
             threads: self.threads,
+            verify: self.verify,
         }
     }
 }

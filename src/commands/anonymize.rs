@@ -196,7 +196,8 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
             model_dir.display()
         );
     }
-    let model_sha256 = ModelManifest::compute(&model_dir)?.model_hash();
+    let model_sha256 =
+        ModelManifest::compute_with(&model_dir, config.runtime.session.verify)?.model_hash();
     if let Some(pin) = &policy.model.manifest_sha256 {
         if *pin != model_sha256 {
             bail!(

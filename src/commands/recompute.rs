@@ -15,6 +15,7 @@ use crate::commands::anonymize::level_settings;
 use crate::commands::render::{self, ImagePlan};
 use crate::diffusion::engine::{Engine, Settings};
 use crate::io::dataset::{self, EntryKind};
+use crate::io::hashing::Verify;
 use crate::io::imageio;
 use crate::io::runtime::{self, Device, SessionOptions};
 use crate::policy::{Policy, Region};
@@ -63,8 +64,10 @@ impl RunRecomputer {
             .unwrap_or_else(|| policy.embedder.spec.clone());
         let device = args.recheck.device;
         let runtime = runtime::init_for(None, device != Device::Cpu)?;
+        // The auditor trusts no remembered hash.
         let options = SessionOptions {
             device,
+            verify: Verify::Full,
             ..SessionOptions::default()
         };
         let engine = Engine::open(&model, runtime, &options)?;

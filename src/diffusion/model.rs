@@ -265,7 +265,7 @@ impl SdModel {
     ) -> Result<SdModel, ModelError> {
         let layout = ModelLayout::locate(root)?;
         let geometry = ModelGeometry::read(&layout)?;
-        let manifest = ModelManifest::compute(root)?;
+        let manifest = ModelManifest::compute_with(root, options.verify)?;
         manifest.check_against_file(root)?;
 
         let text_encoder =

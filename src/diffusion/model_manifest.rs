@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::io::hashing::{sha256_bytes, sha256_file};
+use crate::io::hashing::{sha256_bytes, sha256_file_remembered, Verify};
 
 pub const MANIFEST_FILE: &str = "SHA256SUMS";
 
@@ -34,9 +34,18 @@ pub struct ModelManifest {
 }
 
 impl ModelManifest {
-    /// Hashes every regular file under `folder` (following symlinks, so a variant folder that
-    /// links another's graphs is pinned by their content), except the manifest itself.
+    /// Hashes every byte of every regular file under `folder` (following symlinks, so a variant
+    /// folder that links another's graphs is pinned by their content), except the manifest.
     pub fn compute(folder: &Path) -> Result<ModelManifest, ModelManifestError> {
+        ModelManifest::compute_with(folder, Verify::Full)
+    }
+
+    /// [`ModelManifest::compute`], re-using the sha256 of files unchanged since they were last
+    /// hashed when `verify` allows ([`sha256_file_remembered`]).
+    pub fn compute_with(
+        folder: &Path,
+        verify: Verify,
+    ) -> Result<ModelManifest, ModelManifestError> {
         let mut files = BTreeMap::new();
         let mut pending = vec![PathBuf::new()];
         while let Some(relative) = pending.pop() {
@@ -59,7 +68,8 @@ impl ModelManifest {
                     if key == MANIFEST_FILE {
                         continue;
                     }
-                    let digest = sha256_file(&child).map_err(|e| io_error(&child, e))?;
+                    let digest =
+                        sha256_file_remembered(&child, verify).map_err(|e| io_error(&child, e))?;
                     files.insert(key, digest);
                 }
             }

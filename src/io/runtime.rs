@@ -15,6 +15,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 
 use super::gpu_libraries;
+use super::hashing::Verify;
 
 /// The ONNX Runtime release boomerang is built and tested against (ort's `api-31`).
 pub const ORT_VERSION: &str = "1.31.1";
@@ -157,6 +158,8 @@ pub struct SessionOptions {
     pub device: Device,
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
+    /// How a model folder's files are checked against its manifest when it opens.
+    pub verify: Verify,
 }
 
 impl Default for SessionOptions {
@@ -164,6 +167,7 @@ impl Default for SessionOptions {
         Self {
             device: Device::Cpu,
             threads: 0,
+            verify: Verify::Remembered,
         }
     }
 }
