@@ -1,6 +1,7 @@
 //! The command line: parses with clap (`options`), hands each command its plain config, and turns
 //! the result into the process exit status. The only module that knows clap.
 
+mod generate;
 mod options;
 
 use std::process::ExitCode;
@@ -44,6 +45,12 @@ fn run(opts: Opts) -> anyhow::Result<Exit> {
         Command::Secret(SecretCommand::New(args)) => {
             commands::secret::new(&args.file).map(|()| Exit::Success)
         }
+        Command::Completions(args) => {
+            generate::completions(args.shell);
+            Ok(Exit::Success)
+        }
+        Command::Man(args) => generate::man_pages(&args.dir).map(|()| Exit::Success),
+        Command::Doctor => commands::doctor::run(),
         Command::FetchOnnxruntime(args) => {
             commands::fetch_onnxruntime::run(args.gpu).map(|()| Exit::Success)
         }

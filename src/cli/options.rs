@@ -110,6 +110,15 @@ pub enum Command {
     /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU; with --gpu onnxruntime-gpu,
     /// CUDA 13) from PyPI into boomerang's cache, every file checked against its pinned sha256
     FetchOnnxruntime(FetchOnnxruntimeArgs),
+    /// Print a shell completion script: `source <(boomerang completions bash)`, or save it where
+    /// your shell loads completions (bash: ~/.local/share/bash-completion/completions/boomerang)
+    Completions(CompletionsArgs),
+    /// Write man pages (boomerang.1 and one per subcommand) into DIR, e.g. ~/.local/share/man/man1
+    Man(ManArgs),
+    /// Say what this installation finds and what is missing, with the fix for each: ONNX Runtime
+    /// (library, version, providers), the NVIDIA libraries a GPU needs, models and policies.
+    /// Exit 0 when the CPU path is ready, 3 when something it needs is missing
+    Doctor,
     /// Check a run from its report: hash chain, output files, verdicts, policy, model and embedder
     /// hashes; exit 0 clean, 3 findings, 1 could not run
     Audit(AuditArgs),
@@ -862,6 +871,22 @@ The manifests of augment or enhance parts (OUT/augment.part-KKKK-of-NNNN.csv, wi
 of one run (same arguments, model, seed, N and walk of IN), in part order under one header, then \
 the parts' manifests and records are removed, so OUT is as an unsharded run leaves it. Example: \
 boomerang report merge OUT/augment.part-*.csv -o OUT/augment.csv";
+
+/// `boomerang completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `boomerang man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
 
 /// `boomerang fetch-onnxruntime`.
 #[derive(Debug, Clone, Args)]

@@ -52,13 +52,14 @@ pub const TENSORRT: &[Needed] = &[
 /// Loads every library of `needed` (kept loaded for the process). The error lists every missing
 /// one with where it comes from, on one line.
 pub fn load_all(needed: &[Needed]) -> Result<(), String> {
-    let folders = search_folders();
-    let mut missing = Vec::new();
-    for library in needed {
-        if let Err(why) = load(library.soname, &folders) {
-            missing.push(format!("{} ({why}; {})", library.soname, library.source));
-        }
-    }
+    let missing: Vec<String> = status(needed)
+        .into_iter()
+        .filter_map(|(library, found)| {
+            found
+                .err()
+                .map(|why| format!("{} ({why}; {})", library.soname, library.source))
+        })
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -68,12 +69,23 @@ pub fn load_all(needed: &[Needed]) -> Result<(), String> {
     ))
 }
 
-fn load(soname: &str, folders: &[PathBuf]) -> Result<(), String> {
+/// Each library of `needed`, loaded: where it was found, or why not.
+pub fn status(needed: &[Needed]) -> Vec<(Needed, Result<String, String>)> {
+    let folders = search_folders();
+    needed
+        .iter()
+        .map(|library| (*library, load(library.soname, &folders)))
+        .collect()
+}
+
+fn load(soname: &str, folders: &[PathBuf]) -> Result<String, String> {
     if dlopen_global(Path::new(soname)).is_ok() {
-        return Ok(());
+        return Ok("on the loader path".to_string());
     }
     match find_in(soname, folders) {
-        Some(path) => dlopen_global(&path).map_err(|error| format!("{}: {error}", path.display())),
+        Some(path) => dlopen_global(&path)
+            .map(|()| path.display().to_string())
+            .map_err(|error| format!("{}: {error}", path.display())),
         None => Err("not found".to_string()),
     }
 }
