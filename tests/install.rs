@@ -64,3 +64,35 @@ fn doctor_reports_what_is_found_and_what_is_missing() {
             "missing  ONNX Runtime GPU build (for --device cuda/tensorrt): run `boomerang fetch-onnxruntime --gpu`",
         ));
 }
+
+#[test]
+fn the_shipped_policies_are_found_by_name_from_any_directory() {
+    let temp = tempfile::tempdir().unwrap();
+    let elsewhere = temp.path().join("elsewhere");
+    let input = elsewhere.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let faces = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces");
+    std::fs::copy(faces.join("obama.jpg"), input.join("obama.jpg")).unwrap();
+    boomerang()
+        .current_dir(&elsewhere)
+        .args(["anonymize", "--policy", "demo", "--level", "low", "--seed", "3"])
+        .args(["in", "out"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    boomerang()
+        .current_dir(&elsewhere)
+        .args(["audit", "out.report.csv", "--inputs", "in", "--outputs", "out"])
+        .args(["--policy", "demo", "--recompute", "1"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("verdict: clean"));
+    boomerang()
+        .current_dir(&elsewhere)
+        .args(["anonymize", "--policy", "no-such-policy", "in", "out2"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "no policy named `no-such-policy`: looked at",
+        ));
+    assert!(!elsewhere.join("out2").exists());
+}

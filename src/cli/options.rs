@@ -384,8 +384,10 @@ pub struct AnonymizeArgs {
     #[arg(long, value_name = "LEVEL")]
     pub level: Option<String>,
     /// Policy file (TOML) mapping levels to strength, steps, scheduler, prompt and the
-    /// certification rule
-    #[arg(long, default_value = "policies/default.toml", value_name = "FILE")]
+    /// certification rule, or the name of a shipped one (`default`: real Stable Diffusion,
+    /// `demo`: the bundled tiny model), looked up as NAME.toml in $BOOMERANG_POLICIES, ./policies
+    /// and the source tree's policies/
+    #[arg(long, default_value = "default", value_name = "FILE|NAME")]
     pub policy: PathBuf,
     /// Model folder, instead of the policy's (the policy's manifest pin still applies)
     #[arg(long, value_name = "DIR")]

@@ -48,6 +48,8 @@ pub enum PolicyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("no policy named `{name}`: looked at {looked}; pass --policy PATH to a policy file")]
+    NotFound { name: String, looked: String },
     #[error("{path}: not UTF-8 text")]
     NotUtf8 {
         path: PathBuf,
@@ -357,8 +359,43 @@ pub struct Policy {
     pub levels: Vec<Level>,
 }
 
+/// Environment variable naming a folder of policies, searched first for a policy by name.
+pub const POLICIES_ENV: &str = "BOOMERANG_POLICIES";
+
+/// A policy path as given, or, for a bare name such as `demo` that is not a file here,
+/// `NAME.toml` in `$BOOMERANG_POLICIES`, `./policies`, then the source tree's `policies/` this
+/// binary was built from, so `--policy demo` works from any directory.
+pub fn find(given: &Path) -> Result<PathBuf, PolicyError> {
+    let bare = given.components().count() == 1 && given.extension().is_none();
+    if given.exists() || !bare {
+        return Ok(given.to_path_buf());
+    }
+    let file = given.with_extension("toml");
+    let mut folders = Vec::new();
+    if let Some(dir) = std::env::var_os(POLICIES_ENV).filter(|d| !d.is_empty()) {
+        folders.push(PathBuf::from(dir));
+    }
+    folders.push(PathBuf::from("policies"));
+    folders.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    let candidates: Vec<PathBuf> = folders.iter().map(|folder| folder.join(&file)).collect();
+    candidates
+        .iter()
+        .find(|candidate| candidate.is_file())
+        .cloned()
+        .ok_or_else(|| PolicyError::NotFound {
+            name: given.display().to_string(),
+            looked: candidates
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
 impl Policy {
+    /// Loads a policy file, or a policy by name ([`find`]: `default`, `demo`).
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let path = &find(path)?;
         let io = |source| PolicyError::Io {
             path: path.to_path_buf(),
             source,
