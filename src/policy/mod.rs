@@ -121,7 +121,7 @@ fn list_problems(path: &Path, problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// `ddim, ddpm, euler-ancestral, pndm`: the `--scheduler` names a level may use.
+/// `ddim, ddpm, euler-ancestral, pndm, lcm`: the `--scheduler` names a level may use.
 fn scheduler_names() -> String {
     SchedulerKind::ALL.map(SchedulerKind::cli_name).join(", ")
 }
