@@ -2,7 +2,8 @@
 //!
 //! The contract mirrors diffusers: `set_timesteps` is implied by construction (the scheduler is
 //! built for a number of inference steps), `timesteps()` is the full descending schedule, and the
-//! img2img pipeline starts part-way through it via `set_begin_index`.
+//! img2img pipeline starts part-way through it via `set_begin_index` (except LCM, whose
+//! timesteps are picked for the strength when it is built: [`build_img2img`]).
 //!
 //! The arithmetic follows diffusers 0.39.0 operation by operation in float32 (coefficients are
 //! float32 scalars as in torch), so results agree with diffusers to float32 rounding.
