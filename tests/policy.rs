@@ -648,6 +648,23 @@ fn escalation_raises_strength_exactly_and_caps_it() {
 }
 
 #[test]
+fn lcm_levels_denoise_at_any_strength_above_zero() {
+    // LCM runs all its steps, spread below the strength: 4 steps at 0.2 start at t = 199.
+    let lcm = replace(
+        "strength = 0.5\nsteps = 50\nscheduler = \"ddim\"\neta = 0.0\n",
+        "strength = 0.2\nsteps = 4\nscheduler = \"lcm\"\n",
+    );
+    let (_dir, result) = load_text(&lcm);
+    let json = serde_json::to_value(result.unwrap().level("medium").unwrap()).unwrap();
+    assert_eq!(json["scheduler"], "lcm");
+    let p = problem(&lcm.replacen("strength = 0.2", "strength = 0.0", 1));
+    assert!(p.message.contains("0 denoising steps"), "{}", p.message);
+    // The other schedulers keep diffusers' img2img rule: int(4 x 0.2) = 0.
+    let ddim = replace("strength = 0.5\nsteps = 50", "strength = 0.2\nsteps = 4");
+    assert!(problem(&ddim).message.contains("int(4 x 0.2) = 0"));
+}
+
+#[test]
 fn run_json_writes_the_scheduler_as_the_policy_spells_it() {
     let (_dir, result) = load_text(&replace(
         "scheduler = \"ddim\"\neta = 0.0\n",

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use boomerang::diffusion::noise::NoiseSource;
+use boomerang::diffusion::pipeline::StartPlan;
 use boomerang::diffusion::scheduler::{
-    alphas_cumprod, build, PredictionType, SchedulerConfig, SchedulerError, SchedulerKind,
-    StepInput, TimestepSpacing, VarianceType,
+    alphas_cumprod, build, build_img2img, PredictionType, SchedulerConfig, SchedulerError,
+    SchedulerKind, StepInput, TimestepSpacing, VarianceType,
 };
 use ndarray::{Array5, ArrayD, Axis};
 use serde_json::Value;
@@ -59,6 +60,11 @@ fn config(value: &Value) -> SchedulerConfig {
 
 fn kind(case: &Value) -> SchedulerKind {
     case["kind"].as_str().unwrap().parse().unwrap()
+}
+
+/// The img2img strength a case was recorded at; only LCM's timesteps depend on it.
+fn strength(case: &Value) -> f64 {
+    case["strength"].as_f64().unwrap_or(1.0)
 }
 
 fn floats(value: &Value) -> Vec<f64> {
@@ -132,8 +138,13 @@ fn timesteps_match_diffusers_or_fail_where_it_fails() {
     assert!(cases.len() > 400);
     for case in cases {
         let steps = case["num_inference_steps"].as_u64().unwrap() as usize;
-        let built = build(kind(case), &config(&case["config"]), steps, 0.0);
-        let label = format!("{} {} steps {}", kind(case), case["config"], steps);
+        let strength = strength(case);
+        let built = build_img2img(kind(case), &config(&case["config"]), steps, 0.0, strength);
+        let label = format!(
+            "{} {} steps {steps} strength {strength}",
+            kind(case),
+            case["config"]
+        );
         match (&case["error"], built) {
             (Value::String(_), Err(_)) => {}
             (Value::String(e), Ok(_)) => panic!("{label}: diffusers fails ({e}) but we accept"),
@@ -199,7 +210,8 @@ fn img2img_trajectories_match_diffusers() {
         let oracle = case["oracle"].as_bool().unwrap();
         let steps = case["num_inference_steps"].as_u64().unwrap() as usize;
         let eta = case["eta"].as_f64().unwrap() as f32;
-        let mut s = build(k, &config(&case["config"]), steps, eta).unwrap();
+        let strength = strength(case);
+        let mut s = build_img2img(k, &config(&case["config"]), steps, eta, strength).unwrap();
         assert_eq!(
             timesteps_f32(s.timesteps()),
             timesteps_f32(&floats(&case["timesteps"])),
@@ -208,10 +220,9 @@ fn img2img_trajectories_match_diffusers() {
         let sigma = case["init_noise_sigma"].as_f64().unwrap() as f32;
         assert_close(s.init_noise_sigma(), sigma, name);
 
-        // The img2img pipeline's start index, computed as diffusers' get_timesteps does.
-        let strength = case["strength"].as_f64().unwrap();
-        let init_timestep = ((steps as f64 * strength) as usize).min(steps);
-        let begin = (steps - init_timestep) * s.order();
+        // The img2img pipeline's start index: diffusers' get_timesteps, or 0 for LCM, whose
+        // timesteps already start below the strength.
+        let begin = s.img2img_begin_index(steps, strength);
         assert_eq!(
             begin as u64,
             case["begin_index"].as_u64().unwrap(),
@@ -377,6 +388,7 @@ fn scheduler_names_round_trip_and_unknown_ones_are_listed() {
         "DDPMScheduler",
         "EulerAncestralDiscreteScheduler",
         "PNDMScheduler",
+        "LCMScheduler",
     ] {
         assert!(err.contains(name), "{err}");
     }
@@ -517,4 +529,42 @@ fn step_input<'a>(
         t,
         sample,
     }
+}
+
+/// The table in README: where LCM img2img starts, and the timesteps it runs, per strength at 2 and
+/// 4 steps (default original_inference_steps 50), as diffusers 0.39 `set_timesteps(n, strength=s)`
+/// gives them. Strength 0 runs nothing (a VAE round trip).
+#[test]
+fn lcm_start_timesteps_per_strength() {
+    let cfg = SchedulerConfig::from_json_str(r#"{"_class_name": "LCMScheduler"}"#).unwrap();
+    let plan = |steps: usize, strength: f64| {
+        let s = build_img2img(SchedulerKind::Lcm, &cfg, steps, 0.0, strength).unwrap();
+        StartPlan::new(s.as_ref(), steps, strength).timesteps
+    };
+    let table: [(f64, &[f64], &[f64]); 7] = [
+        (1.0, &[999.0, 499.0], &[999.0, 759.0, 499.0, 259.0]),
+        (0.8, &[799.0, 399.0], &[799.0, 599.0, 399.0, 199.0]),
+        (0.7, &[699.0, 359.0], &[699.0, 539.0, 359.0, 179.0]),
+        (0.5, &[499.0, 259.0], &[499.0, 379.0, 259.0, 139.0]),
+        (0.3, &[299.0, 159.0], &[299.0, 239.0, 159.0, 79.0]),
+        (0.2, &[199.0, 99.0], &[199.0, 159.0, 99.0, 59.0]),
+        (0.1, &[99.0, 59.0], &[99.0, 79.0, 59.0, 39.0]),
+    ];
+    for (strength, two, four) in table {
+        assert_eq!(plan(2, strength), two, "strength {strength}, 2 steps");
+        assert_eq!(plan(4, strength), four, "strength {strength}, 4 steps");
+    }
+    assert!(plan(4, 0.0).is_empty());
+    // int(50 x 0.07) = 3 original timesteps cannot give 4 steps; diffusers refuses it too.
+    let err = build_img2img(SchedulerKind::Lcm, &cfg, 4, 0.0, 0.07)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("original_inference_steps"), "{err}");
+    assert!(build_img2img(SchedulerKind::Ddim, &cfg, 4, 0.0, 1.5).is_err());
+    let zero = SchedulerConfig::from_json_str(r#"{"original_inference_steps": 0}"#).unwrap();
+    let err = zero.resolve(SchedulerKind::Lcm).unwrap_err().to_string();
+    assert!(err.contains("original_inference_steps"), "{err}");
+    // Other kinds ignore the LCM keys, as from_config does.
+    assert!(zero.resolve(SchedulerKind::Ddim).is_ok());
 }

@@ -8,7 +8,9 @@ Writes into OUT_DIR (default tests/fixtures/schedulers):
 
 A trajectory replays what StableDiffusionImg2ImgPipeline does with a scheduler: set_timesteps(N),
 start at t_start = N - min(int(N * strength), N), set_begin_index, add_noise at the first remaining
-timestep, then scale_model_input + step for each remaining timestep. Model outputs are seeded
+timestep, then scale_model_input + step for each remaining timestep. For LCM it replays
+LatentConsistencyModelImg2ImgPipeline instead: set_timesteps(N, strength=strength) picks all N
+timesteps below the strength, and every one of them is run. Model outputs are seeded
 random tensors, either pure noise (a stress test: latents drift far from data scale) or
 "oracle" outputs (what a perfect model would predict given the clean latents, plus 0.3 noise),
 which keep latents at realistic magnitudes. Every tensor a scheduler draws in `step` is recorded
@@ -33,12 +35,14 @@ from diffusers import (  # noqa: E402
     DDIMScheduler,
     DDPMScheduler,
     EulerAncestralDiscreteScheduler,
+    LCMScheduler,
     PNDMScheduler,
 )
 from diffusers.schedulers import (  # noqa: E402
     scheduling_ddim,
     scheduling_ddpm,
     scheduling_euler_ancestral_discrete,
+    scheduling_lcm,
 )
 
 assert diffusers.__version__ == "0.39.0", diffusers.__version__
@@ -50,7 +54,11 @@ CLASSES = {
     "ddpm": DDPMScheduler,
     "euler-ancestral": EulerAncestralDiscreteScheduler,
     "pndm": PNDMScheduler,
+    "lcm": LCMScheduler,
 }
+# The kinds whose cases came first: LCM's are appended after theirs so that their seeds, and so
+# their fixture bytes, stay as they were.
+FIRST_KINDS = ["ddim", "ddpm", "euler-ancestral", "pndm"]
 SHAPE = (2, 4, 4, 4)
 SD15 = {
     "_class_name": "PNDMScheduler",
@@ -69,6 +77,28 @@ BETAS = {
     "linear": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
     "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
     "squaredcos_cap_v2": {"beta_schedule": "squaredcos_cap_v2"},
+}
+# An LCMScheduler config with every key the class reads, as LCM distillations of SD 1.5 ship one
+# (steps_offset 1 is ignored by LCMScheduler).
+LCM_SD15 = {
+    "_class_name": "LCMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "dynamic_thresholding_ratio": 0.995,
+    "num_train_timesteps": 1000,
+    "original_inference_steps": 50,
+    "prediction_type": "epsilon",
+    "rescale_betas_zero_snr": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "thresholding": False,
+    "timestep_scaling": 10.0,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
 }
 SPACINGS = ["leading", "trailing", "linspace"]
 # A short custom beta schedule: exercises trained_betas and num_train_timesteps != 1000.
@@ -89,7 +119,7 @@ class Recorder:
 
 
 RECORDER = Recorder()
-for module in (scheduling_ddim, scheduling_ddpm, scheduling_euler_ancestral_discrete):
+for module in (scheduling_ddim, scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_lcm):
     module.randn_tensor = RECORDER
 
 
@@ -122,9 +152,12 @@ def timesteps_list(sched):
     return [int(v) for v in ts.tolist()]
 
 
-def build(kind, config, steps):
+def build(kind, config, steps, strength=1.0):
     sched = CLASSES[kind].from_config(config)
-    sched.set_timesteps(steps)
+    if kind == "lcm":
+        sched.set_timesteps(steps, strength=strength)
+    else:
+        sched.set_timesteps(steps)
     return sched
 
 
@@ -133,9 +166,9 @@ def init_noise_sigma(sched):
     return f32(s.item() if torch.is_tensor(s) else s)
 
 
-def smoke_run(kind, config, steps):
+def smoke_run(kind, config, steps, strength=1.0):
     """Run the full schedule on a tiny tensor: diffusers errors (IndexError etc.) surface here."""
-    sched = build(kind, config, steps)
+    sched = build(kind, config, steps, strength)
     RECORDER.generator = torch.Generator().manual_seed(0)
     x = torch.zeros(1, 1, 1, 1)
     ts = sched.timesteps
@@ -168,6 +201,23 @@ def timestep_cases():
                     except Exception as e:  # diffusers refuses or crashes: boomerang must refuse
                         case["error"] = f"{type(e).__name__}: {e}"
                     out.append(case)
+    # LCM: its own timestep selection (timestep_spacing and steps_offset are ignored), for
+    # img2img strengths and distillation schedule lengths; too few original steps must fail.
+    for original in (50, 30, 1000):
+        for strength in (1.0, 0.5, 0.3, 0.05):
+            for steps in (1, 2, 4, 8, 25, 51):
+                # timestep_spacing must change nothing; one spacing per case keeps the file small.
+                spacing = ["leading", "trailing"][steps % 2]
+                config = {"_class_name": "LCMScheduler", "original_inference_steps": original,
+                          "timestep_spacing": spacing}
+                case = {"kind": "lcm", "config": config, "num_inference_steps": steps, "strength": strength}
+                try:
+                    sched = smoke_run("lcm", config, steps, strength)
+                    case["timesteps"] = timesteps_list(sched)
+                    case["init_noise_sigma"] = init_noise_sigma(sched)
+                except Exception as e:
+                    case["error"] = f"{type(e).__name__}: {e}"
+                out.append(case)
     return out
 
 
@@ -189,13 +239,18 @@ def oracle(sched, kind, latents, original, t):
 
 
 def trajectory(tensors, name, kind, config, steps, strength, eta, seed, use_oracle):
-    sched = build(kind, config, steps)
+    sched = build(kind, config, steps, strength)
     order = sched.order
-    init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
-    timesteps = sched.timesteps[t_start * order :]
-    if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(t_start * order)
+    if kind == "lcm":
+        # LatentConsistencyModelImg2ImgPipeline: retrieve_timesteps(strength=...), no get_timesteps.
+        t_start = 0
+        timesteps = sched.timesteps
+    else:
+        init_timestep = min(int(steps * strength), steps)
+        t_start = max(steps - init_timestep, 0)
+        timesteps = sched.timesteps[t_start * order :]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(t_start * order)
     gen = torch.Generator().manual_seed(seed)
     RECORDER.generator = torch.Generator().manual_seed(seed + 1)
     original = torch.randn(SHAPE, generator=gen)
@@ -285,7 +340,7 @@ def trajectory_cases(tensors):
         seed += 10
 
     # Stable Diffusion 1.5's own config, loaded into every scheduler (from_config semantics).
-    for kind in CLASSES:
+    for kind in FIRST_KINDS:
         special(f"sd15-config/{kind}", kind, dict(SD15), 25, 0.6, 0.3 if kind == "ddim" else 0.0, True)
         special(f"sd15-config-random/{kind}", kind, dict(SD15), 10, 0.8, 1.0 if kind == "ddim" else 0.0)
     # Class defaults: DDIM and DDPM clip x0 to [-1, 1] unless told otherwise.
@@ -319,6 +374,30 @@ def trajectory_cases(tensors):
     special("pndm/n3-full", "pndm", dict(SD15), 3, 1.0)
     special("euler-ancestral/n7-linspace", "euler-ancestral", dict(SD15, timestep_spacing="linspace"), 7, 1.0)
     special("ddpm/n7-trailing", "ddpm", dict(SD15, timestep_spacing="trailing"), 7, 0.9)
+
+    # LCM: few steps (1, 2, 4, 8), img2img strengths, the default and a shorter distillation
+    # schedule (30 steps: int(30 * 0.3) is 8, one below 9 by float rounding).
+    for i in range(16):
+        steps = [1, 2, 4, 8][i % 4]
+        strength = [1.0, 0.8, 0.5, 0.3][i // 4]
+        pred = ["epsilon", "v_prediction"][(i + i // 4) % 2]
+        original = [50, 30][(i // 2) % 2]
+        config = dict(LCM_SD15, prediction_type=pred, original_inference_steps=original)
+        use_oracle = i % 5 != 4
+        name = f"lcm/{pred}/orig{original}/n{steps}/s{strength}" + ("" if use_oracle else "/random")
+        special(name, "lcm", config, steps, strength, use_oracle=use_oracle)
+    special("lcm/sample-prediction", "lcm", dict(LCM_SD15, prediction_type="sample"), 4, 0.6, use_oracle=True)
+    special("lcm/clip-sample", "lcm", dict(LCM_SD15, clip_sample=True, clip_sample_range=0.5), 4, 1.0)
+    # A small timestep_scaling makes c_skip large enough (0.003 at t = 179) to be checked at 1e-5.
+    special("lcm/timestep-scaling-0.05", "lcm", dict(LCM_SD15, timestep_scaling=0.05), 4, 0.7, use_oracle=True)
+    special("lcm/trailing-no-alpha-one", "lcm",
+            dict(LCM_SD15, timestep_spacing="trailing", set_alpha_to_one=False, steps_offset=0), 3, 0.9,
+            use_oracle=True)
+    special("lcm/zero-snr", "lcm", dict(LCM_SD15, rescale_betas_zero_snr=True, prediction_type="v_prediction"),
+            4, 1.0, use_oracle=True)
+    special("lcm/class-defaults", "lcm", {"_class_name": "LCMScheduler"}, 2, 0.5, use_oracle=True)
+    special("lcm/trained-betas", "lcm", dict(trained, original_inference_steps=25), 4, 0.8, use_oracle=True)
+    special("sd15-config/lcm", "lcm", dict(SD15), 4, 0.6, use_oracle=True)
     return cases
 
 
@@ -346,15 +425,19 @@ RESOLUTION_CONFIGS = [
     ("use-default-values", dict(SD15, _use_default_values=["set_alpha_to_one", "steps_offset"]), []),
     # Keys only some classes read: the others must ignore them, as diffusers does.
     ("ddpm-learned-range", {"_class_name": "DDPMScheduler", "variance_type": "learned_range"}, ["ddpm"]),
-    ("thresholding", {"thresholding": True, "clip_sample": False}, ["ddim", "ddpm"]),
+    ("thresholding", {"thresholding": True, "clip_sample": False}, ["ddim", "ddpm", "lcm"]),
     ("sample-prediction", {"prediction_type": "sample"}, ["euler-ancestral", "pndm"]),
+    ("lcm-sd15", LCM_SD15, []),
+    ("lcm-custom", {"_class_name": "LCMScheduler", "original_inference_steps": 100, "timestep_scaling": 4.0,
+                    "beta_schedule": "linear"}, []),
     ("unknown-class", {"_class_name": "LMSDiscreteScheduler", "beta_schedule": "scaled_linear",
                        "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1}, []),
 ]
 RESOLVED_KEYS = [
     "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
     "timestep_spacing", "steps_offset", "set_alpha_to_one", "clip_sample", "clip_sample_range",
-    "rescale_betas_zero_snr", "variance_type", "skip_prk_steps", "thresholding",
+    "rescale_betas_zero_snr", "variance_type", "skip_prk_steps", "thresholding", "original_inference_steps",
+    "timestep_scaling",
 ]
 
 

@@ -215,10 +215,11 @@ pub struct BoomerangArgs {
     /// round trip, 1 a new image; the paper used 0.2, 0.5, 0.7 and 0.8
     #[arg(long, default_value_t = 0.5, value_name = "S")]
     pub strength: f64,
-    /// Inference steps of the full schedule; about strength x steps of them are run
+    /// Inference steps of the full schedule; about strength x steps of them are run (lcm runs all
+    /// of them, spread below strength x 1000)
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub steps: usize,
-    /// ddim, ddpm, euler-ancestral or pndm (default: the model's scheduler_config.json)
+    /// ddim, ddpm, euler-ancestral, pndm or lcm (default: the model's scheduler_config.json)
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<SchedulerKind>,
     /// DDIM's eta, 0..=1: 0 is deterministic after the start noise, 1 is DDPM-like

@@ -89,11 +89,12 @@ impl SchedulerSetup {
         &self,
         settings: &Settings,
     ) -> Result<(Box<dyn Scheduler>, StartPlan), EngineError> {
-        let scheduler = scheduler::build(
+        let scheduler = scheduler::build_img2img(
             self.kind(settings)?,
             &self.config,
             settings.steps,
             settings.eta,
+            settings.strength,
         )?;
         let plan = StartPlan::new(scheduler.as_ref(), settings.steps, settings.strength);
         Ok((scheduler, plan))

@@ -41,7 +41,8 @@ fn runtime_error(graph: &'static str) -> impl Fn(ort::Error) -> PipelineError {
     move |source| PipelineError::Runtime { graph, source }
 }
 
-/// Where the reverse process starts for a strength, exactly as diffusers' `get_timesteps`.
+/// Where the reverse process starts for a strength, exactly as diffusers' `get_timesteps`
+/// (or, for LCM, its `set_timesteps(strength=...)`: see `scheduler::build_img2img`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartPlan {
     /// Index into the scheduler's full timestep list where denoising begins.
@@ -53,10 +54,10 @@ pub struct StartPlan {
 impl StartPlan {
     /// `strength` is f64 on purpose: `int(N*s)` must see the same product Python computes.
     pub fn new(scheduler: &dyn Scheduler, steps: usize, strength: f64) -> StartPlan {
-        let init_timestep = ((steps as f64 * strength) as usize).min(steps);
-        let t_start = steps - init_timestep;
         let all = scheduler.timesteps();
-        let begin_index = (t_start * scheduler.order()).min(all.len());
+        let begin_index = scheduler
+            .img2img_begin_index(steps, strength)
+            .min(all.len());
         StartPlan {
             begin_index,
             timesteps: all[begin_index..].to_vec(),

@@ -123,7 +123,7 @@ fn list_problems(path: &Path, problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// `ddim, ddpm, euler-ancestral, pndm`: the `--scheduler` names a level may use.
+/// `ddim, ddpm, euler-ancestral, pndm, lcm`: the `--scheduler` names a level may use.
 fn scheduler_names() -> String {
     SchedulerKind::ALL.map(SchedulerKind::cli_name).join(", ")
 }
@@ -1006,10 +1006,10 @@ impl LevelCheck<'_, '_, '_> {
     /// denoises at all.
     fn sampling(&mut self, start: Option<Start>) -> Option<Sampling> {
         let steps = self.steps();
-        if let (Some(start), Some(steps)) = (start, steps) {
-            self.check_denoises(start, steps);
-        }
         let scheduler = self.scheduler();
+        if let (Some(start), Some(steps)) = (start, steps) {
+            self.check_denoises(start, steps, scheduler == Some(Some(SchedulerKind::Lcm)));
+        }
         let eta = self.eta(scheduler);
         let guidance = self.guidance();
         Some(Sampling {
@@ -1029,17 +1029,27 @@ impl LevelCheck<'_, '_, '_> {
             .map(|v| v as usize)
     }
 
-    /// diffusers runs int(steps x strength) denoising steps; zero would ship the input's VAE
-    /// round trip, which is no anonymization at all. Reported on the start key, as the strength
-    /// is what usually needs raising.
-    fn check_denoises(&mut self, start: Start, steps: usize) {
+    /// diffusers runs int(steps x strength) denoising steps (LCM: all `steps` at any strength
+    /// above 0, its own limit checked by the run, which knows the model's schedule); zero would
+    /// ship the input's VAE round trip, which is no anonymization at all. Reported on the start
+    /// key, as the strength is what usually needs raising.
+    fn check_denoises(&mut self, start: Start, steps: usize, lcm: bool) {
         let strength = start.strength();
-        if (steps as f64 * strength) as usize != 0 {
-            return;
-        }
-        let message = format!(
-            "strength {strength} with {steps} steps runs int({steps} x {strength}) = 0 denoising steps: the output would be the input's VAE round trip; raise the strength or the steps"
-        );
+        let message = if lcm {
+            if strength > 0.0 {
+                return;
+            }
+            "strength 0 runs 0 denoising steps: the output would be the input's VAE round trip; \
+             raise the strength"
+                .to_owned()
+        } else {
+            if (steps as f64 * strength) as usize != 0 {
+                return;
+            }
+            format!(
+                "strength {strength} with {steps} steps runs int({steps} x {strength}) = 0 denoising steps: the output would be the input's VAE round trip; raise the strength or the steps"
+            )
+        };
         match (&self.raw.strength, &self.raw.start_timestep) {
             (Some(s), _) => self.add("strength", s, message),
             (None, Some(ts)) => self.add("start-timestep", ts, message),

@@ -21,23 +21,26 @@ pub enum SchedulerKind {
     Ddpm,
     EulerAncestral,
     Pndm,
+    Lcm,
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 4] = [
+    pub const ALL: [SchedulerKind; 5] = [
         SchedulerKind::Ddim,
         SchedulerKind::Ddpm,
         SchedulerKind::EulerAncestral,
         SchedulerKind::Pndm,
+        SchedulerKind::Lcm,
     ];
 
-    /// The command-line name: `ddim`, `ddpm`, `euler-ancestral` or `pndm`.
+    /// The command-line name: `ddim`, `ddpm`, `euler-ancestral`, `pndm` or `lcm`.
     pub fn cli_name(self) -> &'static str {
         match self {
             SchedulerKind::Ddim => "ddim",
             SchedulerKind::Ddpm => "ddpm",
             SchedulerKind::EulerAncestral => "euler-ancestral",
             SchedulerKind::Pndm => "pndm",
+            SchedulerKind::Lcm => "lcm",
         }
     }
 
@@ -48,6 +51,7 @@ impl SchedulerKind {
             SchedulerKind::Ddpm => "DDPMScheduler",
             SchedulerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
             SchedulerKind::Pndm => "PNDMScheduler",
+            SchedulerKind::Lcm => "LCMScheduler",
         }
     }
 
@@ -107,7 +111,7 @@ pub enum BetaSchedule {
 pub enum PredictionType {
     Epsilon,
     VPrediction,
-    /// The clean sample itself; only DDIM and DDPM accept it (as in diffusers).
+    /// The clean sample itself; only DDIM, DDPM and LCM accept it (as in diffusers).
     Sample,
 }
 
@@ -172,6 +176,9 @@ pub struct SchedulerConfig {
     pub rescale_betas_zero_snr: Option<bool>,
     pub variance_type: Option<VarianceType>,
     pub skip_prk_steps: Option<bool>,
+    /// Signed so that a negative value gets a clear error instead of a parse failure.
+    pub original_inference_steps: Option<i64>,
+    pub timestep_scaling: Option<f64>,
 }
 
 impl Default for SchedulerConfig {
@@ -194,6 +201,8 @@ impl Default for SchedulerConfig {
             rescale_betas_zero_snr: None,
             variance_type: None,
             skip_prk_steps: Some(true),
+            original_inference_steps: None,
+            timestep_scaling: None,
         }
     }
 }
@@ -201,7 +210,7 @@ impl Default for SchedulerConfig {
 const MAX_TRAIN_TIMESTEPS: usize = 100_000;
 
 /// Keys the implemented classes read; `null` is only meaningful for `trained_betas`.
-const READ_KEYS: [&str; 15] = [
+const READ_KEYS: [&str; 17] = [
     "num_train_timesteps",
     "beta_start",
     "beta_end",
@@ -216,6 +225,8 @@ const READ_KEYS: [&str; 15] = [
     "rescale_betas_zero_snr",
     "variance_type",
     "skip_prk_steps",
+    "original_inference_steps",
+    "timestep_scaling",
     "_class_name",
 ];
 
@@ -272,7 +283,7 @@ impl SchedulerConfig {
     /// for absent ones. Errors for options diffusers accepts but boomerang does not implement.
     pub fn resolve(&self, kind: SchedulerKind) -> Result<ResolvedConfig, SchedulerError> {
         use SchedulerKind::*;
-        let reads_clip = matches!(kind, Ddim | Ddpm);
+        let reads_clip = matches!(kind, Ddim | Ddpm | Lcm);
         let num_train_timesteps = self.num_train_timesteps.unwrap_or(1000);
         // The upper bound only guards the allocations; Stable Diffusion uses 1000.
         if !(1..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
@@ -305,7 +316,7 @@ impl SchedulerConfig {
                 kind,
                 key: "prediction_type",
                 value: "sample".to_owned(),
-                why: "diffusers implements it only for DDIM and DDPM; pick one of those",
+                why: "diffusers implements it only for DDIM, DDPM and LCM; pick one of those",
             });
         }
         if reads_clip && self.thresholding == Some(true) {
@@ -344,12 +355,48 @@ impl SchedulerConfig {
             VarianceType::FixedSmall
         };
         let clip_sample_range = self.clip_sample_range.unwrap_or(1.0);
+        let original_inference_steps = if kind == Lcm {
+            let steps = self.original_inference_steps.unwrap_or(50);
+            // diffusers divides by it and then refuses more than num_train_timesteps.
+            match usize::try_from(steps) {
+                Ok(s) if (1..=num_train_timesteps).contains(&s) => s,
+                _ => {
+                    return Err(SchedulerError::Invalid {
+                        key: "original_inference_steps",
+                        reason: format!(
+                            "is {steps}; it must be from 1 to num_train_timesteps \
+                             ({num_train_timesteps})"
+                        ),
+                    })
+                }
+            }
+        } else {
+            50
+        };
+        let timestep_scaling = if kind == Lcm {
+            let scaling = self.timestep_scaling.unwrap_or(10.0);
+            if !scaling.is_finite() {
+                return Err(SchedulerError::Invalid {
+                    key: "timestep_scaling",
+                    reason: format!("is {scaling}; it must be a finite number"),
+                });
+            }
+            scaling
+        } else {
+            10.0
+        };
+        // LCMScheduler's own defaults are Stable Diffusion's betas, not DDPM's.
+        let (beta_start, beta_end, beta_schedule) = if kind == Lcm {
+            (0.00085, 0.012, BetaSchedule::ScaledLinear)
+        } else {
+            (0.0001, 0.02, BetaSchedule::Linear)
+        };
         Ok(ResolvedConfig {
             kind,
             num_train_timesteps,
-            beta_start: self.beta_start.unwrap_or(0.0001),
-            beta_end: self.beta_end.unwrap_or(0.02),
-            beta_schedule: self.beta_schedule.unwrap_or(BetaSchedule::Linear),
+            beta_start: self.beta_start.unwrap_or(beta_start),
+            beta_end: self.beta_end.unwrap_or(beta_end),
+            beta_schedule: self.beta_schedule.unwrap_or(beta_schedule),
             trained_betas: self.trained_betas.clone(),
             prediction_type,
             timestep_spacing: self.timestep_spacing.unwrap_or(if kind == EulerAncestral {
@@ -359,15 +406,17 @@ impl SchedulerConfig {
             }),
             steps_offset,
             set_alpha_to_one: match kind {
-                Ddim => self.set_alpha_to_one.unwrap_or(true),
+                Ddim | Lcm => self.set_alpha_to_one.unwrap_or(true),
                 Pndm => self.set_alpha_to_one.unwrap_or(false),
                 Ddpm | EulerAncestral => false,
             },
-            clip_sample: reads_clip && self.clip_sample.unwrap_or(true),
+            clip_sample: reads_clip && self.clip_sample.unwrap_or(kind != Lcm),
             clip_sample_range,
             rescale_betas_zero_snr: kind != Pndm && self.rescale_betas_zero_snr.unwrap_or(false),
             variance_type,
             skip_prk_steps: kind == Pndm && self.skip_prk_steps.unwrap_or(false),
+            original_inference_steps,
+            timestep_scaling,
         })
     }
 }
@@ -387,7 +436,8 @@ fn reject_nulls(map: &Map<String, Value>) -> Result<(), SchedulerError> {
 /// Serializes with diffusers' key names. Fields the kind does not read hold inert values:
 /// `set_alpha_to_one` false for DDPM and Euler, `clip_sample` false for Euler and PNDM,
 /// `rescale_betas_zero_snr` false for PNDM, `variance_type` fixed_small except for DDPM,
-/// `skip_prk_steps` false except for PNDM.
+/// `skip_prk_steps` false except for PNDM, `original_inference_steps` 50 and `timestep_scaling`
+/// 10 except for LCM.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolvedConfig {
     #[serde(skip)]
@@ -406,4 +456,8 @@ pub struct ResolvedConfig {
     pub rescale_betas_zero_snr: bool,
     pub variance_type: VarianceType,
     pub skip_prk_steps: bool,
+    /// LCM: the distillation schedule's length, from which the inference timesteps are picked.
+    pub original_inference_steps: usize,
+    /// LCM: the factor on `t` in the consistency boundary scalings `c_skip` and `c_out`.
+    pub timestep_scaling: f64,
 }

@@ -2,7 +2,8 @@
 //!
 //! The contract mirrors diffusers: `set_timesteps` is implied by construction (the scheduler is
 //! built for a number of inference steps), `timesteps()` is the full descending schedule, and the
-//! img2img pipeline starts part-way through it via `set_begin_index`.
+//! img2img pipeline starts part-way through it via `set_begin_index` (except LCM, whose
+//! timesteps are picked for the strength when it is built: [`build_img2img`]).
 //!
 //! The arithmetic follows diffusers 0.39.0 operation by operation in float32 (coefficients are
 //! float32 scalars as in torch), so results agree with diffusers to float32 rounding.
@@ -12,6 +13,7 @@ mod config;
 mod ddim;
 mod ddpm;
 mod euler_ancestral;
+mod lcm;
 mod pndm;
 mod spacing;
 
@@ -90,6 +92,13 @@ pub trait Scheduler {
     fn order(&self) -> usize {
         1
     }
+    /// Where img2img at `strength` starts in `timesteps()`: diffusers' `get_timesteps`,
+    /// `(steps - min(int(steps * strength), steps)) * order`, unless the scheduler picked its
+    /// timesteps for the strength itself (LCM; see [`build_img2img`]).
+    fn img2img_begin_index(&self, steps: usize, strength: f64) -> usize {
+        let init_timestep = ((steps as f64 * strength) as usize).min(steps);
+        (steps - init_timestep) * self.order()
+    }
     /// Where the img2img loop starts in `timesteps()` (diffusers' `set_begin_index`).
     /// Ignored by default: DDIM, DDPM and PNDM keep no position (DDPM finds it from `t`, PNDM
     /// counts its own calls) and diffusers' classes have no `set_begin_index`.
@@ -162,6 +171,8 @@ pub enum SchedulerError {
     },
     #[error("number of inference steps must be between 1 and num_train_timesteps ({train}), got {steps}")]
     Steps { steps: usize, train: usize },
+    #[error("strength must be a number from 0 to 1, got {0}")]
+    Strength(f64),
     #[error("ddim eta must be a number from 0 to 1, got {0}")]
     Eta(f32),
     #[error("eta ({eta}) only applies to the ddim scheduler, not {kind}; leave it at 0")]
@@ -178,6 +189,17 @@ pub enum SchedulerError {
         train: usize,
     },
     #[error(
+        "lcm with {steps} steps at strength {strength} needs at least {steps} of its \
+         {original} original_inference_steps, but int({original} x {strength}) = {available}; \
+         use fewer steps or a higher strength"
+    )]
+    LcmTooFewOriginal {
+        steps: usize,
+        strength: f64,
+        original: usize,
+        available: usize,
+    },
+    #[error(
         "pndm with skip_prk_steps=false (Runge-Kutta warm-up) needs at least 4 inference steps, \
          got {0}"
     )]
@@ -185,7 +207,8 @@ pub enum SchedulerError {
 }
 
 /// Builds `kind` from a config file's settings, ready for `num_inference_steps` steps
-/// (diffusers' `Class.from_config(config)` then `set_timesteps(num_inference_steps)`).
+/// (diffusers' `Class.from_config(config)` then `set_timesteps(num_inference_steps)`): the full
+/// schedule, as for text-to-image or img2img at strength 1.
 ///
 /// `eta` is DDIM's noise weight (0 deterministic, 1 DDPM-like); other kinds require 0.
 pub fn build(
@@ -194,6 +217,20 @@ pub fn build(
     num_inference_steps: usize,
     eta: f32,
 ) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    build_img2img(kind, config, num_inference_steps, eta, 1.0)
+}
+
+/// [`build`] for img2img at `strength` (0..=1). Only LCM uses the strength here: diffusers'
+/// `LCMScheduler.set_timesteps(steps, strength=...)` picks all `steps` timesteps below
+/// `strength x T`, where the other schedulers keep the full schedule and the pipeline skips its
+/// start ([`Scheduler::img2img_begin_index`] tells which).
+pub fn build_img2img(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+    num_inference_steps: usize,
+    eta: f32,
+    strength: f64,
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
     let config = config.resolve(kind)?;
     let train = config.num_train_timesteps;
     if num_inference_steps == 0 || num_inference_steps > train {
@@ -201,6 +238,9 @@ pub fn build(
             steps: num_inference_steps,
             train,
         });
+    }
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(SchedulerError::Strength(strength));
     }
     if kind == SchedulerKind::Ddim {
         if !(0.0..=1.0).contains(&eta) {
@@ -217,6 +257,7 @@ pub fn build(
             num_inference_steps,
         )),
         SchedulerKind::Pndm => Box::new(pndm::Pndm::new(&config, num_inference_steps)?),
+        SchedulerKind::Lcm => Box::new(lcm::Lcm::new(&config, num_inference_steps, strength)?),
     })
 }
 
