@@ -75,13 +75,28 @@ fn the_shipped_policies_are_found_by_name_from_any_directory() {
     std::fs::copy(faces.join("obama.jpg"), input.join("obama.jpg")).unwrap();
     boomerang()
         .current_dir(&elsewhere)
-        .args(["anonymize", "--policy", "demo", "--level", "low", "--seed", "3"])
+        .args([
+            "anonymize",
+            "--policy",
+            "demo",
+            "--level",
+            "low",
+            "--seed",
+            "3",
+        ])
         .args(["in", "out"])
         .assert()
         .code(predicate::in_iter([0, 3]));
     boomerang()
         .current_dir(&elsewhere)
-        .args(["audit", "out.report.csv", "--inputs", "in", "--outputs", "out"])
+        .args([
+            "audit",
+            "out.report.csv",
+            "--inputs",
+            "in",
+            "--outputs",
+            "out",
+        ])
         .args(["--policy", "demo", "--recompute", "1"])
         .assert()
         .code(0)
