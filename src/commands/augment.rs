@@ -25,7 +25,7 @@ use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
     SamplerOptions,
 };
-use super::manifest_parts::PartPlan;
+use super::manifest_parts::{self, PartPlan};
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::pipeline::Encoding;
@@ -186,23 +186,11 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
     let part = shard.map(|shard| PartPlan::of(shard, &walked));
     let mut planned = plan(config, walked);
     let manifest_name = match &part {
-        Some(part) => {
-            planned.drain(part.range().end..);
-            planned.drain(..part.range().start);
-            part.manifest_name(MANIFEST_NAME)
-        }
+        Some(part) => part.take_block(&mut planned, MANIFEST_NAME),
         None => MANIFEST_NAME.to_string(),
     };
     let outputs = planned_outputs(&planned);
-    match &part {
-        Some(part) => part.refuse_conflicts(
-            &config.dataset.output,
-            MANIFEST_NAME,
-            config.dataset.resume,
-            outputs.iter().map(Path::new),
-        )?,
-        None => dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?,
-    }
+    manifest_parts::refuse_existing(part.as_ref(), &config.dataset, MANIFEST_NAME, &outputs)?;
     let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
     let (run, kept) = DatasetRun::start(
         engine,

@@ -25,7 +25,7 @@ use super::dataset_run::{
     self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
     SamplerOptions,
 };
-use super::manifest_parts::PartPlan;
+use super::manifest_parts::{self, PartPlan};
 use crate::diffusion::engine::{Engine, EngineError, LatentTiling, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
@@ -167,11 +167,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
     // gets a skipped row.
     let mut planned = dataset::plan_outputs(entries, None);
     let manifest_name = match &part {
-        Some(part) => {
-            planned.drain(part.range().end..);
-            planned.drain(..part.range().start);
-            part.manifest_name(MANIFEST_NAME)
-        }
+        Some(part) => part.take_block(&mut planned, MANIFEST_NAME),
         None => MANIFEST_NAME.to_string(),
     };
     let outputs: HashSet<String> = planned
@@ -181,15 +177,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             Action::Skip(_) => None,
         })
         .collect();
-    match &part {
-        Some(part) => part.refuse_conflicts(
-            &config.dataset.output,
-            MANIFEST_NAME,
-            config.dataset.resume,
-            outputs.iter().map(Path::new),
-        )?,
-        None => dataset_run::refuse_non_empty(&config.dataset.output, config.dataset.resume)?,
-    }
+    manifest_parts::refuse_existing(part.as_ref(), &config.dataset, MANIFEST_NAME, &outputs)?;
     let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
     let tiling = tiling_for(config, &engine)?;
     let (run, kept) = DatasetRun::start(

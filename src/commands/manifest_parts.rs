@@ -58,6 +58,15 @@ impl PartPlan {
         }
     }
 
+    /// Keeps this part's block of `planned` (one item per walk entry, in walk order); returns
+    /// the name of this part's manifest for a run whose manifest is `manifest`.
+    pub fn take_block<T>(&self, planned: &mut Vec<T>, manifest: &str) -> String {
+        let range = self.range();
+        planned.truncate(range.end);
+        planned.drain(..range.start);
+        self.manifest_name(manifest)
+    }
+
     /// This part's block of the walk.
     pub fn range(&self) -> std::ops::Range<usize> {
         self.shard.range(self.walk_entries as usize)
@@ -173,6 +182,25 @@ impl PartPlan {
         }
         record.write(&path)?;
         Ok(record)
+    }
+}
+
+/// Refuses to start a run whose OUT holds what it must not overwrite: for a part,
+/// [`PartPlan::refuse_conflicts`]; for an unsharded run, anything (unless resuming).
+pub fn refuse_existing(
+    part: Option<&PartPlan>,
+    options: &DatasetOptions,
+    manifest: &str,
+    outputs: &std::collections::HashSet<String>,
+) -> Result<(), Refused> {
+    match part {
+        Some(part) => part.refuse_conflicts(
+            &options.output,
+            manifest,
+            options.resume,
+            outputs.iter().map(Path::new),
+        ),
+        None => super::dataset_run::refuse_non_empty(&options.output, options.resume),
     }
 }
 
@@ -424,6 +452,12 @@ mod tests {
             Path::new("o/augment.part-0003-of-0016.json")
         );
         assert_eq!(plan.range(), 7..10);
+        let mut walk: Vec<usize> = (0..40).collect();
+        assert_eq!(
+            plan.take_block(&mut walk, "enhance.csv"),
+            "enhance.part-0003-of-0016.csv"
+        );
+        assert_eq!(walk, vec![7, 8, 9]);
         let path = Path::new("m.csv");
         let split = split_manifest(path, b"a,b\n1,\"x\ny\"\n2,z\n").unwrap();
         assert_eq!((split.header, split.rows), (&b"a,b\n"[..], 2));
