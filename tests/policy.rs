@@ -736,3 +736,24 @@ fn guidance_is_bounded() {
         assert_eq!(policy.level("medium").unwrap().guidance, value, "{new}");
     }
 }
+
+#[test]
+fn the_few_step_lcm_policy_keeps_the_papers_levels_in_four_steps() {
+    let policy = Policy::load(&repo().join("policies/lcm.toml")).unwrap();
+    assert_eq!(policy.level_names(), ["low", "medium", "high", "max"]);
+    let strengths: Vec<f64> = policy.levels.iter().map(|l| l.strength()).collect();
+    assert_eq!(strengths, [0.2, 0.5, 0.7, 0.8]);
+    for level in &policy.levels {
+        assert_eq!(level.scheduler, Some(SchedulerKind::Lcm), "{}", level.name);
+        assert_eq!((level.steps, level.guidance), (4, 1.0), "{}", level.name);
+        assert_eq!(
+            level.threshold,
+            Threshold::OperatingPoint("same-person".into())
+        );
+    }
+    // Found by name like the other shipped policies.
+    assert_eq!(
+        Policy::load(std::path::Path::new("lcm")).unwrap().source,
+        repo().join("policies/lcm.toml").canonicalize().unwrap()
+    );
+}
