@@ -135,10 +135,7 @@ pub fn render(
     seeds: &[[u8; 32]],
     batch: usize,
 ) -> Result<(Vec<DynamicImage>, StartPlan), EngineError> {
-    if plans.len() != seeds.len() {
-        let message = format!("{} images but {} seeds", plans.len(), seeds.len());
-        return Err(PipelineError::Input(message).into());
-    }
+    one_seed_each(plans, seeds)?;
     let (_, start) = engine.schedulers.plan(settings)?;
     let mut results: Vec<Vec<Option<DynamicImage>>> = plans
         .iter()
@@ -183,6 +180,15 @@ pub fn render(
     Ok((images, start))
 }
 
+/// Every image needs its own seed: a caller bug otherwise, reported rather than indexed past.
+fn one_seed_each(plans: &[&ImagePlan], seeds: &[[u8; 32]]) -> Result<(), EngineError> {
+    if plans.len() == seeds.len() {
+        return Ok(());
+    }
+    let message = format!("{} images but {} seeds", plans.len(), seeds.len());
+    Err(PipelineError::Input(message).into())
+}
+
 /// [`render`] spread over several engines (one per device), image i on engine i mod n, each in
 /// its own thread. Which engine took an image changes no byte: every draw comes from the image's
 /// own seed, and no result depends on what shares a call.
@@ -200,10 +206,7 @@ pub fn render_on(
         };
         return render(engine, settings, plans, seeds, batch);
     }
-    if plans.len() != seeds.len() {
-        let message = format!("{} images but {} seeds", plans.len(), seeds.len());
-        return Err(PipelineError::Input(message).into());
-    }
+    one_seed_each(plans, seeds)?;
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = engines
             .iter_mut()

@@ -157,10 +157,8 @@ pub fn frame(image: &DynamicImage, limits: FrameLimits) -> (Array4<f32>, Framing
         let (tensor, placement) = to_working_tensor(image, limits.working);
         return (tensor, Framing::Fitted(placement));
     }
-    (
-        canvas_tensor(image, (width, height), limits),
-        Framing::Native(canvas(image, (width, height), limits)),
-    )
+    let layout = canvas(image, (width, height), limits);
+    (canvas_tensor(image, &layout), Framing::Native(layout))
 }
 
 /// Where `image`, generated at `size`, lies on its native canvas.
@@ -181,17 +179,14 @@ fn canvas(image: &DynamicImage, size: (u32, u32), limits: FrameLimits) -> Canvas
 /// `image` at its own size on a canvas of at least `limits.working` per side, a multiple of
 /// `limits.multiple` (never shrunk: the pixel budget is not applied), and where it lies.
 pub fn to_canvas_tensor(image: &DynamicImage, limits: FrameLimits) -> (Array4<f32>, Canvas) {
-    let size = (image.width(), image.height());
-    (
-        canvas_tensor(image, size, limits),
-        canvas(image, size, limits),
-    )
+    let layout = canvas(image, (image.width(), image.height()), limits);
+    (canvas_tensor(image, &layout), layout)
 }
 
-/// The canvas `[1, 3, H, W]` in `[-1, 1]`: the image resized to `size` if need be, its last
-/// column and row repeated over the padding.
-fn canvas_tensor(image: &DynamicImage, size: (u32, u32), limits: FrameLimits) -> Array4<f32> {
-    let layout = canvas(image, size, limits);
+/// The canvas `[1, 3, H, W]` in `[-1, 1]`: the image resized to the layout's size if need be,
+/// its last column and row repeated over the padding.
+fn canvas_tensor(image: &DynamicImage, layout: &Canvas) -> Array4<f32> {
+    let size = (layout.width, layout.height);
     let (width, height) = size;
     let rgb = image.to_rgb8();
     let content = if rgb.dimensions() == size {
