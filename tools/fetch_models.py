@@ -33,13 +33,13 @@ import io
 import os
 import pickle
 import struct
-import subprocess
 import sys
 import tempfile
 import tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import face_sources as src  # noqa: E402
+import venv_cache  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-fetch.txt")
@@ -60,14 +60,7 @@ IR_VERSION = 8
 
 
 def cache_root():
-    for var, tail in (("BOOMERANG_CACHE_DIR", ""), ("XDG_CACHE_HOME", "boomerang")):
-        value = os.environ.get(var)
-        if value:
-            return os.path.join(value, tail) if tail else value
-    home = os.environ.get("HOME")
-    if not home:
-        sys.exit("cannot tell where to cache model sources: set BOOMERANG_CACHE_DIR or HOME")
-    return os.path.join(home, ".cache", "boomerang")
+    return venv_cache.cache_root("fetch_models")
 
 
 def sha256_bytes(data):
@@ -101,23 +94,7 @@ def up_to_date(model):
 
 # ---------------------------------------------------------------- bootstrap
 
-def in_own_venv():
-    return os.environ.get("BOOMERANG_FETCH_VENV") == "1"
-
-
-def reexec_in_venv():
-    with open(REQUIREMENTS, "rb") as f:
-        tag = sha256_bytes(f.read())[:12]
-    venv = os.path.join(cache_root(), "fetch-models-venv", tag)
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.isfile(os.path.join(venv, ".complete")):
-        print(f"fetch_models: creating {venv}", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-input", "--only-binary", ":all:", "-r", REQUIREMENTS])
-        open(os.path.join(venv, ".complete"), "w").close()
-    env = dict(os.environ, BOOMERANG_FETCH_VENV="1")
-    os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], env)
+VENV_FLAG = "BOOMERANG_FETCH_VENV"
 
 
 # ---------------------------------------------------------------- sources
@@ -362,8 +339,8 @@ def main():
     todo = models if (args.check or args.print_sha) else [m for m in models if not up_to_date(m)]
     if not todo:
         return
-    if not in_own_venv():
-        reexec_in_venv()
+    if not venv_cache.in_venv(VENV_FLAG):
+        venv_cache.reexec_in_venv("fetch_models", __file__, REQUIREMENTS, "fetch-models-venv", VENV_FLAG)
     failed = False
     for model in todo:
         path, want = pin(model)

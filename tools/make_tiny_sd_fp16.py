@@ -23,9 +23,11 @@ usage: python3 tools/make_tiny_sd_fp16.py
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import venv_cache  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "models", "tiny-sd")
@@ -35,19 +37,8 @@ MANIFEST = "SHA256SUMS"
 PROVENANCE = "PROVENANCE"
 
 
-def cache_root():
-    for var, tail in (("BOOMERANG_CACHE_DIR", ""), ("XDG_CACHE_HOME", "boomerang")):
-        value = os.environ.get(var)
-        if value:
-            return os.path.join(value, tail) if tail else value
-    home = os.environ.get("HOME")
-    if not home:
-        sys.exit("make_tiny_sd_fp16: cannot tell where the cache is: set BOOMERANG_CACHE_DIR or HOME")
-    return os.path.join(home, ".cache", "boomerang")
-
-
 def output_dir():
-    return os.path.join(cache_root(), "models", "tiny-sd-fp16")
+    return os.path.join(venv_cache.cache_root("make_tiny_sd_fp16"), "models", "tiny-sd-fp16")
 
 
 def sha256_file(path):
@@ -89,21 +80,6 @@ def up_to_date(folder):
     except OSError:
         return False
     return provenance == provenance_text() and recorded == manifest_text(folder)
-
-
-def reexec_in_venv():
-    with open(REQUIREMENTS, "rb") as f:
-        tag = hashlib.sha256(f.read()).hexdigest()[:12]
-    venv = os.path.join(cache_root(), "fp16-venv", tag)
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.isfile(os.path.join(venv, ".complete")):
-        print(f"make_tiny_sd_fp16: creating {venv}", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-input", "--only-binary", ":all:", "-r", REQUIREMENTS])
-        open(os.path.join(venv, ".complete"), "w").close()
-    env = dict(os.environ, BOOMERANG_FP16_VENV="1")
-    os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], env)
 
 
 def int64_timestep(model):
@@ -180,8 +156,9 @@ def main():
     target = output_dir()
     if up_to_date(target):
         return
-    if os.environ.get("BOOMERANG_FP16_VENV") != "1":
-        reexec_in_venv()
+    if not venv_cache.in_venv("BOOMERANG_FP16_VENV"):
+        venv_cache.reexec_in_venv("make_tiny_sd_fp16", __file__, REQUIREMENTS, "fp16-venv",
+                                  "BOOMERANG_FP16_VENV")
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tiny-sd-fp16-", dir=parent)

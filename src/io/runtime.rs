@@ -25,6 +25,8 @@ pub const ORT_WHEEL_SHA256: &str =
     "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f";
 pub const ORT_LIBRARY_SHA256: &str =
     "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
+/// The core library's file name, in the wheels and in the cache.
+pub const ORT_LIBRARY_FILE: &str = "libonnxruntime.so.1.31.1";
 /// The GPU build of the same release (`onnxruntime-gpu`, CUDA 13): the wheel, and every file
 /// installed from it with its digest. The core library comes last: its presence in the cache
 /// means the providers beside it are complete (ONNX Runtime loads them from its own folder).
@@ -45,7 +47,7 @@ pub const ORT_GPU_FILES: &[(&str, &str)] = &[
         "1882ee49fdb0e6fc2d272b00cfaf9a3310bf8580a34385c0eec4d82014ea172e",
     ),
     (
-        "libonnxruntime.so.1.31.1",
+        ORT_LIBRARY_FILE,
         "5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303",
     ),
 ];
@@ -247,6 +249,9 @@ pub struct RuntimeInfo {
 pub struct Runtime {
     environment: Environment,
     info: RuntimeInfo,
+    /// [`Runtime::check_gpu`]'s answer for CUDA and for TensorRT, found once: it does not change
+    /// while the process runs, and finding it starts python3 and loads libraries.
+    gpu_ready: [OnceLock<Result<(), String>>; 2],
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -288,6 +293,7 @@ pub fn init_for(explicit: Option<&Path>, gpu: bool) -> Result<&'static Runtime, 
             source,
             version,
         },
+        gpu_ready: [OnceLock::new(), OnceLock::new()],
     };
     Ok(RUNTIME.get_or_init(|| runtime))
 }
@@ -378,27 +384,34 @@ impl Runtime {
     /// skip it.
     fn check_gpu(&self, device: Device) -> Result<(), RuntimeError> {
         use ort::ep::ExecutionProvider;
-        let fail = |message: String| RuntimeError::Gpu { device, message };
-        let library = self.info.library.display();
-        let (has_provider, provider, needed) = match device {
-            Device::Cpu => return Ok(()),
-            Device::Cuda { .. } => (
-                ort::ep::CUDA::is_available(),
-                "CUDA",
-                gpu_libraries::CUDA.to_vec(),
-            ),
-            Device::TensorRt { .. } => (
-                ort::ep::TensorRT::is_available(),
-                "TensorRT",
-                [gpu_libraries::CUDA, gpu_libraries::TENSORRT].concat(),
-            ),
-        };
-        if !has_provider.unwrap_or(false) {
-            return Err(fail(format!(
-                "{library} is a build of ONNX Runtime without the {provider} provider (the CPU build): run `{FIX_COMMAND} --gpu` (the pinned onnxruntime-gpu=={ORT_VERSION}), or pass --onnxruntime with onnxruntime-gpu's library"
-            )));
-        }
-        gpu_libraries::load_all(&needed).map_err(fail)
+        let (slot, has_provider, provider, needed): (_, fn() -> ort::Result<bool>, _, _) =
+            match device {
+                Device::Cpu => return Ok(()),
+                Device::Cuda { .. } => (
+                    0,
+                    ort::ep::CUDA::is_available,
+                    "CUDA",
+                    gpu_libraries::CUDA.to_vec(),
+                ),
+                Device::TensorRt { .. } => (
+                    1,
+                    ort::ep::TensorRT::is_available,
+                    "TensorRT",
+                    [gpu_libraries::CUDA, gpu_libraries::TENSORRT].concat(),
+                ),
+            };
+        let ready = self.gpu_ready[slot].get_or_init(|| {
+            if !has_provider().unwrap_or(false) {
+                return Err(format!(
+                    "{} is a build of ONNX Runtime without the {provider} provider (the CPU build): run `{FIX_COMMAND} --gpu` (the pinned onnxruntime-gpu=={ORT_VERSION}), or pass --onnxruntime with onnxruntime-gpu's library",
+                    self.info.library.display()
+                ));
+            }
+            gpu_libraries::load_all(&needed)
+        });
+        ready
+            .clone()
+            .map_err(|message| RuntimeError::Gpu { device, message })
     }
 }
 
@@ -452,12 +465,12 @@ pub fn gpu_cache_dir() -> Option<PathBuf> {
 
 /// The path `fetch-onnxruntime` installs to and discovery looks at.
 pub fn cached_library() -> Option<PathBuf> {
-    cache_dir().map(|dir| dir.join("libonnxruntime.so.1.31.1"))
+    cache_dir().map(|dir| dir.join(ORT_LIBRARY_FILE))
 }
 
 /// The GPU build's core library in the cache.
 pub fn cached_gpu_library() -> Option<PathBuf> {
-    gpu_cache_dir().map(|dir| dir.join("libonnxruntime.so.1.31.1"))
+    gpu_cache_dir().map(|dir| dir.join(ORT_LIBRARY_FILE))
 }
 
 fn discover(explicit: Option<&Path>, gpu: bool) -> Result<(PathBuf, LibrarySource), RuntimeError> {
@@ -561,7 +574,7 @@ pub enum FetchError {
 /// wheel's and every installed file's pinned digest and installs the libraries into the cache,
 /// each with an atomic rename, the core library last. Returns the core library's path.
 pub fn fetch_into_cache(gpu: bool) -> Result<PathBuf, FetchError> {
-    let cpu_files = [("libonnxruntime.so.1.31.1", ORT_LIBRARY_SHA256)];
+    let cpu_files = [(ORT_LIBRARY_FILE, ORT_LIBRARY_SHA256)];
     let (package, wheel_name, wheel_sha256, files, dir) = if gpu {
         (
             "onnxruntime-gpu",
@@ -584,7 +597,7 @@ pub fn fetch_into_cache(gpu: bool) -> Result<PathBuf, FetchError> {
         let path = dir.join(name);
         Ok::<_, FetchError>(path.is_file() && sha256_file(&path)? == sha256)
     };
-    let core = dir.join("libonnxruntime.so.1.31.1");
+    let core = dir.join(ORT_LIBRARY_FILE);
     let mut complete = true;
     for (name, sha256) in files {
         complete &= installed(name, sha256)?;
