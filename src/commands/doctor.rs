@@ -1,6 +1,6 @@
 //! `boomerang doctor`: what this installation finds and what is missing, each with its fix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::Exit;
 use crate::certify::{self, spec::EmbedderSpec};
@@ -116,22 +116,9 @@ fn providers() -> String {
     names.join(", ")
 }
 
-/// `policies/NAME.toml` in the working directory or the source tree, and what it names.
+/// The policy `--policy NAME` would load ([`crate::policy::find`]), and what it names.
 fn policy_checks(name: &str) -> Vec<Check> {
-    let file = format!("policies/{name}.toml");
-    let candidates = [
-        PathBuf::from(&file),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(&file),
-    ];
-    let Some(path) = candidates.iter().find(|path| path.is_file()) else {
-        return vec![Check {
-            what: format!("policy {name}"),
-            found: Err(format!(
-                "no {file} here or in the source tree; pass --policy PATH"
-            )),
-        }];
-    };
-    let policy = match Policy::load(path) {
+    let policy = match Policy::load(Path::new(name)) {
         Ok(policy) => policy,
         Err(error) => {
             return vec![Check {
