@@ -72,16 +72,11 @@ pub enum CertifyError {
     },
 }
 
-/// Folders searched for models, in order: `$BOOMERANG_MODELS`, `./models`, and the source tree's
-/// `models/` this binary was built from (for runs from a checkout).
+/// Folders searched for models, in order: `$BOOMERANG_MODELS`, `./models`, the data folder's
+/// `models/` (`boomerang setup`, `model pull`) and the source tree's `models/` this binary was
+/// built from (for runs from a checkout).
 pub fn model_roots() -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    if let Some(dir) = std::env::var_os(MODELS_ENV).filter(|d| !d.is_empty()) {
-        roots.push(PathBuf::from(dir));
-    }
-    roots.push(PathBuf::from("models"));
-    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    roots
+    crate::io::data_dir::search_folders(MODELS_ENV, "models")
 }
 
 /// Finds an embedder spec from a spec file path, a folder holding `embedder.toml`, or a name

@@ -2,6 +2,7 @@
 //! PNG writer, atomic writes, locks, safe paths below OUT, hashing and secret (run seed) files.
 
 pub mod atomic;
+pub mod data_dir;
 pub mod dataset;
 pub mod gpu_libraries;
 pub mod hashing;

@@ -363,20 +363,15 @@ pub struct Policy {
 pub const POLICIES_ENV: &str = "BOOMERANG_POLICIES";
 
 /// A policy path as given, or, for a bare name such as `demo` that is not a file here,
-/// `NAME.toml` in `$BOOMERANG_POLICIES`, `./policies`, then the source tree's `policies/` this
-/// binary was built from, so `--policy demo` works from any directory.
+/// `NAME.toml` in `$BOOMERANG_POLICIES`, `./policies`, the data folder's `policies/`, then the
+/// source tree's `policies/` this binary was built from, so `--policy demo` works anywhere.
 pub fn find(given: &Path) -> Result<PathBuf, PolicyError> {
     let bare = given.components().count() == 1 && given.extension().is_none();
     if given.exists() || !bare {
         return Ok(given.to_path_buf());
     }
     let file = given.with_extension("toml");
-    let mut folders = Vec::new();
-    if let Some(dir) = std::env::var_os(POLICIES_ENV).filter(|d| !d.is_empty()) {
-        folders.push(PathBuf::from(dir));
-    }
-    folders.push(PathBuf::from("policies"));
-    folders.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    let folders = crate::io::data_dir::search_folders(POLICIES_ENV, "policies");
     let candidates: Vec<PathBuf> = folders.iter().map(|folder| folder.join(&file)).collect();
     candidates
         .iter()
