@@ -92,3 +92,59 @@ fn a_changed_model_file_is_refused_though_its_hash_was_remembered() {
         assert!(!output.exists());
     }
 }
+
+fn optimized_graphs(cache: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(cache.join("optimized-graphs"))
+        .map(|listing| listing.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    entries.retain(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'));
+    entries.sort();
+    entries
+}
+
+#[test]
+fn optimized_graphs_are_kept_between_runs_and_give_the_same_bytes() {
+    let temp = tempfile::tempdir().unwrap();
+    let model = root().join("models/tiny-sd");
+    let cache = temp.path().join("cache");
+    sample(&model, &cache, &temp.path().join("first"), &[])
+        .assert()
+        .success();
+    // One entry per graph: text encoder, VAE encoder and decoder, UNet.
+    let entries = optimized_graphs(&cache);
+    assert_eq!(entries.len(), 4, "{entries:?}");
+    let written: Vec<_> = entries
+        .iter()
+        .map(|entry| std::fs::read(entry.join("model.onnx")).unwrap())
+        .collect();
+    sample(&model, &cache, &temp.path().join("second"), &[])
+        .assert()
+        .success();
+    sample(
+        &model,
+        &cache,
+        &temp.path().join("full"),
+        &["--verify", "full"],
+    )
+    .assert()
+    .success();
+    let output = |run: &str| std::fs::read(temp.path().join(run).join("astronaut_0.png")).unwrap();
+    assert_eq!(output("first"), output("second"));
+    assert_eq!(output("first"), output("full"));
+    // The second run loaded the entries instead of writing new ones.
+    assert_eq!(optimized_graphs(&cache), entries);
+    for (entry, bytes) in entries.iter().zip(&written) {
+        assert!(&std::fs::read(entry.join("model.onnx")).unwrap() == bytes);
+    }
+
+    // A damaged optimized graph is not loaded: the run optimizes the original again, gives the
+    // same bytes and replaces the entry.
+    let damaged = entries[0].join("model.onnx");
+    std::fs::write(&damaged, b"not a graph").unwrap();
+    sample(&model, &cache, &temp.path().join("after-damage"), &[])
+        .assert()
+        .success();
+    assert_eq!(output("first"), output("after-damage"));
+    let replaced = std::fs::read(&damaged).unwrap();
+    assert!(replaced != b"not a graph" && replaced.len() > 1000);
+}

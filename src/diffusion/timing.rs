@@ -114,7 +114,7 @@ impl StageTimer {
             .iter()
             .map(|&stage| {
                 let tally = self.tallies[stage as usize];
-                (stage.label(), tally.calls, tally.total)
+                (stage.label(), tally.calls, tally.total, tally.in_runtime)
             })
             .collect();
         let in_runtime: Duration = self.tallies.iter().map(|t| t.in_runtime).sum();
@@ -129,7 +129,8 @@ impl StageTimer {
 
 #[derive(Debug, Clone)]
 pub struct TimingReport {
-    rows: Vec<(&'static str, u32, Duration)>,
+    /// Label, calls, wall time, time inside ONNX Runtime.
+    rows: Vec<(&'static str, u32, Duration, Duration)>,
     wall: Duration,
     in_runtime: Duration,
     tiling: Tiling,
@@ -151,14 +152,15 @@ impl fmt::Display for TimingReport {
         let wall = self.wall.as_secs_f64().max(f64::MIN_POSITIVE);
         writeln!(
             f,
-            "{:<14} {:>6} {:>11} {:>7}",
-            "stage", "calls", "seconds", "share"
+            "{:<14} {:>6} {:>11} {:>11} {:>7}",
+            "stage", "calls", "seconds", "in runtime", "share"
         )?;
-        for (label, calls, total) in &self.rows {
+        for (label, calls, total, in_runtime) in &self.rows {
             let seconds = total.as_secs_f64();
             writeln!(
                 f,
-                "{label:<14} {calls:>6} {seconds:>11.4} {:>6.1}%",
+                "{label:<14} {calls:>6} {seconds:>11.4} {:>11.4} {:>6.1}%",
+                in_runtime.as_secs_f64(),
                 100.0 * seconds / wall
             )?;
         }

@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod data_dir;
 pub mod dataset;
 pub mod gpu_libraries;
+pub mod graph_cache;
 pub mod hashing;
 pub mod imageio;
 pub mod lock;

@@ -12,10 +12,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-use super::gpu_libraries;
 use super::hashing::Verify;
+use super::{gpu_libraries, graph_cache};
 
 /// The ONNX Runtime release boomerang is built and tested against (ort's `api-31`).
 pub const ORT_VERSION: &str = "1.31.1";
@@ -372,9 +373,41 @@ impl Runtime {
                 .with_execution_providers(providers)
                 .map_err(|e| fail(e.to_string()))?;
         }
-        builder
-            .commit_from_file(model)
-            .map_err(|e| fail(e.to_string()))
+        let builder_error =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| fail(e.to_string());
+        let lookup = optimized_graph_cache(options).and_then(|cache| {
+            graph_cache::lookup(&cache, model, &self.info.version, options.verify)
+        });
+        match lookup {
+            None => builder
+                .commit_from_file(model)
+                .map_err(|e| fail(e.to_string())),
+            Some(graph_cache::Lookup::Hit(optimized)) => builder
+                .with_optimization_level(GraphOptimizationLevel::Disable)
+                .map_err(builder_error)?
+                .commit_from_file(optimized)
+                .map_err(|e| fail(e.to_string())),
+            Some(graph_cache::Lookup::Miss(pending)) => {
+                let session = builder
+                    .with_optimized_model_path(pending.graph())
+                    .map_err(builder_error)?
+                    .with_config_entry(
+                        "session.optimized_model_external_initializers_file_name",
+                        graph_cache::WEIGHTS_FILE,
+                    )
+                    .map_err(builder_error)?
+                    // Small tensors stay inline; the 2 GB protobuf limit is for the weights.
+                    .with_config_entry(
+                        "session.optimized_model_external_initializers_min_size_in_bytes",
+                        "1024",
+                    )
+                    .map_err(builder_error)?
+                    .commit_from_file(model)
+                    .map_err(|e| fail(e.to_string()))?;
+                pending.publish();
+                Ok(session)
+            }
+        }
     }
 }
 
@@ -442,6 +475,16 @@ fn tensorrt_options(device_id: i32) -> ort::ep::TensorRT {
         }
     }
     options
+}
+
+/// Where optimized graphs are kept ([`graph_cache`]): CPU sessions whose model files may be
+/// trusted from records (`--verify remembered`); `--verify full` and the audit optimize the
+/// original graphs afresh, as every GPU session does.
+fn optimized_graph_cache(options: &SessionOptions) -> Option<PathBuf> {
+    (options.device == Device::Cpu && options.verify == Verify::Remembered)
+        .then(cache_root)
+        .flatten()
+        .map(|root| root.join("optimized-graphs"))
 }
 
 /// Boomerang's cache: `$BOOMERANG_CACHE_DIR`, else `$XDG_CACHE_HOME/boomerang`, else
