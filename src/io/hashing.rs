@@ -1,5 +1,6 @@
 //! SHA-256 helpers shared by the model manifest, the runtime fetch and reports.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -50,13 +51,48 @@ pub fn sha256_file_remembered(path: &Path, verify: Verify) -> std::io::Result<St
         Some(cache) if verify == Verify::Remembered => {
             sha256_remembered_in(path, &cache.join("verified-sha256"))
         }
-        _ => sha256_file(path),
+        _ => sha256_hashed_once(path, &HASHED_BY_THIS_PROCESS),
     }
+}
+
+/// Digests this process computed itself, by file identity: `--verify full` distrusts records
+/// from outside the process, not its own reading, so a model folder checked before a run and
+/// again when each worker opens it is read once.
+static HASHED_BY_THIS_PROCESS: std::sync::Mutex<BTreeMap<String, String>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The file's sha256 from `hashed` while its identity is unchanged, else hashed (and kept when
+/// the file is settled and did not change while it was read).
+fn sha256_hashed_once(
+    path: &Path,
+    hashed: &std::sync::Mutex<BTreeMap<String, String>>,
+) -> std::io::Result<String> {
+    let canonical = std::fs::canonicalize(path)?;
+    let before = identity(&canonical)?;
+    let known = hashed.lock().ok().and_then(|map| map.get(&before).cloned());
+    if let Some(digest) = known {
+        return Ok(digest);
+    }
+    let digest = sha256_file(&canonical)?;
+    if settled(&canonical) && identity(&canonical).is_ok_and(|after| after == before) {
+        if let Ok(mut map) = hashed.lock() {
+            map.insert(before, digest.clone());
+        }
+    }
+    Ok(digest)
+}
+
+/// Whether the file's last change is older than [`SETTLED_SECONDS`].
+fn settled(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    std::fs::metadata(path).is_ok_and(|m| now - m.ctime() >= SETTLED_SECONDS)
 }
 
 /// [`sha256_file_remembered`] with the records in `records`, one file per canonical path.
 fn sha256_remembered_in(path: &Path, records: &Path) -> std::io::Result<String> {
-    use std::os::unix::fs::MetadataExt;
     let canonical = std::fs::canonicalize(path)?;
     let record = records.join(hex::encode(sha256_bytes(
         canonical.as_os_str().as_encoded_bytes(),
@@ -73,13 +109,9 @@ fn sha256_remembered_in(path: &Path, records: &Path) -> std::io::Result<String> 
         }
     }
     let digest = sha256_file(&canonical)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let settled = std::fs::metadata(&canonical).is_ok_and(|m| now - m.ctime() >= SETTLED_SECONDS);
     // Only a file that did not change while it was hashed, and not just now, is remembered; a
     // record that cannot be written only costs a hash next time.
-    if settled && identity(&canonical).is_ok_and(|after| after == before) {
+    if settled(&canonical) && identity(&canonical).is_ok_and(|after| after == before) {
         let written = std::fs::create_dir_all(records)
             .and_then(|()| super::atomic::write(&record, format!("{before}{digest}\n").as_bytes()));
         drop(written);
@@ -109,6 +141,39 @@ fn identity(canonical: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_read_once_per_process_while_it_is_unchanged() {
+        let temp = tempfile::tempdir().unwrap();
+        let file = temp.path().join("weights.bin");
+        std::fs::write(&file, b"first").unwrap();
+        let hashed = std::sync::Mutex::new(BTreeMap::new());
+        let first = sha256_file(&file).unwrap();
+        // Just written: hashed every time.
+        assert_eq!(sha256_hashed_once(&file, &hashed).unwrap(), first);
+        assert!(hashed.lock().unwrap().is_empty());
+        settle();
+        assert_eq!(sha256_hashed_once(&file, &hashed).unwrap(), first);
+        // What this process hashed answers now (a planted digest shows it is not re-read)...
+        let planted = "cd".repeat(32);
+        for digest in hashed.lock().unwrap().values_mut() {
+            *digest = planted.clone();
+        }
+        assert_eq!(sha256_hashed_once(&file, &hashed).unwrap(), planted);
+        // ...until the file changes, even to the same size with its old mtime back.
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, b"other").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            sha256_hashed_once(&file, &hashed).unwrap(),
+            sha256_file(&file).unwrap()
+        );
+    }
 
     fn settle() {
         std::thread::sleep(std::time::Duration::from_millis(
