@@ -30,7 +30,9 @@ pub enum DenoiserError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: sha256 {found}, but {spec} pins {expected}; fetch the graph again or fix the pin")]
+    #[error(
+        "{path}: sha256 {found}, but {spec} pins {expected}; fetch the graph again or fix the pin"
+    )]
     Sha256 {
         path: PathBuf,
         spec: PathBuf,
@@ -139,15 +141,20 @@ impl DenoiserModel {
                 seeds.len()
             )));
         }
-        let row = [1, sources.shape()[1], sources.shape()[2], sources.shape()[3]];
+        let row = [
+            1,
+            sources.shape()[1],
+            sources.shape()[2],
+            sources.shape()[3],
+        ];
         let mut noise = Array4::zeros(sources.raw_dim());
         for (i, seed) in seeds.iter().enumerate() {
             let drawn = GaussianRng::new(*seed, Stream::StartNoise).randn(&row);
-            noise
-                .slice_mut(ndarray::s![i..i + 1, .., .., ..])
-                .assign(&drawn.into_shape_with_order(row).map_err(|e| {
-                    DenoiserError::Input(format!("noise of the wrong shape: {e}"))
-                })?);
+            noise.slice_mut(ndarray::s![i..i + 1, .., .., ..]).assign(
+                &drawn
+                    .into_shape_with_order(row)
+                    .map_err(|e| DenoiserError::Input(format!("noise of the wrong shape: {e}")))?,
+            );
         }
         self.boomerang(sources, noise.view(), strength)
     }
@@ -352,10 +359,7 @@ fn check_port(
             "{kind} `{name}` has element type {element}; only float32 is supported"
         ));
     }
-    let shape: Vec<i64> = dtype
-        .tensor_shape()
-        .map(|s| s.to_vec())
-        .unwrap_or_default();
+    let shape: Vec<i64> = dtype.tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
     let agrees = shape.len() == expected.len()
         && shape
             .iter()
@@ -364,7 +368,13 @@ fn check_port(
     if !agrees {
         let show = |dims: &[i64]| {
             dims.iter()
-                .map(|&d| if d < 0 { "?".to_string() } else { d.to_string() })
+                .map(|&d| {
+                    if d < 0 {
+                        "?".to_string()
+                    } else {
+                        d.to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -389,12 +399,30 @@ mod tests {
         let x = Array4::from_elem((1, 1, 1, 1), (x0 + sigma * eps) as f32);
         let close = |a: Array4<f32>| (f64::from(a[[0, 0, 0, 0]]) - x0).abs() < 1e-5;
         let eps_out = Array4::from_elem((1, 1, 1, 1), eps as f32);
-        assert!(close(to_denoised(Prediction::Epsilon, sd, x.view(), eps_out, sigma)));
+        assert!(close(to_denoised(
+            Prediction::Epsilon,
+            sd,
+            x.view(),
+            eps_out,
+            sigma
+        )));
         // v in EDM's sigma_data scaling: v = (sd^2 eps - sigma x0) / (sd sqrt(sigma^2 + sd^2)).
         let v = (sd * sd * eps - sigma * x0) / (sd * (sigma * sigma + sd * sd).sqrt());
         let v_out = Array4::from_elem((1, 1, 1, 1), v as f32);
-        assert!(close(to_denoised(Prediction::V, sd, x.view(), v_out, sigma)));
+        assert!(close(to_denoised(
+            Prediction::V,
+            sd,
+            x.view(),
+            v_out,
+            sigma
+        )));
         let d_out = Array4::from_elem((1, 1, 1, 1), x0 as f32);
-        assert!(close(to_denoised(Prediction::Denoised, sd, x.view(), d_out, sigma)));
+        assert!(close(to_denoised(
+            Prediction::Denoised,
+            sd,
+            x.view(),
+            d_out,
+            sigma
+        )));
     }
 }

@@ -175,7 +175,10 @@ mod tests {
         let out = boomerang(&mut oracle, &plan, source.view(), noise.view()).unwrap();
         // With the exact denoiser of x0 = 0, Euler keeps x = sigma * eps at every level.
         for &(sigma, fed) in &oracle.calls {
-            assert!((f64::from(fed) - sigma).abs() < 1e-4 * sigma.max(1.0), "{sigma} {fed}");
+            assert!(
+                (f64::from(fed) - sigma).abs() < 1e-4 * sigma.max(1.0),
+                "{sigma} {fed}"
+            );
         }
         assert!(out.iter().all(|&v| v == 0.0));
     }

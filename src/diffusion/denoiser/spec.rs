@@ -274,7 +274,9 @@ impl RawSpec {
             }
         };
         let sha256 = match self.sha256 {
-            Some(s) if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Some(s)
+                if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
                 Some(s)
             }
             Some(s) => {
@@ -374,9 +376,7 @@ impl RawSpec {
                         Some(SigmaRange { min, max, data })
                     }
                     (Some(min), Some(max), Some(_)) => {
-                        problems.push(format!(
-                            "sigma.min = {min} is not below sigma.max = {max}"
-                        ));
+                        problems.push(format!("sigma.min = {min} is not below sigma.max = {max}"));
                         None
                     }
                     _ => None,
@@ -570,7 +570,13 @@ name = "denoised"
                 range: Some((0.0, 1.0))
             }
         );
-        assert_eq!(spec.values, ValueRange { low: -1.0, high: 1.0 });
+        assert_eq!(
+            spec.values,
+            ValueRange {
+                low: -1.0,
+                high: 1.0
+            }
+        );
         // strength 0.5 is the geometric mean of the two ends: sqrt(0.002 * 80) = 0.4.
         assert!((spec.start_sigma(0.5) - 0.4).abs() < 1e-12);
         assert!((spec.start_sigma(1.0) - 80.0).abs() < 1e-9);
@@ -601,7 +607,9 @@ name = "denoised"
 
     #[test]
     fn unknown_keys_and_escaping_graphs_are_refused() {
-        let error = parse(&format!("colour = 1\n{GOOD}")).unwrap_err().to_string();
+        let error = parse(&format!("colour = 1\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown field `colour`"), "{error}");
         let error = parse(&GOOD.replace("\"g.onnx\"", "\"../g.onnx\""))
             .unwrap_err()
