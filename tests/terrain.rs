@@ -116,7 +116,23 @@ fn matches_the_packages_generate_from() {
         );
         // Not a copy of the source: the model moved it (by about the Python RMSE at this strength).
         assert!(rmse(got.view(), source.view()) > 0.005);
+        // The constant input reaches the graph: another difficulty, another terrain.
+        let mut easy = open_model();
+        easy.spec.set_constant("difficulty", 0.0).unwrap();
+        let other = easy
+            .boomerang(source.view(), noise.view(), strength)
+            .unwrap();
+        assert!(rmse(other.view(), got.view()) > 1e-3);
     }
+    assert!(model
+        .boomerang(
+            Array4::zeros((1, 1, 128, 128)).view(),
+            Array4::zeros((1, 1, 128, 128)).view(),
+            1.5
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("strength 1.5 is outside 0..=1"));
 }
 
 #[test]

@@ -115,6 +115,11 @@ impl DenoiserModel {
         strength: f64,
     ) -> Result<Array4<f32>, DenoiserError> {
         self.check_batch(sources)?;
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(DenoiserError::Input(format!(
+                "strength {strength} is outside 0..=1"
+            )));
+        }
         if noise.shape() != sources.shape() {
             return Err(DenoiserError::Input(format!(
                 "noise of shape {:?} for sources of shape {:?}",
