@@ -179,9 +179,18 @@ impl DenoiserSpec {
 
     /// Parses `text` as the model.toml at `path` (graph paths resolve against its folder).
     pub fn parse(text: &str, path: &Path) -> Result<DenoiserSpec, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|error| SpecError::Parse {
-            path: path.to_path_buf(),
-            message: error.message().to_string(),
+        let raw: RawSpec = toml::from_str(text).map_err(|error| {
+            // One line: where, then toml's message without its multi-line source excerpt.
+            let line = error
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            SpecError::Parse {
+                path: path.to_path_buf(),
+                message: match line {
+                    Some(line) => format!("line {line}: {}", error.message().trim()),
+                    None => error.message().trim().to_string(),
+                },
+            }
         })?;
         raw.validate(path)
     }
@@ -610,7 +619,19 @@ name = "denoised"
         let error = parse(&format!("colour = 1\n{GOOD}"))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("unknown field `colour`"), "{error}");
+        assert!(error.contains("line 1: unknown field `colour`"), "{error}");
+        let error = parse(&GOOD.replace("size = 128", "size = 128\nzoom = 2"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 9: unknown field `zoom`"), "{error}");
+        let error = parse(&GOOD.replace("size = 128", "size = \"big\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("/m/model.toml: not a valid model.toml"),
+            "{error}"
+        );
+        assert!(error.contains("line 8:"), "{error}");
         let error = parse(&GOOD.replace("\"g.onnx\"", "\"../g.onnx\""))
             .unwrap_err()
             .to_string();
