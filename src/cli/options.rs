@@ -208,7 +208,8 @@ impl RuntimeArgs {
 /// The Boomerang knobs shared by every command that samples.
 #[derive(Debug, Args, Clone)]
 pub struct BoomerangArgs {
-    /// Model folder (optimum ONNX export of Stable Diffusion 1.x/2.x)
+    /// Model folder: an optimum ONNX export of Stable Diffusion 1.x/2.x, or (`sample` only) a
+    /// pixel-space denoiser folder holding a model.toml (models/README.md)
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// How far to travel: the fraction of the diffusion schedule re-run, 0..=1. 0 returns the VAE
@@ -216,9 +217,9 @@ pub struct BoomerangArgs {
     #[arg(long, default_value_t = 0.5, value_name = "S")]
     pub strength: f64,
     /// Inference steps of the full schedule; about strength x steps of them are run (lcm runs all
-    /// of them, spread below strength x 1000)
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub steps: usize,
+    /// of them, spread below strength x 1000) [default: 50]
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
     /// ddim, ddpm, euler-ancestral, pndm or lcm (default: the model's scheduler_config.json)
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<SchedulerKind>,
@@ -278,7 +279,28 @@ impl SeedArg {
     }
 }
 
+/// `--steps` when not given.
+const DEFAULT_STEPS: usize = 50;
+
 impl BoomerangArgs {
+    /// The Stable Diffusion options given on the command line, which a denoiser model (its
+    /// sampler set by its model.toml, no text conditioning) must refuse rather than ignore.
+    pub fn sd_only_options(&self) -> Vec<&'static str> {
+        let given = [
+            ("--steps", self.steps.is_some()),
+            ("--scheduler", self.scheduler.is_some()),
+            ("--eta", self.eta.is_some()),
+            ("--prompt", !self.prompt.is_empty()),
+            ("--negative-prompt", !self.negative_prompt.is_empty()),
+            ("--guidance", self.guidance != 1.0),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// The sampler of a dataset command that can resume (`--seed random` defers to the resumed
     /// run's seed), with `settings` already checked.
     pub fn sampler(&self, settings: Settings) -> SamplerOptions {
@@ -296,7 +318,8 @@ impl BoomerangArgs {
         if !(0.0..=1.0).contains(&self.strength) {
             bail!("--strength {} is outside 0..=1", self.strength);
         }
-        if self.steps == 0 {
+        let steps = self.steps.unwrap_or(DEFAULT_STEPS);
+        if steps == 0 {
             bail!("--steps must be at least 1");
         }
         // The same bounds as a policy level: beyond them outputs degenerate (flat colour).
@@ -316,7 +339,7 @@ impl BoomerangArgs {
         };
         Ok(Settings {
             strength: self.strength,
-            steps: self.steps,
+            steps,
             scheduler: self.scheduler,
             eta,
             prompt: self.prompt.clone(),
@@ -339,7 +362,12 @@ pub struct SampleArgs {
     /// Print time per stage and the share spent outside ONNX Runtime
     #[arg(long)]
     pub timings: bool,
-    /// Input images (PNG, JPEG, WebP, BMP, TIFF, GIF)
+    /// Denoiser models only: set a constant input of the model.toml (e.g. `--set difficulty=0.5`),
+    /// within the range it declares; repeatable
+    #[arg(long = "set", value_name = "INPUT=VALUE", value_parser = parse_constant)]
+    pub set: Vec<(String, f32)>,
+    /// Input images (PNG, JPEG, WebP, BMP, TIFF, GIF; 8- or 16-bit grayscale PNG for a denoiser
+    /// model)
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
 }
@@ -362,8 +390,24 @@ impl SampleArgs {
             images: self.images.clone(),
             runtime: self.boomerang.runtime.config(),
             timings: self.timings,
+            constants: self.set.clone(),
+            sd_only_options: self.boomerang.sd_only_options(),
         })
     }
+}
+
+/// `NAME=VALUE` of `--set`.
+fn parse_constant(text: &str) -> Result<(String, f32), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected INPUT=VALUE, e.g. difficulty=0.5"))?;
+    let parsed = value
+        .trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("`{text}`: `{value}` is not a finite number"))?;
+    Ok((name.trim().to_string(), parsed))
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ pub mod recompute;
 pub mod render;
 pub mod report_merge;
 pub mod sample;
+pub mod sample_denoiser;
 pub mod score;
 pub mod secret;
 pub mod shard;

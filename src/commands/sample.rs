@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::commands::render::{self, ImagePlan};
+use crate::diffusion::denoiser::is_denoiser_folder;
 use crate::diffusion::engine::{Engine, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
@@ -27,6 +28,10 @@ pub struct SampleConfig {
     pub images: Vec<PathBuf>,
     pub runtime: RuntimeConfig,
     pub timings: bool,
+    /// `--set NAME=VALUE`: constant inputs of a denoiser model.
+    pub constants: Vec<(String, f32)>,
+    /// Stable Diffusion options given on the command line (refused for a denoiser model).
+    pub sd_only_options: Vec<&'static str>,
 }
 
 /// One sample to produce: which input image, which of its samples, its seed and output path.
@@ -38,6 +43,16 @@ struct PlannedSample {
 }
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
+    // A folder with a model.toml is a pixel-space denoiser; anything else a Stable Diffusion export.
+    if is_denoiser_folder(&config.model) {
+        return super::sample_denoiser::run(config);
+    }
+    if let Some((name, _)) = config.constants.first() {
+        bail!(
+            "--set {name}: {} is a Stable Diffusion folder; --set sets constant inputs of a denoiser model (a folder with a model.toml)",
+            config.model.display()
+        );
+    }
     let (seed, from_file) = match config.seed.given()? {
         Some(given) => (given.value, given.from_file),
         None => (crate::diffusion::noise::random_run_seed(), false),
@@ -144,7 +159,7 @@ fn load_input(path: &Path, limits: FrameLimits) -> anyhow::Result<(ImagePlan, [u
 }
 
 /// `OUT/<stem>_<k>.png` per input; two inputs with the same stem would overwrite each other.
-fn output_paths(config: &SampleConfig) -> anyhow::Result<Vec<Vec<PathBuf>>> {
+pub(super) fn output_paths(config: &SampleConfig) -> anyhow::Result<Vec<Vec<PathBuf>>> {
     let mut seen = HashSet::new();
     let mut all = Vec::new();
     for image in &config.images {

@@ -1,6 +1,7 @@
 //! Boomerang on a Stable Diffusion ONNX export: the model folder and its manifest, the tokenizer,
 //! the graph calls, the schedulers, seeded noise and the stage timer.
 
+pub mod denoiser;
 pub mod engine;
 pub mod model;
 pub mod model_manifest;

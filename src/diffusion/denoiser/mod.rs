@@ -1,0 +1,12 @@
+//! Pixel-space EDM / consistency denoisers described by a `model.toml` (models/README.md): the
+//! spec, the opened graph, the Boomerang sampler and the mapping between grayscale pixels and the
+//! model's values.
+
+pub mod graph;
+pub mod pixels;
+pub mod sampler;
+pub mod spec;
+
+pub use graph::{DenoiserError, DenoiserModel};
+pub use sampler::SamplePlan;
+pub use spec::{is_denoiser_folder, DenoiserSpec, SPEC_FILE};
