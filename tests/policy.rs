@@ -757,3 +757,23 @@ fn the_few_step_lcm_policy_keeps_the_papers_levels_in_four_steps() {
         repo().join("policies/lcm.toml").canonicalize().unwrap()
     );
 }
+
+#[test]
+fn the_turbo_policy_keeps_the_papers_levels_in_ten_trailing_euler_steps() {
+    let policy = Policy::load(std::path::Path::new("turbo")).unwrap();
+    assert_eq!(
+        policy.source,
+        repo().join("policies/turbo.toml").canonicalize().unwrap()
+    );
+    let strengths: Vec<f64> = policy.levels.iter().map(|l| l.strength()).collect();
+    assert_eq!(strengths, [0.2, 0.5, 0.7, 0.8]);
+    for level in &policy.levels {
+        assert_eq!(
+            level.scheduler,
+            Some(SchedulerKind::EulerAncestral),
+            "{}",
+            level.name
+        );
+        assert_eq!((level.steps, level.guidance), (10, 1.0), "{}", level.name);
+    }
+}

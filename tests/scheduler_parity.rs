@@ -568,3 +568,33 @@ fn lcm_start_timesteps_per_strength() {
     // Other kinds ignore the LCM keys, as from_config does.
     assert!(zero.resolve(SchedulerKind::Ddim).is_ok());
 }
+
+/// The table in policies/turbo.toml: where Euler ancestral with trailing spacing (SD-Turbo's
+/// scheduler config) starts, and how many UNet calls run, per strength at 2, 4 and 10 steps.
+#[test]
+fn turbo_start_timesteps_per_strength() {
+    let cfg = SchedulerConfig::from_json_str(
+        r#"{"_class_name": "EulerAncestralDiscreteScheduler", "timestep_spacing": "trailing"}"#,
+    )
+    .unwrap();
+    let plan = |steps: usize, strength: f64| {
+        let s = build_img2img(SchedulerKind::EulerAncestral, &cfg, steps, 0.0, strength).unwrap();
+        let timesteps = StartPlan::new(s.as_ref(), steps, strength).timesteps;
+        (timesteps.first().copied(), timesteps.len())
+    };
+    let table: [(f64, [(Option<f64>, usize); 3]); 4] = [
+        (0.2, [(None, 0), (None, 0), (Some(199.0), 2)]),
+        (0.5, [(Some(499.0), 1), (Some(499.0), 2), (Some(499.0), 5)]),
+        (0.7, [(Some(499.0), 1), (Some(499.0), 2), (Some(699.0), 7)]),
+        (0.8, [(Some(499.0), 1), (Some(749.0), 3), (Some(799.0), 8)]),
+    ];
+    for (strength, expected) in table {
+        for (steps, want) in [2, 4, 10].into_iter().zip(expected) {
+            assert_eq!(
+                plan(steps, strength),
+                want,
+                "strength {strength}, {steps} steps"
+            );
+        }
+    }
+}
