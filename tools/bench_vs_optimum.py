@@ -38,20 +38,7 @@ STAGES = {"text_encoder": "text encoder", "vae_encoder": "VAE encode", "unet": "
 
 
 def reference_python(given):
-    if given:
-        return given
-    with open(REQUIREMENTS, "rb") as f:
-        import hashlib
-        tag = hashlib.sha256(f.read()).hexdigest()[:12]
-    venv = os.path.join(venv_cache.cache_root(WHO), "bench-venv", tag)
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.isfile(os.path.join(venv, ".complete")):
-        print(f"{WHO}: creating {venv}", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-input", "--only-binary", ":all:", "-r", REQUIREMENTS])
-        open(os.path.join(venv, ".complete"), "w").close()
-    return python
+    return given or venv_cache.venv_python(WHO, REQUIREMENTS, "bench-venv")
 
 
 def reference_run(args):

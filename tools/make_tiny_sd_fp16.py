@@ -20,7 +20,6 @@ tools/requirements-fp16.txt, reruns itself there and replaces the output atomica
 
 usage: python3 tools/make_tiny_sd_fp16.py
 """
-import hashlib
 import os
 import shutil
 import sys
@@ -41,33 +40,13 @@ def output_dir():
     return os.path.join(venv_cache.cache_root("make_tiny_sd_fp16"), "models", "tiny-sd-fp16")
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def manifest_text(folder):
-    """What `boomerang manifest --write` writes: `sha256  relative/path` for every file but the
-    manifest itself, sorted by path."""
-    lines = []
-    for dirpath, _dirs, files in os.walk(folder, followlinks=True):
-        for name in files:
-            relative = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
-            if relative != MANIFEST:
-                lines.append((relative, sha256_file(os.path.join(dirpath, name))))
-    return "".join(f"{digest}  {relative}\n" for relative, digest in sorted(lines))
-
-
 def provenance_text():
     """Pins what the output was made from, so a changed source, script or requirement remakes it."""
     return (
         "made by tools/make_tiny_sd_fp16.py from models/tiny-sd\n"
-        f"models/tiny-sd/SHA256SUMS {sha256_file(os.path.join(SOURCE, MANIFEST))}\n"
-        f"tools/make_tiny_sd_fp16.py {sha256_file(os.path.abspath(__file__))}\n"
-        f"tools/requirements-fp16.txt {sha256_file(REQUIREMENTS)}\n"
+        f"models/tiny-sd/SHA256SUMS {venv_cache.sha256_file(os.path.join(SOURCE, MANIFEST))}\n"
+        f"tools/make_tiny_sd_fp16.py {venv_cache.sha256_file(os.path.abspath(__file__))}\n"
+        f"tools/requirements-fp16.txt {venv_cache.sha256_file(REQUIREMENTS)}\n"
     )
 
 
@@ -79,7 +58,7 @@ def up_to_date(folder):
             provenance = f.read()
     except OSError:
         return False
-    return provenance == provenance_text() and recorded == manifest_text(folder)
+    return provenance == provenance_text() and recorded == venv_cache.manifest_text(folder)
 
 
 def int64_timestep(model):
@@ -147,7 +126,7 @@ def convert(out):
     with open(os.path.join(out, PROVENANCE), "w") as f:
         f.write(provenance_text())
     with open(os.path.join(out, MANIFEST), "w") as f:
-        f.write(manifest_text(out))
+        f.write(venv_cache.manifest_text(out))
 
 
 def main():

@@ -16,7 +16,6 @@ else $XDG_CACHE_HOME/boomerang, else ~/.cache/boomerang). OUT_DIR must not exist
 beside itself and renamed into place, so an interrupted run leaves nothing behind.
 """
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -27,25 +26,6 @@ import venv_cache  # noqa: E402
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements-quantize.txt")
 MANIFEST = "SHA256SUMS"
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_text(folder):
-    """What `boomerang manifest --write` writes: `sha256  relative/path`, sorted by path."""
-    lines = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            relative = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
-            if relative != MANIFEST:
-                lines.append((relative, sha256_file(os.path.join(dirpath, name))))
-    return "".join(f"{digest}  {relative}\n" for relative, digest in sorted(lines))
 
 
 def main():
@@ -86,9 +66,9 @@ def main():
         with open(os.path.join(staging, "QUANTIZED.md"), "w") as f:
             f.write(f"int8 UNet made by tools/quantize_unet.py (onnxruntime {onnxruntime.__version__} "
                     f"quantize_dynamic, weights QInt8, ops {args.ops}) from a folder whose "
-                    f"SHA256SUMS has sha256 {sha256_file(os.path.join(args.source, MANIFEST))}.\n")
+                    f"SHA256SUMS has sha256 {venv_cache.sha256_file(os.path.join(args.source, MANIFEST))}.\n")
         with open(os.path.join(staging, MANIFEST), "w") as f:
-            f.write(manifest_text(staging))
+            f.write(venv_cache.manifest_text(staging))
         os.rename(staging, args.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

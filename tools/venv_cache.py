@@ -1,6 +1,7 @@
 """What the tools/ scripts that need pinned Python packages share: boomerang's cache folder (the
-same choice as the Rust side's `runtime::cache_root`) and re-running the script inside its own
-venv there, made once per requirements file (keyed by the file's sha256)."""
+same choice as the Rust side's `runtime::cache_root`), a venv there made once per requirements
+file (keyed by the file's sha256) and re-running a script inside it, and the file digests and
+`SHA256SUMS` text that `boomerang manifest --write` also writes."""
 import hashlib
 import os
 import subprocess
@@ -23,10 +24,9 @@ def in_venv(flag):
     return os.environ.get(flag) == "1"
 
 
-def reexec_in_venv(who, script, requirements, name, flag):
-    """Runs `script` again (same arguments) with the python of `<cache>/<name>/<tag>`, creating
-    that venv from `requirements` (binary wheels only) unless a finished one is there; `flag`
-    is set in the environment so the script knows it is inside."""
+def venv_python(who, requirements, name):
+    """The python of `<cache>/<name>/<tag>`, creating that venv from `requirements` (binary
+    wheels only) unless a finished one is there."""
     with open(requirements, "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:12]
     venv = os.path.join(cache_root(who), name, tag)
@@ -37,5 +37,32 @@ def reexec_in_venv(who, script, requirements, name, flag):
         subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                                "--no-input", "--only-binary", ":all:", "-r", requirements])
         open(os.path.join(venv, ".complete"), "w").close()
+    return python
+
+
+def reexec_in_venv(who, script, requirements, name, flag):
+    """Runs `script` again (same arguments) with the python of [`venv_python`]; `flag` is set in
+    the environment so the script knows it is inside."""
+    python = venv_python(who, requirements, name)
     env = dict(os.environ, **{flag: "1"})
     os.execve(python, [python, os.path.abspath(script), *sys.argv[1:]], env)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_text(folder, manifest="SHA256SUMS"):
+    """What `boomerang manifest --write` writes: `sha256  relative/path` for every file but the
+    manifest itself, sorted by path."""
+    lines = []
+    for dirpath, _dirs, files in os.walk(folder, followlinks=True):
+        for name in files:
+            relative = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
+            if relative != manifest:
+                lines.append((relative, sha256_file(os.path.join(dirpath, name))))
+    return "".join(f"{digest}  {relative}\n" for relative, digest in sorted(lines))
