@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -487,14 +488,31 @@ fn a_pull_installs_the_export_byte_for_byte_and_sample_finds_it_by_name() {
         .stdout(predicate::str::contains(format!("model {}", dir.display())));
     assert!(out.join("astronaut_0.png").is_file());
 
-    // Pulling the commit it holds again changes nothing and downloads nothing.
+    // Pulling the commit it holds again changes nothing and asks the hub nothing.
     let before = hub.seen().len();
     setup
         .pull(&hub, &["--revision", COMMIT, "--name", "pulled-tiny"])
         .assert()
         .success()
         .stdout(predicate::str::contains("nothing to do"));
-    assert!(downloads(&hub.seen()[before..]).is_empty());
+    assert_eq!(hub.seen().len(), before);
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    // Another commit is not installed over it.
+    setup
+        .pull(
+            &hub,
+            &["--revision", &"e".repeat(40), "--name", "pulled-tiny"],
+        )
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "already holds {REPO} at commit {COMMIT}, not {REPO} at {}",
+            "e".repeat(40)
+        )));
+    assert_eq!(installed_files(&dir), expected_files());
 }
 
 #[test]

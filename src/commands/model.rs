@@ -3,13 +3,14 @@
 //! export`: the commands that make such a folder from a diffusers checkpoint.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::diffusion::model_manifest::{ModelManifest, MANIFEST_FILE, PROVENANCE_FILE};
+use crate::diffusion::model_manifest::{ModelManifest, PROVENANCE_FILE};
 use crate::io::data_dir::{data_dir, DATA_DIR_ENV};
 use crate::io::hub::{self, Event, Hub, HubConfig, Snapshot};
 use crate::records::report::rfc3339_utc;
@@ -96,8 +97,9 @@ pub fn pull(config: &PullConfig) -> anyhow::Result<()> {
     let destination = models.join(&name);
     let installed = read_installed(&destination)?;
     if let Some(installed) = &installed {
-        if pinned && !same_model(installed, &config.repo, &config.revision) {
-            bail!(refuse_replace(&destination, installed, &config.revision));
+        if pinned {
+            // Known without asking the hub: works offline, and downloads nothing.
+            return already_installed(&destination, installed, &config.repo, &config.revision);
         }
     }
     let hub_config = HubConfig::from_env()?;
@@ -110,21 +112,12 @@ pub fn pull(config: &PullConfig) -> anyhow::Result<()> {
         );
     }
     if let Some(installed) = &installed {
-        if !same_model(installed, &config.repo, &snapshot.commit) {
-            bail!(refuse_replace(&destination, installed, &snapshot.commit));
-        }
-        ModelManifest::compute(&destination)?.check_against_file(&destination)?;
-        println!(
-            "{} already holds {} at commit {}: nothing to do",
-            destination.display(),
-            config.repo,
-            snapshot.commit
-        );
-        return Ok(());
+        return already_installed(&destination, installed, &config.repo, &snapshot.commit);
     }
-    let files = fetch_all(&hub, &snapshot)?;
+    // Made before the download, so an unwritable data folder fails first.
     std::fs::create_dir_all(&models)
         .with_context(|| format!("creating {}: check its permissions", models.display()))?;
+    let files = fetch_all(&hub, &snapshot)?;
     let provenance = Provenance {
         repo: config.repo.clone(),
         revision: config.revision.clone(),
@@ -169,17 +162,29 @@ fn read_installed(destination: &Path) -> anyhow::Result<Option<Provenance>> {
     Ok(Some(provenance))
 }
 
-fn same_model(installed: &Provenance, repo: &str, commit: &str) -> bool {
-    installed.repo == repo && installed.commit.eq_ignore_ascii_case(commit)
-}
-
-fn refuse_replace(destination: &Path, installed: &Provenance, commit: &str) -> String {
-    format!(
-        "{} already holds {} at commit {}, not {commit}: it is not replaced. Pick another --name, or remove the folder first",
+/// A folder already at the destination: a no-op when it holds `repo` at `commit` (and its
+/// files still match its manifest), else refused.
+fn already_installed(
+    destination: &Path,
+    installed: &Provenance,
+    repo: &str,
+    commit: &str,
+) -> anyhow::Result<()> {
+    if installed.repo != repo || !installed.commit.eq_ignore_ascii_case(commit) {
+        bail!(
+            "{} already holds {} at commit {}, not {repo} at {commit}: it is not replaced. Pick another --name, or remove the folder first",
+            destination.display(),
+            installed.repo,
+            installed.commit
+        );
+    }
+    ModelManifest::compute(destination)?.check_against_file(destination)?;
+    println!(
+        "{} already holds {repo} at commit {}: nothing to do",
         destination.display(),
-        installed.repo,
         installed.commit
-    )
+    );
+    Ok(())
 }
 
 /// Every file of the snapshot present and verified in the hub cache, as (relative path, path in
@@ -239,6 +244,9 @@ fn install(
         .prefix(&format!(".{name}.pull-"))
         .tempdir_in(models)
         .with_context(|| format!("creating a staging folder in {}", models.display()))?;
+    // tempfile makes it 0700; a model folder is no secret, and shared installs read it.
+    std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", staging.path().display()))?;
     for (relative, cached) in files {
         let target = staging.path().join(relative);
         if let Some(parent) = target.parent() {
@@ -276,7 +284,6 @@ fn install(
     if let Ok(dir) = std::fs::File::open(models) {
         let _ = dir.sync_all();
     }
-    debug_assert!(destination.join(MANIFEST_FILE).is_file());
     Ok(manifest)
 }
 
