@@ -179,14 +179,14 @@ pub enum ModelCommand {
     Export(ExportArgs),
 }
 
-const PULL_HELP: &str = "Environment:
-  HF_ENDPOINT     the hub (default https://huggingface.co), e.g. a mirror
-  HF_TOKEN        access token for gated or private repositories (else the one `huggingface-cli login` saved); sent only to HF_ENDPOINT, never printed
-  HF_HUB_OFFLINE  1: no network; install a commit already in the cache (its bytes are checked)
-
-Example:
-  boomerang model pull ORG/REPO --revision <40-hex commit> --name sd15
-  boomerang sample --model sd15 --strength 0.5 --prompt person -o out/ face.jpg";
+const PULL_HELP: &str = "Environment:\n  \
+HF_ENDPOINT     the hub (default https://huggingface.co), e.g. a mirror\n  \
+HF_TOKEN        token for gated or private repositories (else the saved login's token),\n                  \
+sent only to HF_ENDPOINT, never printed\n  \
+HF_HUB_OFFLINE  1: no network; install a commit already in the cache (its bytes are checked)\n\n\
+Example:\n  \
+boomerang model pull ORG/REPO --revision <40-hex commit> --name sd15\n  \
+boomerang sample --model sd15 --strength 0.5 --prompt person -o out/ face.jpg";
 
 /// `boomerang model pull`.
 #[derive(Debug, Clone, Args)]
