@@ -384,12 +384,20 @@ impl Hub {
                     return Err(status_error(&url, status, response, &self.config))
                 }
                 Err(ureq::Error::Transport(transport)) => {
+                    // Its Display repeats the URL; the kind and message say what failed.
+                    let mut detail = transport.kind().to_string();
+                    if let Some(message) = transport.message() {
+                        detail.push_str(&format!(": {message}"));
+                    }
+                    if let Some(source) = std::error::Error::source(&transport) {
+                        detail.push_str(&format!(": {source}"));
+                    }
                     return Err(HubError::Http {
                         url: url.clone(),
                         message: format!(
-                            "{transport}. Check the network (or {ENDPOINT_ENV}); {OFFLINE_ENV}=1 uses only the cache"
+                            "{detail}. Check the network (or {ENDPOINT_ENV}); {OFFLINE_ENV}=1 uses only the cache"
                         ),
-                    })
+                    });
                 }
             };
             if !(300..400).contains(&response.status()) {
