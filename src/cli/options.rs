@@ -33,7 +33,9 @@ use crate::policy::MAX_GUIDANCE;
     long_about = "Boomerang (Luzi et al., TMLR 2024): encode an image, add forward-diffusion noise up to an \
 intermediate timestep t = strength x T, then run the ordinary reverse diffusion back to 0. The result \
 stays on the image manifold, close to the input but never identical; a larger strength moves it farther.\n\n\
-Models are Stable Diffusion folders exported with `optimum-cli export onnx --task image-to-image`. \
+Models are Stable Diffusion folders exported with `optimum-cli export onnx --task image-to-image` \
+(`boomerang model export` prints how), or pulled ready-made from a Hugging Face hub with \
+`boomerang model pull`. \
 ONNX Runtime is loaded at run time; `boomerang fetch-onnxruntime` installs the pinned CPU build."
 )]
 pub struct Opts {
