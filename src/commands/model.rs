@@ -83,8 +83,13 @@ pub fn pull(config: &PullConfig) -> anyhow::Result<()> {
     if !pinned {
         hub::check_revision(&config.revision)?;
         if !config.allow_moving_revision {
+            let default = if config.revision == "main" {
+                " (the default)"
+            } else {
+                ""
+            };
             bail!(
-                "revision `{}` is a branch or tag, and what it points at can change: give a 40-hex commit hash as --revision (the repository's \"Files and versions\" history on the hub lists them), or add --allow-moving-revision to take its current commit (printed, so you can pin it next time)",
+                "revision `{}`{default} is a branch or tag, and what it points at can change: give a 40-hex commit hash as --revision (the repository's \"Files and versions\" history on the hub lists them), or add --allow-moving-revision to take its current commit (printed, so you can pin it next time)",
                 config.revision
             );
         }
