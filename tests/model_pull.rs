@@ -677,6 +677,14 @@ fn a_moving_revision_needs_the_flag_and_is_recorded_as_its_commit() {
         std::fs::read_to_string(setup.repo_cache().join("refs/main")).unwrap(),
         COMMIT
     );
+    // Again: `main` still points at the installed commit, so nothing changes.
+    let before = hub.seen().len();
+    setup
+        .pull(&hub, &["--allow-moving-revision"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to do"));
+    assert!(downloads(&hub.seen()[before..]).is_empty());
     // The ref lets an offline pull of `main` find the commit.
     hub.stop();
     setup

@@ -102,8 +102,9 @@ pub fn pull(config: &PullConfig) -> anyhow::Result<()> {
     let destination = models.join(&name);
     let installed = read_installed(&destination)?;
     if let Some(installed) = &installed {
-        if pinned {
-            // Known without asking the hub: works offline, and downloads nothing.
+        // Decided without asking the hub (works offline, downloads nothing) unless only the
+        // commit a moving revision points at can tell.
+        if pinned || installed.repo != config.repo {
             return already_installed(&destination, installed, &config.repo, &config.revision);
         }
     }
@@ -214,9 +215,9 @@ fn fetch_all(hub: &Hub, snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Path
         // count like downloaded ones.
         let mut counted = 0u64;
         let at_start = bar.position();
+        bar.set_message(file.path.clone());
         let path = hub.fetch(snapshot, file, &mut |event| match event {
-            Event::Start { path, .. } => bar.set_message(path.to_string()),
-            Event::Cached { .. } => {}
+            Event::Start { .. } | Event::Cached { .. } => {}
             Event::Bytes(n) => {
                 counted += n;
                 bar.set_position(at_start + counted.min(file.size));
