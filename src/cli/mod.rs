@@ -42,6 +42,12 @@ fn run(opts: Opts) -> anyhow::Result<Exit> {
         Command::Manifest(args) => {
             commands::manifest::run(&args.dir, args.write).map(|()| Exit::Success)
         }
+        Command::Model(ModelCommand::Pull(args)) => {
+            commands::model::pull(&args.config()).map(|()| Exit::Success)
+        }
+        Command::Model(ModelCommand::Export(args)) => {
+            commands::model::export(&args.config()).map(|()| Exit::Success)
+        }
         Command::Secret(SecretCommand::New(args)) => {
             commands::secret::new(&args.file).map(|()| Exit::Success)
         }

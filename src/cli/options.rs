@@ -13,6 +13,7 @@ use crate::commands::augment::AugmentConfig;
 use crate::commands::calibrate::CalibrateConfig;
 use crate::commands::dataset_run::{DatasetOptions, SamplerOptions};
 use crate::commands::enhance::EnhanceConfig;
+use crate::commands::model::{ExportConfig, PullConfig};
 use crate::commands::report_merge::MergeConfig;
 use crate::commands::sample::SampleConfig;
 use crate::commands::score::ScoreConfig;
@@ -32,7 +33,9 @@ use crate::policy::MAX_GUIDANCE;
     long_about = "Boomerang (Luzi et al., TMLR 2024): encode an image, add forward-diffusion noise up to an \
 intermediate timestep t = strength x T, then run the ordinary reverse diffusion back to 0. The result \
 stays on the image manifold, close to the input but never identical; a larger strength moves it farther.\n\n\
-Models are Stable Diffusion folders exported with `optimum-cli export onnx --task image-to-image`. \
+Models are Stable Diffusion folders exported with `optimum-cli export onnx --task image-to-image` \
+(`boomerang model export` prints how), or pulled ready-made from a Hugging Face hub with \
+`boomerang model pull`. \
 ONNX Runtime is loaded at run time; `boomerang fetch-onnxruntime` installs the pinned CPU build."
 )]
 pub struct Opts {
@@ -107,6 +110,10 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Print (or write) a model folder's SHA256SUMS manifest and its model hash
     Manifest(ManifestArgs),
+    /// Get Stable Diffusion: pull an ONNX export from a Hugging Face hub (verified, pinned to a
+    /// commit), or print the commands that export a checkpoint yourself
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Download the pinned ONNX Runtime (onnxruntime==1.31.1, CPU; with --gpu onnxruntime-gpu,
     /// CUDA 13) from PyPI into boomerang's cache, every file checked against its pinned sha256
     FetchOnnxruntime(FetchOnnxruntimeArgs),
@@ -147,6 +154,92 @@ pub struct SecretNewArgs {
     /// The secret file to create (must not exist)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download an Optimum ONNX Stable Diffusion export from a Hugging Face hub and install it as
+    /// a model folder boomerang finds by name
+    ///
+    /// Fetches model_index.json and the scheduler/, tokenizer/, text_encoder/, unet/,
+    /// vae_encoder/ and vae_decoder/ folders (their .json and .txt files, model.onnx and
+    /// model.onnx_data); other files of the repository are not downloaded. Every LFS file is
+    /// checked against the sha256 the hub lists and every other file against its git blob sha1:
+    /// one mismatch refuses the whole pull, naming the file, and nothing is installed.
+    ///
+    /// Downloads go to the huggingface_hub cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub), in its layout, so files Python's hub fetched are reused. An
+    /// interrupted download is resumed by running the same pull again. The model is then
+    /// installed as DATA/models/NAME (DATA: $BOOMERANG_DATA_DIR, $XDG_DATA_HOME/boomerang or
+    /// ~/.local/share/boomerang) with a SHA256SUMS manifest and pull.json (repository, revision,
+    /// commit, endpoint, time), renamed into place at once. An existing folder is never
+    /// replaced: pulling the commit it holds again does nothing.
+    #[command(after_help = PULL_HELP)]
+    Pull(PullArgs),
+    /// Print the commands that export a diffusers checkpoint to ONNX with Hugging Face Optimum
+    /// into DATA/models/NAME and pin it (it prints them only: run them yourself)
+    Export(ExportArgs),
+}
+
+const PULL_HELP: &str = "Environment:\n  \
+HF_ENDPOINT     the hub (default https://huggingface.co), e.g. a mirror\n  \
+HF_TOKEN        token for gated or private repositories (else the saved login's token),\n                  \
+sent only to HF_ENDPOINT, never printed\n  \
+HF_HUB_OFFLINE  1: no network; install a commit already in the cache (its bytes are checked)\n\n\
+Example:\n  \
+boomerang model pull ORG/REPO --revision <40-hex commit> --name sd15\n  \
+boomerang sample --model sd15 --strength 0.5 --prompt person -o out/ face.jpg";
+
+/// `boomerang model pull`.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Hugging Face model repository holding an Optimum ONNX export (ORG/NAME)
+    #[arg(value_name = "REPO")]
+    pub repo: String,
+    /// The commit to install (40 hex digits: pulls are reproducible). A branch or tag such as
+    /// `main` needs --allow-moving-revision
+    #[arg(long, default_value = "main", value_name = "REV")]
+    pub revision: String,
+    /// Accept a branch or tag for --revision; the commit it resolves to is printed (pin it next
+    /// time) and recorded in pull.json
+    #[arg(long)]
+    pub allow_moving_revision: bool,
+    /// Folder name under the data folder's models/ (default: REPO's last part, lowercased); the
+    /// name `--model NAME` then finds
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl PullArgs {
+    pub fn config(&self) -> PullConfig {
+        PullConfig {
+            repo: self.repo.clone(),
+            revision: self.revision.clone(),
+            name: self.name.clone(),
+            allow_moving_revision: self.allow_moving_revision,
+        }
+    }
+}
+
+/// `boomerang model export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// A diffusers Stable Diffusion checkpoint: a hub id (stable-diffusion-v1-5/stable-diffusion-v1-5)
+    /// or a local folder
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: String,
+    /// Folder name under the data folder's models/ (default: CHECKPOINT's last part, lowercased)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl ExportArgs {
+    pub fn config(&self) -> ExportConfig {
+        ExportConfig {
+            checkpoint: self.checkpoint.clone(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,7 +302,8 @@ impl RuntimeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct BoomerangArgs {
     /// Model folder: an optimum ONNX export of Stable Diffusion 1.x/2.x, or (`sample` only) a
-    /// pixel-space denoiser folder holding a model.toml (models/README.md)
+    /// pixel-space denoiser folder holding a model.toml (models/README.md); `sample` also takes
+    /// the name of a folder under a models directory, such as one `boomerang model pull` installed
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// How far to travel: the fraction of the diffusion schedule re-run, 0..=1. 0 returns the VAE

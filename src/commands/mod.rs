@@ -12,6 +12,7 @@ pub mod exit;
 pub mod fetch_onnxruntime;
 pub mod manifest;
 pub mod manifest_parts;
+pub mod model;
 pub mod recompute;
 pub mod render;
 pub mod report_merge;

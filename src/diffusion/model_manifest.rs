@@ -10,6 +10,10 @@ use crate::io::hashing::{sha256_bytes, sha256_file_remembered, Verify};
 
 pub const MANIFEST_FILE: &str = "SHA256SUMS";
 
+/// Where `boomerang model pull` records where a folder came from (repository, commit, time). Not
+/// part of the model: two pulls of one commit must have the same model hash.
+pub const PROVENANCE_FILE: &str = "pull.json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelManifestError {
     #[error("{path}: {message}")]
@@ -35,7 +39,8 @@ pub struct ModelManifest {
 
 impl ModelManifest {
     /// Hashes every byte of every regular file under `folder` (following symlinks, so a variant
-    /// folder that links another's graphs is pinned by their content), except the manifest.
+    /// folder that links another's graphs is pinned by their content), except the manifest and
+    /// the provenance record.
     pub fn compute(folder: &Path) -> Result<ModelManifest, ModelManifestError> {
         ModelManifest::compute_with(folder, Verify::Full)
     }
@@ -65,7 +70,7 @@ impl ModelManifest {
                         .map(|c| c.as_os_str().to_string_lossy())
                         .collect::<Vec<_>>()
                         .join("/");
-                    if key == MANIFEST_FILE {
+                    if key == MANIFEST_FILE || key == PROVENANCE_FILE {
                         continue;
                     }
                     let digest =

@@ -1,5 +1,6 @@
 //! Files and the outside world: ONNX Runtime loading, the dataset walk, the one image loader and
-//! PNG writer, atomic writes, locks, safe paths below OUT, hashing and secret (run seed) files.
+//! PNG writer, atomic writes, locks, safe paths below OUT, hashing, secret (run seed) files and
+//! downloads from a Hugging Face hub.
 
 pub mod atomic;
 pub mod data_dir;
@@ -7,6 +8,7 @@ pub mod dataset;
 pub mod gpu_libraries;
 pub mod graph_cache;
 pub mod hashing;
+pub mod hub;
 pub mod imageio;
 pub mod lock;
 pub mod runtime;
