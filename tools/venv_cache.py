@@ -23,13 +23,22 @@ def in_venv(flag):
     return os.environ.get(flag) == "1"
 
 
+def venv_path(who, requirements, name):
+    """`<cache>/<name>/<tag>`, the tag keyed by the requirements file's sha256."""
+    with open(requirements, "rb") as f:
+        tag = hashlib.sha256(f.read()).hexdigest()[:12]
+    return os.path.join(cache_root(who), name, tag)
+
+
+def venv_ready(who, requirements, name):
+    return os.path.isfile(os.path.join(venv_path(who, requirements, name), ".complete"))
+
+
 def reexec_in_venv(who, script, requirements, name, flag):
     """Runs `script` again (same arguments) with the python of `<cache>/<name>/<tag>`, creating
     that venv from `requirements` (binary wheels only) unless a finished one is there; `flag`
     is set in the environment so the script knows it is inside."""
-    with open(requirements, "rb") as f:
-        tag = hashlib.sha256(f.read()).hexdigest()[:12]
-    venv = os.path.join(cache_root(who), name, tag)
+    venv = venv_path(who, requirements, name)
     python = os.path.join(venv, "bin", "python")
     if not os.path.isfile(os.path.join(venv, ".complete")):
         print(f"{who}: creating {venv}", file=sys.stderr)

@@ -18,5 +18,6 @@ pub mod report_merge;
 pub mod sample;
 pub mod score;
 pub mod secret;
+pub mod setup;
 pub mod shard;
 pub use exit::Exit;

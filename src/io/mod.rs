@@ -6,6 +6,7 @@ pub mod data_dir;
 pub mod dataset;
 pub mod gpu_libraries;
 pub mod hashing;
+pub mod install;
 pub mod imageio;
 pub mod lock;
 pub mod runtime;
