@@ -87,11 +87,11 @@ pub static FILES: &[BundledFile] = bundled![
     "policies/lcm.toml"
         "f5a3a6d70dccb8c25f3bac4e287dfeffdac14dccb215cd5b33a23b19b9322507",
     "tools/fetch_models.py"
-        "91f1c2b1a7a8094701e86d21ba769c9c9e4148d5ed7fde0c44fcc4e827b3694f",
+        "b5b45d3ed0cc8ed2427fbc5c823041bec89ef0b34f16ca721361b8e8c680eab9",
     "tools/face_sources.py"
         "9050f906930c5f0967672c04bcfd5be82effad5dff162cfcd2dc5cef7d3fcfe5",
     "tools/venv_cache.py"
-        "d4118f8c25df5f9988309d6d0dbcb55eb0e70d523ff95279ebe494f247fc111e",
+        "237db1f883fffb9b69f30542296831a14d9896df9bb39abd644fbe293be01907",
     "tools/requirements-fetch.txt"
         "229e11ae66b92d906d4b2fc0cd306cdaa23b1ce876be310799d04a84e6dafe1d",
 ];

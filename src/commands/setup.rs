@@ -4,7 +4,7 @@
 //! the fetch script the binary carries (python3).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 
 use anyhow::{bail, Context};
@@ -121,10 +121,9 @@ pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Resul
                 }
             }
             Err(why) => {
-                for (unit, ..) in &to_fetch {
-                    println!("not installed  {}: {why}", unit.folder);
-                }
-                problems.push(why);
+                let folders: Vec<&str> = to_fetch.iter().map(|(unit, ..)| unit.folder).collect();
+                println!("not installed  {}: {why}", folders.join(", "));
+                problems.extend(folders.iter().map(|folder| format!("{folder} not installed")));
             }
         }
     }
@@ -264,7 +263,3 @@ pub fn marker(data: &Path) -> Option<(String, bool)> {
     Some((version, complete))
 }
 
-/// `PathBuf` of the data folder's setup marker, for messages.
-pub fn marker_path(data: &Path) -> PathBuf {
-    data.join(SETUP_MARKER)
-}
