@@ -139,7 +139,10 @@ fn data_folder_checks() {
                 "not searched (an installed binary, or {}=1)",
                 data_dir::NO_SOURCE_TREE_ENV
             ),
-            |tree| format!("{} (searched last: this binary runs from it)", tree.display())
+            |tree| format!(
+                "{} (searched last: this binary runs from it)",
+                tree.display()
+            )
         )
     );
 }

@@ -90,11 +90,13 @@ pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Resul
             .collect();
         let staged = staging.path().join(unit.folder);
         install::stage(&staged, &target, &contents, &replaced)?;
-        if unit.fetched.is_some() && state.missing.iter().chain(&state.changed).any(|r| {
-            unit.fetched
-                .as_ref()
-                .is_some_and(|(name, _)| name == r)
-        }) {
+        if unit.fetched.is_some()
+            && state
+                .missing
+                .iter()
+                .chain(&state.changed)
+                .any(|r| unit.fetched.as_ref().is_some_and(|(name, _)| name == r))
+        {
             to_fetch.push((unit, staged, target, state));
             continue;
         }
@@ -113,17 +115,29 @@ pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Resul
                     let (name, sha256) = unit.fetched.as_ref().map_or(("", ""), |(n, s)| (n, s));
                     let made = crate::io::hashing::sha256_file(&staged.join(name)).ok();
                     if made.as_deref() != Some(sha256) {
-                        problems.push(format!("{}: the fetch script did not make {name} with sha256 {sha256}", unit.folder));
+                        problems.push(format!(
+                            "{}: the fetch script did not make {name} with sha256 {sha256}",
+                            unit.folder
+                        ));
                         continue;
                     }
                     install::publish(staged, target)?;
-                    print_installed(unit.folder, target, state, ", its model built by tools/fetch_models.py");
+                    print_installed(
+                        unit.folder,
+                        target,
+                        state,
+                        ", its model built by tools/fetch_models.py",
+                    );
                 }
             }
             Err(why) => {
                 let folders: Vec<&str> = to_fetch.iter().map(|(unit, ..)| unit.folder).collect();
                 println!("not installed  {}: {why}", folders.join(", "));
-                problems.extend(folders.iter().map(|folder| format!("{folder} not installed")));
+                problems.extend(
+                    folders
+                        .iter()
+                        .map(|folder| format!("{folder} not installed")),
+                );
             }
         }
     }
@@ -262,4 +276,3 @@ pub fn marker(data: &Path) -> Option<(String, bool)> {
     let complete = table.get("complete")?.as_bool()?;
     Some((version, complete))
 }
-

@@ -25,7 +25,11 @@ impl BundledFile {
     /// The folder installed as one unit: `policies`, or `models/NAME`; `tools` files are not
     /// installed (they are run from a temporary folder).
     pub fn folder(&self) -> &'static str {
-        let depth = if self.path.starts_with("models/") { 2 } else { 1 };
+        let depth = if self.path.starts_with("models/") {
+            2
+        } else {
+            1
+        };
         let mut end = 0;
         for (index, part) in self.path.split('/').take(depth).enumerate() {
             end += part.len() + usize::from(index > 0);
@@ -124,7 +128,8 @@ pub fn stage(
     for (relative, bytes) in files {
         let path = staging.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_error(parent, "cannot create the folder"))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io_error(parent, "cannot create the folder"))?;
         }
         // The carried-over link (if any) is removed first: writing through it would change the
         // installed file before the folder is swapped.
@@ -149,7 +154,8 @@ fn carry_over(
     replaced: &BTreeSet<String>,
 ) -> Result<(), InstallError> {
     let folder = from.join(below);
-    let entries = std::fs::read_dir(&folder).map_err(io_error(&folder, "cannot list the folder"))?;
+    let entries =
+        std::fs::read_dir(&folder).map_err(io_error(&folder, "cannot list the folder"))?;
     for entry in entries {
         let entry = entry.map_err(io_error(&folder, "cannot list the folder"))?;
         let relative = below.join(entry.file_name());
