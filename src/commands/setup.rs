@@ -32,6 +32,16 @@ struct Unit<'a> {
     fetched: Option<(String, String)>,
 }
 
+/// A folder staged without its fetched model yet.
+struct Pending<'a> {
+    folder: &'a str,
+    /// The file the fetch script makes and its sha256 pin.
+    model: (String, String),
+    staged: std::path::PathBuf,
+    target: std::path::PathBuf,
+    state: FolderState,
+}
+
 pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Result<Exit> {
     let Some(data) = data_dir::data_dir() else {
         bail!(
@@ -90,15 +100,18 @@ pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Resul
             .collect();
         let staged = staging.path().join(unit.folder);
         install::stage(&staged, &target, &contents, &replaced)?;
-        if unit.fetched.is_some()
-            && state
-                .missing
-                .iter()
-                .chain(&state.changed)
-                .any(|r| unit.fetched.as_ref().is_some_and(|(name, _)| name == r))
-        {
-            to_fetch.push((unit, staged, target, state));
-            continue;
+        // Its model is built into the staging folder, all of them in one run of the script.
+        if let Some((name, sha256)) = &unit.fetched {
+            if state.missing.contains(name) || state.changed.contains(name) {
+                to_fetch.push(Pending {
+                    folder: unit.folder,
+                    model: (name.clone(), sha256.clone()),
+                    staged,
+                    target,
+                    state,
+                });
+                continue;
+            }
         }
         install::publish(&staged, &target)?;
         print_installed(unit.folder, &target, &state, "");
@@ -107,31 +120,33 @@ pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Resul
     if !to_fetch.is_empty() {
         let names: Vec<&str> = to_fetch
             .iter()
-            .filter_map(|(unit, ..)| unit.folder.strip_prefix("models/"))
+            .filter_map(|pending| pending.folder.strip_prefix("models/"))
             .collect();
         match fetch(files, staging.path(), &names) {
             Ok(()) => {
-                for (unit, staged, target, state) in &to_fetch {
-                    let (name, sha256) = unit.fetched.as_ref().map_or(("", ""), |(n, s)| (n, s));
-                    let made = crate::io::hashing::sha256_file(&staged.join(name)).ok();
-                    if made.as_deref() != Some(sha256) {
-                        problems.push(format!(
-                            "{}: the fetch script did not make {name} with sha256 {sha256}",
-                            unit.folder
-                        ));
+                for pending in &to_fetch {
+                    let (name, sha256) = &pending.model;
+                    // The script checks its pin too; this binary trusts only its own copy.
+                    let made = crate::io::hashing::sha256_file(&pending.staged.join(name)).ok();
+                    if made.as_ref() != Some(sha256) {
+                        println!(
+                            "not installed  {}: the fetch script did not make {name} with sha256 {sha256}",
+                            pending.folder
+                        );
+                        problems.push(format!("{} not installed", pending.folder));
                         continue;
                     }
-                    install::publish(staged, target)?;
+                    install::publish(&pending.staged, &pending.target)?;
                     print_installed(
-                        unit.folder,
-                        target,
-                        state,
+                        pending.folder,
+                        &pending.target,
+                        &pending.state,
                         ", its model built by tools/fetch_models.py",
                     );
                 }
             }
             Err(why) => {
-                let folders: Vec<&str> = to_fetch.iter().map(|(unit, ..)| unit.folder).collect();
+                let folders: Vec<&str> = to_fetch.iter().map(|pending| pending.folder).collect();
                 println!("not installed  {}: {why}", folders.join(", "));
                 problems.extend(
                     folders
