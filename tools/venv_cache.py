@@ -24,12 +24,21 @@ def in_venv(flag):
     return os.environ.get(flag) == "1"
 
 
-def venv_python(who, requirements, name):
-    """The python of `<cache>/<name>/<tag>`, creating that venv from `requirements` (binary
-    wheels only) unless a finished one is there."""
+def venv_path(who, requirements, name):
+    """`<cache>/<name>/<tag>`, the tag keyed by the requirements file's sha256."""
     with open(requirements, "rb") as f:
         tag = hashlib.sha256(f.read()).hexdigest()[:12]
-    venv = os.path.join(cache_root(who), name, tag)
+    return os.path.join(cache_root(who), name, tag)
+
+
+def venv_ready(who, requirements, name):
+    return os.path.isfile(os.path.join(venv_path(who, requirements, name), ".complete"))
+
+
+def venv_python(who, requirements, name):
+    """The python of [`venv_path`], creating that venv from `requirements` (binary wheels only)
+    unless a finished one is there."""
+    venv = venv_path(who, requirements, name)
     python = os.path.join(venv, "bin", "python")
     if not os.path.isfile(os.path.join(venv, ".complete")):
         print(f"{who}: creating {venv}", file=sys.stderr)

@@ -11,11 +11,12 @@ use clap::Parser;
 pub use options::*;
 
 use crate::commands::{self, Exit};
+use crate::io::install::BundledFile;
 
-/// `boomerang`'s `main`.
-pub fn main() -> ExitCode {
+/// `boomerang`'s `main`; `bundle` is what `setup` installs (only this binary carries it).
+pub fn main(bundle: &'static [BundledFile]) -> ExitCode {
     ignore_sigpipe();
-    finish(run(Opts::parse()))
+    finish(run(Opts::parse(), bundle))
 }
 
 /// The standalone `anonymize` binary's `main`: the same command as `boomerang anonymize`.
@@ -25,7 +26,7 @@ pub fn anonymize_main() -> ExitCode {
     finish(commands::anonymize::command(&opts.args.config()))
 }
 
-fn run(opts: Opts) -> anyhow::Result<Exit> {
+fn run(opts: Opts, bundle: &'static [BundledFile]) -> anyhow::Result<Exit> {
     match opts.command {
         Command::Anonymize(args) => commands::anonymize::command(&args.config()),
         Command::Augment(args) => Ok(commands::augment::run(&args.config()?)?.exit()),
@@ -57,6 +58,7 @@ fn run(opts: Opts) -> anyhow::Result<Exit> {
         }
         Command::Man(args) => generate::man_pages(&args.dir).map(|()| Exit::Success),
         Command::Doctor => commands::doctor::run(),
+        Command::Setup(args) => commands::setup::run(&args.config(), bundle),
         Command::FetchOnnxruntime(args) => {
             commands::fetch_onnxruntime::run(args.gpu).map(|()| Exit::Success)
         }

@@ -126,6 +126,12 @@ pub enum Command {
     /// (library, version, providers), the NVIDIA libraries a GPU needs, models and policies.
     /// Exit 0 when the CPU path is ready, 3 when something it needs is missing
     Doctor,
+    /// Install into the data folder ($BOOMERANG_DATA_DIR, else $XDG_DATA_HOME/boomerang, else
+    /// ~/.local/share/boomerang) the shipped policies and the models they certify with, so they
+    /// work by name from any directory; the two embedders that may not be redistributed are built
+    /// by the fetch script this binary carries (python3 3.11+, pip, npm). Exit 0 complete, 3 when
+    /// something could not be installed (each named, with its fix)
+    Setup(SetupArgs),
     /// Check a run from its report: hash chain, output files, verdicts, policy, model and embedder
     /// hashes; exit 0 clean, 3 findings, 1 could not run
     Audit(AuditArgs),
@@ -302,8 +308,9 @@ impl RuntimeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct BoomerangArgs {
     /// Model folder: an optimum ONNX export of Stable Diffusion 1.x/2.x, or (`sample` only) a
-    /// pixel-space denoiser folder holding a model.toml (models/README.md); `sample` also takes
-    /// the name of a folder under a models directory, such as one `boomerang model pull` installed
+    /// pixel-space denoiser folder holding a model.toml (models/README.md); or the name of one in
+    /// $BOOMERANG_MODELS, ./models or the data folder's models/ (e.g. tiny-sd, or one `boomerang
+    /// model pull` installed)
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// How far to travel: the fraction of the diffusion schedule re-run, 0..=1. 0 returns the VAE
@@ -397,14 +404,20 @@ impl BoomerangArgs {
 
     /// The sampler of a dataset command that can resume (`--seed random` defers to the resumed
     /// run's seed), with `settings` already checked.
-    pub fn sampler(&self, settings: Settings) -> SamplerOptions {
-        SamplerOptions {
-            model: self.model.clone(),
+    pub fn sampler(&self, settings: Settings) -> anyhow::Result<SamplerOptions> {
+        Ok(SamplerOptions {
+            model: self.model_dir()?,
             settings,
             seed: self.seed.source(self.seed_file.as_ref()),
             batch: self.batch,
             runtime: self.runtime.config(),
-        }
+        })
+    }
+
+    /// `--model` as a path, or a bare name looked up in the models folders.
+    fn model_dir(&self) -> anyhow::Result<PathBuf> {
+        crate::io::data_dir::find_model_dir(&self.model, crate::certify::MODELS_ENV)
+            .map_err(anyhow::Error::msg)
     }
 
     /// Range checks that clap cannot express.
@@ -472,7 +485,7 @@ impl SampleArgs {
             bail!("-n/--count must be at least 1");
         }
         Ok(SampleConfig {
-            model: self.boomerang.model.clone(),
+            model: self.boomerang.model_dir()?,
             settings: self.boomerang.settings()?,
             seed: self
                 .boomerang
@@ -525,10 +538,11 @@ pub struct AnonymizeArgs {
     /// Policy file (TOML) mapping levels to strength, steps, scheduler, prompt and the
     /// certification rule, or the name of a shipped one (`default`: real Stable Diffusion,
     /// `demo`: the bundled tiny model), looked up as NAME.toml in $BOOMERANG_POLICIES, ./policies
-    /// and the source tree's policies/
+    /// and the data folder's policies/ (`boomerang setup`)
     #[arg(long, default_value = "default", value_name = "FILE|NAME")]
     pub policy: PathBuf,
-    /// Model folder, instead of the policy's (the policy's manifest pin still applies)
+    /// Model folder or a models folder's NAME, instead of the policy's (its manifest pin still
+    /// applies)
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Run seed. It is a secret key (knowing it, the model and an output allows inverting the
@@ -757,7 +771,7 @@ impl AugmentArgs {
             None => vec![settings.strength],
         };
         Ok(AugmentConfig {
-            sampler: self.boomerang.sampler(settings),
+            sampler: self.boomerang.sampler(settings)?,
             strengths,
             count: self.count,
             originals: !self.no_originals,
@@ -792,7 +806,7 @@ pub struct EnhanceArgs {
 impl EnhanceArgs {
     pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
         Ok(EnhanceConfig {
-            sampler: self.boomerang.sampler(self.boomerang.settings()?),
+            sampler: self.boomerang.sampler(self.boomerang.settings()?)?,
             scale: self.scale,
             tile: self.tile,
             overlap: self.overlap,
@@ -1019,6 +1033,19 @@ pub struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetupArgs {
+    /// Replace installed files that differ from the shipped ones (files of your own are kept)
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl SetupArgs {
+    pub fn config(&self) -> crate::commands::setup::SetupConfig {
+        crate::commands::setup::SetupConfig { force: self.force }
+    }
 }
 
 /// `boomerang man`.

@@ -178,10 +178,11 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
     let level = policy
         .level(config.level.as_deref().unwrap_or(&policy.default_level))?
         .clone();
-    let model_dir = config
-        .model
-        .clone()
-        .unwrap_or_else(|| policy.model.path.clone());
+    let model_dir = match &config.model {
+        Some(given) => crate::io::data_dir::find_model_dir(given, crate::certify::MODELS_ENV)
+            .map_err(anyhow::Error::msg)?,
+        None => policy.model.path.clone(),
+    };
     if !model_dir.join("model_index.json").exists() {
         let source = policy
             .model

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::Exit;
 use crate::certify::{self, spec::EmbedderSpec};
-use crate::io::{gpu_libraries, runtime};
+use crate::io::{data_dir, gpu_libraries, runtime};
 use crate::policy::Policy;
 
 /// One line of the report: found (with where), or missing (with the fix).
@@ -27,6 +27,7 @@ impl Check {
 pub fn run() -> anyhow::Result<Exit> {
     println!("boomerang {}", env!("CARGO_PKG_VERSION"));
     let mut cpu_ready = true;
+    data_folder_checks();
 
     let onnxruntime = match runtime::init(None) {
         Ok(loaded) => {
@@ -103,6 +104,49 @@ pub fn run() -> anyhow::Result<Exit> {
     })
 }
 
+/// Where policies and models are installed (`boomerang setup`) and whether the source tree is
+/// searched too.
+fn data_folder_checks() {
+    let setup = match data_dir::data_dir() {
+        None => Err(format!(
+            "cannot tell where it is: set {} (or XDG_DATA_HOME or HOME)",
+            data_dir::DATA_DIR_ENV
+        )),
+        Some(data) => match super::setup::marker(&data) {
+            Some((version, true)) => Ok(format!(
+                "{} (set up by boomerang {version})",
+                data.display()
+            )),
+            Some((version, false)) => Err(format!(
+                "{}: setup by boomerang {version} did not complete; run `boomerang setup`",
+                data.display()
+            )),
+            None => Err(format!(
+                "{}: setup has not run; run `boomerang setup`",
+                data.display()
+            )),
+        },
+    };
+    Check {
+        what: "data folder".into(),
+        found: setup,
+    }
+    .print();
+    println!(
+        "source tree: {}",
+        data_dir::source_tree().map_or(
+            format!(
+                "not searched (an installed binary, or {}=1)",
+                data_dir::NO_SOURCE_TREE_ENV
+            ),
+            |tree| format!(
+                "{} (searched last: this binary runs from it)",
+                tree.display()
+            )
+        )
+    );
+}
+
 /// The execution providers the loaded library was built with.
 fn providers() -> String {
     use ort::ep::ExecutionProvider;
@@ -152,7 +196,8 @@ fn policy_checks(name: &str) -> Vec<Check> {
             Ok(loaded) => exists(
                 format!("  its embedder {}", loaded.name),
                 &loaded.onnx_path(),
-                "python3 tools/fetch_models.py fetches the embedders that are not committed".into(),
+                "`boomerang setup` installs it (in a checkout: python3 tools/fetch_models.py)"
+                    .into(),
             ),
             Err(error) => Check {
                 what: "  its embedder".into(),

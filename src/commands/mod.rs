@@ -20,5 +20,6 @@ pub mod sample;
 pub mod sample_denoiser;
 pub mod score;
 pub mod secret;
+pub mod setup;
 pub mod shard;
 pub use exit::Exit;

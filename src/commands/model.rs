@@ -37,21 +37,6 @@ pub struct Provenance {
     pub pulled: String,
 }
 
-/// A bare model name (`sd15`) that is not a path here, looked up as a folder under the model
-/// roots (`$BOOMERANG_MODELS`, `./models`, the data folder's `models/`, the source tree's);
-/// anything else is returned as given.
-pub fn find(given: &Path) -> PathBuf {
-    let bare = given.components().count() == 1;
-    if given.exists() || !bare {
-        return given.to_path_buf();
-    }
-    crate::certify::model_roots()
-        .into_iter()
-        .map(|root| root.join(given))
-        .find(|candidate| candidate.join("model_index.json").is_file())
-        .unwrap_or_else(|| given.to_path_buf())
-}
-
 /// The folder name a pull installs under: `--name`, else the repository's last component,
 /// lowercased.
 fn folder_name(config: &PullConfig) -> anyhow::Result<String> {

@@ -52,11 +52,11 @@ impl RunRecomputer {
             bail!("--recompute and --seed-sample need --inputs, --outputs and --policy");
         };
         let policy = Policy::load(policy)?;
-        let model = args
-            .claimed
-            .model
-            .clone()
-            .unwrap_or_else(|| policy.model.path.clone());
+        let model = match &args.claimed.model {
+            Some(given) => crate::io::data_dir::find_model_dir(given, crate::certify::MODELS_ENV)
+                .map_err(anyhow::Error::msg)?,
+            None => policy.model.path.clone(),
+        };
         let embedder = args
             .claimed
             .embedder

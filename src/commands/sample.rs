@@ -63,9 +63,8 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
         .single_device("sample")
         .map_err(anyhow::Error::msg)?;
     let runtime = config.runtime.init()?;
-    let model = super::model::find(&config.model);
-    let mut engine = Engine::open(&model, runtime, &config.runtime.session)?;
-    print_plan(config, &model, &engine)?;
+    let mut engine = Engine::open(&config.model, runtime, &config.runtime.session)?;
+    print_plan(config, &engine)?;
     println!("seed {}", super::secret::shown(seed, from_file));
     let (images, planned) = load_and_plan(config, seed, &mut engine, &outputs)?;
     std::fs::create_dir_all(&config.output_dir)
@@ -80,13 +79,13 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
 }
 
 /// The model and the start timestep the strength gives.
-fn print_plan(config: &SampleConfig, model: &Path, engine: &Engine) -> anyhow::Result<()> {
+fn print_plan(config: &SampleConfig, engine: &Engine) -> anyhow::Result<()> {
     let size = engine.model.geometry.image_size();
     let (_, plan) = engine.schedulers.plan(&config.settings)?;
     let kind = engine.schedulers.kind(&config.settings)?;
     println!(
         "model {} (manifest sha256 {}), working size {size}x{size}",
-        model.display(),
+        config.model.display(),
         engine.model.model_hash()
     );
     match plan.start_timestep() {

@@ -10,6 +10,7 @@ pub mod graph_cache;
 pub mod hashing;
 pub mod hub;
 pub mod imageio;
+pub mod install;
 pub mod lock;
 pub mod runtime;
 pub mod safe_path;

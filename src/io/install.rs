@@ -1,0 +1,270 @@
+//! Installing files a binary carries into the data folder (`boomerang setup`): each folder is
+//! built complete in a staging folder beside it and then renamed into place, so a reader sees
+//! the old folder or the whole new one, never a half-written one.
+//!
+//! The bytes come from the `boomerang` binary itself (`src/bundle.rs`, `include_bytes!`), each
+//! with the sha256 it must have; this module never decides what is shipped.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::io::hashing::{sha256_bytes, sha256_file};
+
+/// One file a binary carries: its path in the data folder (`models/dlib-face/embedder.toml`),
+/// the sha256 it is pinned to and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct BundledFile {
+    pub path: &'static str,
+    pub sha256: &'static str,
+    pub bytes: &'static [u8],
+}
+
+impl BundledFile {
+    /// The folder installed as one unit: `policies`, or `models/NAME`; `tools` files are not
+    /// installed (they are run from a temporary folder).
+    pub fn folder(&self) -> &'static str {
+        let depth = if self.path.starts_with("models/") {
+            2
+        } else {
+            1
+        };
+        let mut end = 0;
+        for (index, part) in self.path.split('/').take(depth).enumerate() {
+            end += part.len() + usize::from(index > 0);
+        }
+        &self.path[..end]
+    }
+
+    /// The path below [`Self::folder`].
+    pub fn relative(&self) -> &'static str {
+        self.path[self.folder().len()..].trim_start_matches('/')
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{path}: the bytes this binary carries have sha256 {found}, but its pin is {expected}; the binary was built from a modified checkout: rebuild it from a clean one")]
+    Pin {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{path}: {action}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.to_path_buf();
+    move |source| InstallError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+/// Checks every file's bytes against its pin before anything is written.
+pub fn check_pins(files: &[BundledFile]) -> Result<(), InstallError> {
+    for file in files {
+        let found = hex::encode(sha256_bytes(file.bytes));
+        if found != file.sha256 {
+            return Err(InstallError::Pin {
+                path: file.path.to_string(),
+                found,
+                expected: file.sha256.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How an installed folder compares with the files that belong in it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FolderState {
+    /// Paths below the folder that are not there.
+    pub missing: Vec<String>,
+    /// Paths below the folder whose sha256 differs from the pin.
+    pub changed: Vec<String>,
+}
+
+impl FolderState {
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Compares `target` with `expected` (path below the folder, sha256).
+pub fn folder_state(target: &Path, expected: &[(&str, &str)]) -> FolderState {
+    let mut state = FolderState::default();
+    for (relative, sha256) in expected {
+        let path = target.join(relative);
+        if !path.is_file() {
+            state.missing.push(relative.to_string());
+        } else if sha256_file(&path).ok().as_deref() != Some(*sha256) {
+            state.changed.push(relative.to_string());
+        }
+    }
+    state
+}
+
+/// Builds `staging` as the new content of `target`: every file of `target` not named in
+/// `replaced` is hard-linked (copied across file systems) so files of the user's own, such as a
+/// policy added to the data folder, survive, then `files` are written (and fsync'd).
+pub fn stage(
+    staging: &Path,
+    target: &Path,
+    files: &[(&str, &[u8])],
+    replaced: &BTreeSet<String>,
+) -> Result<(), InstallError> {
+    std::fs::create_dir_all(staging).map_err(io_error(staging, "cannot create the folder"))?;
+    if target.is_dir() {
+        carry_over(target, staging, Path::new(""), replaced)?;
+    }
+    for (relative, bytes) in files {
+        let path = staging.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io_error(parent, "cannot create the folder"))?;
+        }
+        // The carried-over link (if any) is removed first: writing through it would change the
+        // installed file before the folder is swapped.
+        let _ = std::fs::remove_file(&path);
+        write_synced(&path, bytes)?;
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(io_error(path, "cannot create the file"))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(path, "cannot write the file"))
+}
+
+fn carry_over(
+    from: &Path,
+    to: &Path,
+    below: &Path,
+    replaced: &BTreeSet<String>,
+) -> Result<(), InstallError> {
+    let folder = from.join(below);
+    let entries =
+        std::fs::read_dir(&folder).map_err(io_error(&folder, "cannot list the folder"))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(&folder, "cannot list the folder"))?;
+        let relative = below.join(entry.file_name());
+        let source = entry.path();
+        let dest = to.join(&relative);
+        let kind = entry
+            .file_type()
+            .map_err(io_error(&source, "cannot read the file type"))?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&dest).map_err(io_error(&dest, "cannot create the folder"))?;
+            carry_over(from, to, &relative, replaced)?;
+        } else if !replaced.contains(&relative.to_string_lossy().into_owned()) {
+            if kind.is_symlink() {
+                let link = std::fs::read_link(&source)
+                    .map_err(io_error(&source, "cannot read the link"))?;
+                std::os::unix::fs::symlink(link, &dest)
+                    .map_err(io_error(&dest, "cannot create the link"))?;
+            } else if std::fs::hard_link(&source, &dest).is_err() {
+                std::fs::copy(&source, &dest).map_err(io_error(&source, "cannot copy the file"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts `staging` in place of `target`: a rename when `target` does not exist, else an atomic
+/// exchange (`renameat2(RENAME_EXCHANGE)`; two renames where the file system lacks it) and the
+/// old folder removed.
+pub fn publish(staging: &Path, target: &Path) -> Result<(), InstallError> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent, "cannot create the folder"))?;
+    }
+    if !target.exists() {
+        std::fs::rename(staging, target).map_err(io_error(target, "cannot rename into place"))?;
+    } else {
+        if exchange(staging, target).is_err() {
+            let old = staging.with_extension("old");
+            std::fs::rename(target, &old).map_err(io_error(target, "cannot move aside"))?;
+            std::fs::rename(staging, target)
+                .map_err(io_error(target, "cannot rename into place"))?;
+            std::fs::rename(&old, staging).map_err(io_error(&old, "cannot move back"))?;
+        }
+        // `staging` now holds the old folder.
+        std::fs::remove_dir_all(staging)
+            .map_err(io_error(staging, "cannot remove the replaced folder"))?;
+    }
+    if let Some(parent) = target.parent() {
+        // The rename is durable once the folder holding it is synced.
+        let _ = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
+    }
+    Ok(())
+}
+
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    let c_path = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c_path(a)?, c_path(b)?);
+    // SAFETY: both are valid NUL-terminated paths; renameat2 reads them only during the call.
+    let result = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_policies_or_one_model() {
+        let file = |path| BundledFile {
+            path,
+            sha256: "",
+            bytes: b"",
+        };
+        assert_eq!(file("policies/demo.toml").folder(), "policies");
+        assert_eq!(file("policies/demo.toml").relative(), "demo.toml");
+        let unet = file("models/tiny-sd/unet/model.onnx");
+        assert_eq!(unet.folder(), "models/tiny-sd");
+        assert_eq!(unet.relative(), "unet/model.onnx");
+    }
+
+    #[test]
+    fn publish_replaces_keeping_the_users_files() {
+        let temp = tempfile::tempdir().unwrap();
+        let target = temp.path().join("policies");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("demo.toml"), "edited").unwrap();
+        std::fs::write(target.join("mine.toml"), "own").unwrap();
+        let staging = temp.path().join(".staging/policies");
+        let replaced = BTreeSet::from(["demo.toml".to_string()]);
+        stage(&staging, &target, &[("demo.toml", b"shipped")], &replaced).unwrap();
+        // Staging never writes through to the installed files.
+        assert_eq!(std::fs::read(target.join("demo.toml")).unwrap(), b"edited");
+        publish(&staging, &target).unwrap();
+        assert_eq!(std::fs::read(target.join("demo.toml")).unwrap(), b"shipped");
+        assert_eq!(std::fs::read(target.join("mine.toml")).unwrap(), b"own");
+        assert!(!staging.exists());
+    }
+}
