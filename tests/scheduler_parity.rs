@@ -582,7 +582,9 @@ fn turbo_start_timesteps_per_strength() {
         let timesteps = StartPlan::new(s.as_ref(), steps, strength).timesteps;
         (timesteps.first().copied(), timesteps.len())
     };
-    let table: [(f64, [(Option<f64>, usize); 3]); 4] = [
+    // (strength, [(start timestep, UNet calls) at 2, 4 and 10 steps])
+    type Row = (f64, [(Option<f64>, usize); 3]);
+    let table: [Row; 4] = [
         (0.2, [(None, 0), (None, 0), (Some(199.0), 2)]),
         (0.5, [(Some(499.0), 1), (Some(499.0), 2), (Some(499.0), 5)]),
         (0.7, [(Some(499.0), 1), (Some(499.0), 2), (Some(699.0), 7)]),
