@@ -508,7 +508,8 @@ fn default_policy_without_its_model_prints_the_export_commands() {
         .stderr(predicate::str::contains(
             "optimum-cli export onnx --model stable-diffusion-v1-5/stable-diffusion-v1-5 --task image-to-image",
         ))
-        .stderr(predicate::str::contains("boomerang manifest --write"));
+        .stderr(predicate::str::contains("boomerang manifest --write"))
+        .stderr(predicate::str::contains("boomerang model pull ORG/REPO"));
     assert!(!temp.path().join("out").exists());
 }
 

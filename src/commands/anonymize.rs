@@ -190,7 +190,7 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
             .as_deref()
             .unwrap_or("stable-diffusion-v1-5/stable-diffusion-v1-5");
         bail!(
-            "model folder {} not found (policy {}).\n  export it where the Hugging Face hub is reachable:\n    pip install \"optimum-onnx[onnxruntime]==0.1.0\" diffusers\n    optimum-cli export onnx --model {source} --task image-to-image {}\n    boomerang manifest --write {}\n  then pin the printed model hash as manifest-sha256 in the policy, or pass --model DIR",
+            "model folder {} not found (policy {}).\n  export it where the Hugging Face hub is reachable:\n    pip install \"optimum-onnx[onnxruntime]==0.1.0\" diffusers\n    optimum-cli export onnx --model {source} --task image-to-image {}\n    boomerang manifest --write {}\n  or install an ONNX export published on a hub: boomerang model pull ORG/REPO --revision COMMIT --name NAME\n  then pin the printed model hash as manifest-sha256 in the policy, or pass --model DIR|NAME",
             model_dir.display(),
             policy.source.display(),
             model_dir.display(),

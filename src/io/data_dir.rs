@@ -76,23 +76,21 @@ pub fn is_bare_name(path: &Path) -> bool {
     )
 }
 
-/// A model folder `--model` names: the path as given when it exists, else, for a bare name,
-/// the first `NAME` folder of `search_folders(env_var, "models")`. The error lists every place
-/// looked at.
+/// A model folder `--model` names: the path as given when it exists or is not a bare name (what
+/// opens it then says what is missing there), else the first `NAME` folder of
+/// `search_folders(env_var, "models")`. The error lists every place looked at.
 pub fn find_model_dir(given: &Path, env_var: &str) -> Result<PathBuf, String> {
-    if given.exists() {
+    if given.exists() || !is_bare_name(given) {
         return Ok(given.to_path_buf());
     }
     let mut looked = vec![given.to_path_buf()];
-    if is_bare_name(given) {
-        looked.extend(
-            search_folders(env_var, "models")
-                .into_iter()
-                .map(|folder| folder.join(given)),
-        );
-        if let Some(found) = looked.iter().skip(1).find(|c| c.is_dir()) {
-            return Ok(found.clone());
-        }
+    looked.extend(
+        search_folders(env_var, "models")
+            .into_iter()
+            .map(|folder| folder.join(given)),
+    );
+    if let Some(found) = looked.iter().skip(1).find(|c| c.is_dir()) {
+        return Ok(found.clone());
     }
     Err(format!(
         "no model folder `{}`: looked at {}; pass a model folder's path, a folder name under one \
