@@ -484,9 +484,11 @@ impl SampleArgs {
         if self.count == 0 {
             bail!("-n/--count must be at least 1");
         }
+        // Argument ranges first: they are wrong whatever the model.
+        let settings = self.boomerang.settings()?;
         Ok(SampleConfig {
             model: self.boomerang.model_dir()?,
-            settings: self.boomerang.settings()?,
+            settings,
             seed: self
                 .boomerang
                 .seed
