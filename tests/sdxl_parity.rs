@@ -64,7 +64,8 @@ struct IndexEntry {
 
 #[derive(Deserialize)]
 struct Index {
-    model_hash: String,
+    /// sha256 of every file of the model the fixtures were made with but its PROVENANCE.
+    model_files: std::collections::BTreeMap<String, String>,
     cases: Vec<IndexEntry>,
 }
 
@@ -116,10 +117,16 @@ fn sdxl_matches_diffusers_img2img() {
     let runtime = runtime::init(None).expect("ONNX Runtime (run tools/test, which fetches it)");
     let mut engine = Engine::open(&sdxl_model(), runtime, &SessionOptions::default()).unwrap();
     assert!(engine.model.xl.is_some(), "tiny-sdxl not detected as SDXL");
+    let manifest = std::fs::read_to_string(sdxl_model().join("SHA256SUMS")).unwrap();
+    let files: std::collections::BTreeMap<String, String> = manifest
+        .lines()
+        .filter_map(|line| line.split_once("  "))
+        .filter(|(_, path)| *path != "PROVENANCE")
+        .map(|(digest, path)| (path.to_string(), digest.to_string()))
+        .collect();
     assert_eq!(
-        engine.model.model_hash(),
-        index.model_hash,
-        "tiny-sdxl differs from the model the fixtures were made with"
+        files, index.model_files,
+        "tiny-sdxl differs from the model the fixtures were made with (rerun tools/make_tiny_sdxl.py)"
     );
     let image: Array4<f32> = read_npy(fixtures.join("inputs/image.npy")).unwrap();
 

@@ -42,6 +42,16 @@ CASES = [
 ]
 
 
+def model_files(onnx_dir):
+    files = {}
+    with open(os.path.join(onnx_dir, "SHA256SUMS"), encoding="utf-8") as f:
+        for line in f:
+            digest, path = line.rstrip("\n").split("  ", 1)
+            if path != make_tiny_sdxl.PROVENANCE:
+                files[path] = digest
+    return files
+
+
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -158,8 +168,9 @@ def main():
         print(case[0], "ONNX UNet vs torch:", entry["onnx_unet_final_latents_max_abs_diff"])
     with open(os.path.join(out_root, "index.json"), "w", encoding="utf-8") as f:
         json.dump({"generator": "tools/make_sdxl_parity_fixtures.py", "image_size": IMAGE_SIZE,
-                   # sha256 of the exported model's SHA256SUMS: boomerang's model hash of tiny-sdxl
-                   "model_hash": make_tiny_sdxl.venv_cache.sha256_file(os.path.join(onnx_dir, "SHA256SUMS")),
+                   # the exported model's files (its SHA256SUMS but PROVENANCE, which names the
+                   # script's own hash): the model these fixtures hold for
+                   "model_files": model_files(onnx_dir),
                    "cases": index}, f, indent=2, sort_keys=True)
         f.write("\n")
 

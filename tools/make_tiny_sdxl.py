@@ -14,9 +14,10 @@ tools/make_sdxl_parity_fixtures.py).
 When the output is there, its files match its SHA256SUMS and its PROVENANCE names this script,
 tools/make_tiny_sd.py (tokenizer, helpers) and tools/requirements-models.txt, this is a no-op that
 needs only the standard library. Otherwise it needs the model venv of tools/make_tiny_sd.py (torch,
-diffusers, transformers, optimum-onnx at the versions of tools/requirements-models.txt): run it
-with that python, or set BOOMERANG_MODELS_PYTHON to it (tools/test does). The output is replaced
-atomically.
+diffusers, transformers, optimum-onnx at the versions of tools/requirements-models.txt): it runs
+itself with the python it was started with when that has them, else with $BOOMERANG_MODELS_PYTHON,
+else it makes that venv in the cache (from PyPI, a few GB with torch's CUDA wheels) and reruns
+itself there. The output is replaced atomically.
 
 usage: python3 tools/make_tiny_sdxl.py [--wheel open_clip_torch-3.3.0-py3-none-any.whl]
 """
@@ -51,6 +52,29 @@ SCHEDULER_CONFIG = {
     "timestep_spacing": "leading",
     "trained_betas": None,
 }
+
+
+VENV_FLAG = "BOOMERANG_SDXL_VENV"
+
+
+def models_venv_python():
+    """The python of a venv in the cache with tools/requirements-models.txt from PyPI, made once
+    (keyed by the file's sha256); None, after saying why, when it cannot be made."""
+    import subprocess
+
+    venv = venv_cache.venv_path("make_tiny_sdxl", REQUIREMENTS, "models-venv")
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.isfile(os.path.join(venv, ".complete")):
+        print(f"make_tiny_sdxl: creating {venv} (torch, diffusers, optimum: a few GB)", file=sys.stderr)
+        try:
+            subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
+            subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   "--no-input", "--only-binary", ":all:", "-r", REQUIREMENTS])
+        except (OSError, subprocess.CalledProcessError) as error:
+            print(f"make_tiny_sdxl: could not make {venv}: {error}", file=sys.stderr)
+            return None
+        open(os.path.join(venv, ".complete"), "w").close()
+    return python
 
 
 def output_dirs():
@@ -162,8 +186,11 @@ def main():
         import torch  # noqa: F401
     except ImportError:
         python = os.environ.get("BOOMERANG_MODELS_PYTHON")
+        if not python and not venv_cache.in_venv(VENV_FLAG):
+            python = models_venv_python()
         if python and os.path.realpath(python) != os.path.realpath(sys.executable):
-            os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], dict(os.environ))
+            env = dict(os.environ, **{VENV_FLAG: "1"})
+            os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], env)
         sys.exit("make_tiny_sdxl: needs torch, diffusers and optimum-onnx (tools/requirements-models.txt): "
                  "run it with that venv's python or set BOOMERANG_MODELS_PYTHON")
     parent = os.path.dirname(onnx_dir)
