@@ -285,6 +285,27 @@ fn a_refiner_is_refused_with_a_clear_error() {
         ));
 }
 
+#[test]
+fn an_sdxl_unet_without_the_second_text_encoder_is_named() {
+    let temp = tempfile::tempdir().unwrap();
+    let model = temp.path().join("half");
+    copy_dir(&sdxl_model(), &model);
+    std::fs::remove_dir_all(model.join("text_encoder_2")).unwrap();
+    std::fs::remove_file(model.join("SHA256SUMS")).unwrap();
+    Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["sample", "--steps", "2", "--model"])
+        .arg(&model)
+        .arg("-o")
+        .arg(temp.path().join("out"))
+        .arg(root().join("examples/astronaut.png"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "an SDXL UNet, but the model folder has no text_encoder_2/",
+        ));
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

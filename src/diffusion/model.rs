@@ -548,6 +548,12 @@ fn check_ports(
         .iter()
         .find(|i| !inputs.iter().any(|want| want.name == i.name()))
     {
+        if matches!(extra.name(), "text_embeds" | "time_ids") {
+            return Err(fail(format!(
+                "unexpected input `{}`: an SDXL UNet, but the model folder has no text_encoder_2/ (and tokenizer_2/) beside it",
+                extra.name()
+            )));
+        }
         return Err(fail(format!(
             "unexpected input `{}` (expected only {}): not a Stable Diffusion 1.x/2.x graph",
             extra.name(),
