@@ -222,6 +222,7 @@ fn boomerang_matches_diffusers_img2img() {
             cond,
             uncond,
             guidance: case.guidance_scale,
+            xl: None,
         };
         let mut noise = Recorded::new(&dir, &case);
         let mut step_errors = Vec::new();

@@ -168,8 +168,8 @@ pub enum ModelCommand {
     /// a model folder boomerang finds by name
     ///
     /// Fetches model_index.json and the scheduler/, tokenizer/, text_encoder/, unet/,
-    /// vae_encoder/ and vae_decoder/ folders (their .json and .txt files, model.onnx and
-    /// model.onnx_data); other files of the repository are not downloaded. Every LFS file is
+    /// vae_encoder/ and vae_decoder/ folders, and SDXL's tokenizer_2/ and text_encoder_2/ (their
+    /// .json and .txt files, model.onnx and model.onnx_data); other files of the repository are not downloaded. Every LFS file is
     /// checked against the sha256 the hub lists and every other file against its git blob sha1:
     /// one mismatch refuses the whole pull, naming the file, and nothing is installed.
     ///

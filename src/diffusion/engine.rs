@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ndarray::{Array3, ArrayView4};
+use ndarray::{Array2, Array3, ArrayView4};
 
 use crate::diffusion::model::{ModelError, SdModel};
 use crate::diffusion::pipeline::{
-    boomerang_encoded, encode_images, encode_text, encode_tiled, BatchOutput, Conditioning,
-    EncodedRequest, Encoding, Layout, PipelineError, SeededNoise, StartPlan, Tiles,
+    boomerang_encoded, encode_images, encode_text, encode_text_xl, encode_tiled, BatchOutput,
+    Conditioning, EncodedRequest, Encoding, Layout, PipelineError, SeededNoise, StartPlan, Tiles,
+    XlConditioning,
 };
 use crate::diffusion::scheduler::{
     self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
@@ -104,8 +105,11 @@ impl SchedulerSetup {
 pub struct Engine {
     pub model: SdModel,
     tokenizer: ClipTokenizer,
+    /// SDXL's second tokenizer (`tokenizer_2`).
+    tokenizer_2: Option<ClipTokenizer>,
     pub schedulers: SchedulerSetup,
-    embeddings: HashMap<String, Array3<f32>>,
+    /// Per prompt: the UNet's `encoder_hidden_states` and, for SDXL, the pooled embedding.
+    embeddings: HashMap<String, (Array3<f32>, Option<Array2<f32>>)>,
     pub timer: StageTimer,
 }
 
@@ -117,38 +121,71 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let model = SdModel::load(model_dir, runtime, options)?;
         let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir)?;
+        let tokenizer_2 = match &model.layout.text_encoder_2 {
+            Some((_, dir)) => Some(ClipTokenizer::from_dir(dir)?),
+            None => None,
+        };
         let schedulers = SchedulerSetup::load(&model.layout.scheduler_config)?;
         Ok(Engine {
             model,
             tokenizer,
+            tokenizer_2,
             schedulers,
             embeddings: HashMap::new(),
             timer: StageTimer::default(),
         })
     }
 
-    fn embedding(&mut self, prompt: &str) -> Result<Array3<f32>, EngineError> {
+    fn embedding(
+        &mut self,
+        prompt: &str,
+    ) -> Result<(Array3<f32>, Option<Array2<f32>>), EngineError> {
         if let Some(cached) = self.embeddings.get(prompt) {
             return Ok(cached.clone());
         }
         let ids = self.tokenizer.encode(prompt);
-        let embedding = encode_text(&mut self.model, &ids, &mut self.timer)?;
+        let embedding = match &self.tokenizer_2 {
+            Some(tokenizer_2) => {
+                let ids_2 = tokenizer_2.encode(prompt);
+                let (hidden, pooled) =
+                    encode_text_xl(&mut self.model, &ids, &ids_2, &mut self.timer)?;
+                (hidden, Some(pooled))
+            }
+            None => (encode_text(&mut self.model, &ids, &mut self.timer)?, None),
+        };
         self.embeddings
             .insert(prompt.to_string(), embedding.clone());
         Ok(embedding)
     }
 
     pub fn conditioning(&mut self, settings: &Settings) -> Result<Conditioning, EngineError> {
-        let cond = self.embedding(&settings.prompt)?;
-        let uncond = if settings.guidance > 1.0 {
-            Some(self.embedding(&settings.negative_prompt)?)
-        } else {
+        let (cond, pooled) = self.embedding(&settings.prompt)?;
+        let zeros_for_empty = self
+            .model
+            .xl
+            .as_ref()
+            .is_some_and(|xl| xl.force_zeros_for_empty_prompt);
+        let uncond = if settings.guidance <= 1.0 {
             None
+        } else if zeros_for_empty && settings.negative_prompt.is_empty() {
+            // SDXL's `force_zeros_for_empty_prompt`: no negative prompt means zero embeddings
+            // (diffusers does this when negative_prompt is not given).
+            Some((
+                Array3::zeros(cond.raw_dim()),
+                pooled.as_ref().map(|p| Array2::zeros(p.raw_dim())),
+            ))
+        } else {
+            Some(self.embedding(&settings.negative_prompt)?)
         };
+        let xl = pooled.map(|pooled| XlConditioning {
+            pooled,
+            uncond_pooled: uncond.as_ref().and_then(|(_, p)| p.clone()),
+        });
         Ok(Conditioning {
             cond,
-            uncond,
+            uncond: uncond.map(|(hidden, _)| hidden),
             guidance: settings.guidance,
+            xl,
         })
     }
 

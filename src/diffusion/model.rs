@@ -52,6 +52,8 @@ pub struct ModelLayout {
     pub scheduler_config: PathBuf,
     pub unet_config: PathBuf,
     pub vae_config: PathBuf,
+    /// SDXL's second text encoder and its tokenizer folder, present together or not at all.
+    pub text_encoder_2: Option<(PathBuf, PathBuf)>,
 }
 
 impl ModelLayout {
@@ -80,9 +82,25 @@ impl ModelLayout {
             scheduler_config: need("scheduler/scheduler_config.json", "the scheduler config")?,
             unet_config: need("unet/config.json", "the UNet config")?,
             vae_config: need("vae_decoder/config.json", "the VAE config")?,
+            // SDXL: a second text encoder makes the second tokenizer required too.
+            text_encoder_2: if root.join("text_encoder_2").exists() {
+                Some((
+                    need(
+                        "text_encoder_2/model.onnx",
+                        "the second text encoder graph (SDXL)",
+                    )?,
+                    need("tokenizer_2", "the second tokenizer folder (SDXL)")?,
+                ))
+            } else {
+                None
+            },
         };
         need("tokenizer/vocab.json", "the tokenizer vocabulary")?;
         need("tokenizer/merges.txt", "the tokenizer merges")?;
+        if layout.text_encoder_2.is_some() {
+            need("tokenizer_2/vocab.json", "the second tokenizer vocabulary")?;
+            need("tokenizer_2/merges.txt", "the second tokenizer merges")?;
+        }
         Ok(layout)
     }
 }
@@ -191,6 +209,32 @@ pub struct SdModel {
     pub vae_encoder_output: VaeEncoderOutput,
     /// Whether the UNet's `timestep` input is a scalar (rank 0) rather than a vector.
     pub scalar_timestep: bool,
+    /// SDXL's second text encoder and what the pipeline needs to know about it.
+    pub xl: Option<XlModel>,
+}
+
+/// The SDXL parts of a model: the second text encoder, the hidden-state outputs the prompt
+/// embedding is taken from, the UNet's extra inputs and the pipeline flags of `model_index.json`.
+pub struct XlModel {
+    pub text_encoder_2: Session,
+    /// `hidden_states.N` outputs holding each encoder's penultimate layer (diffusers'
+    /// `hidden_states[-2]`, its default without clip skip).
+    pub penultimate: String,
+    pub penultimate_2: String,
+    /// Element type of `input_ids` of the second text encoder.
+    pub input_ids_2: TensorElementType,
+    pub text_embeds: TensorElementType,
+    pub time_ids: TensorElementType,
+    /// `force_zeros_for_empty_prompt`: an empty negative prompt is all-zero embeddings.
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipelineIndexFile {
+    #[serde(default)]
+    force_zeros_for_empty_prompt: Option<bool>,
+    #[serde(default)]
+    requires_aesthetics_score: Option<bool>,
 }
 
 /// The element types of the inputs the pipeline feeds, as the graphs declare them. The pipeline
@@ -252,6 +296,22 @@ const UNET_PORTS: Ports = Ports {
     outputs: &[port("out_sample", &[4], FLOAT)],
 };
 
+const UNET_XL_PORTS: Ports = Ports {
+    inputs: &[
+        port("sample", &[4], FLOAT),
+        port("timestep", &[0, 1], TIMESTEP),
+        port("encoder_hidden_states", &[3], FLOAT),
+        port("text_embeds", &[2], FLOAT),
+        port("time_ids", &[2], FLOAT),
+    ],
+    outputs: &[port("out_sample", &[4], FLOAT)],
+};
+
+const TEXT_ENCODER_2_PORTS: Ports = Ports {
+    inputs: &[port("input_ids", &[2], TOKEN_IDS)],
+    outputs: &[port("text_embeds", &[2], FLOAT)],
+};
+
 const VAE_DECODER_PORTS: Ports = Ports {
     inputs: &[port("latent_sample", &[4], FLOAT)],
     outputs: &[port("sample", &[4], FLOAT)],
@@ -270,7 +330,13 @@ impl SdModel {
 
         let text_encoder =
             open_checked(runtime, &layout.text_encoder, options, &TEXT_ENCODER_PORTS)?;
-        let unet = open_checked(runtime, &layout.unet, options, &UNET_PORTS)?;
+        let xl_files = layout.text_encoder_2.clone();
+        let unet_ports = if xl_files.is_some() {
+            &UNET_XL_PORTS
+        } else {
+            &UNET_PORTS
+        };
+        let unet = open_checked(runtime, &layout.unet, options, unet_ports)?;
         let scalar_timestep = input_rank(&unet, "timestep") == Some(0);
 
         let vae_encoder = runtime.session(&layout.vae_encoder, options)?;
@@ -307,6 +373,32 @@ impl SdModel {
             latent_sample: input_type(&vae_decoder, "latent_sample"),
         };
 
+        let xl = match xl_files {
+            Some((encoder_2, _)) => {
+                let index: PipelineIndexFile = read_json(&layout.root.join("model_index.json"))?;
+                if index.requires_aesthetics_score == Some(true) {
+                    return Err(ModelError::Config {
+                        path: layout.root.join("model_index.json"),
+                        message: "requires_aesthetics_score is true (an SDXL refiner): the aesthetic-score time ids are not implemented; use an SDXL base model".into(),
+                    });
+                }
+                let text_encoder_2 =
+                    open_checked(runtime, &encoder_2, options, &TEXT_ENCODER_2_PORTS)?;
+                Some(XlModel {
+                    penultimate: penultimate_output(&layout.text_encoder, &text_encoder)?,
+                    penultimate_2: penultimate_output(&encoder_2, &text_encoder_2)?,
+                    input_ids_2: input_type(&text_encoder_2, "input_ids"),
+                    text_embeds: input_type(&unet, "text_embeds"),
+                    time_ids: input_type(&unet, "time_ids"),
+                    force_zeros_for_empty_prompt: index
+                        .force_zeros_for_empty_prompt
+                        .unwrap_or(true),
+                    text_encoder_2,
+                })
+            }
+            None => None,
+        };
+
         Ok(SdModel {
             layout,
             geometry,
@@ -318,6 +410,7 @@ impl SdModel {
             input_types,
             vae_encoder_output,
             scalar_timestep,
+            xl,
         })
     }
 
@@ -333,6 +426,32 @@ fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
         "none".into()
     } else {
         list.join(", ")
+    }
+}
+
+/// The `hidden_states.N` output of a text encoder exported with all hidden states that holds
+/// the penultimate layer: N = (largest N) - 1, since `hidden_states.0` is the embedding layer.
+fn penultimate_output(path: &Path, session: &Session) -> Result<String, ModelError> {
+    let last = session
+        .outputs()
+        .iter()
+        .filter(|o| o.dtype().tensor_shape().map(|s| s.len()) == Some(3))
+        .filter_map(|o| {
+            o.name()
+                .strip_prefix("hidden_states.")?
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    match last {
+        Some(last) if last >= 1 => Ok(format!("hidden_states.{}", last - 1)),
+        _ => Err(ModelError::Signature {
+            path: path.to_path_buf(),
+            message: format!(
+                "an SDXL text encoder needs its hidden states as outputs `hidden_states.0`, `hidden_states.1`, ... (optimum exports them); found {}",
+                names(session.outputs().iter().map(|o| o.name()))
+            ),
+        }),
     }
 }
 
@@ -429,6 +548,12 @@ fn check_ports(
         .iter()
         .find(|i| !inputs.iter().any(|want| want.name == i.name()))
     {
+        if matches!(extra.name(), "text_embeds" | "time_ids") {
+            return Err(fail(format!(
+                "unexpected input `{}`: an SDXL UNet, but the model folder has no text_encoder_2/ (and tokenizer_2/) beside it",
+                extra.name()
+            )));
+        }
         return Err(fail(format!(
             "unexpected input `{}` (expected only {}): not a Stable Diffusion 1.x/2.x graph",
             extra.name(),

@@ -138,6 +138,22 @@ pub struct Conditioning {
     /// Present only when guidance > 1.
     pub uncond: Option<Array3<f32>>,
     pub guidance: f32,
+    /// SDXL's pooled text embeddings (`None` for SD 1.x/2.x).
+    pub xl: Option<XlConditioning>,
+}
+
+/// SDXL's UNet inputs `text_embeds` `[U, projection]` and `time_ids` `[U, 6]` of one call.
+type XlInputs = (Array2<f32>, Array2<f32>);
+
+/// SDXL's extra UNet conditioning: the second text encoder's pooled (projected) embedding of the
+/// prompt and, with guidance, of the negative prompt. The UNet's `time_ids` follow from the
+/// latent size at each call (original size = target size = the image, crop (0, 0)).
+#[derive(Debug, Clone)]
+pub struct XlConditioning {
+    /// `[1, projection]`
+    pub pooled: Array2<f32>,
+    /// Present exactly when `Conditioning::uncond` is.
+    pub uncond_pooled: Option<Array2<f32>>,
 }
 
 impl Conditioning {
@@ -153,6 +169,43 @@ impl Conditioning {
                 .map_err(|e| PipelineError::Input(e.to_string())),
             None => Ok(cond),
         }
+    }
+
+    /// SDXL's `text_embeds` and `time_ids` for a batch of `[B, C, h, w]` latents that are
+    /// `factor` times smaller than the image, in the order of [`Conditioning::for_batch`];
+    /// `None` for SD 1.x/2.x.
+    fn xl_inputs(
+        &self,
+        batch: usize,
+        shape: &[usize],
+        factor: usize,
+    ) -> Result<Option<XlInputs>, PipelineError> {
+        let Some(xl) = &self.xl else {
+            return Ok(None);
+        };
+        let input = |e: ndarray::ShapeError| PipelineError::Input(e.to_string());
+        let repeat = |e: &Array2<f32>| -> Result<Array2<f32>, PipelineError> {
+            concatenate(Axis(0), &vec![e.view(); batch]).map_err(input)
+        };
+        let pooled = repeat(&xl.pooled)?;
+        let pooled = match (&self.uncond, &xl.uncond_pooled) {
+            (None, None) => pooled,
+            (Some(_), Some(uncond)) => {
+                concatenate(Axis(0), &[repeat(uncond)?.view(), pooled.view()]).map_err(input)?
+            }
+            _ => {
+                return Err(PipelineError::Input(
+                    "SDXL conditioning: the pooled negative embedding must come with the negative prompt embedding".into(),
+                ))
+            }
+        };
+        // diffusers' StableDiffusionXLImg2ImgPipeline defaults: original size = target size =
+        // (height, width) of the image, crop top-left (0, 0); the negative half gets the same.
+        let (height, width) = ((shape[2] * factor) as f32, (shape[3] * factor) as f32);
+        let row = [height, width, 0.0, 0.0, height, width];
+        let rows = pooled.shape()[0];
+        let time_ids = Array2::from_shape_fn((rows, row.len()), |(_, j)| row[j]);
+        Ok(Some((pooled, time_ids)))
     }
 }
 
@@ -178,6 +231,72 @@ pub fn encode_text(
             .into_dimensionality()
             .map_err(|e| output_error("text_encoder", e))
     })
+}
+
+/// SDXL's prompt embedding: the penultimate hidden states of both text encoders concatenated on
+/// the feature axis `[1, tokens, hidden + hidden_2]`, and the second encoder's pooled
+/// `text_embeds` `[1, projection]`, as diffusers' `StableDiffusionXLImg2ImgPipeline.encode_prompt`.
+pub fn encode_text_xl(
+    model: &mut SdModel,
+    ids: &[i64],
+    ids_2: &[i64],
+    timer: &mut StageTimer,
+) -> Result<(Array3<f32>, Array2<f32>), PipelineError> {
+    let Some(xl) = model.xl.as_mut() else {
+        return Err(PipelineError::Input(
+            "SDXL text encoding on a model without text_encoder_2".into(),
+        ));
+    };
+    timer.time(Stage::TextEncoder, |timer| {
+        let ids = InputIds::new(ids, model.input_types.input_ids)?;
+        let tensor = ids.tensor().map_err(runtime_error("text_encoder"))?;
+        let session = &mut model.text_encoder;
+        let outputs = timer
+            .runtime_call(Stage::TextEncoder, || {
+                session.run(ort::inputs!["input_ids" => tensor])
+            })
+            .map_err(runtime_error("text_encoder"))?;
+        let first = output_array::<ndarray::Ix3>(&outputs, &xl.penultimate, "text_encoder")?;
+
+        let ids_2 = InputIds::new(ids_2, xl.input_ids_2)?;
+        let tensor = ids_2.tensor().map_err(runtime_error("text_encoder_2"))?;
+        let session = &mut xl.text_encoder_2;
+        let outputs = timer
+            .runtime_call(Stage::TextEncoder, || {
+                session.run(ort::inputs!["input_ids" => tensor])
+            })
+            .map_err(runtime_error("text_encoder_2"))?;
+        let second = output_array::<ndarray::Ix3>(&outputs, &xl.penultimate_2, "text_encoder_2")?;
+        let pooled = output_array::<ndarray::Ix2>(&outputs, "text_embeds", "text_encoder_2")?;
+        if first.shape()[..2] != second.shape()[..2] || pooled.shape()[0] != 1 {
+            return Err(output_error(
+                "text_encoder_2",
+                format!(
+                    "hidden states {:?} and {:?}, pooled {:?}: expected one prompt of equal length from both encoders",
+                    first.shape(),
+                    second.shape(),
+                    pooled.shape()
+                ),
+            ));
+        }
+        let hidden = concatenate(Axis(2), &[first.view(), second.view()])
+            .map_err(|e| output_error("text_encoder_2", e))?;
+        Ok((hidden, pooled))
+    })
+}
+
+/// The output `name` of a finished run as an f32 array of dimension `D`.
+fn output_array<D: Dimension>(
+    outputs: &ort::session::SessionOutputs,
+    name: &str,
+    graph: &'static str,
+) -> Result<ndarray::Array<f32, D>, PipelineError> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| output_error(graph, format!("no `{name}`")))?;
+    graph_output(value, graph)?
+        .into_dimensionality()
+        .map_err(|e| output_error(graph, e))
 }
 
 /// The text encoder's `input_ids` `[1, tokens]`, in the element type the graph declares
@@ -576,7 +695,8 @@ fn guided_prediction(
     };
     let input_shape = model_input.shape().to_vec();
     let hidden = conditioning.for_batch(batch)?;
-    let prediction = unet(model, model_input, t, hidden.view(), timer)?;
+    let xl = conditioning.xl_inputs(batch, scaled.shape(), model.geometry.vae_scale_factor)?;
+    let prediction = unet(model, model_input, t, hidden.view(), xl.as_ref(), timer)?;
     if prediction.shape() != input_shape.as_slice() {
         return Err(output_error(
             "unet",
@@ -679,6 +799,7 @@ fn unet(
     sample: Array4<f32>,
     t: f64,
     hidden: ArrayView3<f32>,
+    xl: Option<&XlInputs>,
     timer: &mut StageTimer,
 ) -> Result<Array4<f32>, PipelineError> {
     let sample = sample.as_standard_layout().into_owned();
@@ -694,15 +815,31 @@ fn unet(
         ArrayD::from_elem(IxDyn(&[sample.shape()[0]]), t)
     };
     let timestep = graph_input(timestep.view(), types.timestep, "unet")?;
+    let mut inputs = ort::inputs![
+        "sample" => sample_tensor,
+        "timestep" => timestep,
+        "encoder_hidden_states" => hidden_tensor
+    ];
+    match (xl, &model.xl) {
+        (None, None) => {}
+        (Some((text_embeds, time_ids)), Some(xl_model)) => {
+            inputs.push((
+                "text_embeds".into(),
+                graph_input(text_embeds.view(), xl_model.text_embeds, "unet")?,
+            ));
+            inputs.push((
+                "time_ids".into(),
+                graph_input(time_ids.view(), xl_model.time_ids, "unet")?,
+            ));
+        }
+        _ => return Err(PipelineError::Input(
+            "SDXL models need SDXL conditioning (pooled text embeddings), and only they take it"
+                .into(),
+        )),
+    }
     let session = &mut model.unet;
     let outputs = timer
-        .runtime_call(Stage::Unet, || {
-            session.run(ort::inputs![
-                "sample" => sample_tensor,
-                "timestep" => timestep,
-                "encoder_hidden_states" => hidden_tensor
-            ])
-        })
+        .runtime_call(Stage::Unet, || session.run(inputs))
         .map_err(runtime_error("unet"))?;
     let value = outputs
         .get("out_sample")

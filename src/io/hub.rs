@@ -28,7 +28,8 @@ pub const HUB_CACHE_ENV: &str = "HF_HUB_CACHE";
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// The folders of an Optimum ONNX Stable Diffusion export; their configs, text files and graphs
-/// are fetched, anything else in the repository is not.
+/// are fetched, anything else in the repository is not. `tokenizer_2` and `text_encoder_2` are
+/// SDXL's; SD 1.x/2.x repositories have none.
 pub const COMPONENTS: &[&str] = &[
     "scheduler",
     "tokenizer",
@@ -36,6 +37,8 @@ pub const COMPONENTS: &[&str] = &[
     "unet",
     "vae_encoder",
     "vae_decoder",
+    "tokenizer_2",
+    "text_encoder_2",
 ];
 
 /// Files without which the folder is no Stable Diffusion export boomerang can open.

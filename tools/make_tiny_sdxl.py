@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Make tiny-sdxl: a random-weight Stable Diffusion XL pipeline (diffusers init, seeded) exported
+with optimum (`optimum-cli export onnx --task image-to-image`) in the SDXL layout: text_encoder
+(CLIPTextModel), text_encoder_2 (CLIPTextModelWithProjection), tokenizer, tokenizer_2, unet (extra
+inputs `text_embeds`, `time_ids`), vae_encoder, vae_decoder, scheduler.
+
+Not committed (two text encoders with CLIP's 49408-token vocabulary are ~13 MB, over the tracked
+tree's size budget): the output goes to boomerang's cache, $BOOMERANG_CACHE_DIR, else
+$XDG_CACHE_HOME/boomerang, else ~/.cache/boomerang, under models/tiny-sdxl (the ONNX export, with
+SHA256SUMS as `boomerang manifest --write` writes it and a PROVENANCE file) and
+models/tiny-sdxl-diffusers (the PyTorch pipeline that was exported, for
+tools/make_sdxl_parity_fixtures.py).
+
+When the output is there, its files match its SHA256SUMS and its PROVENANCE names this script,
+tools/make_tiny_sd.py (tokenizer, helpers) and tools/requirements-models.txt, this is a no-op that
+needs only the standard library. Otherwise it needs the model venv of tools/make_tiny_sd.py (torch,
+diffusers, transformers, optimum-onnx at the versions of tools/requirements-models.txt): it runs
+itself with the python it was started with when that has them, else with $BOOMERANG_MODELS_PYTHON,
+else it makes that venv in the cache (from PyPI, a few GB with torch's CUDA wheels) and reruns
+itself there. The output is replaced atomically.
+
+usage: python3 tools/make_tiny_sdxl.py [--wheel open_clip_torch-3.3.0-py3-none-any.whl]
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import venv_cache  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-models.txt")
+MANIFEST = "SHA256SUMS"
+PROVENANCE = "PROVENANCE"
+SEED = 100
+
+# SDXL base's scheduler keys with DDIM (boomerang has no plain EulerDiscrete scheduler yet; SDXL
+# base ships EulerDiscreteScheduler, run it with `--scheduler ddim`).
+SCHEDULER_CONFIG = {
+    "_class_name": "DDIMScheduler",
+    "_diffusers_version": "0.39.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+}
+
+
+VENV_FLAG = "BOOMERANG_SDXL_VENV"
+
+
+def models_venv_python():
+    """The python of a venv in the cache with tools/requirements-models.txt from PyPI, made once
+    (keyed by the file's sha256); None, after saying why, when it cannot be made."""
+    import subprocess
+
+    venv = venv_cache.venv_path("make_tiny_sdxl", REQUIREMENTS, "models-venv")
+    python = os.path.join(venv, "bin", "python")
+    if not os.path.isfile(os.path.join(venv, ".complete")):
+        print(f"make_tiny_sdxl: creating {venv} (torch, diffusers, optimum: a few GB)", file=sys.stderr)
+        try:
+            subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
+            subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   "--no-input", "--only-binary", ":all:", "-r", REQUIREMENTS])
+        except (OSError, subprocess.CalledProcessError) as error:
+            print(f"make_tiny_sdxl: could not make {venv}: {error}", file=sys.stderr)
+            return None
+        open(os.path.join(venv, ".complete"), "w").close()
+    return python
+
+
+def output_dirs():
+    models = os.path.join(venv_cache.cache_root("make_tiny_sdxl"), "models")
+    return os.path.join(models, "tiny-sdxl"), os.path.join(models, "tiny-sdxl-diffusers")
+
+
+def provenance_text():
+    return (
+        "made by tools/make_tiny_sdxl.py\n"
+        f"tools/make_tiny_sdxl.py {venv_cache.sha256_file(os.path.abspath(__file__))}\n"
+        f"tools/make_tiny_sd.py {venv_cache.sha256_file(os.path.join(ROOT, 'tools', 'make_tiny_sd.py'))}\n"
+        f"tools/requirements-models.txt {venv_cache.sha256_file(REQUIREMENTS)}\n"
+    )
+
+
+def up_to_date(onnx_dir, torch_dir):
+    try:
+        with open(os.path.join(onnx_dir, MANIFEST)) as f:
+            recorded = f.read()
+        with open(os.path.join(onnx_dir, PROVENANCE)) as f:
+            provenance = f.read()
+        with open(os.path.join(torch_dir, PROVENANCE)) as f:
+            torch_provenance = f.read()
+    except OSError:
+        return False
+    return (provenance == provenance_text() and torch_provenance == provenance_text()
+            and recorded == venv_cache.manifest_text(onnx_dir))
+
+
+def text_config(**extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=1, **extra)
+
+
+def build_pipeline(out_dir, wheel):
+    """Save the tiny SDXL as a diffusers StableDiffusionXLImg2ImgPipeline folder at out_dir."""
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionXLImg2ImgPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    import make_tiny_sd
+
+    torch.manual_seed(SEED)
+    text_encoder = CLIPTextModel(text_config()).eval()
+    torch.manual_seed(SEED + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config()).eval()
+    torch.manual_seed(SEED + 2)
+    # diffusers' own SDXL test UNet, base variant: time_ids has 6 entries of 8 features each, plus
+    # the pooled text embedding (32): projection_class_embeddings_input_dim = 6 * 8 + 32.
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=32).eval()
+    torch.manual_seed(SEED + 3)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 32, 32),
+        layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=128,
+        scaling_factor=0.13025).eval()
+    with tempfile.TemporaryDirectory(prefix="tiny-sdxl-bpe-") as work:
+        tokenizer = make_tiny_sd.build_tokenizer(work, wheel)
+        vocab_dir = os.path.join(work, "clip-bpe")
+        # SDXL's second tokenizer pads with `!` (id 0), as OpenCLIP's does.
+        tokenizer_2 = CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"),
+                                    os.path.join(vocab_dir, "merges.txt"), pad_token="!",
+                                    model_max_length=77)
+        pipe = StableDiffusionXLImg2ImgPipeline(
+            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2, unet=unet, scheduler=DDIMScheduler.from_config(SCHEDULER_CONFIG),
+            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
+        pipe.save_pretrained(out_dir)
+    make_tiny_sd.write_json(os.path.join(out_dir, "scheduler", "scheduler_config.json"), SCHEDULER_CONFIG)
+
+
+def make(onnx_out, torch_out, wheel):
+    import make_tiny_sd
+
+    build_pipeline(torch_out, wheel)
+    make_tiny_sd.drop_temp_paths(torch_out)
+    make_tiny_sd.export_onnx(torch_out, onnx_out)
+    make_tiny_sd.drop_temp_paths(onnx_out)
+    make_tiny_sd.write_json(os.path.join(onnx_out, "scheduler", "scheduler_config.json"), SCHEDULER_CONFIG)
+    for folder in (onnx_out, torch_out):
+        with open(os.path.join(folder, PROVENANCE), "w") as f:
+            f.write(provenance_text())
+    with open(os.path.join(onnx_out, MANIFEST), "w") as f:
+        f.write(venv_cache.manifest_text(onnx_out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wheel", help="local open_clip_torch-3.3.0 wheel (else pip downloads it)")
+    args = ap.parse_args()
+    onnx_dir, torch_dir = output_dirs()
+    if up_to_date(onnx_dir, torch_dir):
+        return
+    try:
+        import diffusers  # noqa: F401
+        import optimum.exporters.onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        python = os.environ.get("BOOMERANG_MODELS_PYTHON")
+        if not python and not venv_cache.in_venv(VENV_FLAG):
+            python = models_venv_python()
+        if python and os.path.realpath(python) != os.path.realpath(sys.executable):
+            env = dict(os.environ, **{VENV_FLAG: "1"})
+            os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], env)
+        sys.exit("make_tiny_sdxl: needs torch, diffusers and optimum-onnx (tools/requirements-models.txt): "
+                 "run it with that venv's python or set BOOMERANG_MODELS_PYTHON")
+    parent = os.path.dirname(onnx_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tiny-sdxl-", dir=parent)
+    try:
+        make(os.path.join(staging, "onnx"), os.path.join(staging, "torch"), args.wheel)
+        # Made apart and renamed in, so an interrupted run never leaves a half model behind.
+        for built, target in ((os.path.join(staging, "torch"), torch_dir), (os.path.join(staging, "onnx"), onnx_dir)):
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(built, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"make_tiny_sdxl: wrote {onnx_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
