@@ -188,7 +188,9 @@ def main():
         python = os.environ.get("BOOMERANG_MODELS_PYTHON")
         if not python and not venv_cache.in_venv(VENV_FLAG):
             python = models_venv_python()
-        if python and os.path.realpath(python) != os.path.realpath(sys.executable):
+        # Not realpath: a venv's python is a link to the interpreter that made it, and only the
+        # venv's own path gives it the venv's packages.
+        if python and not venv_cache.in_venv(VENV_FLAG):
             env = dict(os.environ, **{VENV_FLAG: "1"})
             os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], env)
         sys.exit("make_tiny_sdxl: needs torch, diffusers and optimum-onnx (tools/requirements-models.txt): "
