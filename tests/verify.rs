@@ -107,6 +107,16 @@ fn optimized_graphs_are_kept_between_runs_and_give_the_same_bytes() {
     let temp = tempfile::tempdir().unwrap();
     let model = root().join("models/tiny-sd");
     let cache = temp.path().join("cache");
+    // Off unless opted in.
+    sample(&model, &cache, &temp.path().join("off"), &[])
+        .assert()
+        .success();
+    assert!(optimized_graphs(&cache).is_empty());
+    let sample = |model: &Path, cache: &Path, output: &Path, extra: &[&str]| {
+        let mut command = sample(model, cache, output, extra);
+        command.env("BOOMERANG_GRAPH_CACHE", "1");
+        command
+    };
     sample(&model, &cache, &temp.path().join("first"), &[])
         .assert()
         .success();
