@@ -60,21 +60,13 @@ VENV_FLAG = "BOOMERANG_SDXL_VENV"
 def models_venv_python():
     """The python of a venv in the cache with tools/requirements-models.txt from PyPI, made once
     (keyed by the file's sha256); None, after saying why, when it cannot be made."""
-    import subprocess
-
-    venv = venv_cache.venv_path("make_tiny_sdxl", REQUIREMENTS, "models-venv")
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.isfile(os.path.join(venv, ".complete")):
-        print(f"make_tiny_sdxl: creating {venv} (torch, diffusers, optimum: a few GB)", file=sys.stderr)
-        try:
-            subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
-            subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                                   "--no-input", "--only-binary", ":all:", "-r", REQUIREMENTS])
-        except (OSError, subprocess.CalledProcessError) as error:
-            print(f"make_tiny_sdxl: could not make {venv}: {error}", file=sys.stderr)
-            return None
-        open(os.path.join(venv, ".complete"), "w").close()
-    return python
+    try:
+        # torch's PyPI wheel brings its CUDA libraries: about 6 GiB installed.
+        return venv_cache.venv_python("make_tiny_sdxl", REQUIREMENTS, "models-venv", needs_gib=8,
+                                      what="torch, diffusers, optimum")
+    except venv_cache.VenvError as error:
+        print(f"make_tiny_sdxl: {error}", file=sys.stderr)
+        return None
 
 
 def output_dirs():

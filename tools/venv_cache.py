@@ -4,6 +4,7 @@ file (keyed by the file's sha256) and re-running a script inside it, and the fil
 `SHA256SUMS` text that `boomerang manifest --write` also writes."""
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,24 +36,45 @@ def venv_ready(who, requirements, name):
     return os.path.isfile(os.path.join(venv_path(who, requirements, name), ".complete"))
 
 
-def venv_python(who, requirements, name):
+class VenvError(Exception):
+    """A venv that could not be made; the message says why and what to do."""
+
+
+def venv_python(who, requirements, name, needs_gib=1, what="pinned packages"):
     """The python of [`venv_path`], creating that venv from `requirements` (binary wheels only)
-    unless a finished one is there."""
+    unless a finished one is there. Refuses before creating anything when the cache's disk has
+    less than `needs_gib` free, and keeps no pip download cache: the wheels would take the space
+    a second time."""
     venv = venv_path(who, requirements, name)
     python = os.path.join(venv, "bin", "python")
-    if not os.path.isfile(os.path.join(venv, ".complete")):
-        print(f"{who}: creating {venv}", file=sys.stderr)
+    if os.path.isfile(os.path.join(venv, ".complete")):
+        return python
+    parent = os.path.dirname(venv)
+    os.makedirs(parent, exist_ok=True)
+    free_gib = shutil.disk_usage(parent).free / (1 << 30)
+    if free_gib < needs_gib:
+        raise VenvError(f"{venv} needs about {needs_gib} GiB free for {what}; {free_gib:.1f} GiB is free "
+                        f"there: free some space, or set BOOMERANG_CACHE_DIR to a larger disk")
+    print(f"{who}: creating {venv} ({what}: about {needs_gib} GiB)", file=sys.stderr)
+    try:
         subprocess.check_call([sys.executable, "-m", "venv", "--clear", venv])
         subprocess.check_call([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-input", "--only-binary", ":all:", "-r", requirements])
-        open(os.path.join(venv, ".complete"), "w").close()
+                               "--no-input", "--no-cache-dir", "--only-binary", ":all:", "-r", requirements])
+    except (OSError, subprocess.CalledProcessError) as error:
+        # A half-made venv would only take the space again at the next try.
+        shutil.rmtree(venv, ignore_errors=True)
+        raise VenvError(f"could not make {venv}: {error}") from error
+    open(os.path.join(venv, ".complete"), "w").close()
     return python
 
 
 def reexec_in_venv(who, script, requirements, name, flag):
     """Runs `script` again (same arguments) with the python of [`venv_python`]; `flag` is set in
     the environment so the script knows it is inside."""
-    python = venv_python(who, requirements, name)
+    try:
+        python = venv_python(who, requirements, name)
+    except VenvError as error:
+        sys.exit(f"{who}: {error}")
     env = dict(os.environ, **{flag: "1"})
     os.execve(python, [python, os.path.abspath(script), *sys.argv[1:]], env)
 
