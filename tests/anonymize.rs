@@ -638,7 +638,9 @@ fn the_adversary_is_never_a_matcher_the_run_certified_with() {
         &dlib_only,
         &input,
         &output,
-        &["--json", "--adversary", "mobilefacenet"],
+        // A fixed seed: with a fresh random one each run, the random model's output very
+        // rarely holds something the detector takes for a face (seen once in CI: probes 1).
+        &["--json", "--seed", "4", "--adversary", "mobilefacenet"],
     )
     .output()
     .unwrap();
@@ -647,7 +649,8 @@ fn the_adversary_is_never_a_matcher_the_run_certified_with() {
         summary["adversary"]["embedder"], "mobilefacenet",
         "{summary}"
     );
-    // The random model leaves no face in the output: nothing to look up, and it says so.
+    // At this seed the random model leaves no face in the output: nothing to look up, and it
+    // says so.
     assert_eq!(summary["adversary"]["probes"], 0);
     assert!(summary["adversary"]["top1_rate"].is_null());
     let record: serde_json::Value =

@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use assert_cmd::Command;
 use boomerang::diffusion::engine::{Engine, Settings};
-use boomerang::diffusion::noise::NoiseSource;
-use boomerang::diffusion::pipeline::{boomerang_batch, BatchRequest, PipelineNoise};
+use boomerang::diffusion::pipeline::{boomerang_batch, BatchRequest};
 use boomerang::diffusion::timing::StageTimer;
 use boomerang::io::runtime::{self, SessionOptions};
 use ndarray::{s, Array2, Array3, Array4, ArrayD};
@@ -22,22 +20,14 @@ use ndarray_npy::read_npy;
 use predicates::prelude::*;
 use serde::Deserialize;
 
+use common::parity::{cache_model, copy_dir, max_abs_diff, model_files, Recorded};
 use common::root;
 
 const LATENT_TOLERANCE: f32 = 1e-4;
 const IMAGE_TOLERANCE: f32 = 1e-4;
 
-/// The tiny SDXL where tools/make_tiny_sdxl.py writes it; missing is a failure, not a skip.
 fn sdxl_model() -> PathBuf {
-    let dir = runtime::cache_root()
-        .expect("no cache folder: set BOOMERANG_CACHE_DIR or HOME")
-        .join("models/tiny-sdxl");
-    assert!(
-        dir.join("SHA256SUMS").is_file(),
-        "{} is missing: run tools/test (or tools/make_tiny_sdxl.py with the model venv) to make it",
-        dir.display()
-    );
-    dir
+    cache_model("tiny-sdxl", "tools/make_tiny_sdxl.py")
 }
 
 #[derive(Deserialize)]
@@ -69,44 +59,6 @@ struct Index {
     cases: Vec<IndexEntry>,
 }
 
-/// diffusers' random tensors in the order it drew them (DDIM with eta 0 draws no step noise).
-struct Recorded(VecDeque<(String, ArrayD<f32>)>);
-
-impl NoiseSource for Recorded {
-    fn randn(&mut self, _shape: &[usize]) -> ArrayD<f32> {
-        panic!("diffusers drew no step noise")
-    }
-}
-
-impl Recorded {
-    fn next(&mut self, purpose: &str, shape: &[usize]) -> ArrayD<f32> {
-        let (recorded, array) = self.0.pop_front().expect("diffusers drew fewer noises");
-        assert_eq!(recorded, purpose);
-        assert_eq!(array.shape(), shape, "{purpose} noise shape");
-        array
-    }
-}
-
-impl PipelineNoise for Recorded {
-    fn vae_sample(&mut self, shape: &[usize]) -> ArrayD<f32> {
-        self.next("vae", shape)
-    }
-    fn start(&mut self, shape: &[usize]) -> ArrayD<f32> {
-        self.next("start", shape)
-    }
-    fn step(&mut self) -> &mut dyn NoiseSource {
-        self
-    }
-}
-
-fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn sdxl_matches_diffusers_img2img() {
     let fixtures = root().join("tests/fixtures/sdxl_parity");
@@ -117,13 +69,7 @@ fn sdxl_matches_diffusers_img2img() {
     let runtime = runtime::init(None).expect("ONNX Runtime (run tools/test, which fetches it)");
     let mut engine = Engine::open(&sdxl_model(), runtime, &SessionOptions::default()).unwrap();
     assert!(engine.model.xl.is_some(), "tiny-sdxl not detected as SDXL");
-    let manifest = std::fs::read_to_string(sdxl_model().join("SHA256SUMS")).unwrap();
-    let files: std::collections::BTreeMap<String, String> = manifest
-        .lines()
-        .filter_map(|line| line.split_once("  "))
-        .filter(|(_, path)| *path != "PROVENANCE")
-        .map(|(digest, path)| (path.to_string(), digest.to_string()))
-        .collect();
+    let files = model_files(&sdxl_model());
     assert_eq!(
         files, index.model_files,
         "tiny-sdxl differs from the model the fixtures were made with (rerun tools/make_tiny_sdxl.py)"
@@ -304,17 +250,4 @@ fn an_sdxl_unet_without_the_second_text_encoder_is_named() {
         .stderr(predicate::str::contains(
             "an SDXL UNet, but the model folder has no text_encoder_2/",
         ));
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -42,22 +42,12 @@ CASES = [
 ]
 
 
-def model_files(onnx_dir):
-    files = {}
-    with open(os.path.join(onnx_dir, "SHA256SUMS"), encoding="utf-8") as f:
-        for line in f:
-            digest, path = line.rstrip("\n").split("  ", 1)
-            if path != make_tiny_sdxl.PROVENANCE:
-                files[path] = digest
-    return files
-
-
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     root = os.path.abspath(".")
-    onnx_dir, torch_dir = make_tiny_sdxl.output_dirs()
-    if not make_tiny_sdxl.up_to_date(onnx_dir, torch_dir):
+    onnx_dir, torch_dir = make_tiny_sdxl.MODEL.output_dirs()
+    if not make_tiny_sdxl.MODEL.up_to_date():
         sys.exit("make_sdxl_parity_fixtures: run tools/make_tiny_sdxl.py first")
     out_root = os.path.join(root, "tests", "fixtures", "sdxl_parity")
     image = Image.open(os.path.join(root, "examples", "astronaut.png")).convert("RGB")
@@ -170,7 +160,7 @@ def main():
         json.dump({"generator": "tools/make_sdxl_parity_fixtures.py", "image_size": IMAGE_SIZE,
                    # the exported model's files (its SHA256SUMS but PROVENANCE, which names the
                    # script's own hash): the model these fixtures hold for
-                   "model_files": model_files(onnx_dir),
+                   "model_files": make_tiny_sdxl.MODEL.model_files(),
                    "cases": index}, f, indent=2, sort_keys=True)
         f.write("\n")
 

@@ -12,28 +12,23 @@ models/tiny-sdxl-diffusers (the PyTorch pipeline that was exported, for
 tools/make_sdxl_parity_fixtures.py).
 
 When the output is there, its files match its SHA256SUMS and its PROVENANCE names this script,
-tools/make_tiny_sd.py (tokenizer, helpers) and tools/requirements-models.txt, this is a no-op that
-needs only the standard library. Otherwise it needs the model venv of tools/make_tiny_sd.py (torch,
-diffusers, transformers, optimum-onnx at the versions of tools/requirements-models.txt): it runs
-itself with the python it was started with when that has them, else with $BOOMERANG_MODELS_PYTHON,
-else it makes that venv in the cache (from PyPI, a few GB with torch's CUDA wheels) and reruns
-itself there. The output is replaced atomically.
+tools/make_tiny_sd.py (tokenizer, helpers), tools/cached_model.py and tools/requirements-models.txt,
+this is a no-op that needs only the standard library. Otherwise it needs the model venv of
+tools/requirements-models.txt (torch, diffusers, transformers, optimum-onnx), found or made as
+tools/cached_model.py says (about 6 GiB with torch's CUDA wheels). The output is replaced
+atomically.
 
 usage: python3 tools/make_tiny_sdxl.py [--wheel open_clip_torch-3.3.0-py3-none-any.whl]
 """
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import venv_cache  # noqa: E402
+import cached_model  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REQUIREMENTS = os.path.join(ROOT, "tools", "requirements-models.txt")
-MANIFEST = "SHA256SUMS"
-PROVENANCE = "PROVENANCE"
+MODEL = cached_model.CachedModel("tiny-sdxl", os.path.abspath(__file__), sources=["make_tiny_sd.py"])
 SEED = 100
 
 # SDXL base's scheduler keys with DDIM (boomerang has no plain EulerDiscrete scheduler yet; SDXL
@@ -52,49 +47,6 @@ SCHEDULER_CONFIG = {
     "timestep_spacing": "leading",
     "trained_betas": None,
 }
-
-
-VENV_FLAG = "BOOMERANG_SDXL_VENV"
-
-
-def models_venv_python():
-    """The python of a venv in the cache with tools/requirements-models.txt from PyPI, made once
-    (keyed by the file's sha256); None, after saying why, when it cannot be made."""
-    try:
-        # torch's PyPI wheel brings its CUDA libraries: about 6 GiB installed.
-        return venv_cache.venv_python("make_tiny_sdxl", REQUIREMENTS, "models-venv", needs_gib=8,
-                                      what="torch, diffusers, optimum")
-    except venv_cache.VenvError as error:
-        print(f"make_tiny_sdxl: {error}", file=sys.stderr)
-        return None
-
-
-def output_dirs():
-    models = os.path.join(venv_cache.cache_root("make_tiny_sdxl"), "models")
-    return os.path.join(models, "tiny-sdxl"), os.path.join(models, "tiny-sdxl-diffusers")
-
-
-def provenance_text():
-    return (
-        "made by tools/make_tiny_sdxl.py\n"
-        f"tools/make_tiny_sdxl.py {venv_cache.sha256_file(os.path.abspath(__file__))}\n"
-        f"tools/make_tiny_sd.py {venv_cache.sha256_file(os.path.join(ROOT, 'tools', 'make_tiny_sd.py'))}\n"
-        f"tools/requirements-models.txt {venv_cache.sha256_file(REQUIREMENTS)}\n"
-    )
-
-
-def up_to_date(onnx_dir, torch_dir):
-    try:
-        with open(os.path.join(onnx_dir, MANIFEST)) as f:
-            recorded = f.read()
-        with open(os.path.join(onnx_dir, PROVENANCE)) as f:
-            provenance = f.read()
-        with open(os.path.join(torch_dir, PROVENANCE)) as f:
-            torch_provenance = f.read()
-    except OSError:
-        return False
-    return (provenance == provenance_text() and torch_provenance == provenance_text()
-            and recorded == venv_cache.manifest_text(onnx_dir))
 
 
 def text_config(**extra):
@@ -158,47 +110,16 @@ def make(onnx_out, torch_out, wheel):
     make_tiny_sd.export_onnx(torch_out, onnx_out)
     make_tiny_sd.drop_temp_paths(onnx_out)
     make_tiny_sd.write_json(os.path.join(onnx_out, "scheduler", "scheduler_config.json"), SCHEDULER_CONFIG)
-    for folder in (onnx_out, torch_out):
-        with open(os.path.join(folder, PROVENANCE), "w") as f:
-            f.write(provenance_text())
-    with open(os.path.join(onnx_out, MANIFEST), "w") as f:
-        f.write(venv_cache.manifest_text(onnx_out))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wheel", help="local open_clip_torch-3.3.0 wheel (else pip downloads it)")
     args = ap.parse_args()
-    onnx_dir, torch_dir = output_dirs()
-    if up_to_date(onnx_dir, torch_dir):
+    if MODEL.up_to_date():
         return
-    try:
-        import diffusers  # noqa: F401
-        import optimum.exporters.onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        python = os.environ.get("BOOMERANG_MODELS_PYTHON")
-        if not python and not venv_cache.in_venv(VENV_FLAG):
-            python = models_venv_python()
-        # Not realpath: a venv's python is a link to the interpreter that made it, and only the
-        # venv's own path gives it the venv's packages.
-        if python and not venv_cache.in_venv(VENV_FLAG):
-            env = dict(os.environ, **{VENV_FLAG: "1"})
-            os.execve(python, [python, os.path.abspath(__file__), *sys.argv[1:]], env)
-        sys.exit("make_tiny_sdxl: needs torch, diffusers and optimum-onnx (tools/requirements-models.txt): "
-                 "run it with that venv's python or set BOOMERANG_MODELS_PYTHON")
-    parent = os.path.dirname(onnx_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tiny-sdxl-", dir=parent)
-    try:
-        make(os.path.join(staging, "onnx"), os.path.join(staging, "torch"), args.wheel)
-        # Made apart and renamed in, so an interrupted run never leaves a half model behind.
-        for built, target in ((os.path.join(staging, "torch"), torch_dir), (os.path.join(staging, "onnx"), onnx_dir)):
-            shutil.rmtree(target, ignore_errors=True)
-            os.rename(built, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"make_tiny_sdxl: wrote {onnx_dir}", file=sys.stderr)
+    MODEL.ensure_model_packages()
+    MODEL.make(lambda onnx_out, torch_out: make(onnx_out, torch_out, args.wheel))
 
 
 if __name__ == "__main__":

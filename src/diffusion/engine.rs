@@ -8,9 +8,9 @@ use ndarray::{Array2, Array3, ArrayView4};
 
 use crate::diffusion::model::{ModelError, SdModel};
 use crate::diffusion::pipeline::{
-    boomerang_encoded, encode_images, encode_text, encode_text_xl, encode_tiled, BatchOutput,
-    Conditioning, EncodedRequest, Encoding, Layout, PipelineError, SeededNoise, StartPlan, Tiles,
-    XlConditioning,
+    boomerang_encoded, encode_images, encode_text, encode_text_xl, encode_tiled,
+    guidance_scale_embedding, BatchOutput, Conditioning, EncodedRequest, Encoding, Layout,
+    PipelineError, SeededNoise, StartPlan, Tiles, XlConditioning,
 };
 use crate::diffusion::scheduler::{
     self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
@@ -165,7 +165,20 @@ impl Engine {
             .xl
             .as_ref()
             .is_some_and(|xl| xl.force_zeros_for_empty_prompt);
-        let uncond = if settings.guidance <= 1.0 {
+        let guidance_embedding = match self.model.guidance_embedding {
+            Some(_) if !settings.negative_prompt.is_empty() => {
+                return Err(PipelineError::Input(
+                    "a latent consistency model takes guidance through its guidance embedding (`timestep_cond`), without classifier-free guidance: it has no negative prompt; leave it out".into(),
+                )
+                .into())
+            }
+            Some(embedding) => Some(guidance_scale_embedding(
+                settings.guidance - 1.0,
+                embedding.dim,
+            )),
+            None => None,
+        };
+        let uncond = if settings.guidance <= 1.0 || guidance_embedding.is_some() {
             None
         } else if zeros_for_empty && settings.negative_prompt.is_empty() {
             // SDXL's `force_zeros_for_empty_prompt`: no negative prompt means zero embeddings
@@ -186,6 +199,7 @@ impl Engine {
             uncond: uncond.map(|(hidden, _)| hidden),
             guidance: settings.guidance,
             xl,
+            guidance_embedding,
         })
     }
 

@@ -111,6 +111,12 @@ struct UnetConfigFile {
     in_channels: usize,
 }
 
+/// `time_cond_proj_dim`, read apart from the geometry: only an LCM-distilled UNet has it.
+#[derive(Debug, Deserialize)]
+struct UnetGuidanceConfigFile {
+    time_cond_proj_dim: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 struct VaeConfigFile {
     block_out_channels: Vec<usize>,
@@ -211,6 +217,17 @@ pub struct SdModel {
     pub scalar_timestep: bool,
     /// SDXL's second text encoder and what the pipeline needs to know about it.
     pub xl: Option<XlModel>,
+    /// An LCM-distilled UNet's guidance-scale embedding input.
+    pub guidance_embedding: Option<GuidanceEmbedding>,
+}
+
+/// The UNet input `timestep_cond` of a latent consistency model distilled with guidance
+/// (`time_cond_proj_dim` in its config): guidance is an embedding of `guidance - 1` fed at every
+/// call, never classifier-free guidance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuidanceEmbedding {
+    pub dim: usize,
+    pub element: TensorElementType,
 }
 
 /// The SDXL parts of a model: the second text encoder, the hidden-state outputs the prompt
@@ -251,6 +268,7 @@ pub struct InputTypes {
 }
 
 /// One expected input or output: a name, the ranks and the element types accepted.
+#[derive(Clone, Copy)]
 struct Port {
     name: &'static str,
     ranks: &'static [usize],
@@ -336,7 +354,13 @@ impl SdModel {
         } else {
             &UNET_PORTS
         };
-        let unet = open_checked(runtime, &layout.unet, options, unet_ports)?;
+        let unet = runtime.session(&layout.unet, options)?;
+        let guidance_embedding = guidance_embedding(&layout, &unet)?;
+        let mut unet_inputs = unet_ports.inputs.to_vec();
+        if guidance_embedding.is_some() {
+            unet_inputs.push(port("timestep_cond", &[2], FLOAT));
+        }
+        check_ports(&layout.unet, &unet, &unet_inputs, unet_ports.outputs)?;
         let scalar_timestep = input_rank(&unet, "timestep") == Some(0);
 
         let vae_encoder = runtime.session(&layout.vae_encoder, options)?;
@@ -411,6 +435,7 @@ impl SdModel {
             vae_encoder_output,
             scalar_timestep,
             xl,
+            guidance_embedding,
         })
     }
 
@@ -452,6 +477,49 @@ fn penultimate_output(path: &Path, session: &Session) -> Result<String, ModelErr
                 names(session.outputs().iter().map(|o| o.name()))
             ),
         }),
+    }
+}
+
+/// The UNet's guidance embedding when its config and graph both have one; either without the
+/// other is refused, since the guidance would be silently dropped or fed where none is read.
+fn guidance_embedding(
+    layout: &ModelLayout,
+    unet: &Session,
+) -> Result<Option<GuidanceEmbedding>, ModelError> {
+    let config: UnetGuidanceConfigFile = read_json(&layout.unet_config)?;
+    let input = unet.inputs().iter().find(|i| i.name() == "timestep_cond");
+    let config_error = |message: String| ModelError::Config {
+        path: layout.unet_config.clone(),
+        message,
+    };
+    match (config.time_cond_proj_dim, input) {
+        (None, None) => Ok(None),
+        (Some(dim), None) => Err(config_error(format!(
+            "time_cond_proj_dim is {dim} (a latent consistency model), but {} has no `timestep_cond` input: re-export the UNet with it",
+            layout.unet.display()
+        ))),
+        (None, Some(_)) => Err(config_error(
+            "the UNet graph has a `timestep_cond` input (a latent consistency model) but time_cond_proj_dim is missing here: add the width of its guidance embedding".into(),
+        )),
+        (Some(dim), Some(_)) if dim < 4 => Err(config_error(format!(
+            "time_cond_proj_dim is {dim}; a guidance embedding needs at least 4 (sine and cosine halves of 2 or more frequencies)"
+        ))),
+        (Some(dim), Some(input)) => {
+            let declared = input
+                .dtype()
+                .tensor_shape()
+                .and_then(|shape| shape.last().copied());
+            // A dynamic (negative) width is checked when the graph runs.
+            if let Some(width) = declared.filter(|&d| d > 0 && d as usize != dim) {
+                return Err(config_error(format!(
+                    "time_cond_proj_dim is {dim}, but the UNet's `timestep_cond` input is {width} wide"
+                )));
+            }
+            Ok(Some(GuidanceEmbedding {
+                dim,
+                element: input_type(unet, "timestep_cond"),
+            }))
+        }
     }
 }
 

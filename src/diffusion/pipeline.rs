@@ -140,6 +140,25 @@ pub struct Conditioning {
     pub guidance: f32,
     /// SDXL's pooled text embeddings (`None` for SD 1.x/2.x).
     pub xl: Option<XlConditioning>,
+    /// `[1, dim]`: a latent consistency model's `timestep_cond`, [`guidance_scale_embedding`] of
+    /// `guidance - 1`; then `uncond` is `None`.
+    pub guidance_embedding: Option<Array2<f32>>,
+}
+
+/// diffusers' `get_guidance_scale_embedding` of one `w` (the LCM pipelines pass `guidance - 1`):
+/// sines then cosines of `1000 w` at `dim / 2` frequencies `10000^(-i / (dim/2 - 1))`, zero-padded
+/// to an odd `dim`; in f32 as there. `dim` is at least 4 (the model check refuses less).
+pub fn guidance_scale_embedding(w: f32, dim: usize) -> Array2<f32> {
+    let half = dim / 2;
+    let step = 10000f32.ln() / (half - 1) as f32;
+    let scaled = w * 1000.0;
+    let mut embedding = Array2::zeros((1, dim));
+    for i in 0..half {
+        let angle = scaled * (i as f32 * -step).exp();
+        embedding[[0, i]] = angle.sin();
+        embedding[[0, half + i]] = angle.cos();
+    }
+    embedding
 }
 
 /// SDXL's UNet inputs `text_embeds` `[U, projection]` and `time_ids` `[U, 6]` of one call.
@@ -169,6 +188,17 @@ impl Conditioning {
                 .map_err(|e| PipelineError::Input(e.to_string())),
             None => Ok(cond),
         }
+    }
+
+    /// `timestep_cond` for a batch of `batch` rows (never guided: see `guidance_embedding`).
+    fn guidance_embedding_for(&self, batch: usize) -> Result<Option<Array2<f32>>, PipelineError> {
+        self.guidance_embedding
+            .as_ref()
+            .map(|row| {
+                concatenate(Axis(0), &vec![row.view(); batch])
+                    .map_err(|e| PipelineError::Input(e.to_string()))
+            })
+            .transpose()
     }
 
     /// SDXL's `text_embeds` and `time_ids` for a batch of `[B, C, h, w]` latents that are
@@ -696,7 +726,11 @@ fn guided_prediction(
     let input_shape = model_input.shape().to_vec();
     let hidden = conditioning.for_batch(batch)?;
     let xl = conditioning.xl_inputs(batch, scaled.shape(), model.geometry.vae_scale_factor)?;
-    let prediction = unet(model, model_input, t, hidden.view(), xl.as_ref(), timer)?;
+    let extra = UnetExtras {
+        xl: xl.as_ref(),
+        guidance_embedding: conditioning.guidance_embedding_for(batch)?,
+    };
+    let prediction = unet(model, model_input, t, hidden.view(), extra, timer)?;
     if prediction.shape() != input_shape.as_slice() {
         return Err(output_error(
             "unet",
@@ -794,12 +828,19 @@ fn sample_posterior(
     Ok(&mean + &(&std * &epsilon))
 }
 
+/// The UNet inputs only some families have.
+struct UnetExtras<'a> {
+    xl: Option<&'a XlInputs>,
+    /// `[B, dim]` `timestep_cond` of a latent consistency model.
+    guidance_embedding: Option<Array2<f32>>,
+}
+
 fn unet(
     model: &mut SdModel,
     sample: Array4<f32>,
     t: f64,
     hidden: ArrayView3<f32>,
-    xl: Option<&XlInputs>,
+    extra: UnetExtras,
     timer: &mut StageTimer,
 ) -> Result<Array4<f32>, PipelineError> {
     let sample = sample.as_standard_layout().into_owned();
@@ -820,7 +861,18 @@ fn unet(
         "timestep" => timestep,
         "encoder_hidden_states" => hidden_tensor
     ];
-    match (xl, &model.xl) {
+    match (&extra.guidance_embedding, model.guidance_embedding) {
+        (None, None) => {}
+        (Some(embedding), Some(port)) => inputs.push((
+            "timestep_cond".into(),
+            graph_input(embedding.view(), port.element, "unet")?,
+        )),
+        _ => return Err(PipelineError::Input(
+            "a latent consistency UNet (timestep_cond) needs its guidance embedding, and only it takes one"
+                .into(),
+        )),
+    }
+    match (extra.xl, &model.xl) {
         (None, None) => {}
         (Some((text_embeds, time_ids)), Some(xl_model)) => {
             inputs.push((

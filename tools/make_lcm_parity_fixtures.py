@@ -1,0 +1,165 @@
+"""Record diffusers' PyTorch LatentConsistencyModelImg2ImgPipeline runs of tiny-lcm as parity
+fixtures for tests/lcm_parity.rs.
+
+The pipeline is the PyTorch folder tools/make_tiny_lcm.py exported (boomerang's cache,
+models/tiny-lcm-diffusers; run that script first). Every random tensor diffusers draws goes through
+tools/make_parity_fixtures.py's NoiseTap and is saved in call order (noise_NNN.npy; LCM draws step
+noise before every step but the last); each case is run a second time replaying the saved noise and
+must agree bit for bit.
+
+Writes tests/fixtures/lcm_parity/<case>/ (.npy float32 little-endian + case.json), inputs/image.npy
+(the init image as fed to the VAE encoder) and index.json, which also records the largest
+difference between the PyTorch run and the same run with the UNet replaced by the ONNX graph.
+
+Run from the repository root with the model venv (tools/requirements-models.txt):
+  HF_HUB_OFFLINE=1 <models venv>/bin/python tools/make_lcm_parity_fixtures.py
+"""
+import json
+import os
+import shutil
+import sys
+import zlib
+
+import numpy as np
+import torch
+from diffusers import LatentConsistencyModelImg2ImgPipeline, LCMScheduler  # noqa: F401 (loads the modules NoiseTap patches)
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_parity_fixtures as mpf  # noqa: E402
+import make_tiny_lcm  # noqa: E402
+
+# 48 px images (6x6 latents) keep the fixtures small; every graph has dynamic spatial axes.
+IMAGE_SIZE = 48
+PERSON = "a photo of a person"
+
+# name, strength, guidance (LCM's default is 8.5; 1 gives w = 0), steps
+CASES = [
+    ("s0.5_g8.5_4steps", 0.5, 8.5, 4),
+    ("s0.8_g1_4steps", 0.8, 1.0, 4),
+    ("s1.0_g4_2steps", 1.0, 4.0, 2),
+]
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    root = os.path.abspath(".")
+    onnx_dir, torch_dir = make_tiny_lcm.MODEL.output_dirs()
+    if not make_tiny_lcm.MODEL.up_to_date():
+        sys.exit("make_lcm_parity_fixtures: run tools/make_tiny_lcm.py first")
+    out_root = os.path.join(root, "tests", "fixtures", "lcm_parity")
+    image = Image.open(os.path.join(root, "examples", "astronaut.png")).convert("RGB")
+    image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+
+    tap = mpf.NoiseTap()
+    pipe = LatentConsistencyModelImg2ImgPipeline.from_pretrained(torch_dir)
+    pipe.set_progress_bar_config(disable=True)
+    record = {}
+
+    def unet_in(module, args, kwargs):
+        record.setdefault("unet", []).append((
+            kwargs["encoder_hidden_states"].detach().numpy().copy(),
+            kwargs["timestep_cond"].detach().numpy().copy(),
+        ))
+
+    pipe.unet.register_forward_pre_hook(unet_in, with_kwargs=True)
+    encode = pipe.vae.encode
+
+    def vae_encode(x, *a, **k):
+        record["image"] = x.detach().numpy().copy()
+        return encode(x, *a, **k)
+
+    pipe.vae.encode = vae_encode
+
+    def callback(p, i, t, kwargs):
+        record.setdefault("latents", []).append(kwargs["latents"].detach().numpy().copy())
+        record.setdefault("t", []).append(float(t))
+        return {}
+
+    def run(case, replay=None):
+        name, strength, guidance, steps = case
+        record.clear()
+        tap.reset(torch.Generator().manual_seed(zlib.crc32(name.encode())), replay)
+        out = pipe(prompt=PERSON, image=image, strength=strength, num_inference_steps=steps,
+                   guidance_scale=guidance, output_type="np", callback_on_step_end=callback,
+                   callback_on_step_end_tensor_inputs=["latents"])
+        hidden, w_embedding = record["unet"][0]
+        for h, w in record["unet"]:
+            assert np.array_equal(h, hidden) and np.array_equal(w, w_embedding)
+        arrays = {"prompt_embeds": hidden, "timestep_cond": w_embedding,
+                  "decoded": np.ascontiguousarray(out.images.transpose(0, 3, 1, 2)),
+                  "final_latents": record["latents"][-1]}
+        for i, lat in enumerate(record["latents"]):
+            arrays[f"latents_{i:03d}"] = lat
+        calls = []
+        for i, (purpose, shape, noise) in enumerate(tap.calls):
+            arrays[f"noise_{i:03d}"] = noise
+            calls.append({"file": f"noise_{i:03d}.npy", "purpose": purpose})
+        meta = {"strength": strength, "guidance_scale": guidance, "prompt": PERSON,
+                "num_inference_steps": steps, "timesteps_iterated": record["t"],
+                "noise_calls": calls, "scheduler_class": type(pipe.scheduler).__name__}
+        return arrays, meta, record["image"]
+
+    shutil.rmtree(out_root, ignore_errors=True)
+    os.makedirs(os.path.join(out_root, "inputs"))
+    index = []
+    for case in CASES:
+        arrays, meta, fed = run(case)
+        case_dir = os.path.join(out_root, case[0])
+        os.makedirs(case_dir)
+        image_path = os.path.join(out_root, "inputs", "image.npy")
+        if os.path.exists(image_path):
+            assert np.array_equal(np.load(image_path), fed)
+        else:
+            mpf.save_npy(image_path, fed)
+        for k, v in arrays.items():
+            mpf.save_npy(os.path.join(case_dir, k + ".npy"), v.astype(np.float32))
+        with open(os.path.join(case_dir, "case.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+            f.write("\n")
+        replay = [np.load(os.path.join(case_dir, c["file"])) for c in meta["noise_calls"]]
+        arrays2, meta2, _ = run(case, replay)
+        assert meta2 == meta
+        for k, v in arrays2.items():
+            if not np.array_equal(v, arrays[k]):
+                sys.exit(f"{case[0]}/{k}: replaying the recorded noise did not reproduce it")
+        index.append({"case": case[0], "steps": len(meta["timesteps_iterated"])})
+        print(f"{case[0]}: timesteps {meta['timesteps_iterated']}, replay bit-identical")
+
+    # The floor for the tolerance: the same runs with the UNet swapped for the ONNX graph.
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(os.path.join(onnx_dir, "unet", "model.onnx"), opts,
+                                providers=["CPUExecutionProvider"])
+
+    def unet_forward(sample, timestep, encoder_hidden_states, timestep_cond=None, **_):
+        t = np.asarray(timestep.item() if isinstance(timestep, torch.Tensor) else timestep, dtype=np.float32)
+        feed = {"sample": sample.numpy(), "timestep": t,
+                "encoder_hidden_states": encoder_hidden_states.numpy(),
+                "timestep_cond": timestep_cond.numpy()}
+        return (torch.from_numpy(sess.run(["out_sample"], feed)[0]),)
+
+    pipe.unet.forward = unet_forward
+    for entry, case in zip(index, CASES):
+        case_dir = os.path.join(out_root, case[0])
+        with open(os.path.join(case_dir, "case.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        replay = [np.load(os.path.join(case_dir, c["file"])) for c in meta["noise_calls"]]
+        arrays, _, _ = run(case, replay)
+        want = np.load(os.path.join(case_dir, "final_latents.npy"))
+        entry["onnx_unet_final_latents_max_abs_diff"] = float(np.abs(arrays["final_latents"] - want).max())
+        print(case[0], "ONNX UNet vs torch:", entry["onnx_unet_final_latents_max_abs_diff"])
+    with open(os.path.join(out_root, "index.json"), "w", encoding="utf-8") as f:
+        json.dump({"generator": "tools/make_lcm_parity_fixtures.py", "image_size": IMAGE_SIZE,
+                   # the exported model's files (its SHA256SUMS but PROVENANCE, which names the
+                   # script's own hash): the model these fixtures hold for
+                   "model_files": make_tiny_lcm.MODEL.model_files(),
+                   "cases": index}, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
