@@ -223,6 +223,7 @@ fn boomerang_matches_diffusers_img2img() {
             uncond,
             guidance: case.guidance_scale,
             xl: None,
+            guidance_embedding: None,
         };
         let mut noise = Recorded::new(&dir, &case);
         let mut step_errors = Vec::new();
