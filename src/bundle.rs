@@ -93,7 +93,7 @@ pub static FILES: &[BundledFile] = bundled![
     "tools/face_sources.py"
         "9050f906930c5f0967672c04bcfd5be82effad5dff162cfcd2dc5cef7d3fcfe5",
     "tools/venv_cache.py"
-        "3faab8470288d606b324f105ca739a916fdd7f6dde92b9b0a1e6c35a05931063",
+        "940711ca6f56bcd41f0c220e197ca9c35da5326d20c8137010d2d0179d804336",
     "tools/requirements-fetch.txt"
         "229e11ae66b92d906d4b2fc0cd306cdaa23b1ce876be310799d04a84e6dafe1d",
 ];
