@@ -657,3 +657,27 @@ fn the_adversary_is_never_a_matcher_the_run_certified_with() {
         serde_json::from_slice(&std::fs::read(common::run_json_path(&output)).unwrap()).unwrap();
     assert_eq!(record["adversary"], summary["adversary"]);
 }
+
+#[test]
+fn a_pixel_space_denoiser_is_refused_before_anything_is_written() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(faces().join("obama.jpg"), input.join("a.jpg")).unwrap();
+    let policy = demo_policy(temp.path(), &[]);
+    let output = temp.path().join("out");
+    let terrain = root().join("models/terrain-consistency");
+    anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--seed", "1", "--model", terrain.to_str().unwrap()],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains(
+        "is a pixel-space denoiser (model.toml), not a latent diffusion export",
+    ));
+    assert!(!output.exists());
+    assert!(!report_path(&output).exists());
+}

@@ -183,14 +183,25 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
             .map_err(anyhow::Error::msg)?,
         None => policy.model.path.clone(),
     };
+    if crate::diffusion::denoiser::is_denoiser_folder(&model_dir) {
+        bail!(
+            "{} is a pixel-space denoiser (model.toml), not a latent diffusion export: anonymize certifies RGB images with a face detector and embedders, so it runs Stable Diffusion 1.x/2.x, SDXL and LCM exports (model_index.json) only; use `boomerang sample` or `boomerang augment` with this model",
+            model_dir.display()
+        );
+    }
     if !model_dir.join("model_index.json").exists() {
+        let what = if model_dir.is_dir() {
+            "has no model_index.json (not an optimum export)"
+        } else {
+            "not found"
+        };
         let source = policy
             .model
             .export_from
             .as_deref()
             .unwrap_or("stable-diffusion-v1-5/stable-diffusion-v1-5");
         bail!(
-            "model folder {} not found (policy {}).\n  export it where the Hugging Face hub is reachable:\n    pip install \"optimum-onnx[onnxruntime]==0.1.0\" diffusers\n    optimum-cli export onnx --model {source} --task image-to-image {}\n    boomerang manifest --write {}\n  or install an ONNX export published on a hub: boomerang model pull ORG/REPO --revision COMMIT --name NAME\n  then pin the printed model hash as manifest-sha256 in the policy, or pass --model DIR|NAME",
+            "model folder {} {what} (policy {}).\n  export it where the Hugging Face hub is reachable:\n    pip install \"optimum-onnx[onnxruntime]==0.1.0\" diffusers\n    optimum-cli export onnx --model {source} --task image-to-image {}\n    boomerang manifest --write {}\n  or install an ONNX export published on a hub: boomerang model pull ORG/REPO --revision COMMIT --name NAME\n  then pin the printed model hash as manifest-sha256 in the policy, or pass --model DIR|NAME",
             model_dir.display(),
             policy.source.display(),
             model_dir.display(),
