@@ -403,14 +403,20 @@ impl BoomerangArgs {
     }
 
     /// The sampler of a dataset command that can resume (`--seed random` defers to the resumed
-    /// run's seed), with `settings` already checked.
-    pub fn sampler(&self, settings: Settings) -> anyhow::Result<SamplerOptions> {
+    /// run's seed), with `settings` already checked and a denoiser's `--set` values.
+    pub fn sampler(
+        &self,
+        settings: Settings,
+        constants: Vec<(String, f32)>,
+    ) -> anyhow::Result<SamplerOptions> {
         Ok(SamplerOptions {
             model: self.model_dir()?,
             settings,
             seed: self.seed.source(self.seed_file.as_ref()),
             batch: self.batch,
             runtime: self.runtime.config(),
+            constants,
+            sd_only_options: self.sd_only_options(),
         })
     }
 
@@ -751,6 +757,10 @@ pub struct AugmentArgs {
     /// Do not write the re-encoded original beside its samples
     #[arg(long)]
     pub no_originals: bool,
+    /// Denoiser models only: set a constant input of the model.toml (e.g. `--set difficulty=0.5`),
+    /// within the range it declares; repeatable
+    #[arg(long = "set", value_name = "INPUT=VALUE", value_parser = parse_constant)]
+    pub set: Vec<(String, f32)>,
     #[command(flatten)]
     pub dataset: DatasetArgs,
 }
@@ -773,7 +783,7 @@ impl AugmentArgs {
             None => vec![settings.strength],
         };
         Ok(AugmentConfig {
-            sampler: self.boomerang.sampler(settings)?,
+            sampler: self.boomerang.sampler(settings, self.set.clone())?,
             strengths,
             count: self.count,
             originals: !self.no_originals,
@@ -808,7 +818,9 @@ pub struct EnhanceArgs {
 impl EnhanceArgs {
     pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
         Ok(EnhanceConfig {
-            sampler: self.boomerang.sampler(self.boomerang.settings()?)?,
+            sampler: self
+                .boomerang
+                .sampler(self.boomerang.settings()?, Vec::new())?,
             scale: self.scale,
             tile: self.tile,
             overlap: self.overlap,

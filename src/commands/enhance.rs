@@ -237,7 +237,7 @@ fn tiling_for(config: &EnhanceConfig, engine: &Engine) -> Result<Tiling, Refused
 /// A started enhance run and what all its rows share.
 struct Enhancing<'a> {
     config: &'a EnhanceConfig,
-    run: DatasetRun<EnhanceRow>,
+    run: DatasetRun<EnhanceRow, Engine>,
     /// Rows of the resumed run by output path; each is taken when its input comes up.
     kept: HashMap<String, EnhanceRow>,
     tiling: Tiling,
@@ -250,12 +250,12 @@ struct Enhancing<'a> {
 impl<'a> Enhancing<'a> {
     fn new(
         config: &'a EnhanceConfig,
-        run: DatasetRun<EnhanceRow>,
+        run: DatasetRun<EnhanceRow, Engine>,
         kept: HashMap<String, EnhanceRow>,
         tiling: Tiling,
         root: PathBuf,
     ) -> anyhow::Result<Enhancing<'a>> {
-        let engine = &run.engine;
+        let engine = &run.model;
         let scheduler = engine
             .schedulers
             .kind(&config.sampler.settings)?
@@ -281,7 +281,7 @@ impl<'a> Enhancing<'a> {
             "model {} (manifest sha256 {}), working size {}",
             config.sampler.model.display(),
             self.run.model_sha256,
-            self.run.engine.model.geometry.image_size()
+            self.run.model.model.geometry.image_size()
         );
         println!(
             "scale {} (Lanczos3), strength {}: {}; tiles {}x{} overlapping by at least {} px",
@@ -330,7 +330,7 @@ impl<'a> Enhancing<'a> {
             }
         };
         let path = self.root.join(relative);
-        let loaded = (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path));
+        let loaded = (self.run.model.timer).time(Stage::ImageIo, |_| dataset::load_image(&path));
         match loaded {
             Ok(input) => self.enhance(relative, output, &input)?,
             Err(error) => {
@@ -383,7 +383,7 @@ impl<'a> Enhancing<'a> {
         let config = self.config;
         let seed = image_seed(self.run.run_seed, &input.sha256, 0);
         let (result, tiles) = enhance_image(
-            &mut self.run.engine,
+            &mut self.run.model,
             &config.sampler.settings,
             &input.image,
             config.scale,
@@ -391,7 +391,7 @@ impl<'a> Enhancing<'a> {
             config.sampler.batch,
             &seed,
         )?;
-        let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
+        let output_sha256 = (self.run.model.timer).time(Stage::ImageIo, |_| {
             imageio::write_png_below(&result, &config.dataset.output, output)
         });
         let row = EnhanceRow {
