@@ -1,6 +1,7 @@
 //! `boomerang augment` on a pixel-space denoiser folder (models/terrain-consistency): samples
 //! byte-identical to `boomerang sample`'s, the manifest's denoiser columns, resume, shards, the
-//! refusal of Stable Diffusion options and error rows for images the model cannot take.
+//! refusal of Stable Diffusion options and error rows for images the model cannot take. Then
+//! `boomerang enhance` on it: one field in fused tiles, one tile equal to `sample`.
 //!
 //! Needs the fetched graph: `python3 tools/fetch_terrain.py` (tools/test runs it).
 
@@ -264,4 +265,141 @@ fn images_the_denoiser_cannot_take_get_error_rows_and_exit_code_3() {
     assert!(!output.join("hills/small.png").exists());
     assert!(!output.join("hills/colour_aug0.png").exists());
     assert_eq!(rows.iter().filter(|r| &r[4] == "ok").count(), 9);
+}
+
+fn enhance(input: &Path, output: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    boomerang()
+        .args(["enhance", "--model"])
+        .arg(model())
+        .args(["--seed", "5", "-q"])
+        .args(extra)
+        .arg(input)
+        .arg(output)
+        .assert()
+}
+
+fn luma16(path: &Path) -> image::ImageBuffer<image::Luma<u16>, Vec<u16>> {
+    let image = image::open(path).unwrap();
+    assert_eq!(image.color(), image::ColorType::L16, "{}", path.display());
+    image.to_luma16()
+}
+
+#[test]
+fn enhance_runs_the_denoiser_on_one_field_in_fused_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dataset(dir.path());
+    let terrain = input.join("hills/terrain_0.png");
+
+    // One tile (the model's size at --scale 1) is the untiled sampler: `sample`'s sample 0.
+    let single = dir.path().join("single");
+    enhance(&terrain, &single, &["--scale", "1", "--strength", "0.4"]).success();
+    let sampled = dir.path().join("sampled");
+    boomerang()
+        .args(["sample", "--model"])
+        .arg(model())
+        .args(["--seed", "5", "--strength", "0.4", "-o"])
+        .arg(&sampled)
+        .arg(&terrain)
+        .assert()
+        .success();
+    assert!(
+        std::fs::read(single.join("terrain_0.png")).unwrap()
+            == std::fs::read(sampled.join("terrain_0_0.png")).unwrap(),
+        "enhance --scale 1 and sample differ"
+    );
+
+    // x2: a 256x256 field in 3x3 tiles of 128 overlapping by 32, near the Lanczos upsample.
+    let doubled = dir.path().join("doubled");
+    enhance(&input, &doubled, &["--scale", "2", "--strength", "0.3"]).success();
+    let result = luma16(&doubled.join("hills/terrain_0.png"));
+    assert_eq!(result.dimensions(), (256, 256));
+    let upsampled = image::imageops::resize(
+        &image::open(&terrain).unwrap().to_luma16(),
+        256,
+        256,
+        image::imageops::FilterType::Lanczos3,
+    );
+    let rmse = (result
+        .pixels()
+        .zip(upsampled.pixels())
+        .map(|(a, b)| (f64::from(a[0]) - f64::from(b[0])).powi(2))
+        .sum::<f64>()
+        / (256.0 * 256.0))
+        .sqrt()
+        / 65535.0;
+    assert!(rmse > 1e-4 && rmse < 0.05, "RMSE to the upsample {rmse}");
+
+    let mut reader = csv::Reader::from_path(doubled.join("enhance.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    let spec = DenoiserSpec::load(&model()).unwrap();
+    for row in &rows {
+        // status, start sigma, calls, sampler, tile, overlap, tiles, width, height
+        assert_eq!(&row[4], "ok", "{row:?}");
+        assert_eq!(row[8].parse::<f64>().unwrap(), spec.start_sigma(0.3));
+        assert_eq!((&row[9], &row[10]), ("1", "consistency"));
+        assert_eq!((&row[11], &row[12], &row[13]), ("128", "32", "9"));
+        assert_eq!((&row[16], &row[17]), ("256", "256"));
+    }
+
+    // Tiles batched together, and a resumed run, change nothing.
+    let batched = dir.path().join("batched");
+    enhance(
+        &input,
+        &batched,
+        &["--scale", "2", "--strength", "0.3", "--batch", "4"],
+    )
+    .success();
+    assert_eq!(tree(&batched), tree(&doubled));
+    let before = tree(&doubled);
+    let assert = boomerang()
+        .args(["enhance", "--model"])
+        .arg(model())
+        .args(["--scale", "2", "--strength", "0.3", "--resume"])
+        .arg(&input)
+        .arg(&doubled)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(stdout.contains("0 written, 3 already done"), "{stdout}");
+    assert_eq!(tree(&doubled), before);
+}
+
+#[test]
+fn enhance_refuses_what_the_denoiser_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dataset(dir.path());
+    let output = dir.path().join("out");
+    for (extra, expected) in [
+        (
+            &["--scale", "2", "--steps", "4"][..],
+            "--steps applies to Stable Diffusion models only",
+        ),
+        (
+            &["--scale", "2", "--tile", "64"][..],
+            "takes 128x128 tiles only",
+        ),
+        (
+            &["--scale", "2", "--overlap", "128"][..],
+            "must be smaller than the tile",
+        ),
+    ] {
+        let assert = enhance(&input, &output, extra).failure().code(1);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(!output.exists(), "{extra:?} created {}", output.display());
+    }
+
+    // A colour image gets an error row; the grayscale ones are enhanced.
+    image::DynamicImage::ImageRgb8(image::open(source(1)).unwrap().to_rgb8())
+        .save(input.join("hills/colour.png"))
+        .unwrap();
+    enhance(&input, &output, &["--scale", "1"]).code(3);
+    let mut reader = csv::Reader::from_path(output.join("enhance.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let colour = rows.iter().find(|r| &r[0] == "hills/colour.png").unwrap();
+    assert_eq!(&colour[4], "error");
+    assert!(colour[5].contains("grayscale"), "{colour:?}");
+    assert!(!output.join("hills/colour.png").exists());
+    assert_eq!(rows.iter().filter(|r| &r[4] == "ok").count(), 3);
 }

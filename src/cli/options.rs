@@ -811,6 +811,10 @@ pub struct EnhanceArgs {
     /// Least overlap between neighbouring tiles in pixels (default: a quarter of the tile)
     #[arg(long, value_name = "O")]
     pub overlap: Option<u32>,
+    /// Denoiser models only: set a constant input of the model.toml (e.g. `--set difficulty=0.5`),
+    /// within the range it declares; repeatable
+    #[arg(long = "set", value_name = "INPUT=VALUE", value_parser = parse_constant)]
+    pub set: Vec<(String, f32)>,
     #[command(flatten)]
     pub dataset: DatasetArgs,
 }
@@ -820,7 +824,7 @@ impl EnhanceArgs {
         Ok(EnhanceConfig {
             sampler: self
                 .boomerang
-                .sampler(self.boomerang.settings()?, Vec::new())?,
+                .sampler(self.boomerang.settings()?, self.set.clone())?,
             scale: self.scale,
             tile: self.tile,
             overlap: self.overlap,
