@@ -584,7 +584,6 @@ mod tests {
     #[test]
     fn run_seed_cells_round_trip_and_resume_checks_the_fingerprint() {
         use crate::diffusion::noise::seed_fingerprint;
-        use crate::diffusion::timing::StageTimer;
         #[derive(serde::Serialize, serde::Deserialize)]
         struct Row {
             run_seed: Option<RunSeedCell>,

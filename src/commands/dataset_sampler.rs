@@ -18,6 +18,8 @@ use crate::diffusion::timing::{Stage, StageTimer};
 use crate::io::imageio::{self, Placement};
 
 /// An opened model of either kind.
+// One per run, opened once and never moved in a loop: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum DatasetSampler {
     StableDiffusion(Engine),
     Denoiser {

@@ -153,7 +153,6 @@ pub fn enhance_image(
 /// [`enhance_image`] on a denoiser: upsample the grayscale image, then Boomerang on the whole
 /// field in fused tiles of the model's size. The inner `Err` says why the model cannot take this
 /// image (it is not grayscale), for its error row.
-#[allow(clippy::too_many_arguments)]
 pub fn enhance_denoised(
     model: &mut DenoiserModel,
     strength: f64,
