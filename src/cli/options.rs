@@ -72,6 +72,12 @@ pub enum Command {
     /// files. Outputs are written to a temp file and renamed. A non-empty OUT is refused unless
     /// --resume, which keeps outputs whose row and sha256 match and redoes the rest.
     ///
+    /// --model may also be a pixel-space denoiser folder (one with a model.toml): inputs must be
+    /// 8- or 16-bit grayscale of the model's size, samples are 16-bit grayscale and equal
+    /// `boomerang sample`'s; start_timestep then holds the start sigma, scheduler the sampler,
+    /// steps the denoiser calls. --set INPUT=VALUE sets its constant inputs; the Stable Diffusion
+    /// options (--steps, --scheduler, --eta, --prompt, --negative-prompt, --guidance) are refused.
+    ///
     /// Exit codes: 0 every image augmented (skipped non-images do not count); 1 the run could not
     /// proceed (refused folders included); 2 usage error; 3 some images could not be read (error
     /// rows in the manifest).
@@ -90,6 +96,11 @@ pub enum Command {
     /// shorter than a tile is padded by repeating its edge and cut back. All noise comes from the
     /// image seed sha256(run seed, sha256 of the input, 0).
     /// Output is 8-bit RGB (grayscale stays grayscale, alpha dropped), PNG without metadata.
+    ///
+    /// --model may also be a pixel-space denoiser folder (one with a model.toml): the 8- or
+    /// 16-bit grayscale input is upsampled as 16-bit and denoised in fused tiles of the model's
+    /// size (the only --tile it takes); output is 16-bit grayscale. --set INPUT=VALUE sets its
+    /// constant inputs; the Stable Diffusion options are refused.
     ///
     /// OUT/enhance.csv gets one row per input (fsync'd as written), with resume, error and skipped
     /// rows as for `augment`. Exit codes: 0 all enhanced; 1 the run could not proceed; 2 usage
@@ -403,14 +414,20 @@ impl BoomerangArgs {
     }
 
     /// The sampler of a dataset command that can resume (`--seed random` defers to the resumed
-    /// run's seed), with `settings` already checked.
-    pub fn sampler(&self, settings: Settings) -> anyhow::Result<SamplerOptions> {
+    /// run's seed), with `settings` already checked and a denoiser's `--set` values.
+    pub fn sampler(
+        &self,
+        settings: Settings,
+        constants: Vec<(String, f32)>,
+    ) -> anyhow::Result<SamplerOptions> {
         Ok(SamplerOptions {
             model: self.model_dir()?,
             settings,
             seed: self.seed.source(self.seed_file.as_ref()),
             batch: self.batch,
             runtime: self.runtime.config(),
+            constants,
+            sd_only_options: self.sd_only_options(),
         })
     }
 
@@ -751,6 +768,10 @@ pub struct AugmentArgs {
     /// Do not write the re-encoded original beside its samples
     #[arg(long)]
     pub no_originals: bool,
+    /// Denoiser models only: set a constant input of the model.toml (e.g. `--set difficulty=0.5`),
+    /// within the range it declares; repeatable
+    #[arg(long = "set", value_name = "INPUT=VALUE", value_parser = parse_constant)]
+    pub set: Vec<(String, f32)>,
     #[command(flatten)]
     pub dataset: DatasetArgs,
 }
@@ -773,7 +794,7 @@ impl AugmentArgs {
             None => vec![settings.strength],
         };
         Ok(AugmentConfig {
-            sampler: self.boomerang.sampler(settings)?,
+            sampler: self.boomerang.sampler(settings, self.set.clone())?,
             strengths,
             count: self.count,
             originals: !self.no_originals,
@@ -795,12 +816,16 @@ pub struct EnhanceArgs {
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub scale: u32,
     /// Tile side in pixels of the upsampled image (default: the model's working size); a multiple
-    /// of 8 latent cells (64 px for Stable Diffusion)
+    /// of 8 latent cells (64 px for Stable Diffusion); a denoiser's own size only
     #[arg(long, value_name = "T")]
     pub tile: Option<u32>,
     /// Least overlap between neighbouring tiles in pixels (default: a quarter of the tile)
     #[arg(long, value_name = "O")]
     pub overlap: Option<u32>,
+    /// Denoiser models only: set a constant input of the model.toml (e.g. `--set difficulty=0.5`),
+    /// within the range it declares; repeatable
+    #[arg(long = "set", value_name = "INPUT=VALUE", value_parser = parse_constant)]
+    pub set: Vec<(String, f32)>,
     #[command(flatten)]
     pub dataset: DatasetArgs,
 }
@@ -808,7 +833,9 @@ pub struct EnhanceArgs {
 impl EnhanceArgs {
     pub fn config(&self) -> anyhow::Result<EnhanceConfig> {
         Ok(EnhanceConfig {
-            sampler: self.boomerang.sampler(self.boomerang.settings()?)?,
+            sampler: self
+                .boomerang
+                .sampler(self.boomerang.settings()?, self.set.clone())?,
             scale: self.scale,
             tile: self.tile,
             overlap: self.overlap,

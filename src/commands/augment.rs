@@ -11,6 +11,13 @@
 //! all samples of the group that share a strength go through the UNet as one batch. Every random
 //! draw depends only on the sample's seed, so a sample is the same as when run alone.
 //!
+//! A pixel-space denoiser (`--model` a folder with a model.toml, [`DatasetSampler`]) takes 8- or
+//! 16-bit grayscale images of its own size (others get error rows) and writes 16-bit grayscale
+//! samples, each byte-identical to `boomerang sample`'s sample k at that strength. Its rows record
+//! the start sigma in `start_timestep`, the sampler (`consistency`, `euler-<steps>`) in
+//! `scheduler`, the number of denoiser calls in `steps`, and in `model_sha256` the run hash of the
+//! model.toml and its constants as set (`--set`).
+//!
 //! `OUT/augment.csv` gets one row per output (and per unusable input), fsync'd as written; with
 //! `--resume` finished outputs whose file still matches its row's sha256 are kept.
 
@@ -19,19 +26,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use image::DynamicImage;
-use ndarray::{concatenate, Array4, ArrayView3, Axis};
+use ndarray::{concatenate, ArrayView3, Axis};
 
 use super::dataset_run::{
-    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
-    SamplerOptions,
+    manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunModel,
+    RunStart, SamplerOptions,
 };
+use super::dataset_sampler::{DatasetSampler, Encoded, Prepared, StrengthPlan};
 use super::manifest_parts::{self, PartPlan};
 use crate::diffusion::engine::Settings;
 use crate::diffusion::noise::image_seed;
-use crate::diffusion::pipeline::Encoding;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, EntryKind, OutputClaims};
-use crate::io::imageio::{self, Placement};
+use crate::io::imageio;
 
 /// The manifest's file name inside OUT.
 pub const MANIFEST_NAME: &str = "augment.csv";
@@ -58,8 +65,12 @@ impl AugmentConfig {
     /// What every part of a sharded run must share beside the model and the seed.
     fn arguments(&self) -> String {
         format!(
-            "-n {} --strengths {:?} originals {} {:?}",
-            self.count, self.strengths, self.originals, self.sampler.settings
+            "-n {} --strengths {:?} originals {} {:?} --set {:?}",
+            self.count,
+            self.strengths,
+            self.originals,
+            self.sampler.settings,
+            self.sampler.constants
         )
     }
 
@@ -78,9 +89,12 @@ manifest_row! {
         /// k for `<stem>_aug<k>.png`; empty for the copy of the original.
         pub sample: Option<u32>,
         pub strength: Option<f64>,
-        /// Empty at strength 0 (no noise added) and for the original.
+        /// Empty at strength 0 (no noise added) and for the original. For a denoiser: the start
+        /// sigma.
         pub start_timestep: Option<f64>,
+        /// `--steps`; for a denoiser, its calls per sample.
         pub steps: Option<usize>,
+        /// The scheduler; for a denoiser, its sampler (`consistency`, `euler-<steps>`).
         pub scheduler: String,
         /// The sample's own seed (hex), from which all its noise is drawn.
         pub seed: String,
@@ -171,8 +185,7 @@ fn plan(config: &AugmentConfig, entries: Vec<dataset::Entry>) -> Vec<Planned> {
 struct Loaded<'a> {
     image: &'a ImageToAugment,
     source_sha256: String,
-    tensor: Array4<f32>,
-    placement: Placement,
+    prepared: Prepared,
     seeds: Vec<[u8; 32]>,
     pending: Vec<u32>,
 }
@@ -191,9 +204,9 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
     };
     let outputs = planned_outputs(&planned);
     manifest_parts::refuse_existing(part.as_ref(), &config.dataset, MANIFEST_NAME, &outputs)?;
-    let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
+    let sampler = DatasetSampler::open(&config.sampler, "augment")?;
     let (run, kept) = DatasetRun::start(
-        engine,
+        sampler,
         &RunStart {
             output: &config.dataset.output,
             manifest_name: &manifest_name,
@@ -215,7 +228,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
     };
     let manifest_path = run.manifest_path.clone();
     let mut augmenting = Augmenting::new(config, run, kept)?;
-    augmenting.print_header();
+    augmenting.print_header()?;
     let images = planned
         .iter()
         .filter(|p| matches!(p, Planned::Augment(_)))
@@ -263,13 +276,12 @@ fn planned_outputs(planned: &[Planned]) -> HashSet<String> {
 /// A started augment run and what all its rows share.
 struct Augmenting<'a> {
     config: &'a AugmentConfig,
-    run: DatasetRun<AugmentRow>,
+    run: DatasetRun<AugmentRow, DatasetSampler>,
     /// Rows of the resumed run by output path.
     kept: HashMap<String, AugmentRow>,
-    size: u32,
     scheduler: String,
-    /// The start timestep of each strength (by its bits); `None` when no noise is added.
-    starts: HashMap<u64, Option<f64>>,
+    /// The plan of each strength (by its bits).
+    plans: HashMap<u64, StrengthPlan>,
     /// Rows of the group being processed, logged when it is done ([`Augmenting::process_group`]).
     held: Vec<AugmentRow>,
 }
@@ -277,56 +289,52 @@ struct Augmenting<'a> {
 impl<'a> Augmenting<'a> {
     fn new(
         config: &'a AugmentConfig,
-        run: DatasetRun<AugmentRow>,
+        run: DatasetRun<AugmentRow, DatasetSampler>,
         kept: HashMap<String, AugmentRow>,
     ) -> anyhow::Result<Augmenting<'a>> {
-        let engine = &run.engine;
-        let size = engine.model.geometry.image_size() as u32;
-        let scheduler = engine
-            .schedulers
-            .kind(&config.sampler.settings)?
-            .to_string();
-        let mut starts = HashMap::new();
+        let sampler = &run.model;
+        let scheduler = sampler.scheduler(&config.sampler.settings)?;
+        let mut plans = HashMap::new();
         for &strength in &config.strengths {
-            let (_, start) = engine.schedulers.plan(&config.settings_at(strength))?;
-            starts.insert(strength.to_bits(), start.start_timestep());
+            plans.insert(
+                strength.to_bits(),
+                sampler.plan(&config.settings_at(strength))?,
+            );
         }
         Ok(Augmenting {
             config,
             run,
             kept,
-            size,
             scheduler,
-            starts,
+            plans,
             held: Vec::new(),
         })
     }
 
-    fn start_of(&self, strength: f64) -> Option<f64> {
-        self.starts.get(&strength.to_bits()).copied().flatten()
+    /// The plan of one of `config.strengths`.
+    fn plan_of(&self, strength: f64) -> anyhow::Result<StrengthPlan> {
+        self.plans
+            .get(&strength.to_bits())
+            .copied()
+            .with_context(|| format!("internal: strength {strength} was not planned"))
     }
 
-    fn print_header(&self) {
+    fn print_header(&self) -> anyhow::Result<()> {
         let config = self.config;
         if config.dataset.quiet {
-            return;
+            return Ok(());
         }
-        let (size, scheduler) = (self.size, &self.scheduler);
+        let sampler = &self.run.model;
         println!(
-            "model {} (manifest sha256 {}), working size {size}x{size}",
-            config.sampler.model.display(),
-            self.run.model_sha256
+            "{}",
+            sampler.describe(&config.sampler.model, &self.run.model_sha256)
         );
         for &strength in &config.strengths {
-            match self.start_of(strength) {
-                Some(t) => println!(
-                    "strength {strength}: {} steps of {scheduler}, start timestep {t}",
-                    config.sampler.settings.steps
-                ),
-                None => println!("strength {strength}: no noise added (the VAE round trip)"),
-            }
+            let line = sampler.describe_strength(&config.settings_at(strength), &self.scheduler)?;
+            println!("{line}");
         }
         self.run.print_seed(config.dataset.quiet);
+        Ok(())
     }
 
     /// The row of an entry the plan skips.
@@ -386,19 +394,24 @@ impl<'a> Augmenting<'a> {
     fn load<'g>(&mut self, image: &'g ImageToAugment) -> anyhow::Result<Option<Loaded<'g>>> {
         let config = self.config;
         let path = config.dataset.input.join(&image.relative);
-        let input =
-            match (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path)) {
-                Ok(input) => input,
-                Err(error) => {
-                    let row = AugmentRow {
-                        status: OutputStatus::Error,
-                        reason: error.reason(),
-                        ..self.run.row(&image.relative)
-                    };
-                    self.held.push(row);
-                    return Ok(None);
-                }
-            };
+        let loaded = (self.run.model.timer()).time(Stage::ImageIo, |_| dataset::load_image(&path));
+        // An image the model cannot take (a denoiser's wrong size or colour) is an error row too.
+        let prepared = loaded.map_err(|error| error.reason()).and_then(|input| {
+            let prepared = self.run.model.prepare(&input.image)?;
+            Ok((input, prepared))
+        });
+        let (input, prepared) = match prepared {
+            Ok(both) => both,
+            Err(reason) => {
+                let row = AugmentRow {
+                    status: OutputStatus::Error,
+                    reason,
+                    ..self.run.row(&image.relative)
+                };
+                self.held.push(row);
+                return Ok(None);
+            }
+        };
         let source_sha256 = hex::encode(input.sha256);
         if let Some(original) = &image.original {
             if !self.is_kept(original, &source_sha256, &|row| row.sample.is_none())? {
@@ -412,12 +425,10 @@ impl<'a> Augmenting<'a> {
         if pending.is_empty() {
             return Ok(None);
         }
-        let (tensor, placement) = imageio::to_working_tensor(&input.image, self.size);
         Ok(Some(Loaded {
             image,
             source_sha256,
-            tensor,
-            placement,
+            prepared,
             seeds,
             pending,
         }))
@@ -429,17 +440,18 @@ impl<'a> Augmenting<'a> {
         image: &ImageToAugment,
         seeds: &[[u8; 32]],
         source_sha256: &str,
-    ) -> Result<Vec<u32>, Refused> {
+    ) -> anyhow::Result<Vec<u32>> {
         let config = self.config;
         let mut pending = Vec::new();
         for (k, output) in (0..config.count).zip(&image.samples) {
             let seed = hex::encode(seeds[k as usize]);
             let strength = config.strength_of(k);
+            let steps = self.plan_of(strength)?.steps;
             let same = |row: &AugmentRow| {
                 row.sample == Some(k)
                     && row.seed == seed
                     && row.strength == Some(strength)
-                    && row.steps == Some(config.sampler.settings.steps)
+                    && row.steps == Some(steps)
                     && row.scheduler == self.scheduler
             };
             if !self.is_kept(output, source_sha256, &same)? {
@@ -482,8 +494,9 @@ impl<'a> Augmenting<'a> {
         source_sha256: &str,
     ) -> anyhow::Result<()> {
         let pixels = lossless_pixels(pixels.clone());
-        let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
-            imageio::write_png_below(&pixels, &self.config.dataset.output, original)
+        let output = &self.config.dataset.output;
+        let output_sha256 = (self.run.model.timer()).time(Stage::ImageIo, |_| {
+            imageio::write_png_below(&pixels, output, original)
         });
         let row = AugmentRow {
             source_sha256: source_sha256.to_string(),
@@ -497,9 +510,9 @@ impl<'a> Augmenting<'a> {
 
     /// Encodes a group once, then samples it one strength at a time.
     fn sample_group(&mut self, loaded: &[Loaded]) -> anyhow::Result<()> {
-        let views: Vec<_> = loaded.iter().map(|l| l.tensor.view()).collect();
+        let views: Vec<_> = loaded.iter().map(|l| l.prepared.tensor.view()).collect();
         let stacked = concatenate(Axis(0), &views).context("stacking a batch")?;
-        let encoding = self.run.engine.encode(stacked.view())?;
+        let encoding = self.run.model.encode(stacked)?;
         for &strength in distinct(&self.config.strengths).iter() {
             let samples: Vec<(usize, u32)> = loaded
                 .iter()
@@ -514,11 +527,11 @@ impl<'a> Augmenting<'a> {
         Ok(())
     }
 
-    /// The `samples` (input index, k) of one strength through the UNet as one batch.
+    /// The `samples` (input index, k) of one strength through the model as one batch.
     fn sample_at(
         &mut self,
         loaded: &[Loaded],
-        encoding: &Encoding,
+        encoding: &Encoded,
         strength: f64,
         samples: &[(usize, u32)],
     ) -> anyhow::Result<()> {
@@ -528,14 +541,14 @@ impl<'a> Augmenting<'a> {
             .map(|&(index, k)| loaded[index].seeds[k as usize])
             .collect();
         let settings = self.config.settings_at(strength);
-        let (output, start) =
-            (self.run.engine).run_encoded(&settings, &encoding.select(&indices)?, &seeds)?;
-        let results = samples.iter().zip(&seeds).zip(output.images.outer_iter());
+        let images = (self.run.model).sample(encoding, &indices, &settings, &seeds)?;
+        let plan = self.plan_of(strength)?;
+        let results = samples.iter().zip(&seeds).zip(images.outer_iter());
         for ((&(index, k), seed), result) in results {
             let sample = Sample {
                 k,
                 strength,
-                start_timestep: start.start_timestep(),
+                plan,
                 seed,
             };
             self.write_sample(&loaded[index], &sample, result)?;
@@ -551,8 +564,8 @@ impl<'a> Augmenting<'a> {
     ) -> anyhow::Result<()> {
         let config = self.config;
         let path = &input.image.samples[sample.k as usize];
-        let output_sha256 = self.run.engine.timer.time(Stage::ImageIo, |_| {
-            let image = imageio::from_working_tensor(result, &input.placement);
+        let output_sha256 = self.run.model.timer().time(Stage::ImageIo, |_| {
+            let image = input.prepared.to_image(result);
             imageio::write_png_below(&image, &config.dataset.output, path)
         });
         let row = AugmentRow {
@@ -561,8 +574,8 @@ impl<'a> Augmenting<'a> {
             output_sha256: output_sha256?,
             sample: Some(sample.k),
             strength: Some(sample.strength),
-            start_timestep: sample.start_timestep,
-            steps: Some(config.sampler.settings.steps),
+            start_timestep: sample.plan.start,
+            steps: Some(sample.plan.steps),
             scheduler: self.scheduler.clone(),
             seed: hex::encode(sample.seed),
             ..self.run.row(&input.image.relative)
@@ -576,7 +589,7 @@ impl<'a> Augmenting<'a> {
 struct Sample<'a> {
     k: u32,
     strength: f64,
-    start_timestep: Option<f64>,
+    plan: StrengthPlan,
     seed: &'a [u8; 32],
 }
 

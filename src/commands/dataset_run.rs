@@ -1,5 +1,5 @@
 //! What `augment` and `enhance` share when they run over a dataset (on top of `dataset`, which
-//! walks, checks folders and decodes safely): the refusal of a non-empty OUT, the engine opened
+//! walks, checks folders and decodes safely): the refusal of a non-empty OUT, the model opened
 //! before anything is written, the CSV manifest (one row per output, fsync'd as it is written,
 //! resumable after a crash), seeds on resume, the progress bar, the summary and exit codes.
 //! `anonymize` shares the progress bar; its report and run record are its own.
@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::Exit;
 use crate::diffusion::engine::{Engine, Settings};
 use crate::diffusion::noise::seed_fingerprint;
+use crate::diffusion::timing::StageTimer;
 use crate::io::dataset::{self, DatasetError, Entry, EntryKind};
 use crate::io::runtime::RuntimeConfig;
 use crate::io::secret::{GivenSeed, SecretError, SeedSource};
@@ -121,6 +122,23 @@ pub fn open_engine(model: &Path, runtime: &RuntimeConfig) -> anyhow::Result<Engi
     Ok(Engine::open(model, runtime.init()?, &runtime.session)?)
 }
 
+/// What a dataset run needs of the model it samples with, whatever its kind.
+pub trait RunModel {
+    /// What every manifest row records as `model_sha256`.
+    fn model_sha256(&self) -> String;
+    /// Where the run's time goes (`--timings`).
+    fn timer(&mut self) -> &mut StageTimer;
+}
+
+impl RunModel for Engine {
+    fn model_sha256(&self) -> String {
+        self.model.model_hash()
+    }
+    fn timer(&mut self) -> &mut StageTimer {
+        &mut self.timer
+    }
+}
+
 /// The folders of a dataset run and how it reports.
 #[derive(Debug, Clone)]
 pub struct DatasetOptions {
@@ -148,6 +166,10 @@ pub struct SamplerOptions {
     pub seed: SeedSource,
     pub batch: usize,
     pub runtime: RuntimeConfig,
+    /// `--set NAME=VALUE`: constant inputs of a denoiser model (refused for Stable Diffusion).
+    pub constants: Vec<(String, f32)>,
+    /// Stable Diffusion options given on the command line (refused for a denoiser model).
+    pub sd_only_options: Vec<&'static str>,
 }
 
 /// Where a run writes and how it starts: a new run, or the resumption of the one in OUT.
@@ -163,10 +185,10 @@ pub struct RunStart<'a> {
     pub resume_with: &'a str,
 }
 
-/// A started run over a dataset: the engine, the manifest, the run seed, the counts and the
+/// A started run over a dataset: the model, the manifest, the run seed, the counts and the
 /// progress bar. Every row goes through [`DatasetRun::log`], which counts it.
-pub struct DatasetRun<R> {
-    pub engine: Engine,
+pub struct DatasetRun<R, M> {
+    pub model: M,
     /// The opened model's manifest hash, which every row records.
     pub model_sha256: String,
     pub manifest: CsvLog<R>,
@@ -179,14 +201,14 @@ pub struct DatasetRun<R> {
     pub bar: ProgressBar,
 }
 
-impl<R: OutputRow> DatasetRun<R> {
+impl<R: OutputRow, M: RunModel> DatasetRun<R, M> {
     /// Creates OUT and the manifest, or resumes the manifest there, keeping the rows whose
     /// output is still on disk with its recorded sha256; resolves the run seed ([`resolve_seed`]).
     /// Returns the run and the kept rows by output path.
     pub fn start(
-        engine: Engine,
+        model: M,
         start: &RunStart,
-    ) -> anyhow::Result<(DatasetRun<R>, HashMap<String, R>)> {
+    ) -> anyhow::Result<(DatasetRun<R, M>, HashMap<String, R>)> {
         let output = start.output;
         std::fs::create_dir_all(output)
             .with_context(|| format!("creating {}", output.display()))?;
@@ -200,8 +222,8 @@ impl<R: OutputRow> DatasetRun<R> {
         let (run_seed, run_seed_cell) = resolve_seed(given, kept.iter().map(R::run_seed))?;
         let kept = index_kept(kept, start.outputs, start.resume_with)?;
         let run = DatasetRun {
-            model_sha256: engine.model.model_hash(),
-            engine,
+            model_sha256: model.model_sha256(),
+            model,
             manifest,
             manifest_path,
             run_seed,
@@ -260,13 +282,13 @@ impl<R: OutputRow> DatasetRun<R> {
     }
 
     /// Clears the bar, prints the summary (and the stage timings with `timings`).
-    pub fn finish(self, quiet: bool, timings: bool) -> OutputCounts {
+    pub fn finish(mut self, quiet: bool, timings: bool) -> OutputCounts {
         self.bar.finish_and_clear();
         if !quiet {
             println!("{}", self.counts.summary());
         }
         if timings {
-            println!("{}", self.engine.timer.report());
+            println!("{}", self.model.timer().report());
         }
         self.counts
     }

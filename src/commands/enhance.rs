@@ -13,6 +13,14 @@
 //!
 //! The output is exactly K times the input's width and height, 8-bit RGB (grayscale stays
 //! grayscale, alpha is dropped), PNG without metadata.
+//!
+//! A pixel-space denoiser (`--model` a folder with a model.toml) works the same way in pixel
+//! space: the 8- or 16-bit grayscale input (others get error rows) is upsampled as 16-bit, noised
+//! over the whole field from the image seed, and denoised on tiles of the model's fixed size
+//! (`--tile` can only be that size) fused at every denoiser call (`denoiser::tiled`); the output
+//! is 16-bit grayscale. An image of exactly the model's size at `--scale 1` is one tile and
+//! equals `boomerang sample`'s sample 0. Rows record the start sigma in `start_timestep`, the
+//! sampler in `scheduler` and the denoiser calls in `steps`, as `augment` does.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -22,10 +30,12 @@ use image::{DynamicImage, RgbImage};
 use ndarray::Axis;
 
 use super::dataset_run::{
-    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunStart,
-    SamplerOptions,
+    self, manifest_row, DatasetOptions, DatasetRun, OutputCounts, OutputStatus, Refused, RunModel,
+    RunStart, SamplerOptions,
 };
+use super::dataset_sampler::{DatasetSampler, StrengthPlan};
 use super::manifest_parts::{self, PartPlan};
+use crate::diffusion::denoiser::{pixels, DenoiserModel};
 use crate::diffusion::engine::{Engine, EngineError, LatentTiling, Settings};
 use crate::diffusion::noise::image_seed;
 use crate::diffusion::timing::Stage;
@@ -78,6 +88,23 @@ impl Tiling {
         }
         Ok(Tiling { tile, overlap })
     }
+
+    /// Checks a tiling against a denoiser, whose graph takes tiles of its own size only.
+    fn for_denoiser(tile: u32, overlap: u32, model: &DenoiserModel) -> Result<Tiling, Refused> {
+        let size = model.spec.size as u32;
+        if tile != size {
+            return Err(Refused(format!(
+                "--tile {tile}: {} takes {size}x{size} tiles only; leave --tile out or give {size}",
+                model.spec.path.display()
+            )));
+        }
+        if overlap >= tile {
+            return Err(Refused(format!(
+                "--overlap {overlap} must be smaller than the tile ({tile})"
+            )));
+        }
+        Ok(Tiling { tile, overlap })
+    }
 }
 
 /// The input scaled by `scale` in both directions with Lanczos3, as 8-bit RGB.
@@ -122,6 +149,36 @@ pub fn enhance_image(
     );
     Ok((result, tiles))
 }
+
+/// [`enhance_image`] on a denoiser: upsample the grayscale image, then Boomerang on the whole
+/// field in fused tiles of the model's size. The inner `Err` says why the model cannot take this
+/// image (it is not grayscale), for its error row.
+pub fn enhance_denoised(
+    model: &mut DenoiserModel,
+    strength: f64,
+    image: &DynamicImage,
+    scale: u32,
+    tiling: Tiling,
+    batch: usize,
+    image_seed: &[u8; 32],
+) -> anyhow::Result<Result<(DynamicImage, usize), String>> {
+    let values = pixels::upsample(image, scale)
+        .and_then(|upsampled| pixels::field_values(&upsampled, &model.spec));
+    let values = match values {
+        Ok(values) => values,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let (result, tiles) = model.sample_field(
+        values.view(),
+        image_seed,
+        strength,
+        tiling.overlap as usize,
+        batch,
+    )?;
+    let image = pixels::to_image(result.slice(ndarray::s![0, 0, .., ..]), model.spec.values);
+    Ok(Ok((image, tiles)))
+}
+
 manifest_row! {
     /// One row of `enhance.csv`. Paths are relative (`/`-separated) to IN (its folder, when IN is a
     /// file) and OUT.
@@ -178,10 +235,10 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
         })
         .collect();
     manifest_parts::refuse_existing(part.as_ref(), &config.dataset, MANIFEST_NAME, &outputs)?;
-    let engine = dataset_run::open_engine(&config.sampler.model, &config.sampler.runtime)?;
-    let tiling = tiling_for(config, &engine)?;
+    let sampler = DatasetSampler::open(&config.sampler, "enhance")?;
+    let tiling = tiling_for(config, &sampler)?;
     let (run, kept) = DatasetRun::start(
-        engine,
+        sampler,
         &RunStart {
             output: &config.dataset.output,
             manifest_name: &manifest_name,
@@ -196,8 +253,8 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             &run.manifest_path,
             "enhance",
             format!(
-                "--scale {} tiling {:?} {:?}",
-                config.scale, tiling, config.sampler.settings
+                "--scale {} tiling {:?} {:?} --set {:?}",
+                config.scale, tiling, config.sampler.settings, config.sampler.constants
             ),
             &run.model_sha256,
             &run.run_seed_cell,
@@ -224,50 +281,48 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
 
 /// `--tile` (default: the model's working size) and `--overlap` (default: a quarter tile),
 /// checked against the model.
-fn tiling_for(config: &EnhanceConfig, engine: &Engine) -> Result<Tiling, Refused> {
-    let geometry = engine.model.geometry;
-    let tile = config.tile.unwrap_or(geometry.image_size() as u32);
-    Tiling::new(
-        tile,
-        config.overlap.unwrap_or(tile / 4),
-        geometry.vae_scale_factor,
-    )
+fn tiling_for(config: &EnhanceConfig, sampler: &DatasetSampler) -> Result<Tiling, Refused> {
+    let tile = config.tile.unwrap_or(sampler.working_size());
+    let overlap = config.overlap.unwrap_or(tile / 4);
+    match sampler {
+        DatasetSampler::StableDiffusion(engine) => {
+            Tiling::new(tile, overlap, engine.model.geometry.vae_scale_factor)
+        }
+        DatasetSampler::Denoiser { model, .. } => Tiling::for_denoiser(tile, overlap, model),
+    }
 }
 
 /// A started enhance run and what all its rows share.
 struct Enhancing<'a> {
     config: &'a EnhanceConfig,
-    run: DatasetRun<EnhanceRow>,
+    run: DatasetRun<EnhanceRow, DatasetSampler>,
     /// Rows of the resumed run by output path; each is taken when its input comes up.
     kept: HashMap<String, EnhanceRow>,
     tiling: Tiling,
     /// What input paths are relative to (IN, or its folder when IN is a file).
     root: PathBuf,
     scheduler: String,
-    start_timestep: Option<f64>,
+    plan: StrengthPlan,
 }
 
 impl<'a> Enhancing<'a> {
     fn new(
         config: &'a EnhanceConfig,
-        run: DatasetRun<EnhanceRow>,
+        run: DatasetRun<EnhanceRow, DatasetSampler>,
         kept: HashMap<String, EnhanceRow>,
         tiling: Tiling,
         root: PathBuf,
     ) -> anyhow::Result<Enhancing<'a>> {
-        let engine = &run.engine;
-        let scheduler = engine
-            .schedulers
-            .kind(&config.sampler.settings)?
-            .to_string();
-        let (_, start) = engine.schedulers.plan(&config.sampler.settings)?;
+        let sampler = &run.model;
+        let scheduler = sampler.scheduler(&config.sampler.settings)?;
+        let plan = sampler.plan(&config.sampler.settings)?;
         Ok(Enhancing {
             config,
             kept,
             tiling,
             root,
             scheduler,
-            start_timestep: start.start_timestep(),
+            plan,
             run,
         })
     }
@@ -277,23 +332,33 @@ impl<'a> Enhancing<'a> {
         if config.dataset.quiet {
             return;
         }
+        let sampler = &self.run.model;
+        let strength = config.sampler.settings.strength;
+        let noise = match (sampler, self.plan.start) {
+            (DatasetSampler::StableDiffusion(_), Some(t)) => format!(
+                "{} steps of {}, start timestep {t}",
+                config.sampler.settings.steps, self.scheduler
+            ),
+            (DatasetSampler::StableDiffusion(_), None) => {
+                "no noise added (the VAE round trip)".into()
+            }
+            (DatasetSampler::Denoiser { .. }, Some(sigma)) => format!(
+                "start sigma {sigma:.6}, {} denoiser call{} ({})",
+                self.plan.steps,
+                if self.plan.steps == 1 { "" } else { "s" },
+                self.scheduler
+            ),
+            (DatasetSampler::Denoiser { .. }, None) => {
+                "no noise added, output is the upsampled source".into()
+            }
+        };
         println!(
-            "model {} (manifest sha256 {}), working size {}",
-            config.sampler.model.display(),
-            self.run.model_sha256,
-            self.run.engine.model.geometry.image_size()
+            "{}",
+            sampler.describe(&config.sampler.model, &self.run.model_sha256)
         );
         println!(
-            "scale {} (Lanczos3), strength {}: {}; tiles {}x{} overlapping by at least {} px",
+            "scale {} (Lanczos3), strength {strength}: {noise}; tiles {}x{} overlapping by at least {} px",
             config.scale,
-            config.sampler.settings.strength,
-            match self.start_timestep {
-                Some(t) => format!(
-                    "{} steps of {}, start timestep {t}",
-                    config.sampler.settings.steps, self.scheduler
-                ),
-                None => "no noise added (the VAE round trip)".into(),
-            },
             self.tiling.tile,
             self.tiling.tile,
             self.tiling.overlap
@@ -330,7 +395,7 @@ impl<'a> Enhancing<'a> {
             }
         };
         let path = self.root.join(relative);
-        let loaded = (self.run.engine.timer).time(Stage::ImageIo, |_| dataset::load_image(&path));
+        let loaded = (self.run.model.timer()).time(Stage::ImageIo, |_| dataset::load_image(&path));
         match loaded {
             Ok(input) => self.enhance(relative, output, &input)?,
             Err(error) => {
@@ -351,8 +416,8 @@ impl<'a> Enhancing<'a> {
             output: path_text(output),
             scale: Some(config.scale),
             strength: Some(config.sampler.settings.strength),
-            start_timestep: self.start_timestep,
-            steps: Some(config.sampler.settings.steps),
+            start_timestep: self.plan.start,
+            steps: Some(self.plan.steps),
             scheduler: self.scheduler.clone(),
             tile: Some(self.tiling.tile),
             overlap: Some(self.tiling.overlap),
@@ -382,16 +447,45 @@ impl<'a> Enhancing<'a> {
         }
         let config = self.config;
         let seed = image_seed(self.run.run_seed, &input.sha256, 0);
-        let (result, tiles) = enhance_image(
-            &mut self.run.engine,
-            &config.sampler.settings,
-            &input.image,
-            config.scale,
-            self.tiling,
-            config.sampler.batch,
-            &seed,
-        )?;
-        let output_sha256 = (self.run.engine.timer).time(Stage::ImageIo, |_| {
+        let (tiling, batch) = (self.tiling, config.sampler.batch);
+        let settings = &config.sampler.settings;
+        let enhanced = match &mut self.run.model {
+            DatasetSampler::StableDiffusion(engine) => Ok(enhance_image(
+                engine,
+                settings,
+                &input.image,
+                config.scale,
+                tiling,
+                batch,
+                &seed,
+            )?),
+            DatasetSampler::Denoiser { model, timer, .. } => {
+                // The whole image (upsampling, noise and fusion too) counts as the denoiser's
+                // stage, inside ONNX Runtime, as augment counts a denoiser's samples.
+                let (strength, image) = (settings.strength, &input.image);
+                let enhanced = timer.time(Stage::Unet, |timer| {
+                    timer.runtime_call(Stage::Unet, || {
+                        enhance_denoised(model, strength, image, config.scale, tiling, batch, &seed)
+                    })
+                })?;
+                if let Ok((_, tiles)) = &enhanced {
+                    timer.count_tiles(*tiles);
+                }
+                enhanced
+            }
+        };
+        let (result, tiles) = match enhanced {
+            Ok(enhanced) => enhanced,
+            Err(reason) => {
+                return self.log_unfinished(
+                    relative,
+                    OutputStatus::Error,
+                    reason,
+                    row.source_sha256,
+                )
+            }
+        };
+        let output_sha256 = (self.run.model.timer()).time(Stage::ImageIo, |_| {
             imageio::write_png_below(&result, &config.dataset.output, output)
         });
         let row = EnhanceRow {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod augment;
 pub mod calibrate;
 pub mod dataset_run;
+pub mod dataset_sampler;
 pub mod doctor;
 pub mod enhance;
 pub mod exit;

@@ -47,12 +47,7 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     if is_denoiser_folder(&config.model) {
         return super::sample_denoiser::run(config);
     }
-    if let Some((name, _)) = config.constants.first() {
-        bail!(
-            "--set {name}: {} is a Stable Diffusion folder; --set sets constant inputs of a denoiser model (a folder with a model.toml)",
-            config.model.display()
-        );
-    }
+    super::sample_denoiser::refuse_constants(&config.constants, &config.model)?;
     let (seed, from_file) = match config.seed.given()? {
         Some(given) => (given.value, given.from_file),
         None => (crate::diffusion::noise::random_run_seed(), false),

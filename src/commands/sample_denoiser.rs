@@ -2,6 +2,7 @@
 //! in, Boomerang at the spec's sigma range, 16-bit grayscale PNGs out, `OUT/<stem>_<k>.png` as for
 //! Stable Diffusion, sample k of an image seeded by sha256(run seed, file content, k) as there.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -15,19 +16,7 @@ use crate::diffusion::noise::{image_seed, random_run_seed};
 use crate::io::imageio;
 
 pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
-    if !config.sd_only_options.is_empty() {
-        bail!(
-            "{} appl{} to Stable Diffusion models only: {} is a denoiser model, its sampler is set by its model.toml (use --set for its constant inputs)",
-            config.sd_only_options.join(", "),
-            if config.sd_only_options.len() == 1 { "ies" } else { "y" },
-            config.model.display()
-        );
-    }
-    let mut spec = DenoiserSpec::load(&config.model)?;
-    for (name, value) in &config.constants {
-        spec.set_constant(name, *value)
-            .map_err(anyhow::Error::msg)?;
-    }
+    let spec = load_spec(&config.model, &config.sd_only_options, &config.constants)?;
     let (seed, from_file) = match config.seed.given()? {
         Some(given) => (given.value, given.from_file),
         None => (random_run_seed(), false),
@@ -39,7 +28,8 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let runtime = config.runtime.init()?;
     let mut model = DenoiserModel::open_spec(spec, runtime, &config.runtime.session)?;
-    print_plan(config, &model.spec);
+    println!("{}", model_line(&config.model, &model.spec));
+    println!("{}", strength_line(&model.spec, config.settings.strength));
     println!("seed {}", super::secret::shown(seed, from_file));
 
     // Every input is read and checked before anything is written.
@@ -82,9 +72,42 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The model, its constants and the sigma the strength gives (as the SD path prints its start
-/// timestep).
-fn print_plan(config: &SampleConfig, spec: &DenoiserSpec) {
+/// The denoiser's spec at `model`, refusing the Stable Diffusion options given with it
+/// (`sd_only_options`) and applying `--set` (`constants`).
+pub(super) fn load_spec(
+    model: &Path,
+    sd_only_options: &[&str],
+    constants: &[(String, f32)],
+) -> anyhow::Result<DenoiserSpec> {
+    if !sd_only_options.is_empty() {
+        bail!(
+            "{} appl{} to Stable Diffusion models only: {} is a denoiser model, its sampler is set by its model.toml (use --set for its constant inputs)",
+            sd_only_options.join(", "),
+            if sd_only_options.len() == 1 { "ies" } else { "y" },
+            model.display()
+        );
+    }
+    let mut spec = DenoiserSpec::load(model)?;
+    for (name, value) in constants {
+        spec.set_constant(name, *value)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(spec)
+}
+
+/// Refuses `--set` for a Stable Diffusion folder, which has no constant inputs.
+pub(super) fn refuse_constants(constants: &[(String, f32)], model: &Path) -> anyhow::Result<()> {
+    if let Some((name, _)) = constants.first() {
+        bail!(
+            "--set {name}: {} is a Stable Diffusion folder; --set sets constant inputs of a denoiser model (a folder with a model.toml)",
+            model.display()
+        );
+    }
+    Ok(())
+}
+
+/// The model and its constants, for the plan a command prints.
+pub(super) fn model_line(model: &Path, spec: &DenoiserSpec) -> String {
     let constants: Vec<String> = spec
         .inputs
         .iter()
@@ -93,9 +116,9 @@ fn print_plan(config: &SampleConfig, spec: &DenoiserSpec) {
             _ => None,
         })
         .collect();
-    println!(
+    format!(
         "model {} (pixel-space denoiser `{}`, graph sha256 {}), working size {}x{}, {} channel{}{}",
-        config.model.display(),
+        model.display(),
         spec.name,
         spec.sha256,
         spec.size,
@@ -107,17 +130,21 @@ fn print_plan(config: &SampleConfig, spec: &DenoiserSpec) {
         } else {
             format!(", constants {}", constants.join(", "))
         }
-    );
-    let strength = config.settings.strength;
+    )
+}
+
+/// The sigma `strength` gives and the model calls from there (as the SD path prints its start
+/// timestep).
+pub(super) fn strength_line(spec: &DenoiserSpec, strength: f64) -> String {
     let plan = SamplePlan::new(spec, strength);
     match (plan.start_sigma, spec.sampler) {
         (None, _) => {
-            println!("strength {strength}: no noise added (start sigma none), output is the source")
+            format!("strength {strength}: no noise added (start sigma none), output is the source")
         }
         (Some(sigma), SamplerKind::Consistency) => {
-            println!("strength {strength}: start sigma {sigma:.6}, 1 consistency call")
+            format!("strength {strength}: start sigma {sigma:.6}, 1 consistency call")
         }
-        (Some(sigma), SamplerKind::Euler { steps }) => println!(
+        (Some(sigma), SamplerKind::Euler { steps }) => format!(
             "strength {strength}: start sigma {sigma:.6}, {steps} Euler steps down to sigma {}",
             spec.sigma.min
         ),

@@ -10,6 +10,7 @@ use ort::value::{TensorElementType, TensorRef};
 
 use super::sampler::{self, Denoise, SamplePlan};
 use super::spec::{DenoiserSpec, InputRole, Prediction, SpecError};
+use super::tiled;
 use crate::diffusion::noise::{GaussianRng, NoiseSource, Stream};
 use crate::io::hashing::sha256_file_remembered;
 use crate::io::runtime::{Runtime, RuntimeError, SessionOptions};
@@ -162,6 +163,54 @@ impl DenoiserModel {
             );
         }
         self.boomerang(sources, noise.view(), strength)
+    }
+
+    /// Boomerang on one `[1, C, H, W]` field of any size (`enhance`): padded to at least the
+    /// model's size by repeating its edge, noised over the whole padded field from `seed`'s
+    /// start-noise stream (as [`DenoiserModel::sample`] draws it, so a field of exactly the
+    /// model's size gets the same result), denoised on tiles of the model's size overlapping by
+    /// at least `overlap` and fused at every call, `batch` tiles per graph call, then cut back.
+    /// Returns the result and the number of tiles.
+    pub fn sample_field(
+        &mut self,
+        field: ArrayView4<f32>,
+        seed: &[u8; 32],
+        strength: f64,
+        overlap: usize,
+        batch: usize,
+    ) -> Result<(Array4<f32>, usize), DenoiserError> {
+        let (rows, channels, height, width) = field.dim();
+        if rows != 1 || channels != self.spec.channels || height == 0 || width == 0 {
+            return Err(DenoiserError::Input(format!(
+                "a field of shape {:?}; {} works on [1, {}, H, W]",
+                field.shape(),
+                self.spec.path.display(),
+                self.spec.channels
+            )));
+        }
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(DenoiserError::Input(format!(
+                "strength {strength} is outside 0..=1"
+            )));
+        }
+        let tile = self.spec.size;
+        let padded = tiled::pad_to(field, tile);
+        let shape = padded.raw_dim();
+        let drawn = GaussianRng::new(*seed, Stream::StartNoise).randn(padded.shape());
+        let noise = drawn
+            .into_shape_with_order(shape)
+            .map_err(|e| DenoiserError::Input(format!("noise of the wrong shape: {e}")))?;
+        let plan = SamplePlan::new(&self.spec, strength);
+        let (result, tiles) = tiled::boomerang_tiled(
+            self,
+            &plan,
+            padded.view(),
+            noise.view(),
+            tile,
+            overlap,
+            batch,
+        )?;
+        Ok((tiled::crop(result.view(), height, width), tiles))
     }
 
     fn check_batch(&self, sources: ArrayView4<f32>) -> Result<(), DenoiserError> {
