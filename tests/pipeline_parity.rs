@@ -14,7 +14,7 @@ use boomerang::diffusion::scheduler::{self, SchedulerConfig, SchedulerKind};
 use boomerang::diffusion::timing::StageTimer;
 use boomerang::diffusion::tokenizer::ClipTokenizer;
 use boomerang::io::runtime::{self, SessionOptions};
-use ndarray::{s, Array2, Array3, Array4, ArrayD};
+use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis};
 use ndarray_npy::read_npy;
 use serde::Deserialize;
 
@@ -48,8 +48,10 @@ struct Case {
     latent_timestep: Option<f64>,
     noise_calls: Vec<NoiseCall>,
     model: String,
-    /// The init image, shared by all cases of one batch size, relative to the fixture root.
+    /// The init image, shared by all cases, relative to the fixture root.
     image_file: String,
+    /// 2: the init image and its left-right mirror.
+    batch: usize,
 }
 
 #[derive(Deserialize)]
@@ -217,7 +219,14 @@ fn boomerang_matches_diffusers_img2img() {
             "{name}: start timestep"
         );
 
-        let image: Array4<f32> = read_npy(fixtures.join(&case.image_file)).unwrap();
+        let first: Array4<f32> = read_npy(fixtures.join(&case.image_file)).unwrap();
+        let image = match case.batch {
+            1 => first,
+            // Stored once (tools/make_parity_fixtures.py): the second image is the first mirrored.
+            2 => ndarray::concatenate(Axis(0), &[first.view(), first.slice(s![.., .., .., ..;-1])])
+                .unwrap(),
+            other => panic!("{name}: batch {other} has no init image"),
+        };
         let conditioning = Conditioning {
             cond,
             uncond,

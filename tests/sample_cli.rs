@@ -83,6 +83,25 @@ fn samples_are_distinct_and_reruns_are_byte_identical() {
 }
 
 #[test]
+fn euler_discrete_runs_from_the_command_line_and_differs_from_euler_ancestral() {
+    let temp = tempfile::tempdir().unwrap();
+    let euler = temp.path().join("euler");
+    let stdout = sample(&euler, &["--scheduler", "euler"]);
+    // EulerDiscreteScheduler's own default spacing is linspace (the tiny model's PNDM file sets
+    // none): 999, 888, ..., 0; strength 0.5 starts at index 5.
+    assert!(
+        stdout.contains("10 euler steps: 5 denoising steps from start timestep 444"),
+        "{stdout}"
+    );
+    let ancestral = temp.path().join("ancestral");
+    sample(&ancestral, &["--scheduler", "euler-ancestral"]);
+    assert_ne!(read_samples(&euler), read_samples(&ancestral));
+    let again = temp.path().join("again");
+    sample(&again, &["--scheduler", "euler", "--batch", "3"]);
+    assert_eq!(read_samples(&euler), read_samples(&again));
+}
+
+#[test]
 fn another_seed_gives_other_samples() {
     let temp = tempfile::tempdir().unwrap();
     sample(&temp.path().join("a"), &[]);

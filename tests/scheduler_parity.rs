@@ -319,7 +319,8 @@ fn sd15_config_is_the_default_and_loads_into_every_kind() {
         assert_eq!(r.steps_offset, 1);
         assert_eq!(r.prediction_type, PredictionType::Epsilon);
         assert!(!r.clip_sample, "{k}");
-        let expected_spacing = if k == SchedulerKind::EulerAncestral {
+        let expected_spacing = if matches!(k, SchedulerKind::Euler | SchedulerKind::EulerAncestral)
+        {
             TimestepSpacing::Linspace
         } else {
             TimestepSpacing::Leading
@@ -374,7 +375,11 @@ fn scheduler_names_round_trip_and_unknown_ones_are_listed() {
         "euler-ancestral".parse::<SchedulerKind>().unwrap(),
         SchedulerKind::EulerAncestral
     );
-    let err = "euler".parse::<SchedulerKind>().unwrap_err().to_string();
+    assert_eq!(
+        "euler".parse::<SchedulerKind>().unwrap(),
+        SchedulerKind::Euler
+    );
+    let err = "lms".parse::<SchedulerKind>().unwrap_err().to_string();
     assert!(
         err.contains("euler-ancestral") && err.contains("pndm"),
         "{err}"
@@ -386,6 +391,7 @@ fn scheduler_names_round_trip_and_unknown_ones_are_listed() {
         "LMSDiscreteScheduler",
         "DDIMScheduler",
         "DDPMScheduler",
+        "EulerDiscreteScheduler",
         "EulerAncestralDiscreteScheduler",
         "PNDMScheduler",
         "LCMScheduler",
@@ -424,7 +430,43 @@ fn unsupported_options_are_refused_not_ignored() {
     let large_log = parse(r#"{"variance_type": "fixed_large_log"}"#).unwrap();
     assert!(large_log.resolve(SchedulerKind::Ddpm).is_err());
 
+    // EulerDiscreteScheduler's sigma options beyond its defaults; other kinds ignore the keys.
+    for (json, key) in [
+        (r#"{"use_karras_sigmas": true}"#, "use_karras_sigmas"),
+        (
+            r#"{"use_exponential_sigmas": true}"#,
+            "use_exponential_sigmas",
+        ),
+        (r#"{"use_beta_sigmas": true}"#, "use_beta_sigmas"),
+        (
+            r#"{"interpolation_type": "log_linear"}"#,
+            "interpolation_type",
+        ),
+        (r#"{"final_sigmas_type": "sigma_min"}"#, "final_sigmas_type"),
+        (
+            r#"{"timestep_type": "continuous", "prediction_type": "v_prediction"}"#,
+            "timestep_type",
+        ),
+    ] {
+        let config = parse(json).unwrap();
+        let err = config
+            .resolve(SchedulerKind::Euler)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{json}: {err}");
+        assert!(
+            config.resolve(SchedulerKind::EulerAncestral).is_ok(),
+            "{json}"
+        );
+    }
+    let defaults = parse(
+        r#"{"use_karras_sigmas": false, "interpolation_type": "linear", "timestep_type": "discrete", "final_sigmas_type": "zero", "use_beta_sigmas": null}"#,
+    )
+    .unwrap();
+    assert!(defaults.resolve(SchedulerKind::Euler).is_ok());
+
     let sample = parse(r#"{"prediction_type": "sample"}"#).unwrap();
+    assert!(sample.resolve(SchedulerKind::Euler).is_ok());
     assert!(sample.resolve(SchedulerKind::EulerAncestral).is_err());
     assert!(sample.resolve(SchedulerKind::Pndm).is_err());
     assert!(sample.resolve(SchedulerKind::Ddpm).is_ok());

@@ -35,6 +35,7 @@ from diffusers import (  # noqa: E402
     DDIMScheduler,
     DDPMScheduler,
     EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
     LCMScheduler,
     PNDMScheduler,
 )
@@ -42,6 +43,7 @@ from diffusers.schedulers import (  # noqa: E402
     scheduling_ddim,
     scheduling_ddpm,
     scheduling_euler_ancestral_discrete,
+    scheduling_euler_discrete,
     scheduling_lcm,
 )
 
@@ -53,11 +55,12 @@ CLASSES = {
     "ddim": DDIMScheduler,
     "ddpm": DDPMScheduler,
     "euler-ancestral": EulerAncestralDiscreteScheduler,
+    "euler": EulerDiscreteScheduler,
     "pndm": PNDMScheduler,
     "lcm": LCMScheduler,
 }
-# The kinds whose cases came first: LCM's are appended after theirs so that their seeds, and so
-# their fixture bytes, stay as they were.
+# The kinds whose cases came first: LCM's and then Euler's are appended after theirs so that their
+# seeds, and so their fixture bytes, stay as they were.
 FIRST_KINDS = ["ddim", "ddpm", "euler-ancestral", "pndm"]
 SHAPE = (2, 4, 4, 4)
 SD15 = {
@@ -119,7 +122,8 @@ class Recorder:
 
 
 RECORDER = Recorder()
-for module in (scheduling_ddim, scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_lcm):
+for module in (scheduling_ddim, scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_euler_discrete,
+               scheduling_lcm):
     module.randn_tensor = RECORDER
 
 
@@ -224,8 +228,10 @@ def timestep_cases():
 def oracle(sched, kind, latents, original, t):
     """The model output that predicts `original` exactly from `latents` at `t`."""
     pred = sched.config.prediction_type
-    if kind == "euler-ancestral":
+    if kind in ("euler", "euler-ancestral"):
         sigma = sched.sigmas[sched.step_index]
+        if pred == "sample":
+            return original.clone()
         if pred == "epsilon":
             return (latents - original) / sigma
         return (latents / (sigma**2 + 1) - original) * (sigma**2 + 1) ** 0.5 / sigma
@@ -398,6 +404,27 @@ def trajectory_cases(tensors):
     special("lcm/class-defaults", "lcm", {"_class_name": "LCMScheduler"}, 2, 0.5, use_oracle=True)
     special("lcm/trained-betas", "lcm", dict(trained, original_inference_steps=25), 4, 0.8, use_oracle=True)
     special("sd15-config/lcm", "lcm", dict(SD15), 4, 0.6, use_oracle=True)
+
+    # EulerDiscreteScheduler (SDXL base ships it): its defaults only (linear interpolation, the
+    # model's own sigmas), the SDXL base file, each prediction type and spacing.
+    sdxl_base = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                 "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear",
+                 "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.0,
+                 "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+                 "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
+    # (Few steps each: the tracked tree is at its size budget.)
+    special("euler/sdxl-base/n10/s0.5", "euler", sdxl_base, 10, 0.5, use_oracle=True)
+    special("euler/sdxl-base/n5/s0.8/random", "euler", sdxl_base, 5, 0.8)
+    special("euler/linspace/v_prediction/n4/s1.0", "euler",
+            dict(sdxl_base, timestep_spacing="linspace", prediction_type="v_prediction", steps_offset=0), 4, 1.0,
+            use_oracle=True)
+    special("euler/trailing/n4/s1.0", "euler", dict(sdxl_base, timestep_spacing="trailing"), 4, 1.0, use_oracle=True)
+    special("euler/sample/n5/s0.6", "euler", dict(sdxl_base, prediction_type="sample"), 5, 0.6, use_oracle=True)
+    special("euler/zero-snr/n4/s0.75", "euler", dict(zsnr, _class_name="EulerDiscreteScheduler"), 4, 0.75,
+            use_oracle=True)
+    special("euler/trained-betas/n4/s0.8", "euler", trained, 4, 0.8)
+    special("euler/class-defaults/n4/s0.5", "euler", {"_class_name": "EulerDiscreteScheduler"}, 4, 0.5,
+            use_oracle=True)
     return cases
 
 

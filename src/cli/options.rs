@@ -332,7 +332,7 @@ pub struct BoomerangArgs {
     /// of them, spread below strength x 1000) [default: 50]
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
-    /// ddim, ddpm, euler-ancestral, pndm or lcm (default: the model's scheduler_config.json)
+    /// ddim, ddpm, euler, euler-ancestral, pndm or lcm (default: the model's scheduler_config.json)
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<SchedulerKind>,
     /// DDIM's eta, 0..=1: 0 is deterministic after the start noise, 1 is DDPM-like

@@ -123,7 +123,7 @@ fn list_problems(path: &Path, problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// `ddim, ddpm, euler-ancestral, pndm, lcm`: the `--scheduler` names a level may use.
+/// `ddim, ddpm, euler, euler-ancestral, pndm, lcm`: the `--scheduler` names a level may use.
 fn scheduler_names() -> String {
     SchedulerKind::ALL.map(SchedulerKind::cli_name).join(", ")
 }

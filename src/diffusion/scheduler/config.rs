@@ -19,25 +19,28 @@ use super::SchedulerError;
 pub enum SchedulerKind {
     Ddim,
     Ddpm,
+    Euler,
     EulerAncestral,
     Pndm,
     Lcm,
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 5] = [
+    pub const ALL: [SchedulerKind; 6] = [
         SchedulerKind::Ddim,
         SchedulerKind::Ddpm,
+        SchedulerKind::Euler,
         SchedulerKind::EulerAncestral,
         SchedulerKind::Pndm,
         SchedulerKind::Lcm,
     ];
 
-    /// The command-line name: `ddim`, `ddpm`, `euler-ancestral`, `pndm` or `lcm`.
+    /// The command-line name: `ddim`, `ddpm`, `euler`, `euler-ancestral`, `pndm` or `lcm`.
     pub fn cli_name(self) -> &'static str {
         match self {
             SchedulerKind::Ddim => "ddim",
             SchedulerKind::Ddpm => "ddpm",
+            SchedulerKind::Euler => "euler",
             SchedulerKind::EulerAncestral => "euler-ancestral",
             SchedulerKind::Pndm => "pndm",
             SchedulerKind::Lcm => "lcm",
@@ -49,6 +52,7 @@ impl SchedulerKind {
         match self {
             SchedulerKind::Ddim => "DDIMScheduler",
             SchedulerKind::Ddpm => "DDPMScheduler",
+            SchedulerKind::Euler => "EulerDiscreteScheduler",
             SchedulerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
             SchedulerKind::Pndm => "PNDMScheduler",
             SchedulerKind::Lcm => "LCMScheduler",
@@ -179,6 +183,15 @@ pub struct SchedulerConfig {
     /// Signed so that a negative value gets a clear error instead of a parse failure.
     pub original_inference_steps: Option<i64>,
     pub timestep_scaling: Option<f64>,
+    /// `EulerDiscreteScheduler`'s sigma options; only their defaults (`linear`, no Karras,
+    /// exponential or beta sigmas, `discrete`, `zero`) are implemented. `null` is their default
+    /// too, as diffusers' `None` is falsy.
+    pub interpolation_type: Option<String>,
+    pub use_karras_sigmas: Option<bool>,
+    pub use_exponential_sigmas: Option<bool>,
+    pub use_beta_sigmas: Option<bool>,
+    pub timestep_type: Option<String>,
+    pub final_sigmas_type: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -203,6 +216,12 @@ impl Default for SchedulerConfig {
             skip_prk_steps: Some(true),
             original_inference_steps: None,
             timestep_scaling: None,
+            interpolation_type: None,
+            use_karras_sigmas: None,
+            use_exponential_sigmas: None,
+            use_beta_sigmas: None,
+            timestep_type: None,
+            final_sigmas_type: None,
         }
     }
 }
@@ -319,6 +338,9 @@ impl SchedulerConfig {
                 why: "diffusers implements it only for DDIM, DDPM and LCM; pick one of those",
             });
         }
+        if kind == Euler {
+            self.check_euler_sigma_options(prediction_type)?;
+        }
         if reads_clip && self.thresholding == Some(true) {
             return Err(SchedulerError::Unsupported {
                 kind,
@@ -399,16 +421,18 @@ impl SchedulerConfig {
             beta_schedule: self.beta_schedule.unwrap_or(beta_schedule),
             trained_betas: self.trained_betas.clone(),
             prediction_type,
-            timestep_spacing: self.timestep_spacing.unwrap_or(if kind == EulerAncestral {
-                TimestepSpacing::Linspace
-            } else {
-                TimestepSpacing::Leading
-            }),
+            timestep_spacing: self.timestep_spacing.unwrap_or(
+                if matches!(kind, Euler | EulerAncestral) {
+                    TimestepSpacing::Linspace
+                } else {
+                    TimestepSpacing::Leading
+                },
+            ),
             steps_offset,
             set_alpha_to_one: match kind {
                 Ddim | Lcm => self.set_alpha_to_one.unwrap_or(true),
                 Pndm => self.set_alpha_to_one.unwrap_or(false),
-                Ddpm | EulerAncestral => false,
+                Ddpm | Euler | EulerAncestral => false,
             },
             clip_sample: reads_clip && self.clip_sample.unwrap_or(kind != Lcm),
             clip_sample_range,
@@ -418,6 +442,57 @@ impl SchedulerConfig {
             original_inference_steps,
             timestep_scaling,
         })
+    }
+}
+
+impl SchedulerConfig {
+    /// `EulerDiscreteScheduler` options other than their defaults change the sigmas or the
+    /// timesteps in ways boomerang does not reproduce: refused rather than ignored.
+    fn check_euler_sigma_options(&self, prediction: PredictionType) -> Result<(), SchedulerError> {
+        let unsupported = |key: &'static str, value: &str, why: &'static str| {
+            Err(SchedulerError::Unsupported {
+                kind: SchedulerKind::Euler,
+                key,
+                value: value.to_owned(),
+                why,
+            })
+        };
+        if let Some(value) = self
+            .interpolation_type
+            .as_deref()
+            .filter(|v| *v != "linear")
+        {
+            return unsupported(
+                "interpolation_type",
+                value,
+                "only `linear` is implemented; use `linear` or another scheduler",
+            );
+        }
+        for (key, set) in [
+            ("use_karras_sigmas", self.use_karras_sigmas),
+            ("use_exponential_sigmas", self.use_exponential_sigmas),
+            ("use_beta_sigmas", self.use_beta_sigmas),
+        ] {
+            if set == Some(true) {
+                return unsupported(
+                    key,
+                    "true",
+                    "only the model's own sigmas are implemented; set it to false or pick another scheduler",
+                );
+            }
+        }
+        if let Some(value) = self.final_sigmas_type.as_deref().filter(|v| *v != "zero") {
+            return unsupported("final_sigmas_type", value, "only `zero` is implemented");
+        }
+        let continuous = self.timestep_type.as_deref() == Some("continuous");
+        if continuous && prediction == PredictionType::VPrediction {
+            return unsupported(
+                "timestep_type",
+                "continuous",
+                "continuous (log-sigma) timesteps with v_prediction are not implemented",
+            );
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ mod betas;
 mod config;
 mod ddim;
 mod ddpm;
-mod euler_ancestral;
+mod euler;
 mod lcm;
 mod pndm;
 mod spacing;
@@ -252,9 +252,15 @@ pub fn build_img2img(
     Ok(match kind {
         SchedulerKind::Ddim => Box::new(ddim::Ddim::new(&config, num_inference_steps, eta)?),
         SchedulerKind::Ddpm => Box::new(ddpm::Ddpm::new(&config, num_inference_steps)?),
-        SchedulerKind::EulerAncestral => Box::new(euler_ancestral::EulerAncestral::new(
+        SchedulerKind::Euler => Box::new(euler::Euler::new(
             &config,
             num_inference_steps,
+            euler::EulerVariant::Discrete,
+        )),
+        SchedulerKind::EulerAncestral => Box::new(euler::Euler::new(
+            &config,
+            num_inference_steps,
+            euler::EulerVariant::Ancestral,
         )),
         SchedulerKind::Pndm => Box::new(pndm::Pndm::new(&config, num_inference_steps)?),
         SchedulerKind::Lcm => Box::new(lcm::Lcm::new(&config, num_inference_steps, strength)?),

@@ -1,5 +1,9 @@
-//! diffusers' `EulerAncestralDiscreteScheduler` (Karras et al. 2022 / k-diffusion's
-//! `sample_euler_ancestral`): Euler steps in sigma space with ancestral noise.
+//! diffusers' `EulerDiscreteScheduler` and `EulerAncestralDiscreteScheduler` (Karras et al. 2022 /
+//! k-diffusion's `sample_euler` and `sample_euler_ancestral`): Euler steps in sigma space, the
+//! ancestral one stepping down to `sigma_down` and adding fresh noise of `sigma_up`. They share
+//! the sigma schedule; `EulerDiscreteScheduler`'s other sigma options are refused when its config
+//! is resolved, and its `s_churn` (a step argument the img2img pipelines leave at 0) is not
+//! offered.
 
 use ndarray::{ArrayD, ArrayViewD, Zip};
 
@@ -7,7 +11,17 @@ use super::config::{PredictionType, ResolvedConfig, TimestepSpacing};
 use super::{add_scaled_noise, alphas_cumprod, spacing, Schedule, Scheduler, StepInput};
 use crate::diffusion::noise::NoiseSource;
 
-pub struct EulerAncestral {
+/// Which of the two Euler schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EulerVariant {
+    /// `EulerDiscreteScheduler`: deterministic steps.
+    Discrete,
+    /// `EulerAncestralDiscreteScheduler`.
+    Ancestral,
+}
+
+pub struct Euler {
+    variant: EulerVariant,
     /// With `rescale_betas_zero_snr`, the last entry of `alphas_cumprod` is 2^-24 as in
     /// diffusers.
     schedule: Schedule,
@@ -19,8 +33,8 @@ pub struct EulerAncestral {
     begin_index: Option<usize>,
 }
 
-impl EulerAncestral {
-    pub fn new(config: &ResolvedConfig, steps: usize) -> Self {
+impl Euler {
+    pub fn new(config: &ResolvedConfig, steps: usize, variant: EulerVariant) -> Self {
         let mut alphas_cumprod = alphas_cumprod(config);
         if config.rescale_betas_zero_snr {
             // diffusers keeps the last sigma finite instead of infinite.
@@ -50,6 +64,7 @@ impl EulerAncestral {
             TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         };
         Self {
+            variant,
             schedule: Schedule {
                 timesteps: timesteps.into_iter().map(f64::from).collect(),
                 alphas_cumprod,
@@ -68,7 +83,7 @@ impl EulerAncestral {
     fn index_for_timestep(&self, t: f64) -> usize {
         match self.schedule.timesteps.iter().position(|&s| s == t) {
             Some(i) => i,
-            None => panic!("timestep {t} is not in this Euler ancestral schedule"),
+            None => panic!("timestep {t} is not in this Euler schedule"),
         }
     }
 
@@ -83,7 +98,7 @@ impl EulerAncestral {
     }
 }
 
-impl Scheduler for EulerAncestral {
+impl Scheduler for Euler {
     fn schedule(&self) -> &Schedule {
         &self.schedule
     }
@@ -127,22 +142,31 @@ impl Scheduler for EulerAncestral {
                     .and(&sample)
                     .map_collect(|&v, &x| v * c_out + x / c_in)
             }
-            // resolve() rejects `sample` for this kind, so anything else is epsilon.
-            PredictionType::Epsilon | PredictionType::Sample => Zip::from(&sample)
+            // resolve() rejects `sample` for the ancestral kind.
+            PredictionType::Sample => model_output.to_owned(),
+            PredictionType::Epsilon => Zip::from(&sample)
                 .and(&model_output)
                 .map_collect(|&x, &e| x - sigma * e),
         };
-        let sigma_from = sigma;
         let sigma_to = self.sigmas[index + 1];
-        let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
-            / (sigma_from * sigma_from))
-            .sqrt();
-        let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).sqrt();
+        let (sigma_down, sigma_up) = match self.variant {
+            EulerVariant::Discrete => (sigma_to, 0.0),
+            EulerVariant::Ancestral => {
+                let sigma_from = sigma;
+                let sigma_up =
+                    (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
+                        / (sigma_from * sigma_from))
+                        .sqrt();
+                ((sigma_to * sigma_to - sigma_up * sigma_up).sqrt(), sigma_up)
+            }
+        };
         let dt = sigma_down - sigma;
         let mut prev = Zip::from(&sample)
             .and(&pred_original)
             .map_collect(|&x, &x0| x + (x - x0) / sigma * dt);
-        add_scaled_noise(&mut prev, noise, sigma_up);
+        if self.variant == EulerVariant::Ancestral {
+            add_scaled_noise(&mut prev, noise, sigma_up);
+        }
         self.step_index = Some(index + 1);
         prev
     }
