@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::diffusion::model_manifest::{ModelManifest, PROVENANCE_FILE};
 use crate::io::data_dir::{data_dir, DATA_DIR_ENV};
 use crate::io::hub::{self, Event, Hub, HubConfig, Snapshot};
+use crate::io::install;
 use crate::records::report::rfc3339_utc;
 
 /// Validated `model pull` arguments.
@@ -116,7 +117,7 @@ pub fn pull(config: &PullConfig) -> anyhow::Result<()> {
         endpoint: hub_config.endpoint.clone(),
         pulled: rfc3339_utc(SystemTime::now()),
     };
-    let manifest = install(&files, &provenance, &models, &name)?;
+    let manifest = install(&files, &provenance, &data, &name)?;
     println!(
         "installed {} at commit {} as {} (model hash {})",
         config.repo,
@@ -228,11 +229,19 @@ fn fetch_all(hub: &Hub, snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Path
 fn install(
     files: &[(String, PathBuf)],
     provenance: &Provenance,
-    models: &Path,
+    data: &Path,
     name: &str,
 ) -> anyhow::Result<ModelManifest> {
+    let models = &data.join("models");
+    let (_lock, removed) = install::lock_data_folder(data)?;
+    for left_over in removed {
+        println!(
+            "removed {} (left by an interrupted setup or pull)",
+            left_over.display()
+        );
+    }
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.pull-"))
+        .prefix(&install::pull_staging_prefix(name))
         .tempdir_in(models)
         .with_context(|| format!("creating a staging folder in {}", models.display()))?;
     // tempfile makes it 0700; a model folder is no secret, and shared installs read it.

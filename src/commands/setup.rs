@@ -51,11 +51,16 @@ pub fn run(config: &SetupConfig, files: &'static [BundledFile]) -> anyhow::Resul
     };
     // A binary built from a modified checkout must not install what it was not released with.
     install::check_pins(files)?;
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("creating the data folder {}", data.display()))?;
+    let (_lock, removed) = install::lock_data_folder(&data)?;
     println!("data folder: {}", data.display());
+    for left_over in removed {
+        println!(
+            "removed {} (left by an interrupted setup or pull)",
+            left_over.display()
+        );
+    }
     let staging = tempfile::Builder::new()
-        .prefix(".boomerang-setup-")
+        .prefix(install::SETUP_STAGING_PREFIX)
         .tempdir_in(&data)
         .with_context(|| format!("creating a staging folder in {}", data.display()))?;
 

@@ -51,6 +51,8 @@ pub enum InstallError {
         found: String,
         expected: String,
     },
+    #[error("another `boomerang setup` or `boomerang model pull` is installing into {0} (it holds {LOCK_FILE} there): wait for it to finish, then run this again")]
+    Busy(PathBuf),
     #[error("{path}: {action}")]
     Io {
         path: PathBuf,
@@ -66,6 +68,71 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) ->
         action,
         source,
     }
+}
+
+/// The file `setup` and `model pull` lock while they install into the data folder; the lock goes
+/// with the process, so a killed run leaves none behind.
+pub const LOCK_FILE: &str = ".boomerang.lock";
+/// `setup`'s staging folder in the data folder: `.boomerang-setup-XXXXXX`.
+pub const SETUP_STAGING_PREFIX: &str = ".boomerang-setup-";
+
+/// `model pull`'s staging folder for model `name` in the models folder.
+pub fn pull_staging_prefix(name: &str) -> String {
+    format!(".{name}.pull-")
+}
+
+/// Held while installing into the data folder (an exclusive `flock` on [`LOCK_FILE`]).
+#[derive(Debug)]
+pub struct DataFolderLock {
+    _file: std::fs::File,
+}
+
+/// Locks `data` against other setups and pulls, refusing at once when one is running, and then
+/// removes the staging folders a killed one left (only a lock holder stages, so any there is
+/// left over); returns what it removed.
+pub fn lock_data_folder(data: &Path) -> Result<(DataFolderLock, Vec<PathBuf>), InstallError> {
+    std::fs::create_dir_all(data).map_err(io_error(data, "cannot create the data folder"))?;
+    let path = data.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path, "cannot open the lock file"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(InstallError::Busy(data.into())),
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(io_error(&path, "cannot lock")(source))
+        }
+    }
+    let mut removed = remove_staging(data, &|name| name.starts_with(SETUP_STAGING_PREFIX))?;
+    let models = data.join("models");
+    if models.is_dir() {
+        removed.extend(remove_staging(&models, &|name| {
+            name.starts_with('.') && name.contains(".pull-")
+        })?);
+    }
+    Ok((DataFolderLock { _file: file }, removed))
+}
+
+fn remove_staging(
+    folder: &Path,
+    is_staging: &dyn Fn(&str) -> bool,
+) -> Result<Vec<PathBuf>, InstallError> {
+    let mut removed = Vec::new();
+    let entries = std::fs::read_dir(folder).map_err(io_error(folder, "cannot list"))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(folder, "cannot list"))?;
+        let path = entry.path();
+        let staged_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if staged_dir && entry.file_name().to_str().is_some_and(is_staging) {
+            std::fs::remove_dir_all(&path)
+                .map_err(io_error(&path, "cannot remove a left-over staging folder"))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Checks every file's bytes against its pin before anything is written.
@@ -248,6 +315,33 @@ mod tests {
         let unet = file("models/tiny-sd/unet/model.onnx");
         assert_eq!(unet.folder(), "models/tiny-sd");
         assert_eq!(unet.relative(), "unet/model.onnx");
+    }
+
+    #[test]
+    fn one_installer_at_a_time_and_left_over_staging_is_removed() {
+        let temp = tempfile::tempdir().unwrap();
+        let data = temp.path().join("data");
+        let stale_setup = data.join(format!("{SETUP_STAGING_PREFIX}abc123"));
+        let stale_pull = data
+            .join("models")
+            .join(format!("{}xyz", pull_staging_prefix("sd15")));
+        let model = data.join("models/sd15");
+        let hidden = data.join("models/.cache");
+        for dir in [&stale_setup, &stale_pull, &model, &hidden] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let (lock, removed) = lock_data_folder(&data).unwrap();
+        assert_eq!(
+            removed.iter().collect::<BTreeSet<_>>(),
+            BTreeSet::from([&stale_setup, &stale_pull])
+        );
+        assert!(model.is_dir() && hidden.is_dir());
+        match lock_data_folder(&data) {
+            Err(InstallError::Busy(path)) => assert_eq!(path, data),
+            other => panic!("a second installer was let in: {other:?}"),
+        }
+        drop(lock);
+        assert!(lock_data_folder(&data).unwrap().1.is_empty());
     }
 
     #[test]
