@@ -4,8 +4,9 @@
 //! (the second encoder's penultimate layer alone), `text_embeds` (pooled; the negative prompt ""
 //! when none is given, since the refiner has `force_zeros_for_empty_prompt` false), the 5
 //! aesthetic-score `time_ids`, the iterated timesteps, every step's latents (max abs error
-//! <= 1e-4) and the decoded image; and `boomerang sample` on the tiny refiner from the command
-//! line. Uses tiny-sdxl-refiner, which tools/make_tiny_sdxl_refiner.py (run by tools/test) makes in
+//! <= 1e-4) and the decoded image; `boomerang sample` on the tiny refiner from the command line;
+//! and the refusal of a refiner whose `requires_aesthetics_score` or add-embedding width does not
+//! fit its UNet. Uses tiny-sdxl-refiner, which tools/make_tiny_sdxl_refiner.py (run by tools/test) makes in
 //! boomerang's cache. The fixtures keep the hidden states and the decoded image for the first
 //! case only (the tracked tree's size budget).
 
@@ -23,7 +24,7 @@ use ndarray_npy::read_npy;
 use predicates::prelude::*;
 use serde::Deserialize;
 
-use common::parity::{cache_model, max_abs_diff, model_files, Recorded};
+use common::parity::{cache_model, copy_dir, max_abs_diff, model_files, Recorded};
 use common::root;
 
 const LATENT_TOLERANCE: f32 = 1e-4;
@@ -256,4 +257,57 @@ fn sample_runs_the_sdxl_refiner_from_the_command_line() {
     for i in 0..2 {
         assert!(temp.path().join(format!("astronaut_{i}.png")).is_file());
     }
+}
+
+/// A copy of the tiny refiner with `file`'s `from` replaced by `to` (and no SHA256SUMS), and the
+/// stderr of `boomerang sample` on it, which must fail.
+fn refused_after_edit(file: &str, from: &str, to: &str) -> String {
+    let temp = tempfile::tempdir().unwrap();
+    let model = temp.path().join("refiner");
+    copy_dir(&refiner_model(), &model);
+    let path = model.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no {from}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    std::fs::remove_file(model.join("SHA256SUMS")).unwrap();
+    let output = Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["sample", "--steps", "2", "--model"])
+        .arg(&model)
+        .arg("-o")
+        .arg(temp.path().join("out"))
+        .arg(root().join("examples/astronaut.png"))
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn a_refiner_without_requires_aesthetics_score_is_refused() {
+    let stderr = refused_after_edit(
+        "model_index.json",
+        "\"requires_aesthetics_score\": true",
+        "\"requires_aesthetics_score\": false",
+    );
+    assert!(
+        stderr.contains("so time_ids has 6 entries, but the UNet's `time_ids` input")
+            && stderr.contains("takes 5: set requires_aesthetics_score to true"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_add_embedding_width_that_does_not_fit_the_time_ids_is_refused() {
+    let stderr = refused_after_edit(
+        "unet/config.json",
+        "\"projection_class_embeddings_input_dim\": 72",
+        "\"projection_class_embeddings_input_dim\": 80",
+    );
+    assert!(
+        stderr.contains("unet/config.json")
+            && stderr.contains("projection_class_embeddings_input_dim is 80, but 5 time ids of addition_time_embed_dim 8 and the 32-wide pooled text embedding make 72"),
+        "{stderr}"
+    );
 }
