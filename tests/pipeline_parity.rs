@@ -161,7 +161,8 @@ fn boomerang_matches_diffusers_img2img() {
                 &SessionOptions::default(),
             )
             .unwrap();
-            let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir).unwrap();
+            let (_, tokenizer_dir) = model.layout.text_encoder.as_ref().unwrap();
+            let tokenizer = ClipTokenizer::from_dir(tokenizer_dir).unwrap();
             let config = SchedulerConfig::from_file(&model.layout.scheduler_config).unwrap();
             (model, tokenizer, config)
         });

@@ -205,8 +205,10 @@ fn sample_runs_sdxl_from_the_command_line() {
     }
 }
 
+/// requires_aesthetics_score true (a refiner's 5 time ids) on a base UNet made for 6 is refused
+/// when the model opens, as diffusers' `_get_add_time_ids` refuses it.
 #[test]
-fn a_refiner_is_refused_with_a_clear_error() {
+fn aesthetic_time_ids_on_a_base_unet_are_refused() {
     let temp = tempfile::tempdir().unwrap();
     let model = temp.path().join("refiner");
     copy_dir(&sdxl_model(), &model);
@@ -227,7 +229,10 @@ fn a_refiner_is_refused_with_a_clear_error() {
         .assert()
         .failure()
         .stderr(predicate::str::contains(
-            "requires_aesthetics_score is true",
+            "requires_aesthetics_score is true (an SDXL refiner: original size, crop, aesthetic score), so time_ids has 5 entries, but the UNet's `time_ids` input",
+        ))
+        .stderr(predicate::str::contains(
+            "takes 6: set requires_aesthetics_score to false",
         ));
 }
 

@@ -9,8 +9,8 @@ use ndarray::{Array2, Array3, ArrayView4};
 use crate::diffusion::model::{ModelError, SdModel};
 use crate::diffusion::pipeline::{
     boomerang_encoded, encode_images, encode_text, encode_text_xl, encode_tiled,
-    guidance_scale_embedding, BatchOutput, Conditioning, EncodedRequest, Encoding, Layout,
-    PipelineError, SeededNoise, StartPlan, Tiles, XlConditioning,
+    guidance_scale_embedding, AestheticScores, BatchOutput, Conditioning, EncodedRequest, Encoding,
+    Layout, PipelineError, SeededNoise, StartPlan, Tiles, XlConditioning,
 };
 use crate::diffusion::scheduler::{
     self, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
@@ -104,7 +104,8 @@ impl SchedulerSetup {
 
 pub struct Engine {
     pub model: SdModel,
-    tokenizer: ClipTokenizer,
+    /// `None` for an SDXL refiner, which has `tokenizer_2` only.
+    tokenizer: Option<ClipTokenizer>,
     /// SDXL's second tokenizer (`tokenizer_2`).
     tokenizer_2: Option<ClipTokenizer>,
     pub schedulers: SchedulerSetup,
@@ -120,7 +121,10 @@ impl Engine {
         options: &SessionOptions,
     ) -> Result<Engine, EngineError> {
         let model = SdModel::load(model_dir, runtime, options)?;
-        let tokenizer = ClipTokenizer::from_dir(&model.layout.tokenizer_dir)?;
+        let tokenizer = match &model.layout.text_encoder {
+            Some((_, dir)) => Some(ClipTokenizer::from_dir(dir)?),
+            None => None,
+        };
         let tokenizer_2 = match &model.layout.text_encoder_2 {
             Some((_, dir)) => Some(ClipTokenizer::from_dir(dir)?),
             None => None,
@@ -143,15 +147,22 @@ impl Engine {
         if let Some(cached) = self.embeddings.get(prompt) {
             return Ok(cached.clone());
         }
-        let ids = self.tokenizer.encode(prompt);
-        let embedding = match &self.tokenizer_2 {
-            Some(tokenizer_2) => {
+        let ids = self.tokenizer.as_ref().map(|t| t.encode(prompt));
+        let embedding = match (&self.tokenizer_2, ids) {
+            (Some(tokenizer_2), ids) => {
                 let ids_2 = tokenizer_2.encode(prompt);
                 let (hidden, pooled) =
-                    encode_text_xl(&mut self.model, &ids, &ids_2, &mut self.timer)?;
+                    encode_text_xl(&mut self.model, ids.as_deref(), &ids_2, &mut self.timer)?;
                 (hidden, Some(pooled))
             }
-            None => (encode_text(&mut self.model, &ids, &mut self.timer)?, None),
+            (None, Some(ids)) => (encode_text(&mut self.model, &ids, &mut self.timer)?, None),
+            (None, None) => {
+                return Err(PipelineError::Input(format!(
+                    "{}: no tokenizer/ and no tokenizer_2/ to encode the prompt with",
+                    self.model.layout.root.display()
+                ))
+                .into())
+            }
         };
         self.embeddings
             .insert(prompt.to_string(), embedding.clone());
@@ -165,6 +176,12 @@ impl Engine {
             .xl
             .as_ref()
             .is_some_and(|xl| xl.force_zeros_for_empty_prompt);
+        let aesthetic_scores = self
+            .model
+            .xl
+            .as_ref()
+            .filter(|xl| xl.requires_aesthetics_score)
+            .map(|_| AestheticScores::default());
         let guidance_embedding = match self.model.guidance_embedding {
             Some(_) if !settings.negative_prompt.is_empty() => {
                 return Err(PipelineError::Input(
@@ -193,6 +210,7 @@ impl Engine {
         let xl = pooled.map(|pooled| XlConditioning {
             pooled,
             uncond_pooled: uncond.as_ref().and_then(|(_, p)| p.clone()),
+            aesthetic_scores,
         });
         Ok(Conditioning {
             cond,

@@ -44,11 +44,12 @@ pub enum ModelError {
 #[derive(Debug, Clone)]
 pub struct ModelLayout {
     pub root: PathBuf,
-    pub text_encoder: PathBuf,
+    /// The text encoder graph and its tokenizer folder; `None` only beside `text_encoder_2`, in
+    /// an SDXL refiner, whose prompt goes through the second encoder alone.
+    pub text_encoder: Option<(PathBuf, PathBuf)>,
     pub unet: PathBuf,
     pub vae_encoder: PathBuf,
     pub vae_decoder: PathBuf,
-    pub tokenizer_dir: PathBuf,
     pub scheduler_config: PathBuf,
     pub unet_config: PathBuf,
     pub vae_config: PathBuf,
@@ -72,31 +73,39 @@ impl ModelLayout {
             }
         };
         need("model_index.json", "the pipeline index")?;
+        // SDXL: a second text encoder makes the second tokenizer required too.
+        let text_encoder_2 = if root.join("text_encoder_2").exists() {
+            Some((
+                need(
+                    "text_encoder_2/model.onnx",
+                    "the second text encoder graph (SDXL)",
+                )?,
+                need("tokenizer_2", "the second tokenizer folder (SDXL)")?,
+            ))
+        } else {
+            None
+        };
+        // An SDXL refiner ships the second text encoder alone; every other model needs the first.
+        let text_encoder = if text_encoder_2.is_none() || root.join("text_encoder").exists() {
+            let graph = need("text_encoder/model.onnx", "the text encoder graph")?;
+            let tokenizer = need("tokenizer", "the tokenizer folder")?;
+            need("tokenizer/vocab.json", "the tokenizer vocabulary")?;
+            need("tokenizer/merges.txt", "the tokenizer merges")?;
+            Some((graph, tokenizer))
+        } else {
+            None
+        };
         let layout = ModelLayout {
             root: root.to_path_buf(),
-            text_encoder: need("text_encoder/model.onnx", "the text encoder graph")?,
+            text_encoder,
             unet: need("unet/model.onnx", "the UNet graph")?,
             vae_encoder: need("vae_encoder/model.onnx", "the VAE encoder graph")?,
             vae_decoder: need("vae_decoder/model.onnx", "the VAE decoder graph")?,
-            tokenizer_dir: need("tokenizer", "the tokenizer folder")?,
             scheduler_config: need("scheduler/scheduler_config.json", "the scheduler config")?,
             unet_config: need("unet/config.json", "the UNet config")?,
             vae_config: need("vae_decoder/config.json", "the VAE config")?,
-            // SDXL: a second text encoder makes the second tokenizer required too.
-            text_encoder_2: if root.join("text_encoder_2").exists() {
-                Some((
-                    need(
-                        "text_encoder_2/model.onnx",
-                        "the second text encoder graph (SDXL)",
-                    )?,
-                    need("tokenizer_2", "the second tokenizer folder (SDXL)")?,
-                ))
-            } else {
-                None
-            },
+            text_encoder_2,
         };
-        need("tokenizer/vocab.json", "the tokenizer vocabulary")?;
-        need("tokenizer/merges.txt", "the tokenizer merges")?;
         if layout.text_encoder_2.is_some() {
             need("tokenizer_2/vocab.json", "the second tokenizer vocabulary")?;
             need("tokenizer_2/merges.txt", "the second tokenizer merges")?;
@@ -207,7 +216,8 @@ pub struct SdModel {
     pub layout: ModelLayout,
     pub geometry: ModelGeometry,
     pub manifest: ModelManifest,
-    pub text_encoder: Session,
+    /// `None` only for an SDXL refiner (see [`ModelLayout::text_encoder`]).
+    pub text_encoder: Option<Session>,
     pub unet: Session,
     pub vae_encoder: Session,
     pub vae_decoder: Session,
@@ -235,8 +245,9 @@ pub struct GuidanceEmbedding {
 pub struct XlModel {
     pub text_encoder_2: Session,
     /// `hidden_states.N` outputs holding each encoder's penultimate layer (diffusers'
-    /// `hidden_states[-2]`, its default without clip skip).
-    pub penultimate: String,
+    /// `hidden_states[-2]`, its default without clip skip); the first is `None` exactly when
+    /// the model has no first text encoder (a refiner).
+    pub penultimate: Option<String>,
     pub penultimate_2: String,
     /// Element type of `input_ids` of the second text encoder.
     pub input_ids_2: TensorElementType,
@@ -244,6 +255,9 @@ pub struct XlModel {
     pub time_ids: TensorElementType,
     /// `force_zeros_for_empty_prompt`: an empty negative prompt is all-zero embeddings.
     pub force_zeros_for_empty_prompt: bool,
+    /// `requires_aesthetics_score` (a refiner): `time_ids` end with an aesthetic score instead
+    /// of the target size.
+    pub requires_aesthetics_score: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,11 +268,19 @@ struct PipelineIndexFile {
     requires_aesthetics_score: Option<bool>,
 }
 
+/// The UNet config fields diffusers checks the `time_ids` count against.
+#[derive(Debug, Deserialize)]
+struct UnetAddEmbeddingConfigFile {
+    addition_time_embed_dim: Option<usize>,
+    projection_class_embeddings_input_dim: Option<usize>,
+}
+
 /// The element types of the inputs the pipeline feeds, as the graphs declare them. The pipeline
 /// computes in f32 and converts at the graph boundary (fp16 exports, integer timesteps); outputs
 /// are converted back from whichever accepted float type they come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputTypes {
+    /// The first text encoder's (`text_encoder_2`'s for a refiner, its only one).
     pub input_ids: TensorElementType,
     pub unet_sample: TensorElementType,
     pub timestep: TensorElementType,
@@ -346,8 +368,11 @@ impl SdModel {
         let manifest = ModelManifest::compute_with(root, options.verify)?;
         manifest.check_against_file(root)?;
 
-        let text_encoder =
-            open_checked(runtime, &layout.text_encoder, options, &TEXT_ENCODER_PORTS)?;
+        let text_encoder = layout
+            .text_encoder
+            .as_ref()
+            .map(|(graph, _)| open_checked(runtime, graph, options, &TEXT_ENCODER_PORTS))
+            .transpose()?;
         let xl_files = layout.text_encoder_2.clone();
         let unet_ports = if xl_files.is_some() {
             &UNET_XL_PORTS
@@ -387,29 +412,19 @@ impl SdModel {
         }
 
         let vae_decoder = open_checked(runtime, &layout.vae_decoder, options, &VAE_DECODER_PORTS)?;
-        // Every name looked up here passed check_ports with an accepted type.
-        let input_types = InputTypes {
-            input_ids: input_type(&text_encoder, "input_ids"),
-            unet_sample: input_type(&unet, "sample"),
-            timestep: input_type(&unet, "timestep"),
-            encoder_hidden_states: input_type(&unet, "encoder_hidden_states"),
-            vae_encoder_sample: input_type(&vae_encoder, "sample"),
-            latent_sample: input_type(&vae_decoder, "latent_sample"),
-        };
-
         let xl = match xl_files {
             Some((encoder_2, _)) => {
                 let index: PipelineIndexFile = read_json(&layout.root.join("model_index.json"))?;
-                if index.requires_aesthetics_score == Some(true) {
-                    return Err(ModelError::Config {
-                        path: layout.root.join("model_index.json"),
-                        message: "requires_aesthetics_score is true (an SDXL refiner): the aesthetic-score time ids are not implemented; use an SDXL base model".into(),
-                    });
-                }
+                let requires_aesthetics_score = index.requires_aesthetics_score == Some(true);
+                check_time_ids(&layout, &unet, requires_aesthetics_score)?;
                 let text_encoder_2 =
                     open_checked(runtime, &encoder_2, options, &TEXT_ENCODER_2_PORTS)?;
+                let penultimate = match (&layout.text_encoder, &text_encoder) {
+                    (Some((graph, _)), Some(session)) => Some(penultimate_output(graph, session)?),
+                    _ => None,
+                };
                 Some(XlModel {
-                    penultimate: penultimate_output(&layout.text_encoder, &text_encoder)?,
+                    penultimate,
                     penultimate_2: penultimate_output(&encoder_2, &text_encoder_2)?,
                     input_ids_2: input_type(&text_encoder_2, "input_ids"),
                     text_embeds: input_type(&unet, "text_embeds"),
@@ -417,10 +432,26 @@ impl SdModel {
                     force_zeros_for_empty_prompt: index
                         .force_zeros_for_empty_prompt
                         .unwrap_or(true),
+                    requires_aesthetics_score,
                     text_encoder_2,
                 })
             }
             None => None,
+        };
+        // Every name looked up here passed check_ports with an accepted type; a model without the
+        // first text encoder has the second (ModelLayout::locate).
+        let input_ids = match (&text_encoder, &xl) {
+            (Some(session), _) => input_type(session, "input_ids"),
+            (None, Some(xl)) => xl.input_ids_2,
+            (None, None) => TensorElementType::Undefined,
+        };
+        let input_types = InputTypes {
+            input_ids,
+            unet_sample: input_type(&unet, "sample"),
+            timestep: input_type(&unet, "timestep"),
+            encoder_hidden_states: input_type(&unet, "encoder_hidden_states"),
+            vae_encoder_sample: input_type(&vae_encoder, "sample"),
+            latent_sample: input_type(&vae_decoder, "latent_sample"),
         };
 
         Ok(SdModel {
@@ -478,6 +509,64 @@ fn penultimate_output(path: &Path, session: &Session) -> Result<String, ModelErr
             ),
         }),
     }
+}
+
+/// diffusers' `_get_add_time_ids` check: `time_ids` has 5 entries with an aesthetic score
+/// (`requires_aesthetics_score`, a refiner), else 6, and the UNet's `time_ids` input and add
+/// embedding (`projection_class_embeddings_input_dim` = `addition_time_embed_dim` × entries + the
+/// pooled width) must be made for that many; a mismatch would feed the wrong conditioning or fail
+/// mid-run.
+fn check_time_ids(
+    layout: &ModelLayout,
+    unet: &Session,
+    requires_aesthetics_score: bool,
+) -> Result<(), ModelError> {
+    let entries = if requires_aesthetics_score { 5 } else { 6 };
+    let width = |name: &str| {
+        unet.inputs()
+            .iter()
+            .find(|i| i.name() == name)
+            .and_then(|i| i.dtype().tensor_shape().and_then(|s| s.last().copied()))
+            // A dynamic (negative) width is checked when the graph runs.
+            .filter(|&d| d > 0)
+            .map(|d| d as usize)
+    };
+    let what = if requires_aesthetics_score {
+        "true (an SDXL refiner: original size, crop, aesthetic score)"
+    } else {
+        "false or absent (SDXL base: original size, crop, target size)"
+    };
+    if let Some(found) = width("time_ids").filter(|&w| w != entries) {
+        return Err(ModelError::Config {
+            path: layout.root.join("model_index.json"),
+            message: format!(
+                "requires_aesthetics_score is {what}, so time_ids has {entries} entries, but the UNet's `time_ids` input ({}) takes {found}: {}",
+                layout.unet.display(),
+                match found {
+                    5 => "set requires_aesthetics_score to true",
+                    6 => "set requires_aesthetics_score to false",
+                    _ => "re-export the UNet of an SDXL base or refiner",
+                }
+            ),
+        });
+    }
+    let config: UnetAddEmbeddingConfigFile = read_json(&layout.unet_config)?;
+    if let (Some(per_entry), Some(expected), Some(pooled)) = (
+        config.addition_time_embed_dim,
+        config.projection_class_embeddings_input_dim,
+        width("text_embeds"),
+    ) {
+        let passed = per_entry * entries + pooled;
+        if passed != expected {
+            return Err(ModelError::Config {
+                path: layout.unet_config.clone(),
+                message: format!(
+                    "projection_class_embeddings_input_dim is {expected}, but {entries} time ids of addition_time_embed_dim {per_entry} and the {pooled}-wide pooled text embedding make {passed} (requires_aesthetics_score in model_index.json is {what}): fix whichever config is wrong"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The UNet's guidance embedding when its config and graph both have one; either without the

@@ -161,18 +161,42 @@ pub fn guidance_scale_embedding(w: f32, dim: usize) -> Array2<f32> {
     embedding
 }
 
-/// SDXL's UNet inputs `text_embeds` `[U, projection]` and `time_ids` `[U, 6]` of one call.
-type XlInputs = (Array2<f32>, Array2<f32>);
+/// SDXL's UNet inputs `text_embeds` `[U, projection]` and `time_ids` `[U, 6]` (`[U, 5]` for a
+/// refiner) of one call.
+pub type XlInputs = (Array2<f32>, Array2<f32>);
 
 /// SDXL's extra UNet conditioning: the second text encoder's pooled (projected) embedding of the
 /// prompt and, with guidance, of the negative prompt. The UNet's `time_ids` follow from the
-/// latent size at each call (original size = target size = the image, crop (0, 0)).
+/// latent size at each call (original size = target size = the image, crop (0, 0)) and, for a
+/// refiner, the aesthetic scores.
 #[derive(Debug, Clone)]
 pub struct XlConditioning {
     /// `[1, projection]`
     pub pooled: Array2<f32>,
     /// Present exactly when `Conditioning::uncond` is.
     pub uncond_pooled: Option<Array2<f32>>,
+    /// A refiner's (`requires_aesthetics_score`): they end its `time_ids` in place of the target
+    /// size.
+    pub aesthetic_scores: Option<AestheticScores>,
+}
+
+/// The aesthetic scores an SDXL refiner is conditioned on: one for the prompt, one for the
+/// negative (unconditional) half.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AestheticScores {
+    pub positive: f32,
+    pub negative: f32,
+}
+
+impl Default for AestheticScores {
+    /// diffusers' `StableDiffusionXLImg2ImgPipeline` defaults (`aesthetic_score`,
+    /// `negative_aesthetic_score`).
+    fn default() -> Self {
+        AestheticScores {
+            positive: 6.0,
+            negative: 2.5,
+        }
+    }
 }
 
 impl Conditioning {
@@ -204,7 +228,7 @@ impl Conditioning {
     /// SDXL's `text_embeds` and `time_ids` for a batch of `[B, C, h, w]` latents that are
     /// `factor` times smaller than the image, in the order of [`Conditioning::for_batch`];
     /// `None` for SD 1.x/2.x.
-    fn xl_inputs(
+    pub fn xl_inputs(
         &self,
         batch: usize,
         shape: &[usize],
@@ -229,13 +253,30 @@ impl Conditioning {
                 ))
             }
         };
-        // diffusers' StableDiffusionXLImg2ImgPipeline defaults: original size = target size =
-        // (height, width) of the image, crop top-left (0, 0); the negative half gets the same.
-        let (height, width) = ((shape[2] * factor) as f32, (shape[3] * factor) as f32);
-        let row = [height, width, 0.0, 0.0, height, width];
-        let rows = pooled.shape()[0];
-        let time_ids = Array2::from_shape_fn((rows, row.len()), |(_, j)| row[j]);
+        let time_ids = self.time_ids(batch, shape, factor);
         Ok(Some((pooled, time_ids)))
+    }
+
+    /// `time_ids` for a batch, in the order of [`Conditioning::for_batch`], as diffusers' `StableDiffusionXLImg2ImgPipeline._get_add_time_ids`
+    /// makes them by default: original size = target size = (height, width) of the image, crop
+    /// top-left (0, 0); a refiner's end with the aesthetic score instead of the target size, the
+    /// negative score in the unconditional half (the first `batch` rows when guided).
+    fn time_ids(&self, batch: usize, shape: &[usize], factor: usize) -> Array2<f32> {
+        let (height, width) = ((shape[2] * factor) as f32, (shape[3] * factor) as f32);
+        let ends = match self.xl.as_ref().and_then(|xl| xl.aesthetic_scores) {
+            Some(scores) => (vec![scores.negative], vec![scores.positive]),
+            None => (vec![height, width], vec![height, width]),
+        };
+        let row = |end: &[f32]| [&[height, width, 0.0, 0.0][..], end].concat();
+        let (uncond_row, cond_row) = (row(&ends.0), row(&ends.1));
+        let uncond_rows = if self.uncond.is_some() { batch } else { 0 };
+        Array2::from_shape_fn((uncond_rows + batch, cond_row.len()), |(i, j)| {
+            if i < uncond_rows {
+                uncond_row[j]
+            } else {
+                cond_row[j]
+            }
+        })
     }
 }
 
@@ -245,10 +286,14 @@ pub fn encode_text(
     ids: &[i64],
     timer: &mut StageTimer,
 ) -> Result<Array3<f32>, PipelineError> {
+    let Some(session) = model.text_encoder.as_mut() else {
+        return Err(PipelineError::Input(
+            "text encoding on a model without text_encoder/ (an SDXL refiner encodes with text_encoder_2)".into(),
+        ));
+    };
     timer.time(Stage::TextEncoder, |timer| {
         let ids = InputIds::new(ids, model.input_types.input_ids)?;
         let tensor = ids.tensor().map_err(runtime_error("text_encoder"))?;
-        let session = &mut model.text_encoder;
         let outputs = timer
             .runtime_call(Stage::TextEncoder, || {
                 session.run(ort::inputs!["input_ids" => tensor])
@@ -266,9 +311,11 @@ pub fn encode_text(
 /// SDXL's prompt embedding: the penultimate hidden states of both text encoders concatenated on
 /// the feature axis `[1, tokens, hidden + hidden_2]`, and the second encoder's pooled
 /// `text_embeds` `[1, projection]`, as diffusers' `StableDiffusionXLImg2ImgPipeline.encode_prompt`.
+/// A refiner has only the second encoder: `ids` is `None` and the embedding is its penultimate
+/// hidden states alone.
 pub fn encode_text_xl(
     model: &mut SdModel,
-    ids: &[i64],
+    ids: Option<&[i64]>,
     ids_2: &[i64],
     timer: &mut StageTimer,
 ) -> Result<(Array3<f32>, Array2<f32>), PipelineError> {
@@ -277,16 +324,33 @@ pub fn encode_text_xl(
             "SDXL text encoding on a model without text_encoder_2".into(),
         ));
     };
+    let first_encoder = match (ids, model.text_encoder.as_mut(), &xl.penultimate) {
+        (Some(ids), Some(session), Some(penultimate)) => Some((ids, session, penultimate)),
+        (None, None, None) => None,
+        _ => {
+            return Err(PipelineError::Input(
+                "SDXL text encoding: token ids for the first text encoder must come exactly when the model has one".into(),
+            ))
+        }
+    };
     timer.time(Stage::TextEncoder, |timer| {
-        let ids = InputIds::new(ids, model.input_types.input_ids)?;
-        let tensor = ids.tensor().map_err(runtime_error("text_encoder"))?;
-        let session = &mut model.text_encoder;
-        let outputs = timer
-            .runtime_call(Stage::TextEncoder, || {
-                session.run(ort::inputs!["input_ids" => tensor])
-            })
-            .map_err(runtime_error("text_encoder"))?;
-        let first = output_array::<ndarray::Ix3>(&outputs, &xl.penultimate, "text_encoder")?;
+        let first = match first_encoder {
+            Some((ids, session, penultimate)) => {
+                let ids = InputIds::new(ids, model.input_types.input_ids)?;
+                let tensor = ids.tensor().map_err(runtime_error("text_encoder"))?;
+                let outputs = timer
+                    .runtime_call(Stage::TextEncoder, || {
+                        session.run(ort::inputs!["input_ids" => tensor])
+                    })
+                    .map_err(runtime_error("text_encoder"))?;
+                Some(output_array::<ndarray::Ix3>(
+                    &outputs,
+                    penultimate,
+                    "text_encoder",
+                )?)
+            }
+            None => None,
+        };
 
         let ids_2 = InputIds::new(ids_2, xl.input_ids_2)?;
         let tensor = ids_2.tensor().map_err(runtime_error("text_encoder_2"))?;
@@ -298,19 +362,24 @@ pub fn encode_text_xl(
             .map_err(runtime_error("text_encoder_2"))?;
         let second = output_array::<ndarray::Ix3>(&outputs, &xl.penultimate_2, "text_encoder_2")?;
         let pooled = output_array::<ndarray::Ix2>(&outputs, "text_embeds", "text_encoder_2")?;
-        if first.shape()[..2] != second.shape()[..2] || pooled.shape()[0] != 1 {
+        let first_shape = first.as_ref().map_or(second.shape(), |f| f.shape());
+        if first_shape[..2] != second.shape()[..2] || second.shape()[0] != 1 || pooled.shape()[0] != 1
+        {
             return Err(output_error(
                 "text_encoder_2",
                 format!(
                     "hidden states {:?} and {:?}, pooled {:?}: expected one prompt of equal length from both encoders",
-                    first.shape(),
+                    first_shape,
                     second.shape(),
                     pooled.shape()
                 ),
             ));
         }
-        let hidden = concatenate(Axis(2), &[first.view(), second.view()])
-            .map_err(|e| output_error("text_encoder_2", e))?;
+        let hidden = match first {
+            Some(first) => concatenate(Axis(2), &[first.view(), second.view()])
+                .map_err(|e| output_error("text_encoder_2", e))?,
+            None => second,
+        };
         Ok((hidden, pooled))
     })
 }
@@ -983,5 +1052,59 @@ mod tests {
             Err(PipelineError::Output { graph, .. }) => assert_eq!(graph, "unet"),
             other => panic!("expected an output error, got {:?}", other.map(|a| a.len())),
         }
+    }
+
+    fn xl_conditioning(guided: bool, aesthetic_scores: Option<AestheticScores>) -> Conditioning {
+        let embedding = Array3::zeros((1, 77, 8));
+        let pooled = Array2::zeros((1, 4));
+        Conditioning {
+            cond: embedding.clone(),
+            uncond: guided.then_some(embedding),
+            guidance: if guided { 5.0 } else { 1.0 },
+            xl: Some(XlConditioning {
+                pooled: pooled.clone(),
+                uncond_pooled: guided.then_some(pooled),
+                aesthetic_scores,
+            }),
+            guidance_embedding: None,
+        }
+    }
+
+    fn time_id_rows(conditioning: &Conditioning, batch: usize) -> Vec<Vec<f32>> {
+        let (pooled, time_ids) = conditioning
+            .xl_inputs(batch, &[batch, 4, 3, 5], 8)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pooled.nrows(), time_ids.nrows());
+        time_ids.rows().into_iter().map(|r| r.to_vec()).collect()
+    }
+
+    #[test]
+    fn refiner_time_ids_end_with_the_aesthetic_scores_negative_half_first() {
+        let scores = Some(AestheticScores::default());
+        let negative = vec![24.0, 40.0, 0.0, 0.0, 2.5];
+        let positive = vec![24.0, 40.0, 0.0, 0.0, 6.0];
+        assert_eq!(
+            time_id_rows(&xl_conditioning(true, scores), 2),
+            vec![
+                negative.clone(),
+                negative,
+                positive.clone(),
+                positive.clone()
+            ]
+        );
+        assert_eq!(
+            time_id_rows(&xl_conditioning(false, scores), 1),
+            vec![positive]
+        );
+    }
+
+    #[test]
+    fn base_time_ids_end_with_the_target_size_in_both_halves() {
+        let row = vec![24.0, 40.0, 0.0, 0.0, 24.0, 40.0];
+        assert_eq!(
+            time_id_rows(&xl_conditioning(true, None), 1),
+            vec![row.clone(), row]
+        );
     }
 }
