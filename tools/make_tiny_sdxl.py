@@ -31,8 +31,8 @@ import cached_model  # noqa: E402
 MODEL = cached_model.CachedModel("tiny-sdxl", os.path.abspath(__file__), sources=["make_tiny_sd.py"])
 SEED = 100
 
-# SDXL base's scheduler keys with DDIM (boomerang has no plain EulerDiscrete scheduler yet; SDXL
-# base ships EulerDiscreteScheduler, run it with `--scheduler ddim`).
+# SDXL base's scheduler keys with DDIM rather than its EulerDiscreteScheduler: the parity fixtures
+# were recorded with DDIM (Euler has its own, tests/scheduler_parity.rs).
 SCHEDULER_CONFIG = {
     "_class_name": "DDIMScheduler",
     "_diffusers_version": "0.39.0",

@@ -53,6 +53,30 @@ pub const REQUIRED: &[&str] = &[
     "vae_decoder/model.onnx",
 ];
 
+/// The first text encoder's files in [`REQUIRED`]; an SDXL refiner has the second encoder's
+/// ([`REFINER_ENCODER`]) instead.
+const FIRST_ENCODER: [&str; 3] = [
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "text_encoder/model.onnx",
+];
+const REFINER_ENCODER: [&str; 3] = [
+    "tokenizer_2/vocab.json",
+    "tokenizer_2/merges.txt",
+    "text_encoder_2/model.onnx",
+];
+
+/// The [`REQUIRED`] files a repository lacks (`has` tells which it holds), an SDXL refiner's
+/// second encoder standing in for the first.
+fn missing_required(has: impl Fn(&str) -> bool) -> Vec<&'static str> {
+    let refiner = REFINER_ENCODER.iter().all(|p| has(p)) && !has("text_encoder/model.onnx");
+    REQUIRED
+        .iter()
+        .copied()
+        .filter(|r| !(refiner && FIRST_ENCODER.contains(r)) && !has(r))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("`{repo}` is not a Hugging Face model repository id: expected ORG/NAME (letters, digits, `-`, `_`, `.`), e.g. stabilityai/sd-turbo")]
@@ -317,11 +341,7 @@ pub fn is_export_file(path: &str) -> bool {
 }
 
 fn check_complete(snapshot: &Snapshot) -> Result<(), HubError> {
-    let missing: Vec<&str> = REQUIRED
-        .iter()
-        .copied()
-        .filter(|r| !snapshot.files.iter().any(|f| f.path == *r))
-        .collect();
+    let missing = missing_required(|r| snapshot.files.iter().any(|f| f.path == r));
     if missing.is_empty() {
         Ok(())
     } else {
@@ -606,11 +626,7 @@ impl Hub {
             commit,
             files,
         };
-        let missing: Vec<&str> = REQUIRED
-            .iter()
-            .copied()
-            .filter(|r| !snapshot.files.iter().any(|f| f.path == *r))
-            .collect();
+        let missing = missing_required(|r| snapshot.files.iter().any(|f| f.path == r));
         if !missing.is_empty() {
             return Err(not_cached(format!(
                 "{} of {repo} commit {}",
@@ -917,6 +933,28 @@ mod tests {
         ] {
             assert!(!is_export_file(path), "{path}");
         }
+    }
+
+    #[test]
+    fn a_refiner_needs_the_second_encoder_instead_of_the_first() {
+        let base: Vec<&str> = REQUIRED.iter().copied().chain(REFINER_ENCODER).collect();
+        assert!(missing_required(|p| base.contains(&p)).is_empty());
+        let refiner: Vec<&str> = base
+            .iter()
+            .copied()
+            .filter(|p| !FIRST_ENCODER.contains(p))
+            .collect();
+        assert!(missing_required(|p| refiner.contains(&p)).is_empty());
+        // Neither encoder: the first is what is named missing.
+        let neither: Vec<&str> = refiner
+            .iter()
+            .copied()
+            .filter(|p| *p != "text_encoder_2/model.onnx")
+            .collect();
+        assert_eq!(
+            missing_required(|p| neither.contains(&p)),
+            FIRST_ENCODER.to_vec()
+        );
     }
 
     #[test]
