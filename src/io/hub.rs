@@ -73,7 +73,8 @@ fn missing_required(has: impl Fn(&str) -> bool) -> Vec<&'static str> {
     REQUIRED
         .iter()
         .copied()
-        .filter(|r| !(refiner && FIRST_ENCODER.contains(r)) && !has(r))
+        .filter(|r| !(refiner && FIRST_ENCODER.contains(r)))
+        .filter(|r| !has(r))
         .collect()
 }
 
