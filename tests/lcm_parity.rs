@@ -12,15 +12,15 @@ use std::path::PathBuf;
 
 use assert_cmd::Command;
 use boomerang::diffusion::engine::{Engine, Settings};
-use boomerang::diffusion::pipeline::{boomerang_batch, BatchRequest};
-use boomerang::diffusion::timing::StageTimer;
 use boomerang::io::runtime::{self, SessionOptions};
 use ndarray::{Array2, Array3, Array4, ArrayD};
 use ndarray_npy::read_npy;
 use predicates::prelude::*;
 use serde::Deserialize;
 
-use common::parity::{cache_model, copy_dir, max_abs_diff, model_files, Recorded};
+use common::parity::{
+    cache_model, copy_dir, max_abs_diff, model_files, read_index, replay, NoiseCall, RecordedRun,
+};
 use common::root;
 
 const LATENT_TOLERANCE: f32 = 1e-4;
@@ -28,12 +28,6 @@ const IMAGE_TOLERANCE: f32 = 1e-4;
 
 fn lcm_model() -> PathBuf {
     cache_model("tiny-lcm", "tools/make_tiny_lcm.py")
-}
-
-#[derive(Deserialize)]
-struct NoiseCall {
-    file: String,
-    purpose: String,
 }
 
 #[derive(Deserialize)]
@@ -46,23 +40,10 @@ struct Case {
     noise_calls: Vec<NoiseCall>,
 }
 
-#[derive(Deserialize)]
-struct IndexEntry {
-    case: String,
-}
-
-#[derive(Deserialize)]
-struct Index {
-    model_files: std::collections::BTreeMap<String, String>,
-    cases: Vec<IndexEntry>,
-}
-
 #[test]
 fn lcm_matches_diffusers_img2img() {
     let fixtures = root().join("tests/fixtures/lcm_parity");
-    let index: Index =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("index.json")).unwrap())
-            .unwrap();
+    let index = read_index(&fixtures);
     assert_eq!(index.cases.len(), 3, "expected three cases");
     assert_eq!(
         model_files(&lcm_model()),
@@ -110,36 +91,14 @@ fn lcm_matches_diffusers_img2img() {
             "{name}: guidance embedding differs by {error}"
         );
 
-        let (mut scheduler, plan) = engine.schedulers.plan(&settings).unwrap();
-        assert_eq!(plan.timesteps, case.timesteps_iterated, "{name}: timesteps");
-        let mut noise = Recorded(
-            case.noise_calls
-                .iter()
-                .map(|c| (c.purpose.clone(), read_npy(dir.join(&c.file)).unwrap()))
-                .collect(),
-        );
-        let mut step_errors = Vec::new();
-        let mut timer = StageTimer::default();
-        let output = boomerang_batch(
-            &mut engine.model,
-            scheduler.as_mut(),
-            BatchRequest {
-                plan: &plan,
-                images: image.view(),
-                conditioning: &conditioning,
-            },
-            &mut noise,
-            &mut timer,
-            &mut |step, latents| {
-                let expected: ArrayD<f32> =
-                    read_npy(dir.join(format!("latents_{step:03}.npy"))).unwrap();
-                step_errors.push(max_abs_diff(&latents.clone().into_dyn(), &expected));
-            },
-        )
-        .unwrap();
-        assert_eq!(step_errors.len(), case.timesteps_iterated.len(), "{name}");
-        assert!(noise.0.is_empty(), "{name}: unused noise");
-        let latent_error = step_errors.iter().copied().fold(0.0, f32::max);
+        let run = RecordedRun {
+            name,
+            dir: &dir,
+            timesteps: &case.timesteps_iterated,
+            noise_calls: &case.noise_calls,
+        };
+        let (output, latent_error) =
+            replay(&mut engine, &settings, image.view(), &conditioning, &run);
         let decoded: ArrayD<f32> = read_npy(dir.join("decoded.npy")).unwrap();
         let image_error = max_abs_diff(&output.images.into_dyn(), &decoded);
         println!("{name}: latents max abs error {latent_error:.2e}, image {image_error:.2e}");

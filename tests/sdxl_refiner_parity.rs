@@ -16,15 +16,16 @@ use std::path::PathBuf;
 
 use assert_cmd::Command;
 use boomerang::diffusion::engine::{Engine, Settings};
-use boomerang::diffusion::pipeline::{boomerang_batch, AestheticScores, BatchRequest};
-use boomerang::diffusion::timing::StageTimer;
+use boomerang::diffusion::pipeline::AestheticScores;
 use boomerang::io::runtime::{self, SessionOptions};
 use ndarray::{s, Array2, Array3, Array4, ArrayD};
 use ndarray_npy::read_npy;
 use predicates::prelude::*;
 use serde::Deserialize;
 
-use common::parity::{cache_model, copy_dir, max_abs_diff, model_files, Recorded};
+use common::parity::{
+    cache_model, copy_dir, max_abs_diff, model_files, read_index, replay, NoiseCall, RecordedRun,
+};
 use common::root;
 
 const LATENT_TOLERANCE: f32 = 1e-4;
@@ -32,12 +33,6 @@ const IMAGE_TOLERANCE: f32 = 1e-4;
 
 fn refiner_model() -> PathBuf {
     cache_model("tiny-sdxl-refiner", "tools/make_tiny_sdxl_refiner.py")
-}
-
-#[derive(Deserialize)]
-struct NoiseCall {
-    file: String,
-    purpose: String,
 }
 
 #[derive(Deserialize)]
@@ -53,24 +48,10 @@ struct Case {
     noise_calls: Vec<NoiseCall>,
 }
 
-#[derive(Deserialize)]
-struct IndexEntry {
-    case: String,
-}
-
-#[derive(Deserialize)]
-struct Index {
-    /// sha256 of every file of the model the fixtures were made with but its PROVENANCE.
-    model_files: std::collections::BTreeMap<String, String>,
-    cases: Vec<IndexEntry>,
-}
-
 #[test]
 fn sdxl_refiner_matches_diffusers_img2img() {
     let fixtures = root().join("tests/fixtures/sdxl_refiner_parity");
-    let index: Index =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("index.json")).unwrap())
-            .unwrap();
+    let index = read_index(&fixtures);
     assert_eq!(index.cases.len(), 2, "expected two cases");
     let runtime = runtime::init(None).expect("ONNX Runtime (run tools/test, which fetches it)");
     let mut engine = Engine::open(&refiner_model(), runtime, &SessionOptions::default()).unwrap();
@@ -155,14 +136,6 @@ fn sdxl_refiner_matches_diffusers_img2img() {
             );
         }
 
-        let (mut scheduler, plan) = engine.schedulers.plan(&settings).unwrap();
-        assert_eq!(plan.timesteps, case.timesteps_iterated, "{name}: timesteps");
-        let mut noise = Recorded(
-            case.noise_calls
-                .iter()
-                .map(|c| (c.purpose.clone(), read_npy(dir.join(&c.file)).unwrap()))
-                .collect(),
-        );
         // diffusers' time ids (every UNet call had the same): the aesthetic score's, negative
         // first; and boomerang's for the same latents.
         let time_ids: Array2<f32> = read_npy(dir.join("time_ids.npy")).unwrap();
@@ -186,28 +159,14 @@ fn sdxl_refiner_matches_diffusers_img2img() {
             want_rows,
             "{name}: boomerang's time ids"
         );
-        let mut step_errors = Vec::new();
-        let mut timer = StageTimer::default();
-        let output = boomerang_batch(
-            &mut engine.model,
-            scheduler.as_mut(),
-            BatchRequest {
-                plan: &plan,
-                images: image.view(),
-                conditioning: &conditioning,
-            },
-            &mut noise,
-            &mut timer,
-            &mut |step, latents| {
-                let expected: ArrayD<f32> =
-                    read_npy(dir.join(format!("latents_{step:03}.npy"))).unwrap();
-                step_errors.push(max_abs_diff(&latents.clone().into_dyn(), &expected));
-            },
-        )
-        .unwrap();
-        assert_eq!(step_errors.len(), case.timesteps_iterated.len(), "{name}");
-        assert!(noise.0.is_empty(), "{name}: unused noise");
-        let latent_error = step_errors.iter().copied().fold(0.0, f32::max);
+        let run = RecordedRun {
+            name,
+            dir: &dir,
+            timesteps: &case.timesteps_iterated,
+            noise_calls: &case.noise_calls,
+        };
+        let (output, latent_error) =
+            replay(&mut engine, &settings, image.view(), &conditioning, &run);
         assert!(
             latent_error <= LATENT_TOLERANCE,
             "{name}: latents differ by {latent_error}"
