@@ -102,6 +102,62 @@ fn euler_discrete_runs_from_the_command_line_and_differs_from_euler_ancestral() 
 }
 
 #[test]
+fn ort_profile_env_writes_each_graphs_profile_with_its_runs() {
+    let temp = tempfile::tempdir().unwrap();
+    let profiles = temp.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    boomerang()
+        .env("BOOMERANG_ORT_PROFILE", &profiles)
+        .args([
+            "sample",
+            "--steps",
+            "10",
+            "--strength",
+            "0.5",
+            "--seed",
+            "1",
+            "--model",
+        ])
+        .arg(root().join("models/tiny-sd"))
+        .arg("-o")
+        .arg(temp.path().join("out"))
+        .arg(example())
+        .assert()
+        .success();
+    let mut names: Vec<String> = std::fs::read_dir(&profiles)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let graphs: Vec<&str> = names.iter().map(|n| n.split('_').next().unwrap()).collect();
+    assert_eq!(
+        graphs,
+        [
+            "boomerang-text",
+            "boomerang-unet",
+            "boomerang-vae",
+            "boomerang-vae"
+        ],
+        "{names:?}"
+    );
+    let unet = names
+        .iter()
+        .find(|n| n.starts_with("boomerang-unet"))
+        .unwrap();
+    let events: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(profiles.join(unet)).unwrap()).unwrap();
+    let runs = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["cat"] == "Session" && e["name"] == "model_run")
+        .count();
+    // 6 denoising steps (strength 0.5 of 10 PNDM steps), each one UNet run per tile: the 512²
+    // example is 9 tiles at the tiny model's 128² working size.
+    assert_eq!(runs, 6 * 9, "{unet}");
+}
+
+#[test]
 fn another_seed_gives_other_samples() {
     let temp = tempfile::tempdir().unwrap();
     sample(&temp.path().join("a"), &[]);

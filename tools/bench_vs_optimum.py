@@ -17,6 +17,8 @@ The reference environment is a venv in boomerang's cache made from tools/require
 already has those packages. boomerang is `target/release/boomerang` unless `--boomerang BIN`.
 """
 import argparse
+import collections
+import glob
 import json
 import os
 import re
@@ -44,8 +46,6 @@ def reference_python(given):
 def reference_run(args):
     """Inside the reference venv: one Optimum pipeline run, timed, as JSON on stdout."""
     started = time.perf_counter()
-    import collections
-
     import onnxruntime as ort
     import torch
     from PIL import Image
@@ -61,6 +61,7 @@ def reference_run(args):
         finally:
             graph = os.path.basename(os.path.dirname(self._model_path))
             in_runtime[graph] += time.perf_counter() - start
+            sessions[graph] = self
             calls[graph] += 1
 
     ort.InferenceSession.run = timed_run
@@ -68,6 +69,10 @@ def reference_run(args):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
+    if args.profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(args.profile, "optimum")
+    sessions = {}
     pipe = ORTStableDiffusionImg2ImgPipeline.from_pretrained(
         args.model, provider="CPUExecutionProvider", session_options=options)
     if pipe.scheduler.__class__.__name__ != "PNDMScheduler":
@@ -78,6 +83,9 @@ def reference_run(args):
     pipe(prompt="", image=image, strength=args.strength, num_inference_steps=args.steps,
          guidance_scale=1.0, generator=torch.Generator().manual_seed(0), output_type="np")
     finished = time.perf_counter()
+    for graph, session in sessions.items():
+        if args.profile:
+            os.replace(session.end_profiling(), os.path.join(args.profile, f"optimum-{graph}.json"))
     print(json.dumps({
         "open": loaded - started,
         "per_image": finished - loaded,
@@ -105,7 +113,7 @@ def run_reference(python, args, image):
     start = time.perf_counter()
     out = subprocess.run([python, os.path.abspath(__file__), "--reference-run", "--model", args.model,
                           "--image", image, "--strength", str(args.strength), "--steps", str(args.steps),
-                          "--threads", str(args.threads)],
+                          "--threads", str(args.threads)] + (["--profile", args.profile] if args.profile else []),
                          capture_output=True, text=True)
     whole = time.perf_counter() - start
     if out.returncode != 0:
@@ -119,11 +127,16 @@ TIMING_ROW = re.compile(r"^(text encoder|VAE encode|UNet steps|scheduler|VAE dec
 
 
 def run_boomerang(binary, args, image, out_dir):
+    env = dict(os.environ)
+    env.pop("BOOMERANG_ORT_PROFILE", None)
+    if args.profile:
+        env["BOOMERANG_ORT_PROFILE"] = args.profile
     start = time.perf_counter()
-    out = subprocess.run([binary, "sample", "--model", args.model, "--strength", str(args.strength),
+    out = subprocess.run([binary, "sample", "--model", args.boomerang_model or args.model,
+                          "--strength", str(args.strength),
                           "--steps", str(args.steps), "--scheduler", "pndm", "--guidance", "1",
                           "--threads", str(args.threads), "--seed", "0", "--timings", "-o", out_dir,
-                          image], capture_output=True, text=True)
+                          image], capture_output=True, text=True, env=env)
     whole = time.perf_counter() - start
     if out.returncode != 0:
         sys.exit(f"{WHO}: boomerang failed:\n{out.stderr}")
@@ -142,6 +155,39 @@ def run_boomerang(binary, args, image, out_dir):
     }
 
 
+def op_times(path):
+    """ONNX Runtime profile (Chrome trace JSON) -> (microseconds per operator type, model runs)."""
+    with open(path) as f:
+        events = json.load(f)
+    totals = collections.Counter()
+    runs = 0
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]
+        elif event.get("cat") == "Session" and event.get("name") == "model_run":
+            runs += 1
+    return totals, runs
+
+
+def print_profiles(folder, rows=12):
+    """Per graph, the time per call of each operator type on both sides, the largest first."""
+    for graph in ("unet", "vae_decoder", "vae_encoder"):
+        ours = glob.glob(os.path.join(folder, f"boomerang-{graph}_*.json"))
+        theirs = os.path.join(folder, f"optimum-{graph}.json")
+        if len(ours) != 1 or not os.path.exists(theirs):
+            print(f"  {graph}: no profile pair in {folder} (boomerang {len(ours)} file(s))")
+            continue
+        (b, b_runs), (o, o_runs) = op_times(ours[0]), op_times(theirs)
+        b_total, o_total = sum(b.values()) / b_runs, sum(o.values()) / o_runs
+        print(f"\n{graph}: per call, summed over nodes (boomerang {b_runs} calls, Optimum {o_runs})")
+        print(f"  {'operator':<28}{'boomerang ms':>14}{'Optimum ms':>12}{'ratio':>8}{'share':>8}")
+        for op in sorted(set(b) | set(o), key=lambda k: -max(b[k] / b_runs, o[k] / o_runs))[:rows]:
+            ours_ms, theirs_ms = b[op] / b_runs / 1e3, o[op] / o_runs / 1e3
+            ratio = f"{ours_ms / theirs_ms:.3f}" if theirs_ms else "-"
+            print(f"  {op:<28}{ours_ms:>14.1f}{theirs_ms:>12.1f}{ratio:>8}{theirs_ms * 1e3 / o_total:>8.1%}")
+        print(f"  {'all operators':<28}{b_total / 1e3:>14.1f}{o_total / 1e3:>12.1f}{b_total / o_total:>8.3f}")
+
+
 def summary(ratios):
     return (f"min {min(ratios):.3f}  median {statistics.median(ratios):.3f}  "
             f"max {max(ratios):.3f}")
@@ -157,18 +203,32 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--boomerang", default=os.path.join(ROOT, "target", "release", "boomerang"))
     ap.add_argument("--python", help="reference interpreter with tools/requirements-bench.txt installed")
+    ap.add_argument("--boomerang-model", help="the folder boomerang runs (default: --model), e.g. one "
+                    "from tools/optimize_graphs.py; Optimum always runs --model")
+    ap.add_argument("--profile", help="after the pairs, one more pair with ONNX Runtime's profiling on "
+                    "both sides, written to this folder, and a table of time per operator type")
     ap.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.reference_run:
         return reference_run(args)
     if not os.access(args.boomerang, os.X_OK):
         sys.exit(f"{WHO}: {args.boomerang} not found: cargo build --release (or pass --boomerang)")
+    if args.profile:
+        if os.path.exists(args.profile):
+            sys.exit(f"{WHO}: --profile {args.profile} exists; name a new folder")
+        os.makedirs(args.profile)
+        args.profile = os.path.abspath(args.profile)
+    if args.boomerang_model:
+        print(f"boomerang runs {args.boomerang_model}; Optimum runs {args.model}")
     python = reference_python(args.python)
     with tempfile.TemporaryDirectory() as work:
         image = os.path.join(work, "input.png")
         prepare_image(python, args.image, working_size(args.model), image)
         pairs = []
-        for pair in range(args.pairs):
+        profile, args.profile = args.profile, None
+        for pair in range(args.pairs + (1 if profile else 0)):
+            if pair == args.pairs:
+                args.profile = profile
             order = ["boomerang", "optimum"] if pair % 2 == 0 else ["optimum", "boomerang"]
             result = {}
             for side in order:
@@ -179,21 +239,26 @@ def main():
             b, o = result["boomerang"], result["optimum"]
             if b["calls"].get("UNet steps") != o["calls"].get("UNet steps"):
                 sys.exit(f"{WHO}: different work: UNet calls {b['calls']} vs {o['calls']}")
-            print(f"pair {pair + 1}: per image {b['per_image']:.2f} s vs {o['per_image']:.2f} s, "
+            print(f"{'profiled pair' if args.profile else f'pair {pair + 1}'}: per image {b['per_image']:.2f} s vs {o['per_image']:.2f} s, "
                   f"whole process {b['whole']:.2f} s vs {o['whole']:.2f} s "
                   f"(UNet calls {o['calls'].get('UNet steps')}, optimum's library {o['version']})",
                   flush=True)
-            pairs.append(result)
-    print(f"\nboomerang / Optimum over {len(pairs)} pairs (below 1: boomerang is faster)")
-    print(f"  per image      {summary([p['boomerang']['per_image'] / p['optimum']['per_image'] for p in pairs])}")
-    print(f"  whole process  {summary([p['boomerang']['whole'] / p['optimum']['whole'] for p in pairs])}")
-    for label in STAGES.values():
-        ratios = [p["boomerang"]["in_runtime"][label] / p["optimum"]["in_runtime"][label]
-                  for p in pairs
-                  if label in p["boomerang"]["in_runtime"] and p["optimum"]["in_runtime"].get(label)]
-        if ratios:
-            seconds = statistics.median(p["optimum"]["in_runtime"][label] for p in pairs)
-            print(f"  {label:<14} {summary(ratios)}  (inside ONNX Runtime; Optimum median {seconds:.2f} s)")
+            if not args.profile:
+                pairs.append(result)
+    if pairs:
+        print(f"\nboomerang / Optimum over {len(pairs)} pairs (below 1: boomerang is faster)")
+        print(f"  per image      {summary([p['boomerang']['per_image'] / p['optimum']['per_image'] for p in pairs])}")
+        print(f"  whole process  {summary([p['boomerang']['whole'] / p['optimum']['whole'] for p in pairs])}")
+        for label in STAGES.values():
+            ratios = [p["boomerang"]["in_runtime"][label] / p["optimum"]["in_runtime"][label]
+                      for p in pairs
+                      if label in p["boomerang"]["in_runtime"] and p["optimum"]["in_runtime"].get(label)]
+            if ratios:
+                seconds = statistics.median(p["optimum"]["in_runtime"][label] for p in pairs)
+                print(f"  {label:<14} {summary(ratios)}  (inside ONNX Runtime; Optimum median {seconds:.2f} s)")
+    if profile:
+        print(f"\nONNX Runtime's profiles of one more pair (not in the ratios above): {profile}")
+        print_profiles(profile)
 
 
 if __name__ == "__main__":

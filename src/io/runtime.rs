@@ -373,6 +373,11 @@ impl Runtime {
                 .with_execution_providers(providers)
                 .map_err(|e| fail(e.to_string()))?;
         }
+        if let Some(prefix) = profile_prefix(model) {
+            builder = builder
+                .with_profiling(prefix)
+                .map_err(|e| fail(e.to_string()))?;
+        }
         let builder_error =
             |e: ort::Error<ort::session::builder::SessionBuilder>| fail(e.to_string());
         let lookup = optimized_graph_cache(options).and_then(|cache| {
@@ -475,6 +480,21 @@ fn tensorrt_options(device_id: i32) -> ort::ep::TensorRT {
         }
     }
     options
+}
+
+/// `BOOMERANG_ORT_PROFILE=DIR`: every session writes ONNX Runtime's own profile (one event per
+/// node run, Chrome trace JSON) into DIR when it closes, named after the graph's folder, to
+/// compare per-operator time with another runtime's profile of the same graph
+/// (`tools/bench_vs_optimum.py --profile`). A diagnostic: it slows runs down.
+pub const ORT_PROFILE_ENV: &str = "BOOMERANG_ORT_PROFILE";
+
+fn profile_prefix(model: &Path) -> Option<PathBuf> {
+    let folder = PathBuf::from(std::env::var_os(ORT_PROFILE_ENV).filter(|v| !v.is_empty())?);
+    let graph = model.parent().and_then(Path::file_name).map_or_else(
+        || "graph".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    Some(folder.join(format!("boomerang-{graph}")))
 }
 
 /// Opts in to [`graph_cache`] (`BOOMERANG_GRAPH_CACHE=1`). Off by default: in one CI run an
