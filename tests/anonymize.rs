@@ -455,6 +455,71 @@ fn bad_inputs_get_rows_and_the_run_goes_on() {
     }
 }
 
+/// Optimized graphs kept between runs (on by default) change no byte of a run: the same outputs
+/// and report rows with the cache turned off, while it fills, and loaded from it, for the
+/// diffusion model's graphs, the face detector and every embedder; and the audit, which optimizes
+/// the original graphs afresh, re-runs every row of the run made from kept graphs to its bytes.
+#[test]
+fn graphs_kept_between_runs_change_no_byte_of_a_run() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let policy = demo_policy(temp.path(), &[]);
+    let cache = temp.path().join("cache");
+    let library = boomerang::io::runtime::cached_library().unwrap();
+    let kept = || -> Vec<PathBuf> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(cache.join("optimized-graphs"))
+            .map(|listing| listing.map(|entry| entry.unwrap().path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        entries
+    };
+    let run = |name: &str, graph_cache: Option<&str>| {
+        let output = temp.path().join(name);
+        let mut command = anonymize(
+            &policy,
+            &input,
+            &output,
+            &["--seed", "5", "--onnxruntime", library.to_str().unwrap()],
+        );
+        command.env("BOOMERANG_CACHE_DIR", &cache);
+        if let Some(value) = graph_cache {
+            command.env("BOOMERANG_GRAPH_CACHE", value);
+        }
+        command.assert().code(predicate::in_iter([0, 3]));
+        let rows: Vec<_> = verify(&report_path(&output))
+            .unwrap()
+            .into_iter()
+            .map(|mut row| {
+                row.milliseconds = None;
+                row.chain.clear();
+                row
+            })
+            .collect();
+        (tree(&output), rows)
+    };
+    let off = run("off", Some("0"));
+    assert!(kept().is_empty(), "{:?}", kept());
+    let filling = run("filling", None);
+    let entries = kept();
+    // tiny-sd's four graphs, the face detector and the embedders.
+    assert!(entries.len() >= 6, "{entries:?}");
+    let loaded = run("loaded", None);
+    assert_eq!(kept(), entries, "a second run writes no new entry");
+    assert_eq!(off, filling);
+    assert_eq!(off, loaded);
+    assert!(off.1.iter().any(|row| row.status != Status::Skipped));
+    common::audit_recompute(
+        &report_path(&temp.path().join("loaded")),
+        &input,
+        &temp.path().join("loaded"),
+        &policy,
+        10,
+    )
+    .assert()
+    .code(0)
+    .stdout(predicate::str::contains("verdict: clean"));
+}
+
 #[test]
 fn audit_recompute_reproduces_a_run_byte_for_byte() {
     let temp = tempfile::tempdir().unwrap();

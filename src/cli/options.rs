@@ -283,8 +283,9 @@ pub struct RuntimeArgs {
     pub threads: usize,
     /// How a model folder is checked against its SHA256SUMS when it opens: `remembered` re-uses
     /// the sha256 boomerang's cache recorded for a file whose device, inode, size, mtime and
-    /// ctime are unchanged (new or changed files are hashed); `full` hashes every byte. The
-    /// audit always hashes every byte
+    /// ctime are unchanged (new or changed files are hashed), and on CPUs loads the graphs ONNX
+    /// Runtime optimized in an earlier run from the cache (BOOMERANG_GRAPH_CACHE=0: never);
+    /// `full` hashes every byte and optimizes the original graphs. The audit always does as `full`
     #[arg(long, default_value = "remembered", value_name = "HOW", value_parser = parse_verify)]
     pub verify: Verify,
 }
