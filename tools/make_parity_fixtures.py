@@ -20,6 +20,7 @@ thread to keep the float summation order fixed.
 """
 import argparse
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -79,7 +80,9 @@ Every random tensor diffusers drew is stored in call order as `noise_NNN.npy`; `
 DDPM for t > 0, EulerAncestral). Reading these instead of drawing reproduces every array below.
 
 All .npy are little-endian float32 except `input_ids.npy` (int64). Shapes use B = batch and
-U = the UNet batch (2B with classifier-free guidance, else B).
+U = the UNet batch (2B with classifier-free guidance, else B). A file byte-identical to one of an
+earlier case (in path order: the same prompt's ids and embeddings, the same image's VAE
+parameters) is a relative symbolic link to it, for the repository's size budget.
 
 | file | content |
 |---|---|
@@ -411,6 +414,24 @@ def write_case(out_dir, arrays, meta):
         f.write("\n")
 
 
+def link_duplicates(out_root):
+    """Replaces each .npy byte-identical to one earlier in path order by a relative link to it."""
+    first = {}
+    for directory, subdirectories, files in os.walk(out_root):
+        subdirectories.sort()
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            if not name.endswith(".npy") or os.path.islink(path):
+                continue
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            if digest in first:
+                os.remove(path)
+                os.symlink(os.path.relpath(first[digest], directory), path)
+            else:
+                first[digest] = path
+
+
 def read_replay(out_dir, meta):
     return [np.load(os.path.join(out_dir, c["file"])) for c in meta["noise_calls"]]
 
@@ -544,6 +565,7 @@ def main():
     with open(os.path.join(out_root, "README.md"), "w", encoding="utf-8") as f:
         f.write(FIXTURE_README.format(diffusers=diffusers.__version__, steps=STEPS, size=IMAGE_SIZE,
                                       lat=IMAGE_SIZE // 8))
+    link_duplicates(out_root)
     print("worst ONNX vs torch:", worst)
 
 
