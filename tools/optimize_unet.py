@@ -183,8 +183,7 @@ def calibration_feeds(source, unet_graph, images, timesteps):
     from PIL import Image
 
     inputs = graph_inputs(unet_graph)
-    extra = sorted(set(inputs) - set(UNET_INPUTS))
-    if extra or set(UNET_INPUTS) - set(inputs):
+    if set(inputs) != set(UNET_INPUTS):
         sys.exit(f"{WHO}: --int8-conv calibrates UNets whose inputs are {', '.join(UNET_INPUTS)}; "
                  f"{unet_graph} has {', '.join(sorted(inputs))}")
     numpy_type = {1: np.float32, 10: np.float16, 6: np.int32, 7: np.int64, 11: np.float64}
@@ -218,8 +217,11 @@ def calibration_feeds(source, unet_graph, images, timesteps):
         except OSError as e:
             sys.exit(f"{WHO}: calibration image {path}: {e}")
         pixels = (pixels.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
-        parameters = encoder.run(None, {"sample": pixels})[0]
-        latent = parameters[:, : parameters.shape[1] // 2] * scaling
+        encoded = encoder.run(None, {"sample": pixels})[0]
+        # Optimum's exports give the posterior's mean and log-variance (`latent_parameters`);
+        # older ones a sampled latent (`latent_sample`) with the UNet's channel count.
+        channels = unet_config.get("in_channels", 4)
+        latent = (encoded[:, :channels] if encoded.shape[1] == 2 * channels else encoded) * scaling
         for t in timesteps:
             noisy = (np.sqrt(alphas[t]) * latent
                      + np.sqrt(1.0 - alphas[t]) * noise.standard_normal(latent.shape)).astype(np.float32)
