@@ -466,13 +466,7 @@ fn graphs_kept_between_runs_change_no_byte_of_a_run() {
     let policy = demo_policy(temp.path(), &[]);
     let cache = temp.path().join("cache");
     let library = boomerang::io::runtime::cached_library().unwrap();
-    let kept = || -> Vec<PathBuf> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(cache.join("optimized-graphs"))
-            .map(|listing| listing.map(|entry| entry.unwrap().path()).collect())
-            .unwrap_or_default();
-        entries.sort();
-        entries
-    };
+    let kept = || common::optimized_graphs(&cache);
     let run = |name: &str, graph_cache: Option<&str>| {
         let output = temp.path().join(name);
         let mut command = anonymize(
@@ -505,6 +499,10 @@ fn graphs_kept_between_runs_change_no_byte_of_a_run() {
     assert!(entries.len() >= 6, "{entries:?}");
     let loaded = run("loaded", None);
     assert_eq!(kept(), entries, "a second run writes no new entry");
+    let listed = std::fs::read_dir(cache.join("optimized-graphs"))
+        .unwrap()
+        .count();
+    assert_eq!(listed, entries.len(), "a staging folder was left behind");
     assert_eq!(off, filling);
     assert_eq!(off, loaded);
     assert!(off.1.iter().any(|row| row.status != Status::Skipped));

@@ -2,14 +2,14 @@
 //! cache of verified hashes), and a changed file is still refused: edited to the same size with
 //! its old mtime put back, or checked with `--verify full`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{optimized_graphs, root};
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -97,15 +97,6 @@ fn a_changed_model_file_is_refused_though_its_hash_was_remembered() {
             ));
         assert!(!output.exists());
     }
-}
-
-fn optimized_graphs(cache: &Path) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(cache.join("optimized-graphs"))
-        .map(|listing| listing.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    entries.retain(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'));
-    entries.sort();
-    entries
 }
 
 #[test]

@@ -162,3 +162,14 @@ pub fn png_with_orientation(image: &image::DynamicImage, orientation: u16) -> Ve
     out.extend_from_slice(&png[33..]);
     out
 }
+
+/// The finished entries of boomerang's kept optimized graphs under `cache` (staging folders,
+/// named with a leading dot, left out), sorted.
+pub fn optimized_graphs(cache: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(cache.join("optimized-graphs"))
+        .map(|listing| listing.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    entries.retain(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'));
+    entries.sort();
+    entries
+}
