@@ -12,7 +12,7 @@ use boomerang::io::runtime::{self, SessionOptions};
 use ort::value::TensorElementType;
 use predicates::prelude::*;
 
-use common::root;
+use common::{mean_abs_difference, root};
 
 /// The fp16 tiny model where tools/make_tiny_sd_fp16.py writes it; missing is a failure, not a skip.
 fn fp16_model() -> PathBuf {
@@ -46,12 +46,6 @@ fn sample(model: &Path, seed: &str, out: &Path) -> Vec<u8> {
         .unwrap()
         .to_rgb8()
         .into_raw()
-}
-
-fn mean_abs_difference(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let total: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
-    total as f64 / a.len() as f64
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use assert_cmd::Command;
 
-use common::root;
+use common::{mean_abs_difference, root};
 
 fn optimize(out: &Path, flags: &[&str]) -> std::process::Output {
     Process::new("python3")
@@ -78,12 +78,6 @@ fn sample(model: &Path, seed: &str, out: &Path) -> Vec<u8> {
         .unwrap()
         .to_rgb8()
         .into_raw()
-}
-
-fn mean_abs_difference(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let total: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
-    total as f64 / a.len() as f64
 }
 
 fn max_abs_difference(a: &[u8], b: &[u8]) -> u8 {

@@ -173,3 +173,10 @@ pub fn optimized_graphs(cache: &Path) -> Vec<PathBuf> {
     entries.sort();
     entries
 }
+
+/// Mean absolute difference of two equally long byte strings (decoded pixels), in levels.
+pub fn mean_abs_difference(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let total: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    total as f64 / a.len() as f64
+}
