@@ -344,7 +344,7 @@ impl Runtime {
         let fail = |message: String| RuntimeError::Session {
             model: model.to_path_buf(),
             device: options.device,
-            message,
+            message: with_gpu_graph_hint(options.device, message),
         };
         let mut builder = Session::builder(&self.environment).map_err(|e| fail(e.to_string()))?;
         if options.threads > 0 {
@@ -451,6 +451,18 @@ impl Runtime {
             .clone()
             .map_err(|message| RuntimeError::Gpu { device, message })
     }
+}
+
+/// A graph fused for GPUs (ONNX Runtime's Stable Diffusion optimizer writes GroupNorm, NhwcConv,
+/// BiasSplitGelu: operators only the CUDA provider implements) fails on the CPU with a missing
+/// kernel; say what that means and what to do.
+fn with_gpu_graph_hint(device: Device, message: String) -> String {
+    if device != Device::Cpu || !message.contains("Failed to find kernel for com.microsoft.") {
+        return message;
+    }
+    format!(
+        "{message}. This graph holds operators only GPU providers implement (a graph optimized for CUDA, e.g. by optimize_pipeline): run it with --device cuda, or on CPUs use the unoptimized export or one made by tools/optimize_unet.py"
+    )
 }
 
 /// TensorRT builds an engine per graph on first use (minutes for a UNet): engines and timings are
@@ -747,4 +759,23 @@ fn check_digest(path: &Path, expected: &str) -> Result<(), FetchError> {
 fn sha256_file(path: &Path) -> Result<String, FetchError> {
     crate::io::hashing::sha256_file(path)
         .map_err(|e| FetchError::Io(format!("reading {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_fused_graph_on_the_cpu_says_what_to_do() {
+        // ONNX Runtime 1.31.1's words for a tiny-sd UNet fused by optimize_pipeline for CUDA.
+        let missing = "Failed to find kernel for com.microsoft.NhwcConv(1) (node:'NhwcConv_0-/model/conv_in/Conv' ep:'CPUExecutionProvider'). Kernel not found".to_string();
+        let hinted = with_gpu_graph_hint(Device::Cpu, missing.clone());
+        assert!(hinted.starts_with(&missing), "{hinted}");
+        assert!(hinted.contains("run it with --device cuda"), "{hinted}");
+        // Other failures, and the same words on a GPU, are passed on as they are.
+        let cuda = Device::Cuda { device_id: 0 };
+        assert_eq!(with_gpu_graph_hint(cuda, missing.clone()), missing);
+        let other = "Load model from x failed: Protobuf parsing failed.".to_string();
+        assert_eq!(with_gpu_graph_hint(Device::Cpu, other.clone()), other);
+    }
 }
