@@ -355,17 +355,11 @@ impl Runtime {
         self.check_gpu(options.device)?;
         let providers = match options.device {
             Device::Cpu => Vec::new(),
-            Device::Cuda { device_id } => vec![ort::ep::CUDA::default()
-                .with_device_id(device_id)
-                .build()
-                .error_on_failure()],
+            Device::Cuda { device_id } => vec![cuda_options(device_id).build().error_on_failure()],
             // Nodes TensorRT cannot take run on CUDA, still never on the CPU by surprise.
             Device::TensorRt { device_id } => vec![
                 tensorrt_options(device_id).build().error_on_failure(),
-                ort::ep::CUDA::default()
-                    .with_device_id(device_id)
-                    .build()
-                    .error_on_failure(),
+                cuda_options(device_id).build().error_on_failure(),
             ],
         };
         if !providers.is_empty() {
@@ -451,6 +445,18 @@ impl Runtime {
             .clone()
             .map_err(|message| RuntimeError::Gpu { device, message })
     }
+}
+
+/// cuDNN picks each convolution's algorithm by its heuristics, not by timing them all (ONNX
+/// Runtime's default, "exhaustive"): a timed choice can differ from one start to the next, and
+/// with it the last bits of an output, which would break the byte-identical re-runs the audit
+/// relies on (PyTorch also uses heuristics unless told otherwise). The arena grows by what is
+/// asked, not to the next power of two, so a batch fits on a smaller GPU.
+fn cuda_options(device_id: i32) -> ort::ep::CUDA {
+    ort::ep::CUDA::default()
+        .with_device_id(device_id)
+        .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic)
+        .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
 }
 
 /// A graph fused for GPUs (ONNX Runtime's Stable Diffusion optimizer writes GroupNorm, NhwcConv,
