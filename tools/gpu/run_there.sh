@@ -17,6 +17,10 @@ site=${BENCH_SITE:-/tmp/bench-site}
 mkdir -p "$results"
 tools/gpu/unpack.sh "$transfer" "$site"
 export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+# The GPU build serves every session (its CPU provider too): python3's own onnxruntime there is
+# 1.30, older than boomerang accepts.
+cache=${BOOMERANG_CACHE_DIR:-${XDG_CACHE_HOME:+$XDG_CACHE_HOME/boomerang}}
+export ORT_DYLIB_PATH=${cache:-$HOME/.cache/boomerang}/onnxruntime-gpu/1.31.1/libonnxruntime.so.1.31.1
 # bench_gpu.py would otherwise try to make the model venv from PyPI, which this machine cannot reach.
 export BOOMERANG_MODELS_VENV=1
 nvidia_libs=$(python3 -c '
