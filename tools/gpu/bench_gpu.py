@@ -18,7 +18,8 @@ Per image is the steady rate: each boomerang stage's first call (cuDNN's algorit
 session's one-time work: `--timings`' "first call") is left out and the rest scaled to all calls;
 PyTorch gets one unmeasured warm-up call, then two timed ones. Whole process, model loading
 included, is reported beside it. GPU memory is the peak `nvidia-smi` reports for the machine while
-that side ran, minus what was in use before (each side runs in a process of its own).
+a row ran, minus what was in use before that side's process started (boomerang: one process per
+row; PyTorch: one process for all rows, its cache emptied between them).
 RESULTS_DIR/results.md and results.json are rewritten after every row, so a run cut short keeps
 what it measured; `--deadline-s` skips rows once that much time has passed.
 
@@ -85,8 +86,12 @@ def arguments(argv=None):
     ap.add_argument("--boomerang", default=os.path.join(ROOT, "target", "release", "boomerang"))
     ap.add_argument("--work", help="folder for the exports and images (default: a temporary one)")
     ap.add_argument("--deadline-s", type=float, help="skip the rows left once this many seconds have passed")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="make the exports in --work and stop (run_there.sh starts this early, in the background)")
     ap.add_argument("--torch-run", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.prepare_only and not args.work:
+        ap.error("--prepare-only needs --work: the folder a later run reads")
     unknown = set(args.sides) - {"fp32", "fp16", "torch"}
     if unknown:
         ap.error(f"--sides: unknown {sorted(unknown)}; choose from fp32, fp16, torch")
@@ -255,26 +260,31 @@ def make_images(folder, size, count):
 
 
 class GpuMemory:
-    """Peak machine-wide GPU memory while a side runs, from nvidia-smi, less what was in use before."""
+    """Peak machine-wide GPU memory while a side runs, from nvidia-smi, less what was in use
+    before (`before`, else what is in use on entering)."""
 
-    def __init__(self, device):
+    def __init__(self, device, before=None):
         self.enabled = device == "cuda" and shutil.which("nvidia-smi") is not None
+        self.before = before
         self.peak = None
 
-    def read(self):
+    def current(self):
+        if not self.enabled:
+            return None
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True)
         return max((int(v) for v in out.stdout.split() if v.isdigit()), default=0)
 
     def __enter__(self):
         if self.enabled:
-            self.before = self.read()
-            self.peak = self.before
+            if self.before is None:
+                self.before = self.current()
+            self.peak = self.current()
             self.stop = threading.Event()
 
             def poll():
                 while not self.stop.wait(0.1):
-                    self.peak = max(self.peak, self.read())
+                    self.peak = max(self.peak, self.current())
             self.thread = threading.Thread(target=poll, daemon=True)
             self.thread.start()
         return self
@@ -283,7 +293,7 @@ class GpuMemory:
         if self.enabled:
             self.stop.set()
             self.thread.join()
-            self.peak = max(self.peak, self.read()) - self.before
+            self.peak = max(self.peak, self.current()) - self.before
 
     def mib(self):
         return self.peak
@@ -330,11 +340,14 @@ def run_boomerang(args, model, images, batch, guidance, out):
 
 
 def torch_run(spec):
-    """In a process of its own: the PyTorch pipeline on the same weights, timed, as JSON."""
+    """In a process of its own: the PyTorch pipeline on the same weights, every (guidance, batch)
+    of the spec in turn, one JSON line each as it is measured."""
     import torch
     from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
     from PIL import Image
     from transformers import CLIPTokenizer
+    started = time.perf_counter()
+    baseline = GpuMemory(spec["device"]).current()
     text_encoder, unet, vae = build_models(spec["shape"])
     dtype = torch.float16 if spec["device"] == "cuda" else torch.float32
     pipe = StableDiffusionImg2ImgPipeline(
@@ -342,36 +355,47 @@ def torch_run(spec):
         unet=unet, scheduler=DDIMScheduler.from_config(scheduler_config()), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False).to(spec["device"], dtype)
     pipe.set_progress_bar_config(disable=True)
+    attention = type(unet.attn_processors[next(iter(unet.attn_processors))]).__name__
     images = [Image.open(path).convert("RGB") for path in spec["images"]]
-    batch = spec["batch"]
+    for guidance, batch in spec["configs"]:
+        result = {"guidance": guidance, "batch": batch}
+        if spec["deadline_s"] is not None and time.perf_counter() - started > spec["deadline_s"]:
+            print(json.dumps(dict(result, skipped="skipped: past --deadline-s")), flush=True)
+            continue
 
-    def call(chunk):
-        pipe(prompt=[PROMPT] * len(chunk), image=chunk, strength=spec["strength"],
-             num_inference_steps=spec["steps"], guidance_scale=spec["guidance"], output_type="np")
+        def call(chunk):
+            pipe(prompt=[PROMPT] * len(chunk), image=chunk, strength=spec["strength"],
+                 num_inference_steps=spec["steps"], guidance_scale=guidance, output_type="np")
+            if spec["device"] == "cuda":
+                torch.cuda.synchronize()
+
         if spec["device"] == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.empty_cache()  # what an earlier, larger batch cached is not this one's
+        with GpuMemory(spec["device"], before=baseline) as memory:
+            call(images[:batch])  # warm-up: cuDNN's algorithm choice, allocator growth
+            start = time.perf_counter()
+            for first in range(0, 2 * batch, batch):
+                call(images[first:first + batch])
+            per_image = (time.perf_counter() - start) / (2 * batch)
+        print(json.dumps(dict(result, per_image=per_image, gpu_mib=memory.mib(), attention=attention)), flush=True)
 
-    call(images[:batch])  # warm-up: cuDNN's algorithm search, allocator growth
-    start = time.perf_counter()
-    for first in range(0, len(images), batch):
-        call(images[first:first + batch])
-    return {"per_image": (time.perf_counter() - start) / len(images),
-            "attention": type(unet.attn_processors[next(iter(unet.attn_processors))]).__name__}
 
-
-def run_torch(args, images, batch, guidance):
-    spec = {"shape": args.shape, "device": args.device, "images": images, "batch": batch,
-            "guidance": guidance, "steps": args.steps, "strength": args.strength}
-    with GpuMemory(args.device) as memory:
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "unused", "--torch-run", json.dumps(spec)],
-                              capture_output=True, text=True)
-        whole = time.perf_counter() - start
+def run_torch(args, images, configs, deadline_s):
+    """{(guidance, batch): result} for every config, from one PyTorch process (one model build)."""
+    spec = {"shape": args.shape, "device": args.device, "images": images, "configs": configs,
+            "steps": args.steps, "strength": args.strength, "deadline_s": deadline_s}
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "unused", "--torch-run", json.dumps(spec)],
+                          capture_output=True, text=True)
+    results = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            result = json.loads(line)
+            results[(result.pop("guidance"), result.pop("batch"))] = result
     if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(whole=whole, gpu_mib=memory.mib())
-    return result
+        error = (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]
+        for config in configs:
+            results.setdefault(tuple(config), {"error": f"PyTorch: {error}"})
+    return results
 
 
 def cell(value, digits=3):
@@ -397,17 +421,45 @@ def write_results(folder, setup, rows):
         outside = row.get("outside_runtime")
         lines.append(
             f"| {row['guidance']} | {row['batch']} | {row['side']} | {cell(row['per_image'], 4)} | {cell(ratio)} "
-            f"| {cell(row['whole'], 1)} | {cell(row.get('first_calls'), 2)} "
-            f"| {'—' if outside is None else f'{100 * outside:.1f}%'} | {row['gpu_mib'] if row['gpu_mib'] is not None else '—'} "
+            f"| {cell(row.get('whole'), 1)} | {cell(row.get('first_calls'), 2)} "
+            f"| {'—' if outside is None else f'{100 * outside:.1f}%'} | {row['gpu_mib'] if row.get('gpu_mib') is not None else '—'} "
             f"| {cell(row.get('levels_from_fp32'), 2)} |")
     with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
 
+def prepare(args, work, fp32, fp16):
+    """The fp32 export and its fp16 optimization, each unless already in `work`; what it did is
+    kept in work/prepared.json, so a later run on the same folder reports it too."""
+    record_path = os.path.join(work, "prepared.json")
+    record = {}
+    if os.path.exists(record_path):
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+    if any(side in args.sides for side in ("fp32", "fp16")) and not os.path.exists(os.path.join(fp32, "SHA256SUMS")):
+        import torch
+        stamp = time.perf_counter()
+        export_onnx(build_models(args.shape), fp32, args.device)
+        write_manifest(args.boomerang, fp32)
+        record.update(export_s=round(time.perf_counter() - stamp, 1), torch=torch.__version__)
+    if "fp16" in args.sides and not os.path.exists(os.path.join(fp16, "SHA256SUMS")):
+        import onnxruntime
+        stamp = time.perf_counter()
+        optimize_fp16(fp32, fp16, args.device)
+        write_manifest(args.boomerang, fp16)
+        record.update(optimize_s=round(time.perf_counter() - stamp, 1),
+                      fp16_unet_fused=fused_operators(os.path.join(fp16, "unet", "model.onnx")),
+                      optimizer=f"onnxruntime {onnxruntime.__version__} optimize_pipeline --float16" + (
+                          " " + " ".join(CUDA_ONLY_FUSIONS) if args.device == "cpu" else ""))
+    os.makedirs(work, exist_ok=True)
+    write_json(record_path, record)
+    return record
+
+
 def main():
     args = arguments()
     if args.torch_run:
-        print(json.dumps(torch_run(json.loads(args.torch_run))))
+        torch_run(json.loads(args.torch_run))
         return
     # The packages of the GPU machine's python, else the model venv's (tools/requirements-models.txt).
     cached_model.ensure_model_packages(WHO, __file__, (
@@ -415,48 +467,40 @@ def main():
     started = time.perf_counter()
     if any(side in args.sides for side in ("fp32", "fp16")) and not os.access(args.boomerang, os.X_OK):
         sys.exit(f"{WHO}: no boomerang binary at {args.boomerang}: build it (cargo build --release) or pass --boomerang")
-    os.makedirs(args.results, exist_ok=True)
     work = args.work or tempfile.mkdtemp(prefix="bench-gpu-")
     fp32, fp16 = os.path.join(work, "fp32"), os.path.join(work, "fp16")
     setup = {"shape": args.shape, "device": args.device, "steps": args.steps, "strength": args.strength,
              "scheduler": "ddim", "prompt": PROMPT}
-    if any(side in args.sides for side in ("fp32", "fp16")) and not os.path.exists(os.path.join(fp32, "SHA256SUMS")):
-        import torch
-        stamp = time.perf_counter()
-        export_onnx(build_models(args.shape), fp32, args.device)
-        write_manifest(args.boomerang, fp32)
-        setup["export_s"] = round(time.perf_counter() - stamp, 1)
-        setup["torch"] = torch.__version__
-    if "fp16" in args.sides and not os.path.exists(os.path.join(fp16, "SHA256SUMS")):
-        import onnxruntime
-        stamp = time.perf_counter()
-        optimize_fp16(fp32, fp16, args.device)
-        write_manifest(args.boomerang, fp16)
-        setup["optimize_s"] = round(time.perf_counter() - stamp, 1)
-        setup["fp16_unet_fused"] = fused_operators(os.path.join(fp16, "unet", "model.onnx"))
-        setup["optimizer"] = f"onnxruntime {onnxruntime.__version__} optimize_pipeline --float16" + (
-            " " + " ".join(CUDA_ONLY_FUSIONS) if args.device == "cpu" else "")
+    setup.update(prepare(args, work, fp32, fp16))
+    if args.prepare_only:
+        print(f"{WHO}: prepared {work}: {json.dumps(setup)}")
+        return
+    os.makedirs(args.results, exist_ok=True)
     images = make_images(os.path.join(work, "images"), WORKING_SIZE[args.shape], 2 * max(args.batch))
+    # The largest batch first: guidance 1 at batch 8 is the design goal, and a deadline skips the
+    # rows left at the end.
+    configs = [(guidance, batch) for batch in sorted(set(args.batch), reverse=True) for guidance in args.guidance]
+    remaining = None if args.deadline_s is None else args.deadline_s - (time.perf_counter() - started)
+    reference = run_torch(args, images, configs, remaining) if "torch" in args.sides else {}
     rows = []
-    for guidance in args.guidance:
-        for batch in args.batch:
-            chosen = images[:2 * batch]
-            for side in args.sides:
-                row = {"guidance": guidance, "batch": batch, "side": side, "images": len(chosen)}
-                if args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:
-                    row["skipped"] = f"skipped: past --deadline-s {args.deadline_s:g}"
-                elif side == "torch":
-                    row.update(run_torch(args, chosen, batch, guidance))
-                else:
-                    out = os.path.join(work, f"out-{side}-{guidance:g}-{batch}")
-                    row.update(run_boomerang(args, fp32 if side == "fp32" else fp16, chosen, batch, guidance, out))
-                    twin = os.path.join(work, f"out-fp32-{guidance:g}-{batch}")
-                    if side == "fp16" and "error" not in row and os.path.isdir(twin):
-                        # The same seed and noise through both exports: what fp16 and fusion cost.
-                        row["levels_from_fp32"] = mean_level_difference(out, twin)
-                rows.append(row)
-                write_results(args.results, setup, rows)
-                print(json.dumps(row), flush=True)
+    for guidance, batch in configs:
+        chosen = images[:2 * batch]
+        for side in args.sides:
+            row = {"guidance": guidance, "batch": batch, "side": side, "images": len(chosen)}
+            if side == "torch":
+                row.update(reference[(guidance, batch)])
+            elif args.deadline_s is not None and time.perf_counter() - started > args.deadline_s:
+                row["skipped"] = f"skipped: past --deadline-s {args.deadline_s:g}"
+            else:
+                out = os.path.join(work, f"out-{side}-{guidance:g}-{batch}")
+                row.update(run_boomerang(args, fp32 if side == "fp32" else fp16, chosen, batch, guidance, out))
+                twin = os.path.join(work, f"out-fp32-{guidance:g}-{batch}")
+                if side == "fp16" and "error" not in row and os.path.isdir(twin):
+                    # The same seed and noise through both exports: what fp16 and fusion cost.
+                    row["levels_from_fp32"] = mean_level_difference(out, twin)
+            rows.append(row)
+            write_results(args.results, setup, rows)
+            print(json.dumps(row), flush=True)
     print(open(os.path.join(args.results, "results.md"), encoding="utf-8").read())
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

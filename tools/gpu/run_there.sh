@@ -1,39 +1,36 @@
 #!/usr/bin/env bash
-# The command of the last device call (tools/gpu/README.md): unpacks what tools/gpu/pack.sh made,
-# puts python3's NVIDIA libraries (the nvidia-* packages PyTorch uses) on the loader path, records
+# The command of the last device call (tools/gpu/README.md): unpacks ONNX Runtime's GPU build,
+# waits for the preparation start_there.sh began (at most PREPARE_WAIT_S, default 300 s), records
 # the machine, and runs tools/gpu/bench_gpu.py into RESULTS_DIR (results.md, results.json, and
-# bench.log, doctor.txt, nvidia-smi.txt beside them).
+# bench.log, prepare.log, doctor.txt, nvidia-smi.txt beside them).
 #
-# usage: tools/gpu/run_there.sh RESULTS_DIR [bench_gpu.py options]
-#   default --deadline-s 420: rows left after that are skipped, so a 600 s call ends with its table.
-# env: GPU_TRANSFER (default gpu-transfer), BENCH_SITE (default /tmp/bench-site),
-#      BENCH_WORK (default /tmp/bench-work)
+# usage: tools/gpu/run_there.sh RESULTS_DIR [bench_gpu.py options, the same as start_there.sh's]
+#   --deadline-s defaults to what is left of 480 s after the wait: rows past it are skipped, so a
+#   600 s call ends with its table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 results=${1:?usage: tools/gpu/run_there.sh RESULTS_DIR [bench_gpu.py options]}
 shift
-transfer=${GPU_TRANSFER:-gpu-transfer}
-site=${BENCH_SITE:-/tmp/bench-site}
+start=$SECONDS
+source tools/gpu/env_there.sh
 mkdir -p "$results"
-tools/gpu/unpack.sh "$transfer" "$site"
-export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-# The GPU build serves every session (its CPU provider too): python3's own onnxruntime there is
-# 1.30, older than boomerang accepts.
-cache=${BOOMERANG_CACHE_DIR:-${XDG_CACHE_HOME:+$XDG_CACHE_HOME/boomerang}}
-export ORT_DYLIB_PATH=${cache:-$HOME/.cache/boomerang}/onnxruntime-gpu/1.31.1/libonnxruntime.so.1.31.1
-# bench_gpu.py would otherwise try to make the model venv from PyPI, which this machine cannot reach.
-export BOOMERANG_MODELS_VENV=1
-nvidia_libs=$(python3 -c '
-import glob, os
-try:
-    import nvidia
-except ImportError:
-    raise SystemExit(0)
-folders = {os.path.dirname(p) for root in nvidia.__path__ for p in glob.glob(os.path.join(root, "**", "lib*.so*"), recursive=True)}
-print(":".join(sorted(folders)))')
-export LD_LIBRARY_PATH=$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+tools/gpu/unpack.sh runtime "$transfer" "$site"
 { nvidia-smi || echo "no nvidia-smi"; } >"$results/nvidia-smi.txt" 2>&1
 # doctor exits 3 when something is missing; what it found is the point here.
 "$transfer/boomerang" doctor >"$results/doctor.txt" 2>&1 || true
-python3 tools/gpu/bench_gpu.py "$results" --boomerang "$transfer/boomerang" \
-    --work "${BENCH_WORK:-/tmp/bench-work}" --deadline-s 420 "$@" 2>&1 | tee "$results/bench.log"
+while [[ ! -f $work/prepare.rc ]] && ((SECONDS - start < ${PREPARE_WAIT_S:-300})); do
+    sleep 2
+done
+cp "$work/prepare.log" "$results/" 2>/dev/null || true
+if [[ ! -f $work/prepare.rc ]]; then
+    echo "run_there: the preparation did not finish in time; its log is in $results/prepare.log" >&2
+    exit 1
+fi
+if [[ $(cat "$work/prepare.rc") != 0 ]]; then
+    echo "run_there: the preparation failed (exit $(cat "$work/prepare.rc")): $results/prepare.log" >&2
+    tail -5 "$work/prepare.log" >&2
+    exit 1
+fi
+deadline=$((480 - (SECONDS - start)))
+python3 tools/gpu/bench_gpu.py "$results" --boomerang "$transfer/boomerang" --work "$work" \
+    --deadline-s $((deadline > 60 ? deadline : 60)) "$@" 2>&1 | tee "$results/bench.log"
