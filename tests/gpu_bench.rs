@@ -102,3 +102,51 @@ fn the_gpu_benchmark_says_which_binary_is_missing_before_it_builds_anything() {
     );
     assert!(!temp.path().join("results").exists());
 }
+
+#[test]
+fn the_gpu_machines_fused_fp16_export_is_made_here_and_refused_on_the_cpu_with_what_to_do() {
+    // What the GPU machine's preparation makes (all of the optimizer's CUDA fusions), on the tiny
+    // model: the fusions happen, and boomerang on the CPU says what such a graph needs.
+    let temp = tempfile::tempdir().unwrap();
+    let work = temp.path().join("work");
+    let output = Command::new("python3")
+        .arg(root().join("tools/gpu/bench_gpu.py"))
+        .arg(temp.path().join("unused"))
+        .args(["--shape", "tiny", "--device", "cpu", "--fusions", "cuda"])
+        .args(["--prepare-only", "--boomerang"])
+        .arg(env!("CARGO_BIN_EXE_boomerang"))
+        .arg("--work")
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(work.join("prepared.json")).unwrap();
+    let prepared: Value = serde_json::from_str(&text).unwrap();
+    let fused = &prepared["fp16_unet_fused"];
+    for op in ["MultiHeadAttention", "NhwcConv"] {
+        assert!(fused[op].as_u64().unwrap_or(0) > 0, "no {op}: {text}");
+    }
+    assert!(
+        fused["GroupNorm"].as_u64().unwrap_or(0) + fused["SkipGroupNorm"].as_u64().unwrap_or(0) > 0,
+        "{text}"
+    );
+    let sample = assert_cmd::Command::cargo_bin("boomerang")
+        .unwrap()
+        .args(["sample", "--seed", "1", "--model"])
+        .arg(work.join("fp16"))
+        .arg("-o")
+        .arg(temp.path().join("out"))
+        .arg(root().join("examples/astronaut.png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&sample.stderr);
+    assert!(!sample.status.success());
+    assert!(
+        stderr.contains("only GPU providers implement") && stderr.contains("--device cuda"),
+        "{stderr}"
+    );
+}

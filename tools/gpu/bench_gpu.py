@@ -83,6 +83,9 @@ def arguments(argv=None):
     ap.add_argument("--batch", type=lambda t: parse_list(t, int), default=[1, 8])
     ap.add_argument("--sides", type=lambda t: parse_list(t, str), default=["fp32", "fp16", "torch"],
                     help="which of fp32, fp16 (boomerang on either export) and torch to run")
+    ap.add_argument("--fusions", choices=("cuda", "cpu"),
+                    help="which of ONNX Runtime's fusions the fp16 export gets (default: --device's); cuda adds "
+                         "GroupNorm, NHWC convolutions and bias fusions, which only the CUDA provider runs")
     ap.add_argument("--boomerang", default=os.path.join(ROOT, "target", "release", "boomerang"))
     ap.add_argument("--work", help="folder for the exports and images (default: a temporary one)")
     ap.add_argument("--deadline-s", type=float, help="skip the rows left once this many seconds have passed")
@@ -90,6 +93,7 @@ def arguments(argv=None):
                     help="make the exports in --work and stop (run_there.sh starts this early, in the background)")
     ap.add_argument("--torch-run", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    args.fusions = args.fusions or args.device
     if args.prepare_only and not args.work:
         ap.error("--prepare-only needs --work: the folder a later run reads")
     unknown = set(args.sides) - {"fp32", "fp16", "torch"}
@@ -202,12 +206,12 @@ def write_manifest(binary, folder):
     subprocess.run([binary, "manifest", "--write", folder], check=True, capture_output=True)
 
 
-def optimize_fp16(source, out, device):
+def optimize_fp16(source, out, fusions):
     """ONNX Runtime's Stable Diffusion optimizer: fused attention (and on CUDA GroupNorm, NHWC
     convolutions, bias fusions), then fp16 with fp16 inputs and outputs."""
     command = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimize_pipeline.py"),
                "-i", source, "-o", out, "--float16"]
-    if device == "cpu":
+    if fusions == "cpu":
         command += CUDA_ONLY_FUSIONS
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -445,12 +449,12 @@ def prepare(args, work, fp32, fp16):
     if "fp16" in args.sides and not os.path.exists(os.path.join(fp16, "SHA256SUMS")):
         import onnxruntime
         stamp = time.perf_counter()
-        optimize_fp16(fp32, fp16, args.device)
+        optimize_fp16(fp32, fp16, args.fusions)
         write_manifest(args.boomerang, fp16)
         record.update(optimize_s=round(time.perf_counter() - stamp, 1),
                       fp16_unet_fused=fused_operators(os.path.join(fp16, "unet", "model.onnx")),
                       optimizer=f"onnxruntime {onnxruntime.__version__} optimize_pipeline --float16" + (
-                          " " + " ".join(CUDA_ONLY_FUSIONS) if args.device == "cpu" else ""))
+                          " " + " ".join(CUDA_ONLY_FUSIONS) if args.fusions == "cpu" else ""))
     os.makedirs(work, exist_ok=True)
     write_json(record_path, record)
     return record
