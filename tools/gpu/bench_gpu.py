@@ -10,14 +10,15 @@ Steps: build an SD 1.5-shaped pipeline with seeded random weights (tools/make_sd
 configs; `--shape tiny`: models/tiny-sd's) → export its four graphs to ONNX in the optimum layout
 boomerang reads (TorchScript exporter, opset 18) → ONNX Runtime's Stable Diffusion optimizer
 (`optimize_pipeline --float16`, through tools/gpu/optimize_pipeline.py) on that export →
-for each guidance × batch: `boomerang sample` on both exports and the PyTorch pipeline, DDIM,
+for each batch (largest first) × guidance: `boomerang sample` on both exports and the PyTorch
+pipeline, DDIM,
 strength 0.5 of 50 steps (25 UNet steps), prompt "person", 2 batches of distinct images at the
 working size.
 
 Per image is the steady rate: each boomerang stage's first call (cuDNN's algorithm search, a
 session's one-time work: `--timings`' "first call") is left out and the rest scaled to all calls;
-PyTorch gets one unmeasured warm-up call, then two timed ones. Whole process, model loading
-included, is reported beside it. GPU memory is the peak `nvidia-smi` reports for the machine while
+PyTorch gets one unmeasured warm-up call, then two timed ones. boomerang's whole process, model
+loading included, is reported beside it. GPU memory is the peak `nvidia-smi` reports for the machine while
 a row ran, minus what was in use before that side's process started (boomerang: one process per
 row; PyTorch: one process for all rows, its cache emptied between them).
 RESULTS_DIR/results.md and results.json are rewritten after every row, so a run cut short keeps
@@ -47,11 +48,8 @@ import cached_model  # noqa: E402
 WHO = "bench_gpu"
 ONNX_OPSET = 18
 PROMPT = "person"
-# SD 1.5's scheduler config (tools/make_tiny_sd.py); both sides run it as DDIM.
-SCHEDULER_KEYS = ("beta_end", "beta_schedule", "beta_start", "clip_sample", "num_train_timesteps",
-                  "prediction_type", "set_alpha_to_one", "steps_offset", "trained_betas")
-# optimize_pipeline's fusions whose operators only the CUDA (or ROCm) provider implements; off for
-# `--device cpu` so the fp16 export still opens there.
+# optimize_pipeline's fusions whose operators only the CUDA (or ROCm) provider implements; off with
+# `--fusions cpu` (the default on `--device cpu`) so the fp16 export still opens there.
 CUDA_ONLY_FUSIONS = ("--disable_group_norm", "--disable_skip_group_norm", "--disable_nhwc_conv",
                      "--disable_bias_splitgelu", "--disable_bias_add", "--disable_packed_kv",
                      "--disable_packed_qkv")
@@ -171,23 +169,25 @@ def export_onnx(models, out, device):
         hidden, pooled = model(input_ids, return_dict=False)[:2]
         return hidden, pooled
 
-    width = text_encoder.config.hidden_size
+    width, pixels = text_encoder.config.hidden_size, vae.config.sample_size
     ids = torch.zeros((1, 77), dtype=torch.int64, device=device)
+    latents = torch.randn(1, 4, latent, latent, device=device)
     image_axes = {0: "batch", 2: "height", 3: "width"}
-    export_graph(Graph(text_encoder, text_encoder_forward), (ids,), os.path.join(out, "text_encoder", "model.onnx"), ["input_ids"],
+    sequence_axes = {0: "batch", 1: "sequence"}
+    export_graph(Graph(text_encoder, text_encoder_forward), (ids,),
+                 os.path.join(out, "text_encoder", "model.onnx"), ["input_ids"],
                  ["last_hidden_state", "pooler_output"],
-                 {"input_ids": {0: "batch", 1: "sequence"}, "last_hidden_state": {0: "batch", 1: "sequence"},
-                  "pooler_output": {0: "batch"}})
-    export_graph(Graph(unet, lambda m, x, t, h: m(x, t, h, return_dict=False)[0]), (torch.randn(1, 4, latent, latent, device=device), torch.tensor(500.0, device=device),
-                          torch.randn(1, 77, width, device=device)),
+                 {"input_ids": sequence_axes, "last_hidden_state": sequence_axes, "pooler_output": {0: "batch"}})
+    export_graph(Graph(unet, lambda m, x, t, h: m(x, t, h, return_dict=False)[0]),
+                 (latents, torch.tensor(500.0, device=device), torch.randn(1, 77, width, device=device)),
                  os.path.join(out, "unet", "model.onnx"), ["sample", "timestep", "encoder_hidden_states"],
-                 ["out_sample"], {"sample": image_axes, "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                                  "out_sample": image_axes})
-    pixels = vae.config.sample_size
-    export_graph(Graph(vae, lambda m, x: m.encode(x).latent_dist.parameters), (torch.randn(1, 3, pixels, pixels, device=device),),
+                 ["out_sample"],
+                 {"sample": image_axes, "encoder_hidden_states": sequence_axes, "out_sample": image_axes})
+    export_graph(Graph(vae, lambda m, x: m.encode(x).latent_dist.parameters),
+                 (torch.randn(1, 3, pixels, pixels, device=device),),
                  os.path.join(out, "vae_encoder", "model.onnx"), ["sample"], ["latent_parameters"],
                  {"sample": image_axes, "latent_parameters": image_axes})
-    export_graph(Graph(vae, lambda m, z: m.decode(z, return_dict=False)[0]), (torch.randn(1, 4, latent, latent, device=device),),
+    export_graph(Graph(vae, lambda m, z: m.decode(z, return_dict=False)[0]), (latents,),
                  os.path.join(out, "vae_decoder", "model.onnx"), ["latent_sample"], ["sample"],
                  {"latent_sample": image_axes, "sample": image_axes})
     write_json(os.path.join(out, "text_encoder", "config.json"), text_encoder.config.to_dict())
