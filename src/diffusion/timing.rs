@@ -122,13 +122,7 @@ impl StageTimer {
             .iter()
             .map(|&stage| {
                 let tally = self.tallies[stage as usize];
-                TimingRow {
-                    label: stage.label(),
-                    calls: tally.calls,
-                    total: tally.total,
-                    in_runtime: tally.in_runtime,
-                    first: tally.first,
-                }
+                (stage.label(), tally)
             })
             .collect();
         let in_runtime: Duration = self.tallies.iter().map(|t| t.in_runtime).sum();
@@ -143,19 +137,11 @@ impl StageTimer {
 
 #[derive(Debug, Clone)]
 pub struct TimingReport {
-    rows: Vec<TimingRow>,
+    /// Each stage's label and tally.
+    rows: Vec<(&'static str, Tally)>,
     wall: Duration,
     in_runtime: Duration,
     tiling: Tiling,
-}
-
-#[derive(Debug, Clone)]
-struct TimingRow {
-    label: &'static str,
-    calls: u32,
-    total: Duration,
-    in_runtime: Duration,
-    first: Duration,
 }
 
 impl TimingReport {
@@ -177,12 +163,12 @@ impl fmt::Display for TimingReport {
             "{:<14} {:>6} {:>11} {:>11} {:>7} {:>11}",
             "stage", "calls", "seconds", "in runtime", "share", "first call"
         )?;
-        for row in &self.rows {
+        for (label, row) in &self.rows {
             let seconds = row.total.as_secs_f64();
             writeln!(
                 f,
                 "{:<14} {:>6} {seconds:>11.4} {:>11.4} {:>6.1}% {:>11.4}",
-                row.label,
+                label,
                 row.calls,
                 row.in_runtime.as_secs_f64(),
                 100.0 * seconds / wall,
@@ -216,12 +202,9 @@ impl fmt::Display for TimingReport {
 mod tests {
     use super::*;
 
-    fn unet_row(report: &TimingReport) -> &TimingRow {
-        report
-            .rows
-            .iter()
-            .find(|row| row.label == "UNet steps")
-            .unwrap()
+    fn unet_row(report: &TimingReport) -> Tally {
+        let found = report.rows.iter().find(|(label, _)| *label == "UNet steps");
+        found.unwrap().1
     }
 
     #[test]
