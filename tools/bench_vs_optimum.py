@@ -21,7 +21,6 @@ import collections
 import glob
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stage_timings  # noqa: E402
 import venv_cache  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,9 +123,6 @@ def run_reference(python, args, image):
     return result
 
 
-TIMING_ROW = re.compile(r"^(text encoder|VAE encode|UNet steps|scheduler|VAE decode|image I/O)\s+(\d+)\s+([\d.]+)\s+([\d.]+)")
-
-
 def run_boomerang(binary, args, image, out_dir):
     env = dict(os.environ)
     env.pop("BOOMERANG_ORT_PROFILE", None)
@@ -140,18 +137,15 @@ def run_boomerang(binary, args, image, out_dir):
     whole = time.perf_counter() - start
     if out.returncode != 0:
         sys.exit(f"{WHO}: boomerang failed:\n{out.stderr}")
-    rows = {}
-    for line in out.stdout.splitlines():
-        match = TIMING_ROW.match(line)
-        if match:
-            rows[match.group(1)] = (int(match.group(2)), float(match.group(3)), float(match.group(4)))
-    if "UNet steps" not in rows:
+    table = stage_timings.parse(out.stdout)
+    if table is None:
         sys.exit(f"{WHO}: no timings in boomerang's output:\n{out.stdout}\n{out.stderr}")
+    stages, _outside = table
     return {
         "whole": whole,
-        "per_image": sum(seconds for _, seconds, _ in rows.values()),
-        "in_runtime": {label: in_rt for label, (_, _, in_rt) in rows.items() if in_rt > 0},
-        "calls": {label: calls for label, (calls, _, _) in rows.items()},
+        "per_image": sum(stage.seconds for stage in stages.values()),
+        "in_runtime": {label: stage.in_runtime for label, stage in stages.items() if stage.in_runtime > 0},
+        "calls": {label: stage.calls for label, stage in stages.items()},
     }
 
 

@@ -33,7 +33,6 @@ $BOOMERANG_MODELS_PYTHON, else the model venv of tools/requirements-models.txt i
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import cached_model  # noqa: E402
+import stage_timings  # noqa: E402
 
 WHO = "bench_gpu"
 ONNX_OPSET = 18
@@ -53,11 +53,8 @@ PROMPT = "person"
 CUDA_ONLY_FUSIONS = ("--disable_group_norm", "--disable_skip_group_norm", "--disable_nhwc_conv",
                      "--disable_bias_splitgelu", "--disable_bias_add", "--disable_packed_kv",
                      "--disable_packed_qkv")
-TIMING_ROW = re.compile(
-    r"^(text encoder|VAE encode|UNet steps|scheduler|VAE decode|image I/O)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+%\s+([\d.]+)$")
 # The VAE's sample_size of each shape: the images are made at it, so neither side resizes or tiles.
 WORKING_SIZE = {"sd15": 512, "tiny": 128}
-OUTSIDE = re.compile(r"outside ([\d.]+)% of wall time")
 
 
 def parse_list(text, kind):
@@ -303,14 +300,14 @@ class GpuMemory:
         return self.peak
 
 
-def steady_per_image(rows, images):
+def steady_per_image(stages, images):
     """Seconds per image with each stage's first call left out and the rest scaled to all calls."""
     total = 0.0
-    for calls, seconds, _in_runtime, first in rows.values():
-        if calls > 1:
-            total += (seconds - first) / (calls - 1) * calls
+    for stage in stages.values():
+        if stage.calls > 1:
+            total += (stage.seconds - stage.first) / (stage.calls - 1) * stage.calls
         else:
-            total += seconds
+            total += stage.seconds
     return total / images
 
 
@@ -324,21 +321,16 @@ def run_boomerang(args, model, images, batch, guidance, out):
         whole = time.perf_counter() - start
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]}
-    rows = {}
-    for line in done.stdout.splitlines():
-        match = TIMING_ROW.match(line)
-        if match:
-            rows[match.group(1)] = (int(match.group(2)), float(match.group(3)), float(match.group(4)),
-                                    float(match.group(5)))
-    outside = OUTSIDE.search(done.stdout)
-    if "UNet steps" not in rows or outside is None:
+    table = stage_timings.parse(done.stdout)
+    if table is None:
         return {"error": "no --timings table in boomerang's output"}
+    stages, outside = table
     return {
-        "per_image": steady_per_image(rows, len(images)),
-        "first_calls": sum(first for *_, first in rows.values()),
+        "per_image": steady_per_image(stages, len(images)),
+        "first_calls": sum(stage.first for stage in stages.values()),
         "whole": whole,
-        "outside_runtime": float(outside.group(1)) / 100,
-        "unet_calls": rows["UNet steps"][0],
+        "outside_runtime": outside,
+        "unet_calls": stages["UNet steps"].calls,
         "gpu_mib": memory.mib(),
     }
 
