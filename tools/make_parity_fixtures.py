@@ -20,7 +20,6 @@ thread to keep the float summation order fixed.
 """
 import argparse
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tiny_sd  # noqa: E402
+import venv_cache  # noqa: E402
 
 import diffusers  # noqa: E402
 import diffusers.utils.torch_utils  # noqa: E402
@@ -434,8 +434,7 @@ def link_duplicates(out_root):
             path = os.path.join(directory, name)
             if not name.endswith(".npy") or os.path.islink(path):
                 continue
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
+            digest = venv_cache.sha256_file(path)
             if digest in first:
                 os.remove(path)
                 os.symlink(os.path.relpath(first[digest], directory), path)
