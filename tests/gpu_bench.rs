@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::root;
@@ -14,14 +15,22 @@ use serde_json::Value;
 
 const STEPS_RUN: u64 = 2; // --steps 4 at strength 0.5
 
+/// `tools/gpu/bench_gpu.py RESULTS --shape tiny --device cpu`: the tiny model on this CPU.
+fn bench_gpu(results: &Path) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg(root().join("tools/gpu/bench_gpu.py"))
+        .arg(results)
+        .args(["--shape", "tiny", "--device", "cpu"]);
+    command
+}
+
 #[test]
 fn the_gpu_benchmark_runs_every_step_on_a_cpu_and_fills_its_table() {
     let temp = tempfile::tempdir().unwrap();
     let results = temp.path().join("results");
-    let output = Command::new("python3")
-        .arg(root().join("tools/gpu/bench_gpu.py"))
-        .arg(&results)
-        .args(["--shape", "tiny", "--device", "cpu", "--steps", "4"])
+    let output = bench_gpu(&results)
+        .args(["--steps", "4"])
         .args(["--batch", "1,2", "--guidance", "1,7.5", "--boomerang"])
         .arg(env!("CARGO_BIN_EXE_boomerang"))
         .arg("--work")
@@ -87,10 +96,8 @@ fn the_gpu_benchmark_runs_every_step_on_a_cpu_and_fills_its_table() {
 fn the_gpu_benchmark_says_which_binary_is_missing_before_it_builds_anything() {
     let temp = tempfile::tempdir().unwrap();
     let missing = temp.path().join("no-boomerang");
-    let output = Command::new("python3")
-        .arg(root().join("tools/gpu/bench_gpu.py"))
-        .arg(temp.path().join("results"))
-        .args(["--shape", "tiny", "--device", "cpu", "--boomerang"])
+    let output = bench_gpu(&temp.path().join("results"))
+        .arg("--boomerang")
         .arg(&missing)
         .output()
         .unwrap();
@@ -109,10 +116,8 @@ fn the_gpu_machines_fused_fp16_export_is_made_here_and_refused_on_the_cpu_with_w
     // model: the fusions happen, and boomerang on the CPU says what such a graph needs.
     let temp = tempfile::tempdir().unwrap();
     let work = temp.path().join("work");
-    let output = Command::new("python3")
-        .arg(root().join("tools/gpu/bench_gpu.py"))
-        .arg(temp.path().join("unused"))
-        .args(["--shape", "tiny", "--device", "cpu", "--fusions", "cuda"])
+    let output = bench_gpu(&temp.path().join("unused"))
+        .args(["--fusions", "cuda"])
         .args(["--prepare-only", "--boomerang"])
         .arg(env!("CARGO_BIN_EXE_boomerang"))
         .arg("--work")
