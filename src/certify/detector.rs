@@ -285,7 +285,10 @@ pub fn decode(
         .zip(logits)
         .filter_map(|((anchor, r), &logit)| {
             let score = sigmoid(logit);
-            if score < min_score || !r.iter().all(|v| v.is_finite()) {
+            // Written so that a NaN score fails it; a box with no area cannot be a face (and
+            // would overlap nothing, itself included, in `nms`).
+            let keep = score >= min_score && r.iter().all(|v| v.is_finite());
+            if !keep || r[2] <= 0.0 || r[3] <= 0.0 {
                 return None;
             }
             let cx = r[0] / scale + anchor.x;
@@ -320,24 +323,28 @@ fn sort_by_score(detections: &mut [Detection]) {
 pub fn nms(mut candidates: Vec<Detection>, iou_threshold: f32, kind: Nms) -> Vec<Detection> {
     sort_by_score(&mut candidates);
     let mut kept = Vec::new();
-    while let Some(top) = candidates.first().cloned() {
-        let (group, rest): (Vec<Detection>, Vec<Detection>) = candidates
-            .into_iter()
-            .partition(|c| top.bbox.iou(&c.bbox) > iou_threshold);
-        candidates = rest;
+    // The top candidate leaves the list on every turn: taking it out through its overlap with
+    // itself would loop forever on a box with no area or an IoU threshold of 1.
+    let mut remaining = candidates.into_iter();
+    while let Some(top) = remaining.next() {
+        let (overlapping, rest): (Vec<Detection>, Vec<Detection>) =
+            remaining.partition(|c| top.bbox.iou(&c.bbox) > iou_threshold);
+        remaining = rest.into_iter();
         kept.push(match kind {
             Nms::Plain => top,
-            Nms::Weighted => weighted_mean(&top, &group),
+            Nms::Weighted => weighted_mean(top, &overlapping),
         });
     }
     kept
 }
 
-/// The score-weighted mean of a group's boxes and keypoints, keeping the top score.
-fn weighted_mean(top: &Detection, group: &[Detection]) -> Detection {
+/// The score-weighted mean of the top candidate's and its overlapping ones' boxes and keypoints,
+/// keeping the top score.
+fn weighted_mean(top: Detection, overlapping: &[Detection]) -> Detection {
+    let group: Vec<&Detection> = std::iter::once(&top).chain(overlapping).collect();
     let total: f32 = group.iter().map(|d| d.score).sum();
     if group.len() < 2 || total <= 0.0 {
-        return top.clone();
+        return top;
     }
     let mean =
         |f: &dyn Fn(&Detection) -> f32| group.iter().map(|d| d.score * f(d)).sum::<f32>() / total;
@@ -789,6 +796,35 @@ mod tests {
         assert_eq!(out[1], far);
         let plain = nms(vec![b, far, a.clone()], 0.3, Nms::Plain);
         assert_eq!(plain[0], a);
+    }
+
+    #[test]
+    fn nms_ends_on_boxes_with_no_area_and_a_threshold_of_one() {
+        let flat = det(5.0, 5.0, 5.0, 15.0, 0.9);
+        let a = det(0.0, 0.0, 10.0, 10.0, 0.8);
+        assert_eq!(
+            nms(vec![flat.clone(), a.clone()], 0.3, Nms::Weighted).len(),
+            2
+        );
+        let same = nms(vec![a.clone(), a.clone()], 1.0, Nms::Plain);
+        assert_eq!(
+            same,
+            vec![a.clone(), a],
+            "IoU 1 is not above 1: both kept, once each"
+        );
+    }
+
+    #[test]
+    fn decode_drops_nan_scores_and_boxes_with_no_area() {
+        let anchors = [Anchor { x: 0.5, y: 0.5 }; 3];
+        let mut reg = vec![0.0f32; 3 * NUM_COORDS];
+        reg[2..4].copy_from_slice(&[0.0, 32.0]); // no width
+        reg[NUM_COORDS + 2..NUM_COORDS + 4].copy_from_slice(&[32.0, -4.0]); // negative height
+        reg[2 * NUM_COORDS + 2..2 * NUM_COORDS + 4].copy_from_slice(&[32.0, 32.0]);
+        let out = decode(&reg, &[5.0, 5.0, f32::NAN], &anchors, 128, 0.5).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        let out = decode(&reg, &[5.0, 5.0, 5.0], &anchors, 128, 0.5).unwrap();
+        assert_eq!(out.len(), 1, "the third box has an area and a score");
     }
 
     #[test]
