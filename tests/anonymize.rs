@@ -744,3 +744,57 @@ fn a_pixel_space_denoiser_is_refused_before_anything_is_written() {
     assert!(!output.exists());
     assert!(!report_path(&output).exists());
 }
+
+#[test]
+fn an_output_the_certifier_cannot_analyze_is_an_error_row_and_the_run_goes_on() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // White, no face: the whole-image embedder below embeds it, but not the noise the random
+    // model makes of it (the zero vector has no cosine distance).
+    image::RgbImage::from_pixel(64, 64, image::Rgb([255, 255, 255]))
+        .save(input.join("white.png"))
+        .unwrap();
+    std::fs::copy(faces().join("obama.jpg"), input.join("obama.jpg")).unwrap();
+    let feature_spec = format!(
+        "spec = \"{}/models/efficientnet-lite0/embedder.toml\"",
+        root().display()
+    );
+    let white_only = format!(
+        "spec = \"{}/tests/fixtures/broken/embedder_white_only.toml\"",
+        root().display()
+    );
+    let policy = demo_policy(temp.path(), &[(&feature_spec, &white_only)]);
+    let output = temp.path().join("out");
+    anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--seed", "3", "--level", "medium"],
+    )
+    .assert()
+    .code(3);
+    let rows = verify(&report_path(&output)).expect("report chain verifies");
+    let names: Vec<&str> = rows.iter().map(|r| r.input_path.as_str()).collect();
+    assert_eq!(
+        names,
+        ["obama.jpg", "white.png"],
+        "the run went on past the error"
+    );
+    let white = &rows[1];
+    assert_eq!(white.status, Status::Error, "{white:?}");
+    assert!(
+        white
+            .reason
+            .starts_with("face analysis of the output of attempt 3 failed:"),
+        "{}",
+        white.reason
+    );
+    assert_eq!(white.attempts, Some(3), "every attempt was tried");
+    assert!(white.output_path.is_empty() && !output.join("white.png").exists());
+    assert_ne!(rows[0].status, Status::Error, "{:?}", rows[0]);
+    common::audit_recompute(&report_path(&output), &input, &output, &policy, 2)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("verdict: clean"));
+}

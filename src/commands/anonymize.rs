@@ -18,7 +18,9 @@ use super::Exit;
 use crate::certify::metric::Embedding;
 use crate::certify::reid::{self, Probe};
 use crate::certify::spec::OperatingPoint;
-use crate::certify::{self, CertificateKind, Certifier, Comparison, FaceAnalysis, Opinion};
+use crate::certify::{
+    self, CertificateKind, Certifier, CertifyError, Comparison, FaceAnalysis, Opinion,
+};
 use crate::diffusion::engine::{Engine, SchedulerSetup, Settings};
 use crate::diffusion::model_manifest::ModelManifest;
 use crate::diffusion::noise::{image_seed, seed_fingerprint};
@@ -1400,6 +1402,20 @@ struct Attempt {
     seed: [u8; 32],
 }
 
+/// The last attempt of one image when the certifier could not analyze its output (e.g. eyes it
+/// cannot align, an all-black image with no embedding direction): an error row for this image,
+/// not the end of the run.
+struct Unanalyzed {
+    number: u32,
+    strength: f64,
+    start_timestep: Option<f64>,
+    seed: [u8; 32],
+    error: CertifyError,
+}
+
+/// What the last attempt of one image came to.
+type LastAttempt = Result<Attempt, Unanalyzed>;
+
 /// Runs attempt after attempt; each round sends every still-uncertified image of the batch
 /// through the UNet together, at that attempt's strength, each with its own new seed.
 fn certify_batch(
@@ -1412,7 +1428,7 @@ fn certify_batch(
         return Ok(Vec::new());
     }
     let level = &context.prepared.level;
-    let mut results: Vec<Option<Attempt>> = jobs.iter().map(|_| None).collect();
+    let mut results: Vec<Option<LastAttempt>> = jobs.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     for attempt in 0..level.max_attempts {
         if pending.is_empty() {
@@ -1445,7 +1461,7 @@ fn attempt_round(
     certifier: &mut Certifier,
     context: &BatchContext,
     round: &Round,
-    results: &mut [Option<Attempt>],
+    results: &mut [Option<LastAttempt>],
 ) -> anyhow::Result<Vec<usize>> {
     let Round {
         jobs,
@@ -1466,16 +1482,28 @@ fn attempt_round(
     let mut still = Vec::new();
     for ((slot, &i), image) in pending.iter().enumerate().zip(images) {
         let job = &jobs[i];
-        let faces_out = certifier.analyze_output(&image, &job.faces_in)?;
-        let comparison = certifier.compare(&job.faces_in, &faces_out)?;
+        let (comparison, opinions) = match analyze_attempt(certifier, &job.faces_in, &image) {
+            Ok(analysis) => analysis,
+            Err(error) => {
+                // Another seed may give an output it can analyze.
+                results[i] = Some(Err(Unanalyzed {
+                    number: attempt + 1,
+                    strength: settings.strength,
+                    start_timestep: plan.start_timestep(),
+                    seed: seeds[slot],
+                    error,
+                }));
+                still.push(i);
+                continue;
+            }
+        };
         let point = context.points.for_kind(comparison.certificate);
-        let opinions = certifier.second_opinions(&job.faces_in, &faces_out)?;
         // A certificate needs a kind the level accepts, and every compared pair different by
         // the certifying embedder and by every second opinion.
         let certified = level.accepts(comparison.certificate)
             && comparison.all_pairs_differ(point)
             && opinions.iter().all(|opinion| opinion.differs);
-        results[i] = Some(Attempt {
+        results[i] = Some(Ok(Attempt {
             image,
             threshold: point.distance_threshold(),
             opinions,
@@ -1485,7 +1513,7 @@ fn attempt_round(
             strength: settings.strength,
             start_timestep: plan.start_timestep(),
             seed: seeds[slot],
-        });
+        }));
         // Without a face there is nothing a retry could improve when the policy flags.
         let flag_no_face = job.faces_in.faces.is_empty() && level.on_no_face == OnNoFace::Flag;
         if !certified && !flag_no_face {
@@ -1495,16 +1523,44 @@ fn attempt_round(
     Ok(still)
 }
 
+/// The output's faces compared with the input's, by the certifying embedder and every second
+/// opinion.
+fn analyze_attempt(
+    certifier: &mut Certifier,
+    faces_in: &FaceAnalysis,
+    image: &DynamicImage,
+) -> Result<(Comparison, Vec<Opinion>), CertifyError> {
+    let faces_out = certifier.analyze_output(image, faces_in)?;
+    let comparison = certifier.compare(faces_in, &faces_out)?;
+    let opinions = certifier.second_opinions(faces_in, &faces_out)?;
+    Ok((comparison, opinions))
+}
+
 /// The finished row of one image after its last attempt; writes the output the policy keeps.
 fn verdict(
     context: &BatchContext,
     job: ImageToCertify,
-    result: Option<Attempt>,
+    result: Option<LastAttempt>,
 ) -> anyhow::Result<ReportRow> {
     let mut row = job.row;
-    let Some(result) = result else {
-        row.reason = "no attempt ran (max-attempts is 0)".into();
-        return Ok(row);
+    let result = match result {
+        None => {
+            row.reason = "no attempt ran (max-attempts is 0)".into();
+            return Ok(row);
+        }
+        Some(Err(unanalyzed)) => {
+            row.strength = Some(unanalyzed.strength);
+            row.start_timestep = unanalyzed.start_timestep;
+            row.seed = hex::encode(unanalyzed.seed);
+            row.attempts = Some(unanalyzed.number);
+            row.reason = format!(
+                "face analysis of the output of attempt {} failed: {}; output dropped",
+                unanalyzed.number, unanalyzed.error
+            );
+            row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
+            return Ok(row);
+        }
+        Some(Ok(attempt)) => attempt,
     };
     row.strength = Some(result.strength);
     row.start_timestep = result.start_timestep;
