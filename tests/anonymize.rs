@@ -798,3 +798,44 @@ fn an_output_the_certifier_cannot_analyze_is_an_error_row_and_the_run_goes_on() 
         .code(0)
         .stdout(predicate::str::contains("verdict: clean"));
 }
+
+#[test]
+fn resume_refuses_a_certifying_spec_edited_since_the_kept_rows() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = temp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(faces().join("obama.jpg"), input.join("obama.jpg")).unwrap();
+    let models = root().join("models/dlib-face");
+    let original = std::fs::read_to_string(models.join("embedder.toml")).unwrap();
+    let spec = temp.path().join("embedder.toml");
+    let absolute = original
+        .replace(
+            "onnx = \"dlib-face-resnet29.onnx\"",
+            &format!("onnx = \"{}/dlib-face-resnet29.onnx\"", models.display()),
+        )
+        .replace(
+            "\"../face-detector/",
+            &format!("\"{}/../face-detector/", models.display()),
+        );
+    std::fs::write(&spec, &absolute).unwrap();
+    let shipped = format!("spec = \"{}/embedder.toml\"", models.display());
+    let copied = format!("spec = \"{}\"", spec.display());
+    let policy = demo_policy(temp.path(), &[(&shipped, &copied)]);
+    let output = temp.path().join("out");
+    anonymize(&policy, &input, &output, &["--seed", "5"])
+        .assert()
+        .code(predicate::in_iter([0, 3]));
+    // The policy file is unchanged; only the spec's threshold moved.
+    assert!(absolute.contains("max-distance = 0.6"));
+    std::fs::write(
+        &spec,
+        absolute.replace("max-distance = 0.6", "max-distance = 0.3"),
+    )
+    .unwrap();
+    anonymize(&policy, &input, &output, &["--resume"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "the run being resumed used another embedder spec",
+        ));
+}

@@ -450,20 +450,62 @@ fn prepare_run(config: &AnonymizeConfig) -> anyhow::Result<(Prepared, RunSeed, b
     };
     let seed = run_seed.seed;
     if let Some(previous) = &previous {
-        let same = previous.policy_sha256 == prepared.policy.sha256
-            && previous.level == prepared.level.name
-            && previous.model_sha256 == prepared.model_sha256
-            && previous.shard.as_ref().map(|s| (s.index, s.count))
-                == config.part().map(|p| (p.index(), p.count()));
-        if !same {
+        let changed = changed_since(previous, &prepared, config);
+        if !changed.is_empty() {
             bail!(
-                "{}: the run being resumed used another policy, level, model or --shard; start a new run in an empty folder instead",
-                record_path.display()
+                "{}: the run being resumed used another {} (its kept rows were judged with that); start a new run in an empty folder instead",
+                record_path.display(),
+                changed.join(", ")
             );
         }
         check_kept_seeds(&config.report, &record_path, seed)?;
     }
     Ok((prepared, run_seed, previous.is_some()))
+}
+
+/// What a resumed run would judge differently from the run that wrote its kept rows. The
+/// certifying specs are files of their own beside the policy: editing one (a threshold, the
+/// detector) leaves the policy's hash as it was.
+fn changed_since(
+    previous: &RunConfig,
+    prepared: &Prepared,
+    config: &AnonymizeConfig,
+) -> Vec<&'static str> {
+    let hashes = |specs: &[RecordedSpec]| -> Vec<String> {
+        specs.iter().map(|spec| spec.sha256.clone()).collect()
+    };
+    let checks = [
+        (previous.policy_sha256 == prepared.policy.sha256, "policy"),
+        (previous.level == prepared.level.name, "level"),
+        (previous.model_sha256 == prepared.model_sha256, "model"),
+        (
+            previous.shard.as_ref().map(|s| (s.index, s.count))
+                == config.part().map(|p| (p.index(), p.count())),
+            "--shard",
+        ),
+        (
+            previous.embedder_sha256 == prepared.embedder_sha256,
+            "embedder spec",
+        ),
+        (
+            previous.detector_sha256 == prepared.detector.sha256,
+            "face detector",
+        ),
+        (
+            previous.feature_embedder.as_ref().map(|spec| &spec.sha256)
+                == prepared.feature_embedder.as_ref().map(|spec| &spec.sha256),
+            "whole-image embedder spec",
+        ),
+        (
+            hashes(&previous.second_opinions) == hashes(&prepared.second_opinions),
+            "second-opinion specs",
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter(|(same, _)| !same)
+        .map(|(_, what)| what)
+        .collect()
 }
 
 /// The seed of the run being resumed: the one its run.json records, or, for a run seeded from a
