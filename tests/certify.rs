@@ -605,3 +605,46 @@ fn a_blurred_copy_of_a_face_is_never_certified() {
     assert!(!report.certified, "{}", render(&report));
     assert_ne!(report.verdict_text, "different identity");
 }
+
+/// `embedder-alt.toml` as a temp file pinning the detector by `detector_sha256`.
+fn alt_spec_pinning_detector(dir: &Path, detector_sha256: &str) -> PathBuf {
+    let text = std::fs::read_to_string(alt_spec()).unwrap();
+    let onnx = root().join("models/dlib-face/dlib-face-resnet29.onnx");
+    let pinned = text
+        .replace(
+            "onnx = \"../../../models/dlib-face/dlib-face-resnet29.onnx\"",
+            &format!("onnx = \"{}\"", onnx.display()),
+        )
+        .replace(
+            "[alignment]",
+            &format!(
+                "detector = \"{}\"\ndetector-sha256 = \"{detector_sha256}\"\n\n[alignment]",
+                detector_model().display()
+            ),
+        );
+    assert_ne!(pinned, text);
+    let path = dir.join("alt-pinned.toml");
+    std::fs::write(&path, pinned).unwrap();
+    path
+}
+
+#[test]
+fn a_second_opinion_pinned_to_another_detector_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let load = || Certifier::load(rt(), &dlib_spec(), &detector_model(), &options()).unwrap();
+    let other = alt_spec_pinning_detector(temp.path(), &"ab".repeat(32));
+    let error = load()
+        .with_second_opinion(rt(), &other, None, &options())
+        .err()
+        .expect("a second opinion pinned to another detector");
+    let message = error.to_string();
+    assert!(
+        message.contains("pins detector-sha256 = abab") && message.contains("alt-pinned.toml"),
+        "{message}"
+    );
+    let shipped = boomerang::io::hashing::sha256_file(&detector_model()).unwrap();
+    let same = alt_spec_pinning_detector(temp.path(), &shipped);
+    assert!(load()
+        .with_second_opinion(rt(), &same, None, &options())
+        .is_ok());
+}

@@ -446,6 +446,8 @@ impl Verdict {
 /// embedders), loaded once and used image after image.
 pub struct Certifier {
     detector: FaceDetector,
+    /// The detector file and its sha256, which a second opinion's pin must name.
+    detector_file: PinnedDetector,
     embedder: Embedder,
     /// Embeds whole images for [`CertificateKind::WholeImage`]; without it the face embedder
     /// embeds a centre crop, which says little (the comparison records whose metric it used).
@@ -478,6 +480,12 @@ impl Certifier {
         let embedder = Embedder::load(runtime, spec, options)?;
         let detector =
             FaceDetector::load(runtime, detector_model, options, DetectorConfig::default())?;
+        let detector_sha256 = crate::io::hashing::sha256_file(detector_model).map_err(|e| {
+            CertifyError::DetectorRead {
+                path: detector_model.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
         if embedder.spec().is_whole_image() {
             return Err(CertifyError::WrongSubject {
                 spec: embedder_spec.to_path_buf(),
@@ -487,6 +495,10 @@ impl Certifier {
         }
         Ok(Self {
             detector,
+            detector_file: PinnedDetector {
+                path: detector_model.to_path_buf(),
+                sha256: detector_sha256,
+            },
             embedder,
             whole_image_embedder: None,
             second_opinions: Vec::new(),
@@ -529,6 +541,18 @@ impl Certifier {
                 role: "a second opinion",
                 wanted: "face",
             });
+        }
+        // A second opinion embeds the faces the certifying detector found: its thresholds hold
+        // only for the detector (and alignment) it was pinned with.
+        if let Some(expected) = &loaded.detector_sha256 {
+            if !expected.eq_ignore_ascii_case(&self.detector_file.sha256) {
+                return Err(CertifyError::DetectorHash {
+                    path: self.detector_file.path.clone(),
+                    spec: spec.to_path_buf(),
+                    found: self.detector_file.sha256.clone(),
+                    expected: expected.clone(),
+                });
+            }
         }
         let point = loaded.operating_point(operating_point)?.clone();
         let embedder = Embedder::load(runtime, loaded, options)?;
