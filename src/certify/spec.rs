@@ -273,6 +273,13 @@ impl EmbedderSpec {
                 return Err(self.invalid(key, "must not be empty"));
             }
         }
+        // The report's second_opinions cell is `name:distance:threshold;...`.
+        if self.name.contains([':', ';']) || self.name.chars().any(char::is_control) {
+            return Err(self.invalid(
+                "name",
+                "must not hold `:`, `;` or control characters (the report separates names and figures with them)",
+            ));
+        }
         if self.onnx.as_os_str().is_empty() {
             return Err(self.invalid("onnx", "must name the model file"));
         }
@@ -592,6 +599,8 @@ provenance = "test"
                 "onnx = \"m.onnx\"\nsha256 = \"abc\"",
                 "sha256",
             ),
+            ("name = \"test\"", "name = \"a:b\"", "name"),
+            ("name = \"test\"", "name = \"a;b\"", "name"),
             (
                 "provenance = \"test\"\n\n",
                 "provenance = \" \"\n\n",
