@@ -348,3 +348,32 @@ fn fifo_report_or_run_json_is_refused_without_hanging() {
             .stderr(predicate::str::contains("regular file"));
     }
 }
+
+#[test]
+fn resume_never_removes_a_file_outside_out_that_a_report_row_names() {
+    let temp = tempfile::tempdir().unwrap();
+    let (input, policy, output) = finished_run(temp.path());
+    let victim = temp.path().join("victim.png");
+    std::fs::write(&victim, b"not boomerang's").unwrap();
+    // A report whose row points its output outside OUT, with a valid chain.
+    let report = report_path(&output);
+    let mut rows = boomerang::records::report::verify(&report).unwrap();
+    let row = rows.iter_mut().find(|r| r.input_path == "a/1.jpg").unwrap();
+    assert!(!row.output_path.is_empty(), "{row:?}");
+    row.output_path = "../victim.png".into();
+    row.output_sha256 = common::sha(b"not boomerang's");
+    std::fs::remove_file(&report).unwrap();
+    let mut writer = boomerang::records::report::ReportWriter::create(&report, false).unwrap();
+    for row in &rows {
+        writer.append(row).unwrap();
+    }
+    drop(writer);
+    // The input changed since its row: resume redoes it and removes the row's old output.
+    let mut bytes = std::fs::read(input.join("a/1.jpg")).unwrap();
+    bytes.extend_from_slice(b"changed");
+    std::fs::write(input.join("a/1.jpg"), bytes).unwrap();
+    anonymize(&policy, &input, &output, &["--resume"])
+        .assert()
+        .code(ok());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not boomerang's");
+}

@@ -670,10 +670,20 @@ fn row_input_unchanged(
         "note: input {} changed since its row was written (sha256 {}): redoing it",
         row.input_path, row.input_sha256
     );
-    if !row.output_path.is_empty() {
-        let _ = std::fs::remove_file(output_root.join(&row.output_path));
+    if let Some(path) = row_output_file(output_root, &row.output_path) {
+        let _ = std::fs::remove_file(path);
     }
     false
+}
+
+/// A row's output as a file below OUT; `None` for no output, or a recorded path that is not
+/// relative and plain: resume must not check or remove files outside OUT on a report's word.
+fn row_output_file(output_root: &Path, output_path: &str) -> Option<PathBuf> {
+    let relative = Path::new(output_path);
+    let plain = relative
+        .components()
+        .all(|part| matches!(part, std::path::Component::Normal(_)));
+    (plain && !output_path.is_empty()).then(|| output_root.join(relative))
 }
 
 /// What run.json records that does not change during the run.
@@ -1242,8 +1252,8 @@ fn row_output_intact(output_root: &Path, row: &ReportRow) -> bool {
     if row.output_path.is_empty() {
         return true;
     }
-    let path = output_root.join(&row.output_path);
-    sha256_file(&path).is_ok_and(|digest| digest == row.output_sha256)
+    row_output_file(output_root, &row.output_path)
+        .is_some_and(|path| sha256_file(&path).is_ok_and(|digest| digest == row.output_sha256))
 }
 
 /// A kill -9 can leave `.boomerang-*.tmp` files from interrupted atomic writes. A part removes
@@ -1843,6 +1853,29 @@ pub fn command(config: &AnonymizeConfig) -> anyhow::Result<Exit> {
             } else {
                 Exit::Incomplete
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_names_only_outputs_below_out() {
+        let root = Path::new("/data/out");
+        assert_eq!(
+            row_output_file(root, "class/a.png"),
+            Some(PathBuf::from("/data/out/class/a.png"))
+        );
+        for outside in [
+            "",
+            "../a.png",
+            "class/../../a.png",
+            "/etc/passwd",
+            "./a.png",
+        ] {
+            assert_eq!(row_output_file(root, outside), None, "{outside}");
         }
     }
 }
