@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
+
 use serde_yaml::Value;
 
 fn read(path: &str) -> String {
@@ -97,43 +99,80 @@ fn the_kubernetes_job_is_indexed_and_shards_by_its_completions() {
         Some(1)
     );
 
-    // --seed-file names a file of a Secret volume, mounted read-only, owner-only mode.
+    // --seed-file names a file on a memory-backed folder, mounted read-only, that an init
+    // container fills from the Secret volume.
     let seed_file = script
         .split_whitespace()
         .skip_while(|word| *word != "--seed-file")
         .nth(1)
         .unwrap_or_else(|| panic!("no --seed-file in {script}"));
-    let mounts = get(container, "volumeMounts").as_sequence().unwrap();
-    let mount = mounts
-        .iter()
-        .find(|m| seed_file.starts_with(&format!("{}/", str_of(m, "mountPath"))))
-        .unwrap_or_else(|| panic!("{seed_file} is on no volume"));
-    assert_eq!(get(mount, "readOnly").as_bool(), Some(true));
-    let volume = get(pod, "volumes")
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| str_of(v, "name") == str_of(mount, "name"))
-        .unwrap();
-    let secret = get(volume, "secret");
-    assert!(!str_of(secret, "secretName").is_empty());
-    // 0400 or 0600 as Kubernetes reads YAML (octal), or as decimal 256 / 384.
-    let mode = get(secret, "defaultMode");
-    let mode = match mode.as_u64() {
-        Some(mode) => mode,
-        None => u64::from_str_radix(mode.as_str().unwrap(), 8).unwrap(),
+    let volumes = get(pod, "volumes").as_sequence().unwrap();
+    let volume_named = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| str_of(v, "name") == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
     };
-    let raw = text.contains("defaultMode: 0400") || text.contains("defaultMode: 0600");
-    assert!(
-        [0o400, 0o600].contains(&mode) || (raw && [400, 600].contains(&mode)),
-        "secret mode {mode}"
-    );
-    let file = &seed_file[str_of(mount, "mountPath").len() + 1..];
+    let mount_under = |container: &Value, path: &str| {
+        get(container, "volumeMounts")
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| path.starts_with(&format!("{}/", str_of(m, "mountPath"))))
+            .unwrap_or_else(|| panic!("{path} is on no volume"))
+            .clone()
+    };
+    let copy_mount = mount_under(container, seed_file);
+    assert_eq!(get(&copy_mount, "readOnly").as_bool(), Some(true));
+    let copy_volume = volume_named(str_of(&copy_mount, "name"));
+    assert_eq!(str_of(copy_volume, "emptyDir.medium"), "Memory");
+    let init = get(pod, "initContainers.0");
+    let copier = script_of(init);
+    let source = copier
+        .split_whitespace()
+        .find(|word| word.starts_with('/') && *word != seed_file)
+        .unwrap_or_else(|| panic!("no source file in {copier}"));
+    let source_mount = mount_under(init, source);
+    assert_eq!(get(&source_mount, "readOnly").as_bool(), Some(true));
+    let secret = get(volume_named(str_of(&source_mount, "name")), "secret");
+    assert!(!str_of(secret, "secretName").is_empty());
+    let file = &source[str_of(&source_mount, "mountPath").len() + 1..];
     let items = get(secret, "items").as_sequence().unwrap();
     assert!(
         items.iter().any(|item| str_of(item, "path") == file),
         "{file} is not an item of the secret"
     );
+    assert_eq!(
+        str_of(&mount_under(init, seed_file), "name"),
+        str_of(&copy_mount, "name")
+    );
+
+    // The copier run on a secret file as kubelet leaves it with fsGroup (0440, which boomerang
+    // refuses): its copy is one boomerang reads.
+    let temp = tempfile::tempdir().unwrap();
+    let secrets = temp.path().join("secrets");
+    let copies = temp.path().join("copies");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::create_dir_all(&copies).unwrap();
+    let as_mounted = secrets.join(file);
+    let seed = 0x5eed_u64;
+    std::fs::write(&as_mounted, boomerang::io::secret::encode(seed)).unwrap();
+    std::fs::set_permissions(&as_mounted, PermissionsExt::from_mode(0o440)).unwrap();
+    assert!(boomerang::io::secret::read(&as_mounted).is_err());
+    let local = |path: &str| {
+        path.replace(
+            str_of(&source_mount, "mountPath"),
+            secrets.to_str().unwrap(),
+        )
+        .replace(str_of(&copy_mount, "mountPath"), copies.to_str().unwrap())
+    };
+    let status = std::process::Command::new("sh")
+        .args(["-c", &local(copier)])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{copier}");
+    let copy = std::path::PathBuf::from(local(seed_file));
+    assert_eq!(boomerang::io::secret::read(&copy).unwrap(), seed);
 
     // IN and OUT on one shared ReadWriteMany claim, the same for the merge.
     let claim = |pod: &Value| {
