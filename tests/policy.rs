@@ -421,6 +421,12 @@ fn each_range_violation_names_file_level_key_and_line() {
         ("guidance = 1.0", "guidance = -1.0", "guidance", ">= 0"),
         ("guidance = 1.0", "guidance = inf", "guidance", "finite"),
         (
+            "negative-prompt = \"\"",
+            "negative-prompt = \"the original face\"",
+            "negative-prompt",
+            "used only with guidance > 1",
+        ),
+        (
             "operating-point = \"same-person\"",
             "threshold = 0.0",
             "threshold",

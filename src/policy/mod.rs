@@ -1101,7 +1101,17 @@ impl LevelCheck<'_, '_, '_> {
         let message = format!(
             "{value} is outside 0..={MAX_GUIDANCE}: guidance must be a finite number >= 0 and at most {MAX_GUIDANCE} (1 turns it off; diffusers' default is 7.5)"
         );
-        self.check("guidance", at, ok, message).map(|g| g as f32)
+        let guidance = self.check("guidance", at, ok, message)?;
+        let negative = &self.raw.negative_prompt;
+        if guidance <= 1.0 && !negative.get_ref().trim().is_empty() {
+            // Only classifier-free guidance reads the negative prompt.
+            let message = format!(
+                "a negative prompt is used only with guidance > 1, and this level's guidance is {guidance}: raise guidance or set negative-prompt = \"\""
+            );
+            self.add("negative-prompt", negative, message);
+            return None;
+        }
+        Some(guidance as f32)
     }
 
     /// Exactly one of `operating-point` and `threshold`.
