@@ -839,3 +839,32 @@ fn resume_refuses_a_certifying_spec_edited_since_the_kept_rows() {
             "the run being resumed used another embedder spec",
         ));
 }
+
+#[test]
+fn an_unknown_operating_point_in_any_level_is_refused_before_anything_is_written() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let text = std::fs::read_to_string(demo_policy(temp.path(), &[])).unwrap();
+    let high = text.find("[levels.high]").unwrap();
+    let (before, after) = text.split_at(high);
+    let typo = after.replacen(
+        "operating-point = \"same-person\"",
+        "operating-point = \"same-persn\"",
+        1,
+    );
+    let policy = temp.path().join("typo.toml");
+    std::fs::write(&policy, format!("{before}{typo}")).unwrap();
+    let output = temp.path().join("out");
+    // The level run is fine; the typo is in another one.
+    anonymize(
+        &policy,
+        &input,
+        &output,
+        &["--level", "medium", "--seed", "1"],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("[levels.high]"))
+    .stderr(predicate::str::contains("same-persn"));
+    assert!(!output.exists() && !report_path(&output).exists());
+}

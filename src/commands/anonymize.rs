@@ -242,9 +242,10 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         }
         None => None,
     };
+    let face_spec = certify::spec::EmbedderSpec::load(&policy.embedder.spec)?;
+    check_operating_points(&policy, &face_spec)?;
     // Pinned by the spec and checked here, before anything is created.
-    let detector =
-        certify::pinned_detector(&certify::spec::EmbedderSpec::load(&policy.embedder.spec)?)?;
+    let detector = certify::pinned_detector(&face_spec)?;
     let settings = level_settings(&level);
     let schedulers = SchedulerSetup::load(&model_dir.join("scheduler/scheduler_config.json"))?;
     Ok(Prepared {
@@ -260,6 +261,37 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
         detector,
         schedulers,
     })
+}
+
+/// Every level's operating point and every second opinion's, not only the level run: a typo
+/// in another level would otherwise surface on the day that level runs. All problems at once.
+fn check_operating_points(
+    policy: &Policy,
+    face_spec: &certify::spec::EmbedderSpec,
+) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for level in &policy.levels {
+        if let Err(error) = level.operating_point(face_spec) {
+            problems.push(format!("[levels.{}]: {error}", level.name));
+        }
+    }
+    for opinion in &policy.second_opinions {
+        let spec = certify::spec::EmbedderSpec::load(&opinion.spec)?;
+        if let Err(error) = spec.operating_point(opinion.operating_point.as_deref()) {
+            problems.push(format!(
+                "[[second-opinion]] {}: {error}",
+                opinion.spec.display()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "policy {}: {}",
+            policy.source.display(),
+            problems.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// The adversary must not be a matcher the run certified against (same graph file), or its
