@@ -221,7 +221,7 @@ fn the_slurm_array_job_shards_by_its_tasks_and_merges_after() {
     assert!(script.contains("--shard auto"));
     assert!(script.contains("--seed-file \"$SEED_FILE\""));
     assert!(script.contains("--resume"));
-    assert!(script.contains("part-%04d-of-%04d"));
+    assert!(script.contains("part-%0*d-of-%0*d"));
 
     let merge = read("deploy/slurm/merge.sbatch");
     assert!(merge.contains("report merge"));
@@ -239,4 +239,52 @@ fn the_slurm_array_job_shards_by_its_tasks_and_merges_after() {
     ] {
         parses(path);
     }
+}
+
+/// Runs deploy/slurm/anonymize.sbatch with `env` and a stand-in for boomerang beside the part
+/// report `existing`; returns the arguments boomerang was given.
+fn sbatch_arguments(env: &[(&str, &str)], existing: &str) -> String {
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("out");
+    std::fs::write(temp.path().join(existing), "").unwrap();
+    let stand_in = temp.path().join("boomerang");
+    let arguments = temp.path().join("arguments");
+    std::fs::write(
+        &stand_in,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", arguments.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stand_in, PermissionsExt::from_mode(0o755)).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(common::root().join("deploy/slurm/anonymize.sbatch"))
+        .env("IN", temp.path().join("in"))
+        .env("OUT", &out)
+        .env("SEED_FILE", temp.path().join("seed"))
+        .env("BOOMERANG", &stand_in)
+        .envs(env.iter().copied())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(arguments).unwrap()
+}
+
+#[test]
+fn a_requeued_slurm_task_finds_its_part_report_as_boomerang_names_it() {
+    // --array=0-6:2 (4 tasks): task 4 is part 2 of 4.
+    let stepped = [
+        ("SLURM_ARRAY_TASK_ID", "4"),
+        ("SLURM_ARRAY_TASK_MIN", "0"),
+        ("SLURM_ARRAY_TASK_STEP", "2"),
+        ("SLURM_ARRAY_TASK_COUNT", "4"),
+    ];
+    let arguments = sbatch_arguments(&stepped, "out.part-0002-of-0004.report.csv");
+    assert!(arguments.contains("--resume"), "{arguments}");
+    let arguments = sbatch_arguments(&stepped, "out.part-0004-of-0004.report.csv");
+    assert!(!arguments.contains("--resume"), "{arguments}");
+    // Past 10000 parts the numbers have 5 digits (boomerang's Shard::tag).
+    let arguments = sbatch_arguments(
+        &[("SHARD", "3/10001")],
+        "out.part-00003-of-10001.report.csv",
+    );
+    assert!(arguments.contains("--resume"), "{arguments}");
 }
