@@ -75,6 +75,12 @@ fn the_gpu_benchmark_runs_every_step_on_a_cpu_and_fills_its_table() {
             let levels = row["levels_from_fp32"].as_f64().unwrap();
             assert!(levels > 0.0 && levels < 1.0, "{row}");
         }
+        // On a CPU, batching leaves every output byte as it was (README, Reproducibility).
+        if batch == 1 {
+            let same = &row["same_bytes_as_largest_batch"];
+            let (identical, compared) = (same[0].as_u64().unwrap(), same[1].as_u64().unwrap());
+            assert!(compared > 0 && identical == compared, "{row}");
+        }
     }
 
     let table = std::fs::read_to_string(results.join("results.md")).unwrap();

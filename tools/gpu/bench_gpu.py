@@ -31,6 +31,7 @@ onnx and onnxruntime: python3's own (the GPU machine's, with diffusers carried a
 $BOOMERANG_MODELS_PYTHON, else the model venv of tools/requirements-models.txt in boomerang's cache.
 """
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -240,6 +241,13 @@ def mean_level_difference(folder_a, folder_b):
                           for n in names]))
 
 
+def identical_samples(folder_a, folder_b):
+    """[byte-identical, compared] over the samples both folders hold (same names, same seed)."""
+    names = sorted(set(os.listdir(folder_a)) & set(os.listdir(folder_b)))
+    same = sum(filecmp.cmp(os.path.join(folder_a, n), os.path.join(folder_b, n), shallow=False) for n in names)
+    return [same, len(names)]
+
+
 def make_images(folder, size, count):
     """`count` distinct images at the working size: crops of the bundled example, so no side resizes."""
     from PIL import Image
@@ -398,12 +406,18 @@ def cell(value, digits=3):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def same_bytes(row):
+    same = row.get("same_bytes_as_largest_batch")
+    return "—" if same is None else f"{same[0]}/{same[1]}"
+
+
 def write_results(folder, setup, rows):
     write_json(os.path.join(folder, "results.json"), {"setup": setup, "rows": rows})
     lines = [f"# boomerang vs PyTorch diffusers, {setup['shape']} on {setup['device']}", "",
              ", ".join(f"{k}: {v}" for k, v in setup.items() if k not in ("shape", "device")), "",
              "| guidance | batch | side | s/image (steady) | ours/PyTorch | whole process s | first calls s "
-             "| outside ORT | GPU MiB | mean levels from fp32 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| outside ORT | GPU MiB | mean levels from fp32 | same bytes as largest batch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         reference = next((r.get("per_image") for r in rows if r["side"] == "torch"
                           and r["guidance"] == row["guidance"] and r["batch"] == row["batch"]), None)
@@ -412,14 +426,14 @@ def write_results(folder, setup, rows):
             ratio = row["per_image"] / reference
         if "error" in row or "skipped" in row:
             lines.append(f"| {row['guidance']} | {row['batch']} | {row['side']} | "
-                         f"{row.get('error') or row['skipped']} | | | | | | |")
+                         f"{row.get('error') or row['skipped']} | | | | | | | |")
             continue
         outside = row.get("outside_runtime")
         lines.append(
             f"| {row['guidance']} | {row['batch']} | {row['side']} | {cell(row['per_image'], 4)} | {cell(ratio)} "
             f"| {cell(row.get('whole'), 1)} | {cell(row.get('first_calls'), 2)} "
             f"| {'—' if outside is None else f'{100 * outside:.1f}%'} | {row['gpu_mib'] if row.get('gpu_mib') is not None else '—'} "
-            f"| {cell(row.get('levels_from_fp32'), 2)} |")
+            f"| {cell(row.get('levels_from_fp32'), 2)} | {same_bytes(row)} |")
     with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -494,6 +508,11 @@ def main():
                 if side == "fp16" and "error" not in row and os.path.isdir(twin):
                     # The same seed and noise through both exports: what fp16 and fusion cost.
                     row["levels_from_fp32"] = mean_level_difference(out, twin)
+                largest = os.path.join(work, f"out-{side}-{guidance:g}-{max(args.batch)}")
+                if batch != max(args.batch) and "error" not in row and os.path.isdir(largest):
+                    # Its images were also in the largest batch's first: whether batching
+                    # changes an output's bytes (other kernels for another shape).
+                    row["same_bytes_as_largest_batch"] = identical_samples(out, largest)
             rows.append(row)
             write_results(args.results, setup, rows)
             print(json.dumps(row), flush=True)
