@@ -18,7 +18,7 @@ use boomerang::audit::{
 use boomerang::certify::CertificateKind;
 use boomerang::diffusion::model_manifest::ModelManifest;
 use boomerang::records::report::{
-    ReportRow, ReportWriter, RunConfig, RunRecord, Status, StatusCounts,
+    RecordedSpec, ReportRow, ReportWriter, RunConfig, RunRecord, Status, StatusCounts,
 };
 
 /// The demo policy with its model and embedder paths made absolute, so it can live in a tempdir.
@@ -175,7 +175,9 @@ impl World {
                 device: "cpu".into(),
                 embedder: self.dir.join("embedder.toml"),
                 embedder_sha256: rows[0].embedder_sha256.clone(),
-                feature_embedder: None,
+                // The demo policy's whole-image embedder and second opinion, as anonymize records
+                // them.
+                feature_embedder: Some(recorded_spec("models/efficientnet-lite0/embedder.toml")),
                 input: self.inputs.clone(),
                 level: "medium".into(),
                 // What anonymize records: the policy's level as it serializes.
@@ -192,7 +194,7 @@ impl World {
                 policy: self.policy.clone(),
                 policy_sha256: rows[0].policy_sha256.clone(),
                 report: path.to_path_buf(),
-                second_opinions: Vec::new(),
+                second_opinions: vec![recorded_spec("models/mobilefacenet/embedder.toml")],
                 seed: Some(7),
                 seed_fingerprint: None,
                 shard: None,
@@ -255,6 +257,15 @@ impl World {
 
     fn write_lines(&self, lines: &[String]) {
         std::fs::write(&self.report, format!("{}\n", lines.join("\n"))).unwrap();
+    }
+}
+
+/// A spec of the checkout with the sha256 of its file.
+fn recorded_spec(relative: &str) -> RecordedSpec {
+    let spec = root().join(relative);
+    RecordedSpec {
+        sha256: sha(&std::fs::read(&spec).unwrap()),
+        spec,
     }
 }
 
@@ -340,6 +351,8 @@ fn processed(
         metric: "euclidean".into(),
         faces_in: Some(1),
         faces_out: Some(1),
+        // The demo policy's second opinion at its operating point (max-distance 1.0).
+        second_opinions: "mobilefacenet:1.2:1".into(),
         width: Some(250),
         height: Some(250),
         milliseconds: Some(1200 + u64::from(attempts) * 900),
@@ -700,6 +713,100 @@ fn a_different_policy_model_or_embedder_is_found() {
     );
 }
 
+/// A row that dropped, renamed or re-thresholded the policy's second opinion, and a run.json
+/// whose whole-image embedder and second opinion are other specs than the policy's.
+#[test]
+fn second_opinions_and_their_specs_must_be_the_policys() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    rows[0].second_opinions.clear(); // line 2: certified without asking mobilefacenet
+    rows[1].second_opinions = "lenient:1.2:1".into(); // line 3: another matcher
+    rows[2].second_opinions = "mobilefacenet:0.3:0.2".into(); // line 4: failed, lower threshold
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let run_json = world.dir.join("out.run.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&run_json).unwrap()).unwrap();
+    record["config"]["second_opinions"][0]["sha256"] = serde_json::json!("1".repeat(64));
+    record["config"]["feature_embedder"]["sha256"] = serde_json::json!("2".repeat(64));
+    std::fs::write(&run_json, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+
+    let audit = world.audit();
+    assert_eq!(
+        of_kind(&audit.findings, FindingKind::Rule),
+        [
+            (
+                Some(2),
+                "certified row with second opinions: none, but the policy's second opinions on a face comparison are: mobilefacenet".to_string()
+            ),
+            (
+                Some(3),
+                "certified row with second opinions: lenient, but the policy's second opinions on a face comparison are: mobilefacenet".to_string()
+            ),
+            (
+                Some(4),
+                "second opinion mobilefacenet judged at threshold `0.2`, but the operating point the policy names certifies at 1".to_string()
+            ),
+        ]
+    );
+    let hash = of_kind(&audit.findings, FindingKind::Hash);
+    assert_eq!(hash.len(), 2, "{hash:?}");
+    assert!(
+        hash.iter().any(|(_, m)| m.contains(&format!(
+            "records feature_embedder sha256 {}, but the policy's feature embedder spec",
+            "2".repeat(64)
+        ))),
+        "{hash:?}"
+    );
+    assert!(
+        hash.iter().any(|(_, m)| m.contains(&format!(
+            "records second opinion 1 with spec sha256 {}, but the policy's spec",
+            "1".repeat(64)
+        ))),
+        "{hash:?}"
+    );
+}
+
+/// The whole-image embedder's spec is checked like the face embedder's: a spec that pins another
+/// graph than its file is a finding, not dropped.
+#[test]
+fn a_feature_embedder_spec_that_misses_its_pin_is_found() {
+    let temp = tempfile::tempdir().unwrap();
+    let original = root().join("models/efficientnet-lite0/embedder.toml");
+    let graph = root().join("models/efficientnet-lite0/efficientnet-lite0.onnx");
+    let text = std::fs::read_to_string(&original).unwrap();
+    let pin = text
+        .lines()
+        .find(|line| line.starts_with("sha256 = "))
+        .unwrap()
+        .to_string();
+    let spec = temp.path().join("feature.toml");
+    std::fs::write(
+        &spec,
+        text.replace(&pin, &format!("sha256 = \"{}\"", "3".repeat(64)))
+            .replace(
+                "onnx = \"efficientnet-lite0.onnx\"",
+                &format!("onnx = \"{}\"", graph.display()),
+            ),
+    )
+    .unwrap();
+    let policy = policy_text().replace(
+        &format!("\"{}\"", original.display()),
+        &format!("\"{}\"", spec.display()),
+    );
+    let world = World::with_policy(&policy);
+    let audit = world.audit();
+    let hash = of_kind(&audit.findings, FindingKind::Hash);
+    assert!(
+        hash.iter().any(|(_, m)| m.contains(&format!(
+            "the embedder spec pins graph sha256 {}, but {} hashes to",
+            "3".repeat(64),
+            graph.display()
+        ))),
+        "{hash:?}"
+    );
+}
+
 #[test]
 fn a_kept_output_under_on_failure_drop_breaks_the_rule() {
     let text = policy_text();
@@ -753,8 +860,10 @@ fn certificate_kinds_are_checked_against_the_faces_and_the_policy() {
     rows[0].distance = None;
     // Line 3: a certified row that does not say what it rests on.
     rows[1].certificate = None;
-    // Line 5: a whole-image certificate for an input with a face.
+    // Line 5: a whole-image certificate for an input with a face (no face matcher asked, as
+    // for a whole-image comparison).
     rows[3].certificate = Some(CertificateKind::WholeImage);
+    rows[3].second_opinions.clear();
     std::fs::remove_file(&world.report).unwrap();
     world.write_report(&world.report, &rows);
     let audit = world.audit();

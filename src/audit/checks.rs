@@ -377,6 +377,10 @@ fn shown_hash(hash: &str) -> String {
 /// What the audit needs from the embedder spec: its hashes, its metric and its operating points
 /// as distance thresholds (`max-distance`, or for cosine `1 - min-similarity`).
 pub(super) struct EmbedderFacts {
+    /// The spec file, as given.
+    pub spec: PathBuf,
+    /// The spec's `name`: what the `second_opinions` column names a second opinion by.
+    pub name: String,
     /// sha256 of the spec file: what `anonymize` records as `embedder_sha256`.
     pub spec_sha256: String,
     /// sha256 of the spec's ONNX graph.
@@ -444,6 +448,8 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
         .filter_map(|point| Some((point.name.clone(), point.distance_threshold()?)))
         .collect();
     Ok(EmbedderFacts {
+        spec: path.to_path_buf(),
+        name: spec.name.clone(),
         default_threshold: thresholds.get(&spec.default_operating_point).copied(),
         detector_pin: spec
             .detector_sha256
@@ -455,6 +461,96 @@ pub(super) fn embedder_facts(path: &Path) -> Result<EmbedderFacts, AuditError> {
         thresholds,
         pin_mismatch,
     })
+}
+
+/// A second opinion of the policy, as its spec defines it: the `second_opinions` cell of every
+/// row compared by faces must name these, in this order, at these thresholds.
+pub(super) struct OpinionFacts {
+    pub facts: EmbedderFacts,
+    /// The operating point the policy names (or the spec's default), as a distance; `None` when
+    /// the spec does not define it.
+    pub threshold: Option<f32>,
+}
+
+/// The policy's second opinions, each from its spec file.
+pub(super) fn second_opinion_facts(
+    policy: &Policy,
+    not_checked: &mut Vec<String>,
+) -> Result<Vec<OpinionFacts>, AuditError> {
+    let mut opinions = Vec::with_capacity(policy.second_opinions.len());
+    for opinion in &policy.second_opinions {
+        let facts = embedder_facts(&opinion.spec)?;
+        let threshold = match &opinion.operating_point {
+            Some(name) => facts.thresholds.get(name).copied(),
+            None => facts.default_threshold,
+        };
+        if threshold.is_none() {
+            not_checked.push(format!(
+                "the rows' thresholds of second opinion {} (its spec {} defines no distance threshold for the operating point the policy names)",
+                super::shown(&facts.name),
+                facts.spec.display()
+            ));
+        }
+        opinions.push(OpinionFacts { facts, threshold });
+    }
+    Ok(opinions)
+}
+
+/// The spec hashes run.json records for the whole-image embedder and the second opinions against
+/// the specs the policy names: a run that used other specs certified by other rules.
+pub(super) fn spec_hashes(
+    run: &RunJson,
+    feature: Option<&EmbedderFacts>,
+    opinions: &[OpinionFacts],
+) -> Vec<Finding> {
+    let config = &run.record.config;
+    let source = run.path.display();
+    let mut findings = Vec::new();
+    let mut add = |message: String| findings.push(Finding::new(FindingKind::Hash, None, message));
+    match (&config.feature_embedder, feature) {
+        (Some(recorded), Some(feature)) => {
+            if !recorded.sha256.eq_ignore_ascii_case(&feature.spec_sha256) {
+                add(format!(
+                    "{source} records feature_embedder sha256 {}, but the policy's feature embedder spec {} hashes to {}",
+                    shown_hash(&recorded.sha256),
+                    feature.spec.display(),
+                    feature.spec_sha256
+                ));
+            }
+        }
+        (None, Some(feature)) => add(format!(
+            "{source} records no feature_embedder, but the policy names {}: the run was not made with this policy",
+            feature.spec.display()
+        )),
+        (Some(recorded), None) => add(format!(
+            "{source} records feature_embedder {}, but the policy names none: the run was not made with this policy",
+            super::shown(&recorded.spec.display().to_string())
+        )),
+        (None, None) => {}
+    }
+    if config.second_opinions.len() != opinions.len() {
+        add(format!(
+            "{source} records {} second opinions, but the policy names {}: the run was not made with this policy",
+            config.second_opinions.len(),
+            opinions.len()
+        ));
+        return findings;
+    }
+    for (n, (recorded, opinion)) in config.second_opinions.iter().zip(opinions).enumerate() {
+        if !recorded
+            .sha256
+            .eq_ignore_ascii_case(&opinion.facts.spec_sha256)
+        {
+            add(format!(
+                "{source} records second opinion {} with spec sha256 {}, but the policy's spec {} hashes to {}",
+                n + 1,
+                shown_hash(&recorded.sha256),
+                opinion.facts.spec.display(),
+                opinion.facts.spec_sha256
+            ));
+        }
+    }
+    findings
 }
 
 /// Reads one column of a row.
@@ -571,6 +667,7 @@ pub(super) fn verdicts(
     policy: Option<&Policy>,
     embedder: Option<&EmbedderFacts>,
     feature: Option<&EmbedderFacts>,
+    opinions: Option<&[OpinionFacts]>,
     not_checked: &mut Vec<String>,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -612,6 +709,9 @@ pub(super) fn verdicts(
                 whole_image: whole_image_judge(row, feature).then_some(feature_threshold),
             };
             policy_rules(row, policy, judged, &mut unresolved, &mut add);
+        }
+        if let Some(opinions) = opinions {
+            policy_second_opinions(row, opinions, &mut add);
         }
     }
     for name in unresolved {
@@ -690,6 +790,77 @@ fn own_second_opinions(row: &ReportRow, add: &mut impl FnMut(FindingKind, String
                     super::shown(name)
                 ),
             ),
+        }
+    }
+}
+
+/// The `second_opinions` cell of a certified or failed row against the policy's second opinions:
+/// every face comparison lists them all, by name, in the policy's order, at the threshold of the
+/// operating point the policy names; a whole-image comparison lists none (they match faces).
+fn policy_second_opinions(
+    row: &ReportRow,
+    opinions: &[OpinionFacts],
+    add: &mut impl FnMut(FindingKind, String),
+) {
+    if !matches!(row.status, Status::Certified | Status::Failed) {
+        return;
+    }
+    // No kind: no comparison was made (own_certificate names a certified row without one).
+    let Some(kind) = row.certificate else { return };
+    let expected: &[OpinionFacts] = if kind == CertificateKind::WholeImage {
+        &[]
+    } else {
+        opinions
+    };
+    let cells: Vec<Vec<&str>> = if row.second_opinions.is_empty() {
+        Vec::new()
+    } else {
+        row.second_opinions
+            .split(';')
+            .map(|cell| cell.split(':').collect())
+            .collect()
+    };
+    let found: Vec<&str> = cells
+        .iter()
+        .map(|parts| parts.first().copied().unwrap_or_default())
+        .collect();
+    let wanted: Vec<&str> = expected.iter().map(|o| o.facts.name.as_str()).collect();
+    if found != wanted {
+        let list = |names: &[&str]| {
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                super::shown(&names.join(", "))
+            }
+        };
+        add(
+            FindingKind::Rule,
+            format!(
+                "{} row with second opinions: {}, but the policy's second opinions on a {kind} comparison are: {}",
+                row.status,
+                list(&found),
+                list(&wanted)
+            ),
+        );
+        return;
+    }
+    for (parts, opinion) in cells.iter().zip(expected) {
+        let Some(expected) = opinion.threshold else {
+            continue;
+        };
+        let found = parts.get(2).copied().unwrap_or_default();
+        if !found
+            .parse::<f32>()
+            .is_ok_and(|t| (t - expected).abs() <= THRESHOLD_SLACK)
+        {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "second opinion {} judged at threshold `{}`, but the operating point the policy names certifies at {expected}",
+                    super::shown(&opinion.facts.name),
+                    super::shown(found)
+                ),
+            );
         }
     }
 }

@@ -493,6 +493,17 @@ pub fn audit(
         Some(feature) => Some(checks::embedder_facts(&feature.spec)?),
         None => None,
     };
+    let opinions = match &policy {
+        Some(policy) => Some(checks::second_opinion_facts(policy, &mut not_checked)?),
+        None => None,
+    };
+    // A spec that pins another graph or detector than its files decides nothing it can vouch for.
+    for facts in feature
+        .iter()
+        .chain(opinions.iter().flatten().map(|o| &o.facts))
+    {
+        findings.extend(facts.pin_mismatch.clone());
+    }
     if let Some(path) = &args.claimed.detector {
         given.detector =
             Some(crate::io::hashing::sha256_file(path).map_err(|e| io_error(path, e))?);
@@ -522,6 +533,11 @@ pub fn audit(
             ));
             if let Some(policy) = &policy {
                 findings.extend(checks::level_settings(run, policy));
+                findings.extend(checks::spec_hashes(
+                    run,
+                    feature.as_ref(),
+                    opinions.as_deref().unwrap_or_default(),
+                ));
             }
         }
         None => not_checked.push(
@@ -544,6 +560,7 @@ pub fn audit(
         policy.as_ref(),
         embedder.as_ref(),
         feature.as_ref(),
+        opinions.as_deref(),
         &mut not_checked,
     ));
 
