@@ -554,6 +554,47 @@ fn swapped_rows_are_both_named_with_where_they_came_from() {
     assert_eq!(kinds(&audit.findings), [FindingKind::Chain; 3]);
 }
 
+/// A second row for an input (say, a certified one appended after a failed one), re-chained and
+/// counted in run.json, is found even without --inputs.
+#[test]
+fn a_second_row_for_the_same_input_is_found() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    let mut again = rows[2].clone(); // carol, failed on line 4
+    again.status = Status::Certified;
+    again.distance = Some(0.9);
+    again.output_path = "people/c4r0.png".into();
+    again.output_sha256 = sha(&output_bytes(&again.output_path));
+    std::fs::write(
+        world.outputs.join(&again.output_path),
+        output_bytes(&again.output_path),
+    )
+    .unwrap();
+    rows.push(again);
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = audit::audit(
+        &{
+            let mut args = world.args();
+            args.run.inputs = None;
+            args
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        of_kind(&audit.findings, FindingKind::InputPath),
+        [(
+            Some(9),
+            "the same input has a row on line 4: a run writes one row per input, so one of them was added".to_string()
+        )]
+    );
+    assert_eq!(
+        audit.findings[0].input.as_deref(),
+        Some("people/carol_01.jpg")
+    );
+}
+
 #[test]
 fn a_replaced_output_file_is_found() {
     let world = World::new();

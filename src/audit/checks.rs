@@ -263,6 +263,28 @@ pub(super) fn outputs(entries: &[Entry], dir: &Path) -> Result<Vec<Finding>, Aud
     Ok(findings)
 }
 
+/// Rows that repeat an input path: a run writes one row per input (`report merge` refuses parts
+/// that overlap), so a second row is a forged or merged-in duplicate, whatever its verdict.
+pub(super) fn repeated_inputs(entries: &[Entry]) -> Vec<Finding> {
+    let mut first: HashMap<&str, u64> = HashMap::new();
+    let mut findings = Vec::new();
+    for entry in entries {
+        let Some(row) = &entry.row else { continue };
+        let line = *first.entry(&row.input_path).or_insert(entry.line);
+        if line != entry.line {
+            findings.push(
+                Finding::new(
+                    FindingKind::InputPath,
+                    Some(entry.line),
+                    format!("the same input has a row on line {line}: a run writes one row per input, so one of them was added"),
+                )
+                .input(&row.input_path),
+            );
+        }
+    }
+    findings
+}
+
 /// The listed inputs against the input folder, walked exactly as a run walks it
 /// ([`crate::io::dataset::walk`]): each row's input must match its sha256, and each walked entry must
 /// have a row.

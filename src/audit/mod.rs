@@ -178,6 +178,8 @@ pub enum FindingKind {
     OutputUnlisted,
     /// An output path that is absolute, leaves the folder, or is listed twice.
     OutputPath,
+    /// An input path listed by more than one row.
+    InputPath,
     InputMissing,
     InputHash,
     /// A file in the input folder that has no row.
@@ -203,6 +205,7 @@ impl FindingKind {
             FindingKind::OutputHash => "output-hash",
             FindingKind::OutputUnlisted => "output-unlisted",
             FindingKind::OutputPath => "output-path",
+            FindingKind::InputPath => "input-path",
             FindingKind::InputMissing => "input-missing",
             FindingKind::InputHash => "input-hash",
             FindingKind::InputUnlisted => "input-unlisted",
@@ -447,6 +450,7 @@ pub fn audit(
             not_checked.push("output files and unlisted files (give --outputs DIR)".to_string())
         }
     }
+    findings.extend(checks::repeated_inputs(&entries));
     match &args.run.inputs {
         Some(dir) => findings.extend(checks::inputs(&entries, dir)?),
         None => not_checked.push("input files (give --inputs DIR)".to_string()),
