@@ -989,6 +989,57 @@ fn rows_without_reasons_or_with_impossible_outputs_are_found() {
     );
 }
 
+/// A run fills hash, seed, strength, steps, attempts and face counts on every certified and
+/// failed row: an emptied cell (which would make the checks reading it skip the row) is a finding.
+#[test]
+fn certified_and_failed_rows_with_empty_cells_are_found() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    // Line 2, certified: no seed to derive, no strength or steps to hold to the policy.
+    rows[0].seed.clear();
+    rows[0].strength = None;
+    rows[0].steps = None;
+    // Line 4, failed: no input hash, attempt count or face counts.
+    rows[2].input_sha256.clear();
+    rows[2].attempts = None;
+    rows[2].faces_in = None;
+    rows[2].faces_out = None;
+    // Line 3, certified: no second opinion, which run.json says the run asked.
+    rows[1].second_opinions.clear();
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    // Without the policy: run.json alone says how many second opinions a row lists.
+    let audit = audit::audit(
+        &{
+            let mut args = world.args();
+            args.claimed.policy = None;
+            args
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        of_kind(&audit.findings, FindingKind::Verdict),
+        [
+            (
+                Some(2),
+                "certified row with an empty strength, steps, seed: a run fills these on every certified and failed row, and the checks that need them cannot be made".to_string()
+            ),
+            (
+                Some(4),
+                "failed row with an empty input_sha256, attempts, faces_in, faces_out: a run fills these on every certified and failed row, and the checks that need them cannot be made".to_string()
+            ),
+        ]
+    );
+    let record = of_kind(&audit.findings, FindingKind::RunRecord);
+    assert!(
+        record.iter().any(|(line, m)| *line == Some(3)
+            && m.starts_with("0 second opinions on a face comparison, but ")
+            && m.ends_with("records a run that asks 1")),
+        "{record:?}"
+    );
+}
+
 #[test]
 fn a_changed_input_is_found() {
     let world = World::new();

@@ -887,8 +887,41 @@ fn policy_second_opinions(
     }
 }
 
+/// The cells a run fills on every certified and failed row (whatever the certificate kind: a
+/// lost face or a faceless input still has its hash, seed, strength, steps, attempt and face
+/// counts). Each check that reads one of them skips an empty cell, so an empty one is a finding
+/// here, not a check silently not made.
+fn own_required_cells(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
+    if !matches!(row.status, Status::Certified | Status::Failed) {
+        return;
+    }
+    let missing: Vec<&str> = [
+        ("input_sha256", row.input_sha256.is_empty()),
+        ("strength", row.strength.is_none()),
+        ("steps", row.steps.is_none()),
+        ("seed", row.seed.is_empty()),
+        ("attempts", row.attempts.is_none()),
+        ("faces_in", row.faces_in.is_none()),
+        ("faces_out", row.faces_out.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(column, empty)| empty.then_some(column))
+    .collect();
+    if !missing.is_empty() {
+        add(
+            FindingKind::Verdict,
+            format!(
+                "{} row with an empty {}: a run fills these on every certified and failed row, and the checks that need them cannot be made",
+                row.status,
+                missing.join(", ")
+            ),
+        );
+    }
+}
+
 fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
     let known_metric = matches!(row.metric.as_str(), "euclidean" | "cosine");
+    own_required_cells(row, add);
     own_certificate(row, add);
     own_second_opinions(row, add);
     // A lost face with no output face at all has no pair, hence no distance.
@@ -1100,10 +1133,8 @@ fn policy_rules(
                 level.name, level.max_attempts
             ),
         ),
-        None => add(
-            FindingKind::Rule,
-            format!("{} row without an attempt count", row.status),
-        ),
+        // own_required_cells names a missing count.
+        None => {}
     }
     if let Some(steps) = row.steps {
         if steps as usize != level.steps {
@@ -1239,6 +1270,7 @@ pub(super) fn run_config_rows(
     run_seed: Option<u64>,
     embedder: Option<&EmbedderFacts>,
     feature: Option<&EmbedderFacts>,
+    policy_given: bool,
     not_checked: &mut Vec<String>,
 ) -> Vec<Finding> {
     use serde_json::Value;
@@ -1321,6 +1353,29 @@ pub(super) fn run_config_rows(
                 add(format!(
                     "strength {found} at attempt {attempts}, but {source} records a level that escalates to {expected} there"
                 ));
+            }
+        }
+        // With the policy, policy_second_opinions checks names and thresholds too.
+        if !policy_given {
+            if let Some(kind) = row
+                .certificate
+                .filter(|_| matches!(row.status, Status::Certified | Status::Failed))
+            {
+                let expected = if kind == CertificateKind::WholeImage {
+                    0
+                } else {
+                    config.second_opinions.len()
+                };
+                let found = if row.second_opinions.is_empty() {
+                    0
+                } else {
+                    row.second_opinions.split(';').count()
+                };
+                if found != expected {
+                    add(format!(
+                        "{found} second opinions on a {kind} comparison, but {source} records a run that asks {expected}"
+                    ));
+                }
             }
         }
         let Some(run_seed) = run_seed else { continue };

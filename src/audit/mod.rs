@@ -533,6 +533,7 @@ pub fn audit(
                 run_seed,
                 embedder.as_ref(),
                 feature.as_ref(),
+                policy.is_some(),
                 &mut not_checked,
             ));
             if let Some(policy) = &policy {
