@@ -1611,6 +1611,21 @@ fn the_merge_command_reports_what_it_wrote_or_why_not() {
         .stderr(predicates::str::contains("already exists"));
 }
 
+/// The rows' times are the operator's: huge ones render (as unverified figures), they do not
+/// overflow the sums of the page.
+#[test]
+fn the_html_page_renders_rows_with_huge_times() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    for row in rows.iter_mut().filter(|r| r.milliseconds.is_some()) {
+        row.milliseconds = Some(u64::MAX);
+    }
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let page = html::render(&world.audit());
+    assert!(page.contains("<b>18446744073709551616 ms</b>"), "{page}");
+}
+
 #[test]
 fn an_empty_report_audits_clean_and_renders() {
     let dir = tempfile::tempdir().unwrap();

@@ -170,13 +170,12 @@ fn write_cards(
         "run wall time, unverified (from run.json)",
     )?;
     let millis: Vec<u64> = rows.iter().filter_map(|r| r.milliseconds).collect();
+    // Summed wide: the rows are the operator's, and a crafted one may hold u64::MAX.
+    let total: u128 = millis.iter().map(|&m| u128::from(m)).sum();
     let per_image = if millis.is_empty() {
         "n/a".to_string()
     } else {
-        format!(
-            "{:.0} ms",
-            millis.iter().sum::<u64>() as f64 / millis.len() as f64
-        )
+        format!("{:.0} ms", total as f64 / millis.len() as f64)
     };
     card(
         out,
@@ -192,7 +191,7 @@ fn write_cards(
             escape(&run.record.finished),
             escape(&run.record.execution_provider),
             escape(&run.record.onnxruntime_version),
-            duration(millis.iter().sum::<u64>() as i64 / 1000),
+            duration(i64::try_from(total / 1000).unwrap_or(i64::MAX)),
             millis.iter().max().map_or_else(|| "n/a".to_string(), |m| format!("{m} ms")),
         )?;
     }
