@@ -1585,6 +1585,64 @@ fn merging_refuses_a_part_that_does_not_verify_and_never_overwrites() {
     assert!(error.to_string().contains("rows were deleted"), "{error}");
 }
 
+/// `f` on another thread, which must finish within 20 s (a read of a FIFO would block for ever).
+fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(f()));
+    receive
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("hung reading a file it was handed")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The report and run.json are the operator's: a FIFO must not hang the audit or the merge, nor a
+/// link to `/dev/zero` exhaust their memory.
+#[test]
+fn a_fifo_or_device_handed_as_report_or_run_json_is_refused() {
+    let world = World::new();
+    // The report is a FIFO (no writer ever opens it).
+    let fifo = world.dir.join("fifo.report.csv");
+    mkfifo(&fifo);
+    let mut args = world.args();
+    args.run.report = fifo.clone();
+    let error = within_20s(move || audit::audit(&args, None).map(|_| ()).unwrap_err());
+    assert!(
+        matches!(error, AuditError::Io { .. })
+            && format!("{error:?}").contains("not a regular file"),
+        "{error:?}"
+    );
+    // run.json is a link to an endless device.
+    let zero = world.dir.join("zero.run.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let mut args = world.args();
+    args.run.run_json = Some(zero);
+    let error = within_20s(move || audit::audit(&args, None).map(|_| ()).unwrap_err());
+    assert!(
+        matches!(error, AuditError::Io { .. })
+            && format!("{:?}", error).contains("not a regular file"),
+        "{error:?}"
+    );
+    // Merge reads the same files: a part that is a FIFO, and a part whose run.json links to
+    // /dev/zero.
+    let a = part(&world, "a", &world.rows[..3]);
+    let merged = world.dir.join("all.csv");
+    let (from, to) = (a.clone(), merged.clone());
+    let message = within_20s(move || audit::merge(&[from, fifo], &to).unwrap_err().to_string());
+    assert!(message.contains("fifo.report.csv"), "{message}");
+    std::fs::remove_file(world.dir.join("a.run.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", world.dir.join("a.run.json")).unwrap();
+    // Not read at all: a run.json that is not a regular file is no record of the part.
+    let (from, to) = (a, merged.clone());
+    within_20s(move || audit::merge(&[from], &to).map(|_| ()).unwrap_or_default());
+}
+
 #[test]
 fn the_merge_command_reports_what_it_wrote_or_why_not() {
     let world = World::new();

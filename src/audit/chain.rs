@@ -17,13 +17,18 @@ use crate::records::report::{genesis, ReportRow, COLUMNS};
 /// Chain breaks for which the real predecessor is searched (each search hashes every row once).
 const SEARCHED_BREAKS: usize = 64;
 
+/// Largest report read (it is read whole): about five million rows, far beyond a run's; a FIFO,
+/// device or larger file must not hang the audit or exhaust its memory.
+const MAX_REPORT_BYTES: u64 = 4 << 30;
+
 pub(super) struct Read {
     pub entries: Vec<Entry>,
     pub findings: Vec<Finding>,
 }
 
 pub(super) fn read(path: &Path) -> Result<Read, AuditError> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let bytes =
+        crate::io::safe_path::read_given(path, MAX_REPORT_BYTES).map_err(|e| io_error(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -18,8 +18,12 @@ use crate::records::report::{ReportRow, RunRecord, Status, StatusCounts};
 const THRESHOLD_SLACK: f32 = 1e-6;
 const STRENGTH_SLACK: f64 = 1e-9;
 
+/// Largest run.json read: a run writes a few kilobytes.
+const MAX_RUN_JSON_BYTES: u64 = 64 << 20;
+
 pub(super) fn load_run_json(path: &Path) -> Result<RunJson, AuditError> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let bytes = crate::io::safe_path::read_given(path, MAX_RUN_JSON_BYTES)
+        .map_err(|e| io_error(path, e))?;
     let bad = |message: String| AuditError::RunJson {
         path: path.to_path_buf(),
         message,

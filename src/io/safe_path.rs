@@ -141,6 +141,46 @@ pub fn open_regular(path: &Path, what: &str) -> io::Result<File> {
     Ok(file)
 }
 
+/// Opens a file someone handed over (a report or run.json to audit or merge) for reading:
+/// symlinks are followed, as given, but a FIFO never blocks the open and anything but a regular
+/// file (a FIFO, device such as `/dev/zero`, socket or folder) is an error.
+pub fn open_given(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device, socket or folder): refusing to read it",
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a whole file [`open_given`] opens, refusing one larger than `limit` bytes (the memory
+/// is the reader's, the file the operator's).
+pub fn read_given(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_given(path)?;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {limit} bytes, more than any run writes: refusing to read it"),
+        )
+    };
+    if file.metadata()?.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    // Bounded: the file may grow while it is read.
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// Opens a folder (for locking it) without following a symlink.
 pub fn open_folder(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -330,17 +330,7 @@ fn scan(path: &Path) -> Result<Scan, ChainError> {
         message: e.to_string(),
     };
     // Never blocks on a FIFO (audit reads reports it is given, symlinks included).
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io)?
-    };
-    if !file.metadata().map_err(io)?.is_file() {
-        return Err(io(std::io::Error::other("not a regular file")));
-    }
+    let mut file = crate::io::safe_path::open_given(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let ends_with_newline = if len == 0 {
         false
