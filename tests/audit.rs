@@ -1643,6 +1643,35 @@ fn a_fifo_or_device_handed_as_report_or_run_json_is_refused() {
     within_20s(move || audit::merge(&[from], &to).map(|_| ()).unwrap_or_default());
 }
 
+/// The number of parts is run.json's: a forged huge one is refused by what is missing, without
+/// sizing anything by it.
+#[test]
+fn merging_a_part_that_claims_billions_of_parts_is_refused() {
+    let world = World::new();
+    let a = part(&world, "a", &world.rows);
+    let run_json = world.dir.join("a.run.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&run_json).unwrap()).unwrap();
+    record["config"]["shard"] = serde_json::json!({
+        "index": 0,
+        "count": u32::MAX,
+        "walk_entries": 7,
+        "walk_sha256": "0".repeat(64),
+        "first": 0,
+        "entries": 7,
+    });
+    std::fs::write(&run_json, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    let message = audit::merge(&[a], &world.dir.join("all.csv"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(
+            "the sharded run has 4294967295 parts, but part 1/4294967295, 2/4294967295, "
+        ) && message.contains(", 10/4294967295, 4294967284 more are missing"),
+        "{message}"
+    );
+}
+
 #[test]
 fn the_merge_command_reports_what_it_wrote_or_why_not() {
     let world = World::new();

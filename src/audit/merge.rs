@@ -1,7 +1,8 @@
 //! `boomerang report merge`: joins the reports of a run split into parts into one report with a
 //! fresh chain, after checking each part, and refuses parts that overlap or disagree on what ran.
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::chain;
@@ -378,7 +379,9 @@ fn shard_order(
         return Ok(None);
     };
     let count = shard.count;
-    let mut by_index: Vec<Option<usize>> = vec![None; count as usize];
+    // By part number, not a slot per part: the count is run.json's, the operator's, and a
+    // forged 4294967295 must not size anything.
+    let mut by_index: BTreeMap<u32, usize> = BTreeMap::new();
     for (index, record) in records.iter().enumerate() {
         let Some(record) = record else {
             return Err(MergeError::Shards(format!(
@@ -453,39 +456,46 @@ fn shard_order(
                 return Err(foreign(what, theirs, ours));
             }
         }
-        match by_index.get_mut(part.index as usize) {
-            Some(Some(earlier)) => {
+        if part.index >= count {
+            return Err(MergeError::Shards(format!(
+                "{}: part {}/{count} does not exist",
+                shown(index),
+                part.index
+            )));
+        }
+        match by_index.entry(part.index) {
+            Entry::Occupied(earlier) => {
                 return Err(MergeError::Shards(format!(
                     "part {}/{count} is given twice: {} and {}; give each part once",
                     part.index,
-                    shown(*earlier),
+                    shown(*earlier.get()),
                     shown(index)
                 )))
             }
-            Some(slot) => *slot = Some(index),
-            None => {
-                return Err(MergeError::Shards(format!(
-                    "{}: part {}/{count} does not exist",
-                    shown(index),
-                    part.index
-                )))
+            Entry::Vacant(slot) => {
+                slot.insert(index);
             }
         }
     }
-    let missing: Vec<String> = by_index
-        .iter()
-        .enumerate()
-        .filter(|(_, slot)| slot.is_none())
-        .map(|(k, _)| format!("{k}/{count}"))
-        .collect();
-    if !missing.is_empty() {
+    let absent = u64::from(count) - by_index.len() as u64;
+    if absent > 0 {
+        // At most a few named: the count may be huge.
+        const NAMED: usize = 10;
+        let mut missing: Vec<String> = (0..count)
+            .filter(|k| !by_index.contains_key(k))
+            .take(NAMED)
+            .map(|k| format!("{k}/{count}"))
+            .collect();
+        if absent > NAMED as u64 {
+            missing.push(format!("{} more", absent - NAMED as u64));
+        }
         return Err(MergeError::Shards(format!(
             "the sharded run has {count} parts, but part {} {} missing; give all {count} parts' reports (OUT.part-KKKK-of-NNNN.report.csv), finished",
             missing.join(", "),
-            if missing.len() == 1 { "is" } else { "are" }
+            if absent == 1 { "is" } else { "are" }
         )));
     }
-    Ok(Some(by_index.into_iter().flatten().collect()))
+    Ok(Some(by_index.into_values().collect()))
 }
 
 /// The run.json of the merged report: the first part's record without `shard`, naming the
