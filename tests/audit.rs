@@ -871,6 +871,51 @@ fn a_kept_output_under_on_failure_drop_breaks_the_rule() {
     );
 }
 
+/// A face row whose own distance is beyond the threshold fails when a second opinion finds the
+/// same identity: that is the policy working, not a contradiction.
+#[test]
+fn a_row_failed_by_its_second_opinion_is_no_finding() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    // Line 4, carol: dlib finds 0.83 (beyond 0.6), mobilefacenet 0.7 (below its 1.0).
+    rows[2].distance = Some(0.83);
+    rows[2].second_opinions = "mobilefacenet:0.7:1".into();
+    // Line 9: the same without a dissent is still a row that would have been certified.
+    let mut undissented = rows[2].clone();
+    undissented.input_path = "people/frank_01.jpg".into();
+    undissented.input_sha256 = sha(&input_bytes(&undissented.input_path));
+    undissented.seed = hex::encode(boomerang::diffusion::noise::image_seed(
+        7,
+        &Sha256::digest(input_bytes(&undissented.input_path)).into(),
+        2,
+    ));
+    undissented.output_path = "people/f4a1.png".into();
+    undissented.output_sha256 = sha(&output_bytes(&undissented.output_path));
+    undissented.second_opinions = "mobilefacenet:1.2:1".into();
+    std::fs::write(
+        world.inputs.join(&undissented.input_path),
+        input_bytes(&undissented.input_path),
+    )
+    .unwrap();
+    std::fs::write(
+        world.outputs.join(&undissented.output_path),
+        output_bytes(&undissented.output_path),
+    )
+    .unwrap();
+    rows.push(undissented);
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = world.audit();
+    assert_eq!(
+        of_kind(&audit.findings, FindingKind::Verdict),
+        [(
+            Some(9),
+            "failed, but distance 0.83 is beyond the threshold 0.6 (euclidean): the row would be certified".to_string()
+        )]
+    );
+    assert_eq!(kinds(&audit.findings), [FindingKind::Verdict]);
+}
+
 #[test]
 fn rows_that_do_not_follow_the_policy_are_found() {
     let world = World::new();

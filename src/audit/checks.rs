@@ -923,6 +923,20 @@ fn own_required_cells(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)
     }
 }
 
+/// Whether a second opinion in the row finds the same identity (a distance below its threshold):
+/// a face row fails then, however far its own distance.
+fn second_opinion_dissents(row: &ReportRow) -> bool {
+    row.second_opinions
+        .split(';')
+        .filter_map(|opinion| {
+            let mut parts = opinion.split(':').skip(1);
+            let distance = parts.next()?.parse::<f32>().ok()?;
+            let threshold = parts.next()?.parse::<f32>().ok()?;
+            Some(distance < threshold)
+        })
+        .any(|same| same)
+}
+
 fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
     let known_metric = matches!(row.metric.as_str(), "euclidean" | "cosine");
     own_required_cells(row, add);
@@ -973,7 +987,8 @@ fn own_verdict(row: &ReportRow, add: &mut impl FnMut(FindingKind, String)) {
                     && known_metric
                     && d.is_finite()
                     && t.is_finite()
-                    && d > t =>
+                    && d > t
+                    && !second_opinion_dissents(row) =>
             {
                 add(
                 FindingKind::Verdict,
