@@ -916,6 +916,60 @@ fn a_row_failed_by_its_second_opinion_is_no_finding() {
     assert_eq!(kinds(&audit.findings), [FindingKind::Verdict]);
 }
 
+/// With on-no-face = "flag", anonymize keeps a faceless input's output (failed, marked) even
+/// when on-failure = "drop": that is no broken rule, and dropping it would be one.
+#[test]
+fn a_flagged_faceless_row_keeps_its_output_under_on_failure_drop() {
+    let text = policy_text();
+    let medium = text.find("[levels.medium]").unwrap();
+    let policy = format!(
+        "{}{}",
+        &text[..medium],
+        text[medium..]
+            .replacen("on-failure = \"flag\"", "on-failure = \"drop\"", 1)
+            .replacen("on-no-face = \"whole-image\"", "on-no-face = \"flag\"", 1)
+    );
+    let world = World::with_policy(&policy);
+    let mut rows = world.rows.clone();
+    // Line 4, carol: a faceless input, flagged with its output kept, as anonymize writes it.
+    let faceless = |row: &mut ReportRow| {
+        row.certificate = Some(CertificateKind::WholeImage);
+        row.faces_in = Some(0);
+        row.faces_out = Some(0);
+        // Compared by the policy's feature embedder all the same.
+        row.metric = "cosine".into();
+        row.threshold = Some(0.55);
+        row.attempts = Some(1);
+        row.strength = Some(0.5);
+        row.seed = hex::encode(boomerang::diffusion::noise::image_seed(
+            7,
+            &Sha256::digest(input_bytes(&row.input_path)).into(),
+            0,
+        ));
+        row.second_opinions.clear();
+        row.reason =
+            "no face found in the input (policy: on-no-face = flag); output kept, not certified"
+                .into();
+    };
+    faceless(&mut rows[2]);
+    // Line 2, alice: the same with its output dropped breaks on-no-face = "flag".
+    faceless(&mut rows[0]);
+    rows[0].status = Status::Failed;
+    rows[0].output_path.clear();
+    rows[0].output_sha256.clear();
+    std::fs::remove_file(world.outputs.join("people/3f9a.png")).unwrap();
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    let audit = world.audit();
+    assert_eq!(
+        of_kind(&audit.findings, FindingKind::Rule),
+        [(
+            Some(2),
+            "failed without a face and level `medium` says on-no-face = \"flag\" (keep the output, marked), yet no output is listed".to_string()
+        )]
+    );
+}
+
 #[test]
 fn rows_that_do_not_follow_the_policy_are_found() {
     let world = World::new();

@@ -9,7 +9,7 @@ use crate::certify::spec::EmbedderSpec;
 use crate::certify::CertificateKind;
 use crate::io::dataset::{path_text, IMAGE_EXTENSIONS};
 use crate::io::hashing::sha256_file;
-use crate::policy::{OnFailure, Policy, Threshold};
+use crate::policy::{OnFailure, OnNoFace, Policy, Threshold};
 use crate::records::report::run_record_path;
 use crate::records::report::{ReportRow, RunRecord, Status, StatusCounts};
 
@@ -1089,7 +1089,19 @@ fn policy_rules(
             );
         }
     }
-    if row.status == Status::Failed {
+    // A faceless input under on-no-face = "flag" is kept and marked, whatever on-failure says.
+    let flagged_no_face = row.faces_in == Some(0) && level.on_no_face == OnNoFace::Flag;
+    if row.status == Status::Failed && flagged_no_face {
+        if row.output_path.is_empty() {
+            add(
+                FindingKind::Rule,
+                format!(
+                    "failed without a face and level `{}` says on-no-face = \"flag\" (keep the output, marked), yet no output is listed",
+                    level.name
+                ),
+            );
+        }
+    } else if row.status == Status::Failed {
         match (level.on_failure, row.output_path.is_empty()) {
             (OnFailure::Drop, false) => add(
                 FindingKind::Rule,
