@@ -916,6 +916,41 @@ fn a_row_failed_by_its_second_opinion_is_no_finding() {
     assert_eq!(kinds(&audit.findings), [FindingKind::Verdict]);
 }
 
+/// A faceless input certified on the whole image is judged by the policy's feature embedder: an
+/// audit without the policy cannot say by which, so it holds it to neither embedder's rules.
+#[test]
+fn a_whole_image_row_is_no_finding_without_the_policy() {
+    let world = World::new();
+    let mut rows = world.rows.clone();
+    // Line 5, dave: no face in, judged by efficientnet-lite0 (cosine, 0.55), no face matcher.
+    rows[3].certificate = Some(CertificateKind::WholeImage);
+    rows[3].faces_in = Some(0);
+    rows[3].faces_out = Some(0);
+    rows[3].metric = "cosine".into();
+    rows[3].threshold = Some(0.55);
+    rows[3].distance = Some(0.8);
+    rows[3].second_opinions.clear();
+    std::fs::remove_file(&world.report).unwrap();
+    world.write_report(&world.report, &rows);
+    assert_eq!(world.audit().findings, Vec::<Finding>::new());
+    let audit = audit::audit(
+        &{
+            let mut args = world.args();
+            args.claimed.policy = None;
+            args
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(audit.findings, Vec::<Finding>::new());
+    let joined = audit.not_checked.join("\n");
+    assert!(
+        joined.contains("the metric of whole-image rows (give --policy FILE")
+            && joined.contains("the thresholds of whole-image rows ("),
+        "{joined}"
+    );
+}
+
 /// With on-no-face = "flag", anonymize keeps a faceless input's output (failed, marked) even
 /// when on-failure = "drop": that is no broken rule, and dropping it would be one.
 #[test]

@@ -698,6 +698,7 @@ pub(super) fn verdicts(
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut unresolved = BTreeSet::new();
+    let mut whole_image_unjudged = false;
     for entry in entries {
         let Some(row) = &entry.row else { continue };
         let mut add = |kind, message: String| {
@@ -708,10 +709,15 @@ pub(super) fn verdicts(
             findings.push(finding);
         };
         own_verdict(row, &mut add);
-        let judge = if whole_image_judge(row, feature) {
-            feature
-        } else {
-            embedder
+        let judge = match row.certificate {
+            // Which embedder judged whole images is the policy's to say (its feature embedder,
+            // else the face embedder).
+            Some(CertificateKind::WholeImage) if policy.is_none() => {
+                whole_image_unjudged = true;
+                None
+            }
+            _ if whole_image_judge(row, feature) => feature,
+            _ => embedder,
         };
         if let Some(embedder) = judge {
             if matches!(row.status, Status::Certified | Status::Failed)
@@ -739,6 +745,12 @@ pub(super) fn verdicts(
         if let Some(opinions) = opinions {
             policy_second_opinions(row, opinions, &mut add);
         }
+    }
+    if whole_image_unjudged && embedder.is_some() {
+        not_checked.push(
+            "the metric of whole-image rows (give --policy FILE: they are judged by its feature embedder)"
+                .to_string(),
+        );
     }
     for name in unresolved {
         not_checked.push(format!(
@@ -1332,6 +1344,7 @@ pub(super) fn run_config_rows(
         None => None,
     };
     let mut findings = Vec::new();
+    let mut whole_image_unjudged = false;
     for entry in entries {
         let Some(row) = &entry.row else { continue };
         let mut add = |message: String| {
@@ -1364,10 +1377,16 @@ pub(super) fn run_config_rows(
                 ));
             }
         }
-        let expected = match (whole_image_judge(row, feature), feature) {
-            (true, Some(feature)) => feature.default_threshold,
-            (true, None) => None,
-            (false, _) => threshold,
+        let expected = match (row.certificate, feature) {
+            (Some(CertificateKind::WholeImage), Some(feature)) => feature.default_threshold,
+            // Judged by the face embedder only in a run without a whole-image embedder.
+            (Some(CertificateKind::WholeImage), None)
+                if !policy_given && config.feature_embedder.is_some() =>
+            {
+                whole_image_unjudged = true;
+                None
+            }
+            _ => threshold,
         };
         if let (Some(found), Some(expected)) = (row.threshold, expected) {
             if (found - expected).abs() > THRESHOLD_SLACK {
@@ -1425,6 +1444,11 @@ pub(super) fn run_config_rows(
                 ),
             }
         }
+    }
+    if whole_image_unjudged {
+        not_checked.push(format!(
+            "the thresholds of whole-image rows ({source} records a feature embedder, whose operating point judged them: give --policy FILE)"
+        ));
     }
     findings
 }
