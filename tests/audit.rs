@@ -1503,6 +1503,34 @@ fn the_html_page_is_self_contained_escaped_and_free_of_input_names() {
     assert!(page.contains("2 findings"));
 }
 
+/// The charts draw the rows' own numbers, and say how many of them this audit re-scored.
+#[test]
+fn the_html_page_marks_the_rows_figures_as_theirs() {
+    let world = World::new();
+    let page = html::render(&world.audit());
+    assert!(page.contains(
+        "<h2>Distances between input and output identities</h2><p class=\"sub\">As the rows state them: 0 of 5 re-scored by this audit (unverified: give --recompute N).</p>"
+    ));
+    assert!(page.contains(
+        "<h2>Attempts per image</h2><p class=\"sub\">As the rows state them (unverified).</p>"
+    ));
+    assert!(
+        page.contains("<h2>Rows per level and status</h2><p class=\"sub\">As the rows state them;")
+    );
+    let mut mock = Mock::faithful(&world);
+    let audit = audit::audit(
+        &{
+            let mut args = world.args();
+            args.recheck.recompute = 3;
+            args
+        },
+        Some(&mut mock),
+    )
+    .unwrap();
+    assert!(html::render(&audit)
+        .contains("As the rows state them: 3 of 5 re-scored by this audit.</p>"));
+}
+
 fn boomerang() -> Command {
     Command::cargo_bin("boomerang").unwrap()
 }

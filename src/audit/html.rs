@@ -108,9 +108,23 @@ fn write_page(out: &mut String, audit: &Audit) -> fmt::Result {
 
     write_cards(out, audit, &rows, &counts)?;
     write_levels(out, &rows, &counts)?;
-    out.push_str("<section><h2>Distances between input and output identities</h2>\n");
+    // The charts draw the rows' own numbers: say so, as the cards do for times and the rate.
+    let distances = rows
+        .iter()
+        .filter(|r| r.distance.is_some_and(f32::is_finite))
+        .count();
+    writeln!(
+        out,
+        "<section><h2>Distances between input and output identities</h2><p class=\"sub\">As the rows state them: {} of {distances} re-scored by this audit{}.</p>",
+        audit.rescored.len(),
+        if audit.rescored.is_empty() {
+            " (unverified: give --recompute N)"
+        } else {
+            ""
+        }
+    )?;
     write_histogram(out, &rows)?;
-    out.push_str("</section>\n<section><h2>Attempts per image</h2>\n");
+    out.push_str("</section>\n<section><h2>Attempts per image</h2><p class=\"sub\">As the rows state them (unverified).</p>\n");
     write_attempts(out, &rows)?;
     out.push_str("</section>\n");
     write_findings(out, audit)?;
@@ -221,7 +235,7 @@ fn write_levels(out: &mut String, rows: &[&ReportRow], counts: &StatusCounts) ->
     for row in rows {
         levels.entry(row.level.as_str()).or_default().add(row);
     }
-    out.push_str("<section><h2>Rows per level and status</h2><table><tr><th>level</th>");
+    out.push_str("<section><h2>Rows per level and status</h2><p class=\"sub\">As the rows state them; each verdict is checked against its own distance and threshold, and the policy's rules when given.</p><table><tr><th>level</th>");
     for status in Status::ALL {
         write!(out, "<th class=\"n\">{status}</th>")?;
     }
