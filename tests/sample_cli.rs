@@ -339,3 +339,48 @@ fn guidance_and_eta_have_the_policy_bounds() {
             .stderr(predicate::str::contains(expected));
     }
 }
+
+/// `sample -o FOLDER` names its outputs `<stem>_<k>.png`: a user's own file of that name, or an
+/// input, is refused before anything is sampled, and left as it was.
+#[test]
+fn existing_files_and_inputs_are_never_replaced() {
+    let temp = tempfile::tempdir().unwrap();
+    let photos = temp.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let input = photos.join("astronaut.png");
+    std::fs::copy(example(), &input).unwrap();
+    let own = photos.join("astronaut_1.png");
+    std::fs::write(&own, b"the user's own photo").unwrap();
+    let run = |images: &[&Path]| {
+        boomerang()
+            .args(["sample", "--model"])
+            .arg(root().join("models/tiny-sd"))
+            .args(["--steps", "2", "--seed", "1", "-n", "2", "-o"])
+            .arg(&photos)
+            .args(images)
+            .assert()
+            .failure()
+            .stderr(predicate::function(|s: &str| s.lines().count() == 1))
+    };
+    run(&[&input]).stderr(predicate::str::contains(format!(
+        "{} already exists: sample never replaces a file",
+        own.display()
+    )));
+    assert_eq!(std::fs::read(&own).unwrap(), b"the user's own photo");
+    assert!(!photos.join("astronaut_0.png").exists());
+
+    // `sample -o d d/a.png d/a_0.png`: a_0.png is both an input and a's first output.
+    std::fs::remove_file(&own).unwrap();
+    let second = photos.join("astronaut_0.png");
+    std::fs::copy(example(), &second).unwrap();
+    run(&[&input, &second]).stderr(predicate::str::contains(format!(
+        "{} would be written over the input {}",
+        second.display(),
+        second.display()
+    )));
+    assert_eq!(
+        std::fs::read(&second).unwrap(),
+        std::fs::read(example()).unwrap()
+    );
+    assert!(!own.exists());
+}

@@ -139,7 +139,7 @@ fn sample_batch(
     for (job, result) in chunk.iter().zip(results) {
         engine
             .timer
-            .time(Stage::ImageIo, |_| imageio::write_png(&result, &job.output))?;
+            .time(Stage::ImageIo, |_| imageio::write_png_new(&result, &job.output))?;
         println!("{} (sample {})", job.output.display(), job.sample_index);
     }
     Ok(())
@@ -154,6 +154,8 @@ fn load_input(path: &Path, limits: FrameLimits) -> anyhow::Result<(ImagePlan, [u
 }
 
 /// `OUT/<stem>_<k>.png` per input; two inputs with the same stem would overwrite each other.
+/// Checked before anything is sampled: `sample` never replaces a file, so a path that exists
+/// (an input, or a user's own `IMG_0.png` beside `IMG.png`) is refused.
 pub(super) fn output_paths(config: &SampleConfig) -> anyhow::Result<Vec<Vec<PathBuf>>> {
     let mut seen = HashSet::new();
     let mut all = Vec::new();
@@ -175,5 +177,34 @@ pub(super) fn output_paths(config: &SampleConfig) -> anyhow::Result<Vec<Vec<Path
                 .collect(),
         );
     }
+    refuse_existing_outputs(config, &all)?;
     Ok(all)
+}
+
+/// Refuses outputs that would replace an input or any file already there (a dangling symlink
+/// counts: writing through it would create its target).
+fn refuse_existing_outputs(config: &SampleConfig, outputs: &[Vec<PathBuf>]) -> anyhow::Result<()> {
+    // A missing input is reported when it is read.
+    let inputs: Vec<(PathBuf, &PathBuf)> = config
+        .images
+        .iter()
+        .filter_map(|image| Some((std::fs::canonicalize(image).ok()?, image)))
+        .collect();
+    for output in outputs.iter().flatten() {
+        let resolved = crate::io::dataset::resolve_planned(output)?;
+        if let Some((_, input)) = inputs.iter().find(|(path, _)| *path == resolved) {
+            bail!(
+                "{} would be written over the input {}: sample never replaces its inputs; choose another -o folder",
+                output.display(),
+                input.display()
+            );
+        }
+        if output.symlink_metadata().is_ok() {
+            bail!(
+                "{} already exists: sample never replaces a file; move it away or choose another -o folder",
+                output.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -58,7 +58,7 @@ pub fn run(config: &SampleConfig) -> anyhow::Result<()> {
             let path = &outputs[input][k as usize];
             let image =
                 pixels::to_image(result.slice(ndarray::s![row, 0, .., ..]), model.spec.values);
-            imageio::write_png(&image, path)?;
+            imageio::write_png_new(&image, path)?;
             println!("{} (sample {k})", path.display());
         }
     }

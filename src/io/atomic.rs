@@ -37,6 +37,13 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_with(path, bytes, false, None, |_| Ok(())).map(drop)
 }
 
+/// [`write`] that never replaces a file: when `path` exists, even one created after a caller's
+/// check, it fails with `AlreadyExists` and leaves that file as it is.
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = write_temp(path, bytes, false, None)?;
+    temp.persist_noclobber(path).map(drop).map_err(|e| e.error)
+}
+
 /// [`write`] with a temp file named `.boomerang-TAG-*.tmp` ([`is_temp_file_of`]).
 pub fn write_tagged(path: &Path, bytes: &[u8], tag: Option<&str>) -> std::io::Result<()> {
     write_with(path, bytes, false, tag, |_| Ok(())).map(drop)
@@ -64,6 +71,18 @@ fn write_with(
     tag: Option<&str>,
     before_rename: impl FnOnce(&File) -> std::io::Result<()>,
 ) -> std::io::Result<File> {
+    let temp = write_temp(path, bytes, private, tag)?;
+    before_rename(temp.as_file())?;
+    temp.persist(path).map_err(|e| e.error)
+}
+
+/// The complete, fsync'd temp file beside `path`, not yet renamed.
+fn write_temp(
+    path: &Path,
+    bytes: &[u8],
+    private: bool,
+    tag: Option<&str>,
+) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -85,6 +104,22 @@ fn write_with(
     }
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
-    before_rename(temp.as_file())?;
-    temp.persist(path).map_err(|e| e.error)
+    Ok(temp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        write_new(&path, b"first").unwrap();
+        let error = write_new(&path, b"second").unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // The failed write leaves no temp file behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

@@ -260,11 +260,26 @@ pub fn write_png(image: &DynamicImage, path: &Path) -> Result<String, ImageError
     write_png_tagged(image, path, None)
 }
 
+/// [`write_png`] that never replaces a file: an existing `path` (even one created while this
+/// encodes) is an error and is left as it is ([`crate::io::atomic::write_new`]).
+pub fn write_png_new(image: &DynamicImage, path: &Path) -> Result<String, ImageError> {
+    write_png_with(image, path, None, false)
+}
+
 /// [`write_png`] whose temp file carries `tag` ([`crate::io::atomic::write_tagged`]).
 fn write_png_tagged(
     image: &DynamicImage,
     path: &Path,
     tag: Option<&str>,
+) -> Result<String, ImageError> {
+    write_png_with(image, path, tag, true)
+}
+
+fn write_png_with(
+    image: &DynamicImage,
+    path: &Path,
+    tag: Option<&str>,
+    replace: bool,
 ) -> Result<String, ImageError> {
     let bytes = encode_png(image).map_err(|source| ImageError::Encode {
         path: path.to_path_buf(),
@@ -277,7 +292,11 @@ fn write_png_tagged(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    crate::io::atomic::write_tagged(path, &bytes, tag).map_err(write_error)?;
+    if replace {
+        crate::io::atomic::write_tagged(path, &bytes, tag).map_err(write_error)?;
+    } else {
+        crate::io::atomic::write_new(path, &bytes).map_err(write_error)?;
+    }
     Ok(hex::encode(crate::io::hashing::sha256_bytes(&bytes)))
 }
 
