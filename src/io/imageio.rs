@@ -384,15 +384,50 @@ pub fn decode_with_limits(bytes: &[u8], limits: image::Limits) -> image::ImageRe
     })
 }
 
-/// Whether an end-of-image marker (FF D9) follows the first scan. Inside entropy-coded data FF
-/// is always followed by 00 or a restart marker, so FF D9 there is the real end; an EXIF
-/// thumbnail's own end marker comes before the first scan and does not count. Bytes after the
+/// Whether an end-of-image marker (FF D9) follows the first scan. The first scan is found by
+/// walking the marker segments from SOI by their lengths: a camera's EXIF thumbnail is a whole
+/// JPEG inside APP1, whose own scan and end marker must not count. Inside entropy-coded data FF
+/// is always followed by 00 or a restart marker, so FF D9 there is the real end. Bytes after the
 /// marker are allowed (some cameras append data).
 fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
-    let Some(scan) = bytes.windows(2).position(|pair| pair == [0xFF, 0xDA]) else {
+    let Some(scan) = jpeg_first_scan(bytes) else {
         return false;
     };
     bytes[scan..].windows(2).any(|pair| pair == [0xFF, 0xD9])
+}
+
+/// Where the entropy-coded data of the first scan starts (after its SOS header), or `None`
+/// when the segments run out first (a file cut before its scan).
+fn jpeg_first_scan(bytes: &[u8]) -> Option<usize> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut at = 2;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return None;
+        }
+        let marker = bytes[at + 1];
+        // Fill bytes, and the standalone markers (TEM, RSTn), which have no length.
+        if marker == 0xFF {
+            at += 1;
+            continue;
+        }
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            at += 2;
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        if length < 2 {
+            return None;
+        }
+        let end = at + 2 + length;
+        if marker == 0xDA {
+            return (end <= bytes.len()).then_some(end);
+        }
+        at = end;
+    }
+    None
 }
 
 /// Number of colour components in a JPEG's frame header (4 = CMYK or YCCK), which the decoder
@@ -419,4 +454,42 @@ fn jpeg_component_count(bytes: &[u8]) -> Option<u8> {
         at += 2 + length;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(side: u32) -> Vec<u8> {
+        // Noise, so that the scan data is most of the file.
+        let image = RgbImage::from_fn(side, side, |x, y| {
+            let v = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) as u8;
+            image::Rgb([v, v.wrapping_mul(3), v.wrapping_add(y as u8)])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut bytes)
+            .encode_image(&image)
+            .unwrap();
+        bytes
+    }
+
+    /// A camera JPEG carries a whole thumbnail JPEG (with its own scan and end marker) in its
+    /// EXIF APP1 segment, before the photo's own scan.
+    #[test]
+    fn a_cut_jpeg_with_an_exif_thumbnail_is_refused() {
+        let thumbnail = jpeg(16);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(&thumbnail);
+        let length = u16::try_from(app1.len() + 2).unwrap();
+        let mut photo = jpeg(256);
+        let mut segment = vec![0xFF, 0xE1];
+        segment.extend(length.to_be_bytes());
+        segment.extend(app1);
+        photo.splice(2..2, segment);
+        decode_with_limits(&photo, image::Limits::default()).unwrap();
+
+        let cut = &photo[..photo.len() * 6 / 10];
+        let error = decode_with_limits(cut, image::Limits::default()).unwrap_err();
+        assert!(error.to_string().contains("end-of-image marker"), "{error}");
+    }
 }
