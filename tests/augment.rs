@@ -377,3 +377,49 @@ fn unsafe_folders_and_bad_arguments_are_refused() {
     augment(&input, &out, &["--strengths", "0.2", "--strength", "0.3"]).code(2);
     assert!(!out.exists());
 }
+
+/// The sampler with the tiny model, 1 sample, and `args` then IN and OUT.
+fn augment_with(input: &Path, output: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    boomerang()
+        .args(["augment", "--model"])
+        .arg(model())
+        .args(["--steps", "2", "-n", "1"])
+        .args(args)
+        .arg(input)
+        .arg(output)
+        .assert()
+}
+
+#[test]
+fn out_through_a_new_folder_of_in_creates_nothing_in_in() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let before = tree(&input);
+    // `IN/new/../../out` is `out` beside IN; `new` must not be created on the way.
+    augment_with(&input, &input.join("new/../../out"), &["--seed", "1"]).success();
+    assert!(!input.join("new").exists());
+    assert_eq!(before, tree(&input));
+    assert!(temp.path().join("out/augment.csv").is_file());
+}
+
+#[test]
+fn refusals_come_before_anything_is_created_or_rewritten() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let out = temp.path().join("out");
+    // A missing seed file is refused before OUT (and a header-only manifest) exists.
+    let missing = temp.path().join("missing.secret");
+    augment_with(&input, &out, &["--seed-file", missing.to_str().unwrap()])
+        .failure()
+        .stderr(predicates::str::contains("missing.secret"));
+    assert!(!out.exists());
+
+    // A resume refused for its seed leaves the manifest as it was (no row dropped).
+    augment_with(&input, &out, &["--seed", "11"]).success();
+    std::fs::remove_file(out.join("cat/one_aug0.png")).unwrap();
+    let manifest = std::fs::read(out.join("augment.csv")).unwrap();
+    augment_with(&input, &out, &["--resume", "--seed", "12"])
+        .code(1)
+        .stderr(predicates::str::contains("resume with --seed 11"));
+    assert_eq!(std::fs::read(out.join("augment.csv")).unwrap(), manifest);
+}

@@ -194,6 +194,11 @@ struct Loaded<'a> {
 pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
     let shard = PartPlan::resolve(&config.dataset, &config.sampler.seed)?;
     dataset::check_folders(&config.dataset.input, &config.dataset.output).map_err(Refused::from)?;
+    // From here on OUT is used only resolved: creating it creates nothing inside IN.
+    let config = &AugmentConfig {
+        dataset: super::dataset_run::with_resolved_output(&config.dataset)?,
+        ..config.clone()
+    };
     let walked = dataset::walk(&config.dataset.input).map_err(Refused::from)?;
     // Output names are planned on the whole walk, so every part agrees on them.
     let part = shard.map(|shard| PartPlan::of(shard, &walked));

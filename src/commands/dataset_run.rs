@@ -202,25 +202,39 @@ pub struct DatasetRun<R, M> {
 }
 
 impl<R: OutputRow, M: RunModel> DatasetRun<R, M> {
-    /// Creates OUT and the manifest, or resumes the manifest there, keeping the rows whose
-    /// output is still on disk with its recorded sha256; resolves the run seed ([`resolve_seed`]).
+    /// Checks everything a run can check before it writes anything (the seed file; on resume
+    /// the manifest, its run seed and its outputs against this run's), then creates OUT and
+    /// creates the manifest, or continues it keeping the rows whose output
+    /// is still on disk with its recorded sha256. Resolves the run seed ([`resolve_seed`]).
     /// Returns the run and the kept rows by output path.
     pub fn start(
         model: M,
         start: &RunStart,
     ) -> anyhow::Result<(DatasetRun<R, M>, HashMap<String, R>)> {
         let output = start.output;
+        let given = start.seed.given()?;
+        let manifest_path = output.join(start.manifest_name);
+        let resumed = if start.resume {
+            CsvLog::<R>::read_resumable(&manifest_path, |row| output_intact(output, row))?
+        } else {
+            None
+        };
+        let rows = resumed
+            .as_ref()
+            .map_or(&[][..], |resumed| &resumed.rows[..]);
+        let (run_seed, run_seed_cell) = resolve_seed(given, rows.iter().map(R::run_seed))?;
+        refuse_foreign_rows(rows, start.outputs, start.resume_with)?;
+        // Everything is checked: only now is anything created or rewritten.
         std::fs::create_dir_all(output)
             .with_context(|| format!("creating {}", output.display()))?;
-        let manifest_path = output.join(start.manifest_name);
-        let (manifest, kept) = if start.resume {
-            CsvLog::<R>::resume(&manifest_path, |row| output_intact(output, row))?
-        } else {
-            (CsvLog::create(&manifest_path)?, Vec::new())
+        let (manifest, kept) = match resumed {
+            Some(resumed) => resumed.open()?,
+            None => (CsvLog::create(&manifest_path)?, Vec::new()),
         };
-        let given = start.seed.given()?;
-        let (run_seed, run_seed_cell) = resolve_seed(given, kept.iter().map(R::run_seed))?;
-        let kept = index_kept(kept, start.outputs, start.resume_with)?;
+        let kept: HashMap<String, R> = kept
+            .into_iter()
+            .map(|row| (row.output().to_string(), row))
+            .collect();
         let run = DatasetRun {
             model_sha256: model.model_sha256(),
             model,
@@ -300,23 +314,29 @@ fn output_intact<R: OutputRow>(output: &Path, row: &R) -> bool {
         && file_sha256(&output.join(row.output())).as_deref() == Some(row.output_sha256())
 }
 
-/// Kept rows by output path; a row for an output this run does not plan means other arguments.
-fn index_kept<R: OutputRow>(
-    kept: Vec<R>,
+/// A kept row for an output this run does not plan means the run had other arguments.
+fn refuse_foreign_rows<R: OutputRow>(
+    rows: &[R],
     outputs: &HashSet<String>,
     resume_with: &str,
-) -> Result<HashMap<String, R>, Refused> {
-    let mut index = HashMap::new();
-    for row in kept {
-        if !outputs.contains(row.output()) {
-            return Err(Refused(format!(
-                "the manifest lists {}, which this run would not write: resume with {resume_with}, or start over in an empty folder",
-                row.output()
-            )));
-        }
-        index.insert(row.output().to_string(), row);
+) -> Result<(), Refused> {
+    match rows.iter().find(|row| !outputs.contains(row.output())) {
+        Some(row) => Err(Refused(format!(
+            "the manifest lists {}, which this run would not write: resume with {resume_with}, or start over in an empty folder",
+            row.output()
+        ))),
+        None => Ok(()),
     }
-    Ok(index)
+}
+
+/// OUT as an absolute path with its symlinks and `..` resolved against the real folders
+/// (`IN/new/../../out` is `out` beside IN): it is checked and created by that path only, so
+/// creating it creates nothing inside IN.
+pub fn with_resolved_output(options: &DatasetOptions) -> Result<DatasetOptions, Refused> {
+    Ok(DatasetOptions {
+        output: dataset::resolve_planned(&options.output)?,
+        ..options.clone()
+    })
 }
 
 /// Why a run will not start or continue (unsafe folders, a manifest from other arguments...):

@@ -217,6 +217,11 @@ pub fn output_name(relative: &Path) -> PathBuf {
 pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
     let shard = PartPlan::resolve(&config.dataset, &config.sampler.seed)?;
     dataset_run::check_input_output(&config.dataset.input, &config.dataset.output)?;
+    // From here on OUT is used only resolved: creating it creates nothing inside IN.
+    let config = &EnhanceConfig {
+        dataset: dataset_run::with_resolved_output(&config.dataset)?,
+        ..config.clone()
+    };
     let (root, entries) = dataset_run::entries(&config.dataset.input)?;
     // Output names are planned on the whole walk, so every part agrees on them.
     let part = shard.map(|shard| PartPlan::of(shard, &entries));

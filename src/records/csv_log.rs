@@ -68,25 +68,35 @@ impl<R: LogRow> CsvLog<R> {
         CsvLog::open(path)
     }
 
-    /// Continues a log after a stop or a crash: a torn last row is cut off, damage elsewhere
-    /// is an error naming its line. Rows for which `keep` is false are removed (the log is
-    /// rewritten atomically) so redone outputs get no duplicate rows. A missing or empty file
-    /// starts a new log.
+    /// Continues a log after a stop or a crash ([`CsvLog::read_resumable`], then
+    /// [`ResumedLog::open`]); a missing or empty file starts a new log.
     pub fn resume(
         path: &Path,
-        mut keep: impl FnMut(&R) -> bool,
+        keep: impl FnMut(&R) -> bool,
     ) -> Result<(CsvLog<R>, Vec<R>), CsvLogError> {
+        match CsvLog::read_resumable(path, keep)? {
+            Some(resumed) => resumed.open(),
+            None => Ok((CsvLog::create(path)?, Vec::new())),
+        }
+    }
+
+    /// Reads a log to continue it, writing nothing (the caller checks the rows first): a torn
+    /// last row is cut off, damage elsewhere is an error naming its line. Rows for which `keep`
+    /// is false are dropped, and [`ResumedLog::open`] rewrites the log without them so redone
+    /// outputs get no duplicate rows. `None` when there is no file or it holds no complete line.
+    pub fn read_resumable(
+        path: &Path,
+        mut keep: impl FnMut(&R) -> bool,
+    ) -> Result<Option<ResumedLog<R>>, CsvLogError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((CsvLog::create(path)?, Vec::new()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(path, e)),
         };
         // Everything after the last line break is a row the run died writing.
         let complete = match bytes.iter().rposition(|&b| b == b'\n') {
             Some(end) => &bytes[..=end],
-            None => return Ok((CsvLog::create(path)?, Vec::new())),
+            None => return Ok(None),
         };
         let damaged = |line: u64, message: String| CsvLogError::Damaged {
             path: path.to_path_buf(),
@@ -122,14 +132,11 @@ impl<R: LogRow> CsvLog<R> {
                 dropped = true;
             }
         }
-        if dropped {
-            let mut text = encode_record(path, R::COLUMNS.iter().map(|c| c.as_bytes()))?;
-            for row in &rows {
-                text.extend(encode_row(path, row)?);
-            }
-            crate::io::atomic::write(path, &text).map_err(|e| io_error(path, e))?;
-        }
-        Ok((CsvLog::open(path)?, rows))
+        Ok(Some(ResumedLog {
+            path: path.to_path_buf(),
+            rows,
+            rewrite: dropped,
+        }))
     }
 
     fn open(path: &Path) -> Result<CsvLog<R>, CsvLogError> {
@@ -152,6 +159,31 @@ impl<R: LogRow> CsvLog<R> {
 
     pub fn path(&self) -> &Path {
         self.file.path()
+    }
+}
+
+/// A log read by [`CsvLog::read_resumable`], not yet continued.
+pub struct ResumedLog<R> {
+    path: PathBuf,
+    /// The kept rows, in order.
+    pub rows: Vec<R>,
+    /// Whether rows (or a torn last one) were dropped, so the file must be rewritten.
+    rewrite: bool,
+}
+
+impl<R: LogRow> ResumedLog<R> {
+    /// Rewrites the log without the dropped rows (atomically) if need be, and opens it for
+    /// appending. Returns the log and its kept rows.
+    pub fn open(self) -> Result<(CsvLog<R>, Vec<R>), CsvLogError> {
+        let path = &self.path;
+        if self.rewrite {
+            let mut text = encode_record(path, R::COLUMNS.iter().map(|c| c.as_bytes()))?;
+            for row in &self.rows {
+                text.extend(encode_row(path, row)?);
+            }
+            crate::io::atomic::write(path, &text).map_err(|e| io_error(path, e))?;
+        }
+        Ok((CsvLog::open(path)?, self.rows))
     }
 }
 
