@@ -423,3 +423,38 @@ fn refusals_come_before_anything_is_created_or_rewritten() {
         .stderr(predicates::str::contains("resume with --seed 11"));
     assert_eq!(std::fs::read(out.join("augment.csv")).unwrap(), manifest);
 }
+
+#[test]
+fn resume_into_a_folder_without_this_commands_manifest_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let out = temp.path().join("out");
+    std::fs::create_dir_all(out.join("cat")).unwrap();
+    // A file of the user's that has an output's name, and another command's manifest.
+    std::fs::write(out.join("cat/one_aug0.png"), b"mine").unwrap();
+    std::fs::write(out.join("enhance.csv"), b"source\n").unwrap();
+    augment_with(&input, &out, &["--resume", "--seed", "1"])
+        .code(1)
+        .stderr(predicates::str::contains("cannot resume"))
+        .stderr(predicates::str::contains("no manifest"));
+    assert_eq!(
+        std::fs::read(out.join("cat/one_aug0.png")).unwrap(),
+        b"mine"
+    );
+    assert!(!out.join("augment.csv").exists());
+}
+
+#[test]
+fn a_locked_out_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let input = dataset(temp.path());
+    let out = temp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // Another run holds OUT (anonymize, augment and enhance all lock it).
+    let held = std::fs::File::open(&out).unwrap();
+    held.try_lock().unwrap();
+    augment_with(&input, &out, &["--seed", "1"])
+        .code(1)
+        .stderr(predicates::str::contains("is locked"));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}

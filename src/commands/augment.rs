@@ -218,6 +218,7 @@ pub fn run(config: &AugmentConfig) -> anyhow::Result<OutputCounts> {
             resume: config.dataset.resume,
             seed: &config.sampler.seed,
             outputs: &outputs,
+            part: part.is_some(),
             resume_with: "the arguments of that run (-n, --no-originals)",
         },
     )?;

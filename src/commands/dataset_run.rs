@@ -181,6 +181,8 @@ pub struct RunStart<'a> {
     pub seed: &'a SeedSource,
     /// Every output path (relative, as manifest rows name them) this run would write.
     pub outputs: &'a HashSet<String>,
+    /// A part of a sharded run, which shares OUT with the other parts.
+    pub part: bool,
     /// How to resume a manifest listing other outputs, e.g. "the input of that run".
     pub resume_with: &'a str,
 }
@@ -199,12 +201,14 @@ pub struct DatasetRun<R, M> {
     pub run_seed_cell: RunSeedCell,
     pub counts: OutputCounts,
     pub bar: ProgressBar,
+    /// OUT's lock, held until the run ends.
+    _lock: std::fs::File,
 }
 
 impl<R: OutputRow, M: RunModel> DatasetRun<R, M> {
     /// Checks everything a run can check before it writes anything (the seed file; on resume
-    /// the manifest, its run seed and its outputs against this run's), then creates OUT and
-    /// creates the manifest, or continues it keeping the rows whose output
+    /// the manifest, its run seed and its outputs against this run's), then creates OUT, locks it
+    /// for the whole run and creates the manifest, or continues it keeping the rows whose output
     /// is still on disk with its recorded sha256. Resolves the run seed ([`resolve_seed`]).
     /// Returns the run and the kept rows by output path.
     pub fn start(
@@ -213,6 +217,12 @@ impl<R: OutputRow, M: RunModel> DatasetRun<R, M> {
     ) -> anyhow::Result<(DatasetRun<R, M>, HashMap<String, R>)> {
         let output = start.output;
         let given = start.seed.given()?;
+        // An existing OUT is locked before it is read, so no other run changes it meanwhile.
+        let mut lock = if output.is_dir() {
+            Some(lock_output(output, start.part)?)
+        } else {
+            None
+        };
         let manifest_path = output.join(start.manifest_name);
         let resumed = if start.resume {
             CsvLog::<R>::read_resumable(&manifest_path, |row| output_intact(output, row))?
@@ -224,9 +234,21 @@ impl<R: OutputRow, M: RunModel> DatasetRun<R, M> {
             .map_or(&[][..], |resumed| &resumed.rows[..]);
         let (run_seed, run_seed_cell) = resolve_seed(given, rows.iter().map(R::run_seed))?;
         refuse_foreign_rows(rows, start.outputs, start.resume_with)?;
+        if resumed.is_none() {
+            refuse_unlisted(start, &manifest_path)?;
+        }
         // Everything is checked: only now is anything created or rewritten.
-        std::fs::create_dir_all(output)
-            .with_context(|| format!("creating {}", output.display()))?;
+        let _lock = match lock.take() {
+            Some(lock) => lock,
+            None => {
+                std::fs::create_dir_all(output)
+                    .with_context(|| format!("creating {}", output.display()))?;
+                let lock = lock_output(output, start.part)?;
+                // Another run may have written OUT between the checks and the lock.
+                refuse_unlisted(start, &manifest_path)?;
+                lock
+            }
+        };
         let (manifest, kept) = match resumed {
             Some(resumed) => resumed.open()?,
             None => (CsvLog::create(&manifest_path)?, Vec::new()),
@@ -247,6 +269,7 @@ impl<R: OutputRow, M: RunModel> DatasetRun<R, M> {
                 ..OutputCounts::default()
             },
             bar: ProgressBar::hidden(),
+            _lock,
         };
         Ok((run, kept))
     }
@@ -326,6 +349,49 @@ fn refuse_foreign_rows<R: OutputRow>(
             row.output()
         ))),
         None => Ok(()),
+    }
+}
+
+/// A run with no manifest of its own in OUT starts over, so what it could overwrite must not be
+/// there: for an unsharded run, anything in OUT (a `--resume` into a folder another command or
+/// another tool wrote is not this run's to continue); for a part, its manifest and its outputs.
+fn refuse_unlisted(start: &RunStart, manifest_path: &Path) -> Result<(), Refused> {
+    let output = start.output;
+    let present = if start.part {
+        std::iter::once(manifest_path.to_path_buf())
+            .chain(start.outputs.iter().map(|relative| output.join(relative)))
+            .find(|path| path.symlink_metadata().is_ok())
+    } else if dataset::output_is_empty(output)? {
+        None
+    } else {
+        Some(output.to_path_buf())
+    };
+    let Some(present) = present else {
+        return Ok(());
+    };
+    Err(Refused(if start.resume {
+        format!(
+            "cannot resume {}: it holds {} but no manifest {} of this command's run, so nothing there can be checked and kept; resume the folder of that run, or start over in an empty folder",
+            output.display(),
+            present.display(),
+            manifest_path.display()
+        )
+    } else {
+        format!(
+            "output {} is not empty ({} is there): continue that run with --resume, or choose an empty folder",
+            output.display(),
+            present.display()
+        )
+    }))
+}
+
+/// Locks OUT for the whole run, as `anonymize` does: exclusively, or shared for a part of a
+/// sharded run (the other parts write beside it; an unsharded run cannot).
+fn lock_output(output: &Path, part: bool) -> Result<std::fs::File, crate::io::lock::LockError> {
+    if part {
+        crate::io::lock::lock_folder_shared(output)
+    } else {
+        crate::io::lock::lock_folder(output)
     }
 }
 

@@ -250,6 +250,7 @@ pub fn run(config: &EnhanceConfig) -> anyhow::Result<OutputCounts> {
             resume: config.dataset.resume,
             seed: &config.sampler.seed,
             outputs: &outputs,
+            part: part.is_some(),
             resume_with: "the input of that run",
         },
     )?;

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why an append did not happen.
@@ -24,8 +25,19 @@ pub(crate) struct SyncedAppend {
 }
 
 impl SyncedAppend {
+    /// Opens `path` for appending without following a symlink (a link planted in its place
+    /// would redirect the appends), refusing anything but a regular file.
     pub(crate) fn open(path: &Path) -> std::io::Result<SyncedAppend> {
-        let file = OpenOptions::new().append(true).open(path)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
         let len = file.metadata()?.len();
         Ok(SyncedAppend {
             path: path.to_path_buf(),

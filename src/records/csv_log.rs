@@ -35,6 +35,8 @@ pub enum CsvLogError {
         line: u64,
         message: String,
     },
+    #[error("{path} is not a regular file (a symlink, FIFO, device or folder): refusing to read or append to it; remove it and rerun")]
+    NotRegular { path: PathBuf },
     #[error("{path}: an earlier row could not be written nor rolled back; rerun with --resume, which repairs the log")]
     Broken { path: PathBuf },
 }
@@ -84,14 +86,16 @@ impl<R: LogRow> CsvLog<R> {
     /// last row is cut off, damage elsewhere is an error naming its line. Rows for which `keep`
     /// is false are dropped, and [`ResumedLog::open`] rewrites the log without them so redone
     /// outputs get no duplicate rows. `None` when there is no file or it holds no complete line.
+    /// The file is read without following a symlink or blocking on a FIFO: anything but a
+    /// regular file is an error.
     pub fn read_resumable(
         path: &Path,
         mut keep: impl FnMut(&R) -> bool,
     ) -> Result<Option<ResumedLog<R>>, CsvLogError> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_regular(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(path, e)),
+            Err(e) => return Err(e.into_log_error(path)),
         };
         // Everything after the last line break is a row the run died writing.
         let complete = match bytes.iter().rposition(|&b| b == b'\n') {
@@ -185,6 +189,54 @@ impl<R: LogRow> ResumedLog<R> {
         }
         Ok((CsvLog::open(path)?, self.rows))
     }
+}
+
+/// Why a log file could not be read.
+enum ReadError {
+    Io(std::io::Error),
+    NotRegular,
+}
+
+impl ReadError {
+    fn kind(&self) -> std::io::ErrorKind {
+        match self {
+            ReadError::Io(e) => e.kind(),
+            ReadError::NotRegular => std::io::ErrorKind::InvalidInput,
+        }
+    }
+
+    fn into_log_error(self, path: &Path) -> CsvLogError {
+        match self {
+            ReadError::Io(e) => io_error(path, e),
+            ReadError::NotRegular => CsvLogError::NotRegular {
+                path: path.to_path_buf(),
+            },
+        }
+    }
+}
+
+/// The bytes of `path`, opened without following a symlink (a planted link would make the run
+/// read, then append to, a file outside its folder) and without blocking on a FIFO.
+fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                ReadError::NotRegular
+            } else {
+                ReadError::Io(e)
+            }
+        })?;
+    if !file.metadata().map_err(ReadError::Io)?.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    Ok(bytes)
 }
 
 fn csv_writer() -> csv::Writer<Vec<u8>> {
@@ -285,5 +337,31 @@ mod tests {
         std::fs::write(&path, "name,value\na,notanumber\nb,1\n").unwrap();
         let error = CsvLog::<Row>::resume(&path, |_| true).err().unwrap();
         assert!(error.to_string().contains("m.csv:2:"), "{error}");
+    }
+
+    /// A manifest planted as a symlink (to a file outside OUT) or a FIFO (which would block a
+    /// plain open) is refused, and the link's target is left as it was.
+    #[test]
+    fn resume_refuses_a_symlink_and_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.csv");
+        std::fs::write(&outside, "name,value\na,1\n").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let error = CsvLog::<Row>::resume(&link, |_| true).err().unwrap();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            "name,value\na,1\n"
+        );
+
+        let fifo = dir.path().join("fifo.csv");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = CsvLog::<Row>::resume(&fifo, |_| true).err().unwrap();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
     }
 }
