@@ -90,7 +90,7 @@ fn tiled_results_do_not_depend_on_the_tile_batch() {
             "--batch {batch} changed the output"
         );
     }
-    let output = imageio::unframe(one.images.index_axis(ndarray::Axis(0), 0), &framing);
+    let output = imageio::unframe(one.images.index_axis(ndarray::Axis(0), 0), &framing).unwrap();
     assert_eq!((output.width(), output.height()), (300, 200));
     assert_ne!(
         output.to_rgb8(),

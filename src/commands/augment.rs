@@ -571,8 +571,15 @@ impl<'a> Augmenting<'a> {
         let config = self.config;
         let path = &input.image.samples[sample.k as usize];
         let output_sha256 = self.run.model.timer().time(Stage::ImageIo, |_| {
-            let image = input.prepared.to_image(result);
-            imageio::write_png_below(&image, &config.dataset.output, path)
+            let image = input
+                .prepared
+                .to_image(result)
+                .with_context(|| format!("the model {}", config.sampler.model.display()))?;
+            anyhow::Ok(imageio::write_png_below(
+                &image,
+                &config.dataset.output,
+                path,
+            )?)
         });
         let row = AugmentRow {
             source_sha256: input.source_sha256.clone(),

@@ -230,11 +230,11 @@ impl DatasetSampler {
 impl Prepared {
     /// One result row as the image written: SD's 8-bit RGB (grayscale kept) at the input's size,
     /// a denoiser's 16-bit grayscale as `boomerang sample` writes it.
-    pub fn to_image(&self, result: ArrayView3<f32>) -> DynamicImage {
-        match &self.framing {
-            Framing::Working(placement) => imageio::from_working_tensor(result, placement),
+    pub fn to_image(&self, result: ArrayView3<f32>) -> Result<DynamicImage, imageio::ShapeError> {
+        Ok(match &self.framing {
+            Framing::Working(placement) => imageio::from_working_tensor(result, placement)?,
             Framing::Values(range) => pixels::to_image(result.index_axis(Axis(0), 0), *range),
-        }
+        })
     }
 }
 

@@ -38,6 +38,7 @@ use super::manifest_parts::{self, PartPlan};
 use crate::diffusion::denoiser::{pixels, DenoiserModel};
 use crate::diffusion::engine::{Engine, EngineError, LatentTiling, Settings};
 use crate::diffusion::noise::image_seed;
+use crate::diffusion::pipeline::PipelineError;
 use crate::diffusion::timing::Stage;
 use crate::io::dataset::{self, path_text, Action, LoadedInput};
 use crate::io::imageio::{self, FrameLimits, Framing};
@@ -146,7 +147,11 @@ pub fn enhance_image(
     let result = imageio::unframe(
         output.images.index_axis(Axis(0), 0),
         &Framing::Native(canvas),
-    );
+    )
+    .map_err(|error| PipelineError::Output {
+        graph: "vae_decoder",
+        message: error.to_string(),
+    })?;
     Ok((result, tiles))
 }
 

@@ -5,7 +5,7 @@
 //! row's seed makes the same bytes.
 
 use image::{DynamicImage, RgbImage};
-use ndarray::{concatenate, Array4, Axis};
+use ndarray::{concatenate, Array4, ArrayView3, Axis};
 use sha2::{Digest, Sha256};
 
 use crate::certify::FaceAnalysis;
@@ -151,7 +151,7 @@ pub fn render(
                     let (output, _, _) =
                         engine.run_tiled(settings, piece.tensor.view(), seed, batch)?;
                     let pixels = output.images.index_axis(Axis(0), 0);
-                    results[image][index] = Some(imageio::unframe(pixels, &piece.framing));
+                    results[image][index] = Some(unframe(pixels, &piece.framing)?);
                 }
             }
         }
@@ -169,7 +169,7 @@ pub fn render(
         for ((pixels, piece), &(image, index, _)) in
             output.images.outer_iter().zip(&pieces).zip(chunk)
         {
-            results[image][index] = Some(imageio::unframe(pixels, &piece.framing));
+            results[image][index] = Some(unframe(pixels, &piece.framing)?);
         }
     }
     let images = plans
@@ -178,6 +178,17 @@ pub fn render(
         .map(|(plan, pieces)| assemble(plan, pieces))
         .collect::<Result<_, _>>()?;
     Ok((images, start))
+}
+
+/// [`imageio::unframe`], a result of the wrong shape blamed on the VAE decoder that made it.
+fn unframe(pixels: ArrayView3<f32>, framing: &Framing) -> Result<DynamicImage, EngineError> {
+    imageio::unframe(pixels, framing).map_err(|error| {
+        PipelineError::Output {
+            graph: "vae_decoder",
+            message: error.to_string(),
+        }
+        .into()
+    })
 }
 
 /// Every image needs its own seed: a caller bug otherwise, reported rather than indexed past.

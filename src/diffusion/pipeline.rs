@@ -830,18 +830,34 @@ fn decode(
 ) -> Result<Array4<f32>, PipelineError> {
     let element = model.input_types.latent_sample;
     let decoded = match layout {
-        Layout::Whole => run_image_graph(
-            &mut model.vae_decoder,
-            ImageInput {
-                name: "latent_sample",
-                values: latents.view(),
-                element,
-            },
-            "sample",
-            "vae_decoder",
-            Stage::VaeDecode,
-            timer,
-        )?,
+        Layout::Whole => {
+            let decoded = run_image_graph(
+                &mut model.vae_decoder,
+                ImageInput {
+                    name: "latent_sample",
+                    values: latents.view(),
+                    element,
+                },
+                "sample",
+                "vae_decoder",
+                Stage::VaeDecode,
+                timer,
+            )?;
+            // Checked here, not only its rank at load: the image is indexed by this shape.
+            let factor = model.geometry.vae_scale_factor;
+            let shape = latents.shape();
+            let expected = [shape[0], 3, shape[2] * factor, shape[3] * factor];
+            if decoded.shape() != expected {
+                return Err(output_error(
+                    "vae_decoder",
+                    format!(
+                        "sample has shape {:?}, expected {expected:?}",
+                        decoded.shape()
+                    ),
+                ));
+            }
+            decoded
+        }
         Layout::Tiled(tiles) => {
             let pixels = tiles.grid.scaled(model.geometry.vae_scale_factor);
             let mut fusion = pixels.fusion(3);
@@ -859,6 +875,15 @@ fn decode(
                     timer,
                 )?;
                 check_tile_shape("vae_decoder", decoded.shape(), pixels.tile())?;
+                if decoded.shape()[1] != 3 {
+                    return Err(output_error(
+                        "vae_decoder",
+                        format!(
+                            "sample has shape {:?}, expected 3 channels",
+                            decoded.shape()
+                        ),
+                    ));
+                }
                 fusion.add(decoded.view(), &chunk);
             }
             fusion.finish()

@@ -28,6 +28,29 @@ pub enum ImageError {
     },
 }
 
+/// A model result too small for the image it should hold: indexing it would panic.
+#[derive(Debug, thiserror::Error)]
+#[error("the decoded image has shape {found:?}; expected [3, {height}, {width}] or larger")]
+pub struct ShapeError {
+    pub found: Vec<usize>,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// `image` must be `[3, H, W]` with H >= `height` and W >= `width`.
+fn check_shape(image: &ArrayView3<f32>, height: u32, width: u32) -> Result<(), ShapeError> {
+    let (height, width) = (height as usize, width as usize);
+    let shape = image.shape();
+    if shape[0] == 3 && shape[1] >= height && shape[2] >= width {
+        return Ok(());
+    }
+    Err(ShapeError {
+        found: shape.to_vec(),
+        height,
+        width,
+    })
+}
+
 /// How an image was placed in the working square, to undo it afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -79,8 +102,17 @@ pub fn to_working_tensor(image: &DynamicImage, size: u32) -> (Array4<f32>, Place
     (tensor, placement)
 }
 
-/// A `[3, size, size]` result in `[0, 1]` back to the input's size and colour type.
-pub fn from_working_tensor(image: ArrayView3<f32>, placement: &Placement) -> DynamicImage {
+/// A `[3, size, size]` result in `[0, 1]` back to the input's size and colour type; a result
+/// too small for the placement is an error.
+pub fn from_working_tensor(
+    image: ArrayView3<f32>,
+    placement: &Placement,
+) -> Result<DynamicImage, ShapeError> {
+    check_shape(
+        &image,
+        placement.y + placement.height,
+        placement.x + placement.width,
+    )?;
     let mut window = RgbImage::new(placement.width, placement.height);
     for (column, row, pixel) in window.enumerate_pixels_mut() {
         for channel in 0..3 {
@@ -93,11 +125,11 @@ pub fn from_working_tensor(image: ArrayView3<f32>, placement: &Placement) -> Dyn
             pixel[channel] = (value * 255.0).round().clamp(0.0, 255.0) as u8;
         }
     }
-    restore(
+    Ok(restore(
         window,
         (placement.original_width, placement.original_height),
         placement.grayscale,
-    )
+    ))
 }
 
 /// Generated pixels resized (Lanczos3) to the input's `original` size and colour type.
@@ -223,12 +255,14 @@ fn within_budget(width: u32, height: u32, limits: FrameLimits) -> (u32, u32) {
     (shrink(width), shrink(height))
 }
 
-/// A `[3, H, W]` model result in `[0, 1]` back to the input's size and colour type.
-pub fn unframe(image: ArrayView3<f32>, framing: &Framing) -> DynamicImage {
+/// A `[3, H, W]` model result in `[0, 1]` back to the input's size and colour type; a result
+/// too small for the framing is an error.
+pub fn unframe(image: ArrayView3<f32>, framing: &Framing) -> Result<DynamicImage, ShapeError> {
     let canvas = match framing {
         Framing::Fitted(placement) => return from_working_tensor(image, placement),
         Framing::Native(canvas) => canvas,
     };
+    check_shape(&image, canvas.height, canvas.width)?;
     let content = RgbImage::from_fn(canvas.width, canvas.height, |x, y| {
         image::Rgb(std::array::from_fn(|channel| {
             // diffusers' numpy_to_pil: (x * 255).round()
@@ -237,11 +271,11 @@ pub fn unframe(image: ArrayView3<f32>, framing: &Framing) -> DynamicImage {
                 .clamp(0.0, 255.0) as u8
         }))
     });
-    restore(
+    Ok(restore(
         content,
         (canvas.original_width, canvas.original_height),
         canvas.grayscale,
-    )
+    ))
 }
 
 /// PNG bytes of an image: pixels only, no metadata chunks.
@@ -491,5 +525,38 @@ mod tests {
         let cut = &photo[..photo.len() * 6 / 10];
         let error = decode_with_limits(cut, image::Limits::default()).unwrap_err();
         assert!(error.to_string().contains("end-of-image marker"), "{error}");
+    }
+
+    /// A model returning a smaller image (or another channel count) than it was given is an
+    /// error, not an index out of bounds.
+    #[test]
+    fn a_result_of_the_wrong_shape_is_an_error() {
+        let image = DynamicImage::ImageRgb8(RgbImage::new(40, 20));
+        let (tensor, placement) = to_working_tensor(&image, 32);
+        let fitted = Framing::Fitted(placement);
+        let limits = FrameLimits {
+            working: 32,
+            multiple: 8,
+            max_pixels: u64::MAX,
+        };
+        let (large, canvas) =
+            to_canvas_tensor(&DynamicImage::ImageRgb8(RgbImage::new(80, 40)), limits);
+        let native = Framing::Native(canvas);
+        let ok = |t: &Array4<f32>| t.index_axis(ndarray::Axis(0), 0).mapv(|v| v / 2.0 + 0.5);
+        unframe(ok(&tensor).view(), &fitted).unwrap();
+        unframe(ok(&large).view(), &native).unwrap();
+        for (framing, shape) in [
+            (&fitted, (3, 16, 32)),
+            (&fitted, (1, 32, 32)),
+            (&native, (3, 40, 40)),
+            (&native, (4, 40, 80)),
+        ] {
+            let wrong = ndarray::Array3::<f32>::zeros(shape);
+            let error = unframe(wrong.view(), framing).unwrap_err();
+            assert!(
+                error.to_string().contains("decoded image has shape"),
+                "{error}"
+            );
+        }
     }
 }
