@@ -421,6 +421,20 @@ fn resume_of_a_complete_report_changes_nothing() {
 }
 
 #[test]
+fn resume_makes_a_report_restored_with_another_mode_private_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    write_rows(&path, &[row(0), row(1)]);
+    // As `cp` from a backup leaves it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_writer, done) = ReportWriter::resume(&path).unwrap();
+    assert_eq!(done.len(), 2);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+}
+
+#[test]
 fn resume_drops_a_last_row_with_a_bad_chain_but_refuses_damage_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.csv");

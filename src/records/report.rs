@@ -525,6 +525,14 @@ impl ReportWriter {
         let lock =
             crate::io::safe_path::open_regular(path, "report").map_err(|e| io_error(path, e))?;
         lock::try_lock(&lock, path)?;
+        // A report restored from a backup or copied may have lost its 0600: a resume that keeps
+        // the file as it is must not keep such a mode.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(crate::io::atomic::PRIVATE_MODE);
+            lock.set_permissions(private)
+                .map_err(|e| io_error(path, e))?;
+        }
         let bytes_len = lock.metadata().map_err(|e| io_error(path, e))?.len();
         // Died while writing the header: start over.
         if bytes_len <= header.len() as u64 {
