@@ -1,5 +1,6 @@
-//! Atomic file writes: a temp file in the destination folder, fsync, then rename, so a reader (or a
-//! resumed run after a crash) sees either the old file or the complete new one, never a torn one.
+//! Atomic file writes: a temp file in the destination folder, fsync, rename, then an fsync of the
+//! folder, so a reader (or a resumed run after a crash) sees either the old file or the complete
+//! new one, never a torn one, and a file reported written stays written.
 //!
 //! [`write`] creates files as any program does (0666 less the process umask): outputs are meant
 //! to be published. [`write_private`] creates them 0600 whatever the umask: the report and
@@ -41,7 +42,8 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// check, it fails with `AlreadyExists` and leaves that file as it is.
 pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = write_temp(path, bytes, false, None)?;
-    temp.persist_noclobber(path).map(drop).map_err(|e| e.error)
+    temp.persist_noclobber(path).map_err(|e| e.error)?;
+    sync_folder(path)
 }
 
 /// [`write`] with a temp file named `.boomerang-TAG-*.tmp` ([`is_temp_file_of`]).
@@ -73,7 +75,23 @@ fn write_with(
 ) -> std::io::Result<File> {
     let temp = write_temp(path, bytes, private, tag)?;
     before_rename(temp.as_file())?;
-    temp.persist(path).map_err(|e| e.error)
+    let file = temp.persist(path).map_err(|e| e.error)?;
+    sync_folder(path)?;
+    Ok(file)
+}
+
+/// The folder `path` is written in.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A rename is on disk only once its folder is: without this fsync a crash could bring back
+/// the old file (or no file) under a name the run had already reported written.
+fn sync_folder(path: &Path) -> std::io::Result<()> {
+    File::open(folder_of(path))?.sync_all()
 }
 
 /// The complete, fsync'd temp file beside `path`, not yet renamed.
@@ -83,10 +101,7 @@ fn write_temp(
     private: bool,
     tag: Option<&str>,
 ) -> std::io::Result<tempfile::NamedTempFile> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let mode = if private { PRIVATE_MODE } else { 0o666 };
     let prefix = match tag {
         Some(tag) => format!("{TEMP_PREFIX}{tag}-"),
