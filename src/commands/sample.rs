@@ -137,9 +137,9 @@ fn sample_batch(
     let seeds: Vec<[u8; 32]> = chunk.iter().map(|job| job.seed).collect();
     let (results, _) = render::render(engine, &config.settings, &plans, &seeds, config.batch)?;
     for (job, result) in chunk.iter().zip(results) {
-        engine
-            .timer
-            .time(Stage::ImageIo, |_| imageio::write_png_new(&result, &job.output))?;
+        engine.timer.time(Stage::ImageIo, |_| {
+            imageio::write_png_new(&result, &job.output)
+        })?;
         println!("{} (sample {})", job.output.display(), job.sample_index);
     }
     Ok(())
