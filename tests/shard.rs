@@ -107,6 +107,8 @@ fn parts_in_turn_and_at_once_merge_into_the_unsharded_run() {
     // Four parts, one after another, into one OUT.
     let turns = temp.path().join("turns");
     for k in 0..4 {
+        // The last part batches (outputs do not change): the merged record is part 0's.
+        let batch = if k == 3 { "2" } else { "1" };
         anonymize(
             &policy,
             &input,
@@ -116,6 +118,8 @@ fn parts_in_turn_and_at_once_merge_into_the_unsharded_run() {
                 "11",
                 "--level",
                 "low",
+                "--batch",
+                batch,
                 "--shard",
                 &format!("{k}/4"),
             ],
@@ -192,6 +196,11 @@ fn parts_in_turn_and_at_once_merge_into_the_unsharded_run() {
         whole_record.config.level_settings
     );
     assert_eq!(record.config.model_sha256, whole_record.config.model_sha256);
+    assert_eq!(
+        (record.config.batch, record.config.shard.as_ref()),
+        (1, None),
+        "part 0's configuration, though part 3 (batch 2) was given first"
+    );
 
     common::audit_recompute(&merged, &input, &turns, &policy, 4)
         .assert()

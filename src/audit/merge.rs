@@ -285,13 +285,17 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<MergeSummary, MergeErro
     }
     let run_record_path = crate::records::report::run_record_path(output);
     let merged_record = match &sharded {
-        Some(_) => {
+        Some(order) => {
             if run_record_path.exists() {
                 return Err(MergeError::Exists {
                     output: run_record_path,
                 });
             }
-            let records: Vec<&RunRecord> = records.iter().flatten().collect();
+            // By part number, so the merged record is the same whatever order the parts come in.
+            let records: Vec<&RunRecord> = order
+                .iter()
+                .filter_map(|&index| records[index].as_ref())
+                .collect();
             // Each part's counts were checked against its rows: the sum is the count of all.
             let counts = StatusCounts::of(all.iter().map(|(_, _, row)| row));
             Some(merged_run_record(
@@ -498,7 +502,7 @@ fn shard_order(
     Ok(Some(by_index.into_values().collect()))
 }
 
-/// The run.json of the merged report: the first part's record without `shard`, naming the
+/// The run.json of the merged report: part 0's record without `shard`, naming the
 /// merged report, its rows and chain head, with the parts' counts summed, the earliest start
 /// and the latest end. The re-identification rates of the parts do not add up to the whole
 /// run's (each part's gallery was its own block): they are left out, for `audit --recompute`.
