@@ -227,7 +227,8 @@ def main():
             result = {}
             for side in order:
                 if side == "boomerang":
-                    result[side] = run_boomerang(args.boomerang, args, image, os.path.join(work, "out"))
+                    # A folder per run: `sample` never replaces a file.
+                    result[side] = run_boomerang(args.boomerang, args, image, os.path.join(work, f"out-{pair}"))
                 else:
                     result[side] = run_reference(python, args, image)
             b, o = result["boomerang"], result["optimum"]

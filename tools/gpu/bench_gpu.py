@@ -320,6 +320,9 @@ def steady_per_image(stages, images):
 
 
 def run_boomerang(args, model, images, batch, guidance, out):
+    # A run again in the same --work (e.g. a second try on the same machine): `sample` never
+    # replaces a file, so the earlier samples go first.
+    shutil.rmtree(out, ignore_errors=True)
     command = [args.boomerang, "sample", "--model", model, "--device", args.device, "--batch", str(batch),
                "--guidance", str(guidance), "--prompt", PROMPT, "--scheduler", "ddim", "--steps", str(args.steps),
                "--strength", str(args.strength), "--seed", "0", "--timings", "-o", out] + images
