@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 pub enum LockError {
     #[error(
         "{path} is locked: another run is writing it (it holds the lock on {path} until it ends); \
-         wait for that run to finish, or use another output folder and report"
+         wait for that run to finish, or write this one elsewhere (another output folder; for anonymize also another --report)"
     )]
     Held { path: PathBuf },
     #[error("cannot lock {path}: {source}")]
