@@ -283,21 +283,30 @@ fn unknown_key_names_the_file_line_and_column() {
     let text = replace("guidance = 1.0\n", "guidance = 1.0\nguidance-scale = 7.5\n");
     let (dir, result) = load_text(&text);
     let error = result.unwrap_err();
-    let PolicyError::Parse {
-        path, line, column, ..
-    } = &error
-    else {
+    let PolicyError::Invalid { path, problems } = &error else {
         panic!("{error:?}");
     };
     assert_eq!(path, &dir.path().join("policies/p.toml"));
-    assert_eq!(*line, line_of(&text, "guidance-scale"));
-    assert_eq!(*column, 1);
+    let [typo] = problems.as_slice() else {
+        panic!("{problems:?}");
+    };
+    assert_eq!(
+        (typo.line, typo.column),
+        (line_of(&text, "guidance-scale"), 1)
+    );
+    assert_eq!(
+        (typo.table.as_str(), typo.key.as_str()),
+        ("levels.medium", "guidance-scale")
+    );
     let message = error.to_string();
     assert!(
-        message.starts_with(&format!("{}:{line}:1: ", path.display())),
+        message.contains(&format!(
+            "{}:{}:1: [levels.medium] `guidance-scale`: unknown key",
+            path.display(),
+            typo.line
+        )),
         "{message}"
     );
-    assert!(message.contains("guidance-scale"), "{message}");
 
     // Unknown keys are rejected in every table, including the top level and [model].
     for (old, new, key) in [
@@ -310,13 +319,43 @@ fn unknown_key_names_the_file_line_and_column() {
         ),
     ] {
         let text = replace(old, new);
-        match load_text(&text).1 {
-            Err(PolicyError::Parse { line, .. }) => {
-                assert_eq!(line, line_of(&text, new.lines().last().unwrap()), "{key}")
-            }
-            other => panic!("{key}: {other:?}"),
-        }
+        let found = problem(&text);
+        assert_eq!(found.key, key);
+        assert_eq!(
+            found.line,
+            line_of(&text, new.lines().last().unwrap()),
+            "{key}"
+        );
     }
+}
+
+#[test]
+fn typos_are_reported_with_every_other_problem_at_once() {
+    // Two unknown keys in two tables and a value out of range: one error lists all three.
+    let text = replace("guidance = 1.0\n", "guidance = 1.0\nguidance-scale = 7.5\n")
+        .replacen("[model]\n", "[model]\nsha = \"x\"\n", 1)
+        .replacen("steps = 50", "steps = 0", 1);
+    let problems = match load_text(&text).1 {
+        Err(PolicyError::Invalid { problems, .. }) => problems,
+        other => panic!("{other:?}"),
+    };
+    let keys: Vec<(&str, &str, usize)> = problems
+        .iter()
+        .map(|p| (p.table.as_str(), p.key.as_str(), p.line))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("model", "sha", line_of(&text, "sha = ")),
+            (
+                "levels.medium",
+                "guidance-scale",
+                line_of(&text, "guidance-scale")
+            ),
+            ("levels.medium", "steps", line_of(&text, "steps = 0")),
+        ],
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -458,10 +458,10 @@ impl Policy {
 /// relative paths resolve. `source` and `sha256` are left for [`Policy::load`] to fill.
 fn parse(text: &str, path: &Path, folder: &Path) -> Result<Policy, PolicyError> {
     check_version(text, path)?;
-    let raw: RawPolicy = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+    let (raw, unknown) = read_raw(text, path)?;
     let mut problems = Problems {
         text,
-        list: Vec::new(),
+        list: unknown,
     };
     let policy = validate(raw, folder, &mut problems);
     match policy {
@@ -502,6 +502,66 @@ fn check_version(text: &str, path: &Path) -> Result<(), PolicyError> {
             found: other.to_string(),
         }),
     }
+}
+
+/// The policy's tables, and a problem per unknown key. Reading stops at the first unknown key,
+/// which would hide every other problem (and every other typo) behind it: each one found is
+/// commented out, keeping every byte offset, and the text read again.
+fn read_raw(text: &str, path: &Path) -> Result<(RawPolicy, Vec<Problem>), PolicyError> {
+    let mut edited = text.to_string();
+    let mut unknown = Vec::new();
+    loop {
+        let error = match toml::from_str::<RawPolicy>(&edited) {
+            Ok(raw) => return Ok((raw, unknown)),
+            Err(error) => error,
+        };
+        let key = error
+            .span()
+            .filter(|_| error.message().starts_with("unknown field"))
+            .and_then(|span| Some((span.clone(), edited.get(span)?.to_string())));
+        let Some((span, key)) = key else {
+            // Another kind of problem: after unknown keys it may come from commenting out a
+            // value that spans lines, so those are reported alone; fixed, the rest shows.
+            return match unknown.is_empty() {
+                true => Err(parse_error(&edited, path, &error)),
+                false => Err(PolicyError::Invalid {
+                    path: path.to_path_buf(),
+                    problems: unknown,
+                }),
+            };
+        };
+        let (line, column) = line_column(&edited, span.start);
+        unknown.push(Problem {
+            line,
+            column,
+            table: table_at(&edited, span.start),
+            key: key.trim_matches(['"', '\'']).to_string(),
+            message: error
+                .message()
+                .trim_end()
+                .replacen("unknown field", "unknown key", 1),
+        });
+        let start = edited[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let end = edited[span.start..]
+            .find('\n')
+            .map_or(edited.len(), |i| span.start + i);
+        let blank = format!("#{}", " ".repeat(end - start - 1));
+        edited.replace_range(start..end, &blank);
+    }
+}
+
+/// The `[table]` or `[[table]]` header that `offset` is under; empty at the top level.
+fn table_at(text: &str, offset: usize) -> String {
+    text[..offset]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .map(|header| {
+            let name = header.trim_start_matches('[').split(']').next();
+            name.unwrap_or_default().trim().to_string()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> PolicyError {
