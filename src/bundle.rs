@@ -79,7 +79,7 @@ pub static FILES: &[BundledFile] = bundled![
     "models/tiny-sd/vae_encoder/model.onnx"
         "bb7c41a2be930083686899645ffc2bf3a740618a4b14942691c3b118ccbd78fc",
     "policies/README.md"
-        "f9ab8a0fe82b5368aa56c9b0c712bc37c6b065022f6041b65f322ce68870fd8b",
+        "09dc12c4d9341e8c44db4b10258a6da08ba46f81268c0114f0d0025a159f40d4",
     "policies/default.toml"
         "2d03cf06b94e72278103d972c5ec00cb5ca58bdff29c108ce1f2bab215cf2e8e",
     "policies/demo.toml"
