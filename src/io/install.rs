@@ -252,28 +252,50 @@ fn carry_over(
 /// exchange (`renameat2(RENAME_EXCHANGE)`; two renames where the file system lacks it) and the
 /// old folder removed.
 pub fn publish(staging: &Path, target: &Path) -> Result<(), InstallError> {
+    publish_with(staging, target, exchange)
+}
+
+/// [`publish`] with the exchange given, so the two-rename path is testable anywhere.
+fn publish_with(
+    staging: &Path,
+    target: &Path,
+    exchange: fn(&Path, &Path) -> std::io::Result<()>,
+) -> Result<(), InstallError> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(io_error(parent, "cannot create the folder"))?;
     }
     if !target.exists() {
         std::fs::rename(staging, target).map_err(io_error(target, "cannot rename into place"))?;
-    } else {
-        if exchange(staging, target).is_err() {
-            let old = staging.with_extension("old");
-            std::fs::rename(target, &old).map_err(io_error(target, "cannot move aside"))?;
-            std::fs::rename(staging, target)
-                .map_err(io_error(target, "cannot rename into place"))?;
-            std::fs::rename(&old, staging).map_err(io_error(&old, "cannot move back"))?;
-        }
+    } else if exchange(staging, target).is_ok() {
         // `staging` now holds the old folder.
         std::fs::remove_dir_all(staging)
             .map_err(io_error(staging, "cannot remove the replaced folder"))?;
+    } else {
+        // Two renames (NFS, older kernels). The installed folder waits beside itself, not in the
+        // staging folder that the next installer clears, and goes back if the second fails: the
+        // user's own files in it are never lost.
+        let aside = replaced_path(target);
+        std::fs::rename(target, &aside).map_err(io_error(target, "cannot move aside"))?;
+        if let Err(error) = std::fs::rename(staging, target) {
+            let _ = std::fs::rename(&aside, target);
+            return Err(io_error(target, "cannot rename into place")(error));
+        }
+        std::fs::remove_dir_all(&aside)
+            .map_err(io_error(&aside, "cannot remove the replaced folder"))?;
     }
     if let Some(parent) = target.parent() {
         // The rename is durable once the folder holding it is synced.
         let _ = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
     }
     Ok(())
+}
+
+/// `NAME.replaced` beside `target`, where [`publish`] keeps the installed folder between its two
+/// renames.
+fn replaced_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".replaced");
+    target.with_file_name(name)
 }
 
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
@@ -360,5 +382,26 @@ mod tests {
         assert_eq!(std::fs::read(target.join("demo.toml")).unwrap(), b"shipped");
         assert_eq!(std::fs::read(target.join("mine.toml")).unwrap(), b"own");
         assert!(!staging.exists());
+    }
+
+    #[test]
+    fn without_an_exchange_a_failed_publish_puts_the_users_folder_back() {
+        let no_exchange = |_: &Path, _: &Path| Err(std::io::Error::other("no RENAME_EXCHANGE"));
+        let temp = tempfile::tempdir().unwrap();
+        let target = temp.path().join("policies");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("mine.toml"), "own").unwrap();
+        // A staging folder that is gone: the second rename fails.
+        let missing = temp.path().join(".staging/policies");
+        assert!(publish_with(&missing, &target, no_exchange).is_err());
+        assert_eq!(std::fs::read(target.join("mine.toml")).unwrap(), b"own");
+        assert!(!replaced_path(&target).exists());
+        // And when it works, the new folder is in place and nothing is left beside it.
+        let staging = temp.path().join(".staging/policies");
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("demo.toml"), "shipped").unwrap();
+        publish_with(&staging, &target, no_exchange).unwrap();
+        assert_eq!(std::fs::read(target.join("demo.toml")).unwrap(), b"shipped");
+        assert!(!staging.exists() && !replaced_path(&target).exists());
     }
 }
