@@ -608,7 +608,7 @@ pub fn encode_tiled(
                 Stage::VaeEncode,
                 timer,
             )?;
-            check_tile_shape("vae_encoder", encoded.shape(), tiles.grid.tile())?;
+            check_tile_shape("vae_encoder", encoded.shape(), tiles.grid.tile(), None)?;
             fusion
                 .get_or_insert_with(|| tiles.grid.fusion(encoded.shape()[1]))
                 .add(encoded.view(), &chunk);
@@ -621,17 +621,21 @@ pub fn encode_tiled(
 }
 
 /// A graph's tile output must be as large as the tile asked for.
+/// A tile's graph output is `[B, C, tile, tile]`, with `channels` C when given.
 fn check_tile_shape(
     graph: &'static str,
     shape: &[usize],
     tile: usize,
+    channels: Option<usize>,
 ) -> Result<(), PipelineError> {
-    if shape.len() == 4 && shape[2] == tile && shape[3] == tile {
+    let channels_fit = channels.is_none_or(|c| shape.get(1) == Some(&c));
+    if shape.len() == 4 && shape[2] == tile && shape[3] == tile && channels_fit {
         Ok(())
     } else {
+        let wanted = channels.map_or(String::new(), |c| format!(" ({c} channels wanted)"));
         Err(output_error(
             graph,
-            format!("a {tile}x{tile} tile came back with shape {shape:?}"),
+            format!("a {tile}x{tile} tile came back with shape {shape:?}{wanted}"),
         ))
     }
 }
@@ -874,16 +878,7 @@ fn decode(
                     Stage::VaeDecode,
                     timer,
                 )?;
-                check_tile_shape("vae_decoder", decoded.shape(), pixels.tile())?;
-                if decoded.shape()[1] != 3 {
-                    return Err(output_error(
-                        "vae_decoder",
-                        format!(
-                            "sample has shape {:?}, expected 3 channels",
-                            decoded.shape()
-                        ),
-                    ));
-                }
+                check_tile_shape("vae_decoder", decoded.shape(), pixels.tile(), Some(3))?;
                 fusion.add(decoded.view(), &chunk);
             }
             fusion.finish()
