@@ -160,6 +160,12 @@ impl World {
         world
     }
 
+    /// Replaces the world's report (and its run.json) by one of `rows`: what a forger hands over.
+    fn replace_report(&self, rows: &[ReportRow]) {
+        std::fs::remove_file(&self.report).unwrap();
+        self.write_report(&self.report, rows);
+    }
+
     /// Writes `rows` as a report with its run.json beside it (`X.run.json` for `X.report.csv`).
     fn write_report(&self, path: &Path, rows: &[ReportRow]) {
         let mut writer = ReportWriter::create(path, false).unwrap();
@@ -571,8 +577,7 @@ fn a_second_row_for_the_same_input_is_found() {
     )
     .unwrap();
     rows.push(again);
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = audit::audit(
         &{
             let mut args = world.args();
@@ -763,8 +768,7 @@ fn second_opinions_and_their_specs_must_be_the_policys() {
     rows[0].second_opinions.clear(); // line 2: certified without asking mobilefacenet
     rows[1].second_opinions = "lenient:1.2:1".into(); // line 3: another matcher
     rows[2].second_opinions = "mobilefacenet:0.3:0.2".into(); // line 4: failed, lower threshold
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let run_json = world.dir.join("out.run.json");
     let mut record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&run_json).unwrap()).unwrap();
@@ -903,8 +907,7 @@ fn a_row_failed_by_its_second_opinion_is_no_finding() {
     )
     .unwrap();
     rows.push(undissented);
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = world.audit();
     assert_eq!(
         of_kind(&audit.findings, FindingKind::Verdict),
@@ -930,8 +933,7 @@ fn a_whole_image_row_is_no_finding_without_the_policy() {
     rows[3].threshold = Some(0.55);
     rows[3].distance = Some(0.8);
     rows[3].second_opinions.clear();
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     assert_eq!(world.audit().findings, Vec::<Finding>::new());
     let audit = audit::audit(
         &{
@@ -993,8 +995,7 @@ fn a_flagged_faceless_row_keeps_its_output_under_on_failure_drop() {
     rows[0].output_path.clear();
     rows[0].output_sha256.clear();
     std::fs::remove_file(world.outputs.join("people/3f9a.png")).unwrap();
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = world.audit();
     assert_eq!(
         of_kind(&audit.findings, FindingKind::Rule),
@@ -1012,8 +1013,7 @@ fn rows_that_do_not_follow_the_policy_are_found() {
     rows[1].strength = Some(0.5); // attempt 2 of medium escalates to 0.6
     rows[3].threshold = Some(0.5); // the spec's same-person point is 0.6
     rows[6].attempts = Some(4); // max-attempts = 3
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = world.audit();
     let rule = of_kind(&audit.findings, FindingKind::Rule);
     let lines: Vec<_> = rule.iter().map(|r| r.0).collect();
@@ -1039,8 +1039,7 @@ fn certificate_kinds_are_checked_against_the_faces_and_the_policy() {
     // for a whole-image comparison).
     rows[3].certificate = Some(CertificateKind::WholeImage);
     rows[3].second_opinions.clear();
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = world.audit();
     let rule = of_kind(&audit.findings, FindingKind::Rule);
     assert_eq!(rule.len(), 3, "{rule:?}");
@@ -1086,8 +1085,7 @@ fn certificate_kinds_are_checked_against_the_faces_and_the_policy() {
     rows[0].certificate = Some(CertificateKind::FaceLost);
     rows[0].faces_out = Some(0);
     rows[0].distance = None;
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = world.audit();
     assert!(of_kind(&audit.findings, FindingKind::Rule).is_empty());
     assert!(of_kind(&audit.findings, FindingKind::Verdict).is_empty());
@@ -1099,8 +1097,7 @@ fn rows_without_reasons_or_with_impossible_outputs_are_found() {
     let mut rows = world.rows.clone();
     rows[4].reason.clear();
     rows[5].output_path = "people/broken.png".into();
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let audit = audit::audit(
         &{
             let mut args = world.args();
@@ -1140,8 +1137,7 @@ fn certified_and_failed_rows_with_empty_cells_are_found() {
     rows[2].faces_out = None;
     // Line 3, certified: no second opinion, which run.json says the run asked.
     rows[1].second_opinions.clear();
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     // Without the policy: run.json alone says how many second opinions a row lists.
     let audit = audit::audit(
         &{
@@ -1869,8 +1865,7 @@ fn the_html_page_renders_rows_with_huge_times() {
     for row in rows.iter_mut().filter(|r| r.milliseconds.is_some()) {
         row.milliseconds = Some(u64::MAX);
     }
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     let page = html::render(&world.audit());
     assert!(page.contains("<b>18446744073709551616 ms</b>"), "{page}");
 }
@@ -1907,8 +1902,7 @@ fn the_embedder_graph_hash_is_accepted_for_the_spec() {
     for row in &mut rows {
         row.embedder_sha256 = graph.clone();
     }
-    std::fs::remove_file(&world.report).unwrap();
-    world.write_report(&world.report, &rows);
+    world.replace_report(&rows);
     assert_eq!(world.audit().findings, Vec::<Finding>::new());
 }
 
