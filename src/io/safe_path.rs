@@ -124,21 +124,22 @@ fn not_regular(path: &Path, what: &str) -> io::Error {
 /// Opens an existing private file for reading without following a symlink and without blocking
 /// on a FIFO; anything but a regular file is an error.
 pub fn open_regular(path: &Path, what: &str) -> io::Result<File> {
-    let file = OpenOptions::new()
+    open_if_regular(path)?.ok_or_else(|| not_regular(path, what))
+}
+
+/// [`open_regular`] saying `None` for anything but a regular file (a symlink, FIFO, device or
+/// folder), for callers with errors of their own.
+pub fn open_if_regular(path: &Path) -> io::Result<Option<File>> {
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|error| {
-            if error.raw_os_error() == Some(libc::ELOOP) {
-                not_regular(path, what)
-            } else {
-                error
-            }
-        })?;
-    if !file.metadata()?.is_file() {
-        return Err(not_regular(path, what));
-    }
-    Ok(file)
+    {
+        Ok(file) => file,
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    Ok(file.metadata()?.is_file().then_some(file))
 }
 
 /// Opens a file someone handed over (a report or run.json to audit or merge) for reading:

@@ -219,21 +219,9 @@ impl ReadError {
 /// read, then append to, a file outside its folder) and without blocking on a FIFO.
 fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                ReadError::NotRegular
-            } else {
-                ReadError::Io(e)
-            }
-        })?;
-    if !file.metadata().map_err(ReadError::Io)?.is_file() {
-        return Err(ReadError::NotRegular);
-    }
+    let mut file = crate::io::safe_path::open_if_regular(path)
+        .map_err(ReadError::Io)?
+        .ok_or(ReadError::NotRegular)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(ReadError::Io)?;
     Ok(bytes)
