@@ -263,8 +263,9 @@ fn prepare(config: &AnonymizeConfig) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Every level's operating point and every second opinion's, not only the level run: a typo
-/// in another level would otherwise surface on the day that level runs. All problems at once.
+/// Every level's operating point, not only the level run's: a typo in another level would
+/// otherwise surface on the day that level runs. All problems at once. (Second opinions' points
+/// are checked when the certifier opens them, also before anything is written.)
 fn check_operating_points(
     policy: &Policy,
     face_spec: &certify::spec::EmbedderSpec,
@@ -273,15 +274,6 @@ fn check_operating_points(
     for level in &policy.levels {
         if let Err(error) = level.operating_point(face_spec) {
             problems.push(format!("[levels.{}]: {error}", level.name));
-        }
-    }
-    for opinion in &policy.second_opinions {
-        let spec = certify::spec::EmbedderSpec::load(&opinion.spec)?;
-        if let Err(error) = spec.operating_point(opinion.operating_point.as_deref()) {
-            problems.push(format!(
-                "[[second-opinion]] {}: {error}",
-                opinion.spec.display()
-            ));
         }
     }
     if !problems.is_empty() {
@@ -1471,6 +1463,24 @@ struct ImageToCertify {
     started: Instant,
 }
 
+/// How an attempt made its output, whatever came of it.
+struct AttemptSetup {
+    /// Attempts made so far (this one included).
+    number: u32,
+    strength: f64,
+    start_timestep: Option<f64>,
+    seed: [u8; 32],
+}
+
+impl AttemptSetup {
+    fn record(&self, row: &mut ReportRow) {
+        row.strength = Some(self.strength);
+        row.start_timestep = self.start_timestep;
+        row.seed = hex::encode(self.seed);
+        row.attempts = Some(self.number);
+    }
+}
+
 /// The last attempt of one image.
 struct Attempt {
     image: DynamicImage,
@@ -1479,21 +1489,14 @@ struct Attempt {
     threshold: Option<f32>,
     opinions: Vec<Opinion>,
     certified: bool,
-    /// Attempts made so far (this one included).
-    number: u32,
-    strength: f64,
-    start_timestep: Option<f64>,
-    seed: [u8; 32],
+    setup: AttemptSetup,
 }
 
 /// The last attempt of one image when the certifier could not analyze its output (e.g. eyes it
 /// cannot align, an all-black image with no embedding direction): an error row for this image,
 /// not the end of the run.
 struct Unanalyzed {
-    number: u32,
-    strength: f64,
-    start_timestep: Option<f64>,
-    seed: [u8; 32],
+    setup: AttemptSetup,
     error: CertifyError,
 }
 
@@ -1566,17 +1569,17 @@ fn attempt_round(
     let mut still = Vec::new();
     for ((slot, &i), image) in pending.iter().enumerate().zip(images) {
         let job = &jobs[i];
+        let setup = AttemptSetup {
+            number: attempt + 1,
+            strength: settings.strength,
+            start_timestep: plan.start_timestep(),
+            seed: seeds[slot],
+        };
         let (comparison, opinions) = match analyze_attempt(certifier, &job.faces_in, &image) {
             Ok(analysis) => analysis,
             Err(error) => {
                 // Another seed may give an output it can analyze.
-                results[i] = Some(Err(Unanalyzed {
-                    number: attempt + 1,
-                    strength: settings.strength,
-                    start_timestep: plan.start_timestep(),
-                    seed: seeds[slot],
-                    error,
-                }));
+                results[i] = Some(Err(Unanalyzed { setup, error }));
                 still.push(i);
                 continue;
             }
@@ -1593,10 +1596,7 @@ fn attempt_round(
             opinions,
             comparison,
             certified,
-            number: attempt + 1,
-            strength: settings.strength,
-            start_timestep: plan.start_timestep(),
-            seed: seeds[slot],
+            setup,
         }));
         // Without a face there is nothing a retry could improve when the policy flags.
         let flag_no_face = job.faces_in.faces.is_empty() && level.on_no_face == OnNoFace::Flag;
@@ -1633,23 +1633,17 @@ fn verdict(
             return Ok(row);
         }
         Some(Err(unanalyzed)) => {
-            row.strength = Some(unanalyzed.strength);
-            row.start_timestep = unanalyzed.start_timestep;
-            row.seed = hex::encode(unanalyzed.seed);
-            row.attempts = Some(unanalyzed.number);
+            unanalyzed.setup.record(&mut row);
             row.reason = format!(
                 "face analysis of the output of attempt {} failed: {}; output dropped",
-                unanalyzed.number, unanalyzed.error
+                unanalyzed.setup.number, unanalyzed.error
             );
             row.milliseconds = Some(job.started.elapsed().as_millis() as u64);
             return Ok(row);
         }
         Some(Ok(attempt)) => attempt,
     };
-    row.strength = Some(result.strength);
-    row.start_timestep = result.start_timestep;
-    row.seed = hex::encode(result.seed);
-    row.attempts = Some(result.number);
+    result.setup.record(&mut row);
     row.certificate = Some(result.comparison.certificate);
     row.distance = result.comparison.distance;
     row.metric = result.comparison.metric.to_string();
@@ -1723,7 +1717,7 @@ fn judge(context: &BatchContext, result: &Attempt, no_face: bool) -> (Status, St
         };
         let reason = format!(
             "{why} after {} attempts; {}",
-            result.number,
+            result.setup.number,
             if flagged {
                 "output kept and flagged (policy: on-failure = flag)"
             } else {
